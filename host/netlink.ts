@@ -1,0 +1,318 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { KataError, NetlinkError, codeForKernelMessage } from './errors.js';
+import { noteSpawn, run } from './exec.js';
+import { type NetnsRef, netnsLabel, toolArgv, netnsExists } from './netns.js';
+
+export type Tool = 'ip' | 'tc';
+
+/** Outcome of one batch: for each line, null when it succeeded, else the kernel's message. */
+export type BatchOutcome = (string | null)[];
+
+/**
+ * How plugins reach `ip` and `tc`. Writes go in batches (`-batch -`, with `-force` so that every
+ * line runs and each failure is reported against its line); reads return parsed `-json`.
+ *
+ * Two implementations share these semantics: SpawnNetlink (one process per call: what a short-lived
+ * process such as a CNI plugin wants) and CoprocessNetlink (one long-lived `ip`/`tc` per namespace
+ * fed line by line: what the long-lived runtime core wants, near the kernel floor).
+ */
+export interface Netlink {
+  batch(tool: Tool, ns: NetnsRef | undefined, lines: readonly string[]): Promise<BatchOutcome>;
+  json<T = unknown>(tool: Tool, ns: NetnsRef | undefined, args: readonly string[]): Promise<T>;
+  /** Forget anything held for this namespace (coprocesses keep a namespace alive). */
+  release(ns: NetnsRef | undefined): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Parse batch stderr: messages accumulate until "Command failed -:N" assigns them to line N (1-based). */
+export function parseBatchStderr(stderr: string, lineCount: number, firstLine = 1): { outcome: BatchOutcome; preamble: string } {
+  const outcome: BatchOutcome = new Array(lineCount).fill(null);
+  let pending: string[] = [];
+  for (const l of stderr.split('\n')) {
+    const m = /^Command failed -:(\d+)\s*$/.exec(l);
+    if (m) {
+      const idx = Number(m[1]) - firstLine;
+      if (idx >= 0 && idx < lineCount) outcome[idx] = pending.join('\n') || 'failed';
+      pending = [];
+    } else if (l.trim() !== '') {
+      pending.push(l);
+    }
+  }
+  return { outcome, preamble: pending.join('\n') };
+}
+
+/** Throw the first failure of an outcome as a NetlinkError naming the line. */
+export function throwOnFailure(tool: Tool, ns: NetnsRef | undefined, lines: readonly string[], outcome: BatchOutcome): void {
+  const i = outcome.findIndex((o) => o !== null);
+  if (i >= 0) {
+    const msg = outcome[i] as string;
+    throw new NetlinkError(tool, netnsLabel(ns), lines[i] ?? '?', msg, codeForKernelMessage(msg));
+  }
+}
+
+function nsGoneError(ns: NetnsRef | undefined, stderr: string): KataError {
+  return new KataError('E_NETNS_NOT_FOUND', `network namespace ${netnsLabel(ns)} does not exist${stderr ? `: ${stderr.trim()}` : ''}`, { netns: ns?.path });
+}
+
+function checkLines(lines: readonly string[]): void {
+  for (const l of lines) {
+    if (/[\n\r\0]/.test(l)) throw new KataError('E_INTERNAL', `batch line contains a line break: ${JSON.stringify(l)}`);
+  }
+}
+
+export class SpawnNetlink implements Netlink {
+  constructor(private readonly timeoutMs = 20_000) {}
+
+  async batch(tool: Tool, ns: NetnsRef | undefined, lines: readonly string[]): Promise<BatchOutcome> {
+    if (lines.length === 0) return [];
+    checkLines(lines);
+    if (ns && !netnsExists(ns)) throw nsGoneError(ns, '');
+    const [file, args] = toolArgv(tool, ns, ['-force', '-batch', '-']);
+    const r = await run(file, args, { input: lines.join('\n') + '\n', reject: false, timeoutMs: this.timeoutMs });
+    const { outcome, preamble } = parseBatchStderr(r.stderr, lines.length);
+    if (r.exitCode !== 0 && outcome.every((o) => o === null)) {
+      if (/network namespace|setns|nsenter/i.test(preamble)) throw nsGoneError(ns, preamble);
+      throw new KataError('E_NETLINK', `${tool} -batch in netns ${netnsLabel(ns)} failed: ${preamble || `exit ${r.exitCode}`}`);
+    }
+    return outcome;
+  }
+
+  async json<T>(tool: Tool, ns: NetnsRef | undefined, args: readonly string[]): Promise<T> {
+    if (ns && !netnsExists(ns)) throw nsGoneError(ns, '');
+    const [file, argv] = toolArgv(tool, ns, ['-json', ...args]);
+    const r = await run(file, argv, { reject: false, timeoutMs: this.timeoutMs });
+    if (r.exitCode !== 0) {
+      if (/Cannot open network namespace|setns/i.test(r.stderr)) throw nsGoneError(ns, r.stderr);
+      throw new NetlinkError(tool, netnsLabel(ns), args.join(' '), r.stderr, codeForKernelMessage(r.stderr));
+    }
+    const text = r.stdout.trim();
+    return (text === '' ? [] : JSON.parse(text)) as T;
+  }
+
+  async release(): Promise<void> {}
+  async close(): Promise<void> {}
+}
+
+interface Pending {
+  lines: readonly string[];
+  firstLine: number;
+  sentinelLine: number;
+  read: boolean;
+  outcome: BatchOutcome;
+  stdout: string[];
+  sentinelSeen: boolean;
+  resolve: (v: { outcome: BatchOutcome; stdout: string[] }) => void;
+  reject: (e: unknown) => void;
+}
+
+/** Sentinel commands: always fail at once (an invalid device name), with no side effect. */
+const SENTINEL: Record<Tool, string> = { ip: 'link show dev a/b', tc: 'qdisc show dev a/b' };
+
+/** One long-lived `ip`/`tc` in -batch mode for one namespace. */
+class Coprocess {
+  private child: ChildProcess;
+  private lineNo = 0;
+  private queue: Pending[] = [];
+  private errBuf = '';
+  private outBuf = '';
+  private errPending: string[] = [];
+  dead = false;
+  private idleTimer: NodeJS.Timeout | undefined;
+  /** Reads are serialised: a failed read has no stdout, so two in flight could not be told apart. */
+  private readChain: Promise<unknown> = Promise.resolve();
+
+  constructor(readonly tool: Tool, readonly ns: NetnsRef | undefined, private readonly idleMs: number, private readonly onExit: () => void) {
+    const [file, args] = toolArgv(tool, ns, ['-force', '-json', '-batch', '-']);
+    noteSpawn();
+    this.child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child.stdout!.setEncoding('utf8').on('data', (d: string) => this.onStdout(d));
+    this.child.stderr!.setEncoding('utf8').on('data', (d: string) => this.onStderr(d));
+    this.child.stdin!.on('error', () => {});
+    this.child.on('error', (e) => this.fail(e));
+    this.child.on('exit', () => this.fail(nsGoneError(ns, this.errPending.join('\n') + this.errBuf)));
+    this.setRef(false);
+  }
+
+  /** Hold the event loop only while requests are pending: an idle helper never keeps a process alive. */
+  private setRef(on: boolean): void {
+    const m = on ? 'ref' : 'unref';
+    this.child[m]();
+    for (const s of [this.child.stdin, this.child.stdout, this.child.stderr]) (s as unknown as Record<string, (() => void) | undefined>)[m]?.call(s);
+  }
+
+  submit(lines: readonly string[], read: boolean): Promise<{ outcome: BatchOutcome; stdout: string[] }> {
+    if (read) {
+      const next = this.readChain.then(() => this.send(lines, true));
+      this.readChain = next.catch(() => {});
+      return next;
+    }
+    return this.send(lines, false);
+  }
+
+  private send(lines: readonly string[], read: boolean): Promise<{ outcome: BatchOutcome; stdout: string[] }> {
+    if (this.dead) return Promise.reject(nsGoneError(this.ns, 'helper process exited'));
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    return new Promise((resolve, reject) => {
+      const firstLine = this.lineNo + 1;
+      this.lineNo += lines.length + 1;
+      const p: Pending = { lines, firstLine, sentinelLine: this.lineNo, read, outcome: new Array(lines.length).fill(null), stdout: [], sentinelSeen: false, resolve, reject };
+      this.queue.push(p);
+      if (this.queue.length === 1) this.setRef(true);
+      this.child.stdin!.write(lines.join('\n') + '\n' + SENTINEL[this.tool] + '\n');
+    });
+  }
+
+  private onStdout(d: string): void {
+    this.outBuf += d;
+    let i;
+    while ((i = this.outBuf.indexOf('\n')) >= 0) {
+      const line = this.outBuf.slice(0, i);
+      this.outBuf = this.outBuf.slice(i + 1);
+      if (line.trim() === '') continue;
+      const head = this.queue.find((p) => p.read && p.stdout.length < p.lines.length - p.outcome.filter((o) => o !== null).length);
+      if (head) head.stdout.push(line);
+      this.settle();
+    }
+  }
+
+  private onStderr(d: string): void {
+    this.errBuf += d;
+    let i;
+    while ((i = this.errBuf.indexOf('\n')) >= 0) {
+      const line = this.errBuf.slice(0, i);
+      this.errBuf = this.errBuf.slice(i + 1);
+      const m = /^Command failed -:(\d+)\s*$/.exec(line);
+      if (!m) {
+        if (line.trim() !== '') this.errPending.push(line);
+        continue;
+      }
+      const n = Number(m[1]);
+      const msg = this.errPending.join('\n') || 'failed';
+      this.errPending = [];
+      const p = this.queue.find((q) => n >= q.firstLine && n <= q.sentinelLine);
+      if (!p) continue;
+      if (n === p.sentinelLine) p.sentinelSeen = true;
+      else p.outcome[n - p.firstLine] = msg;
+      this.settle();
+    }
+  }
+
+  /** Resolve finished requests in order: sentinel seen and, for reads, one JSON line per successful read. */
+  private settle(): void {
+    while (this.queue.length > 0) {
+      const p = this.queue[0]!;
+      if (!p.sentinelSeen) return;
+      const expected = p.read ? p.outcome.filter((o) => o === null).length : 0;
+      if (p.stdout.length < expected) return;
+      this.queue.shift();
+      if (this.queue.length === 0) this.setRef(false);
+      p.resolve({ outcome: p.outcome, stdout: p.stdout });
+    }
+    if (this.idleMs > 0 && !this.dead) {
+      if (this.idleTimer) clearTimeout(this.idleTimer);
+      this.idleTimer = setTimeout(() => this.stop(), this.idleMs);
+      this.idleTimer.unref();
+    }
+  }
+
+  private fail(e: unknown): void {
+    if (this.dead) return;
+    this.dead = true;
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    for (const p of this.queue.splice(0)) p.reject(e);
+    this.setRef(false);
+    this.onExit();
+  }
+
+  stop(): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.child.exitCode !== null || this.child.signalCode !== null) {
+        this.fail(nsGoneError(this.ns, 'closed'));
+        resolve();
+        return;
+      }
+      this.setRef(true);
+      this.child.once('exit', () => resolve());
+      this.child.stdin!.end();
+      setTimeout(() => this.child.kill('SIGKILL'), 2000).unref();
+    });
+  }
+}
+
+/**
+ * Long-lived `ip`/`tc` helpers, one per (tool, namespace), started on first use and stopped after
+ * idleMs without requests (a helper holds its namespace alive, so it must not linger).
+ */
+export class CoprocessNetlink implements Netlink {
+  private readonly procs = new Map<string, Coprocess>();
+  private readonly reads = new SpawnNetlink();
+
+  constructor(private readonly idleMs = 2000) {}
+
+  private key(tool: Tool, ns: NetnsRef | undefined): string {
+    return `${tool}\0${ns?.path ?? ''}`;
+  }
+
+  private proc(tool: Tool, ns: NetnsRef | undefined): Coprocess {
+    const k = this.key(tool, ns);
+    let p = this.procs.get(k);
+    if (!p || p.dead) {
+      if (ns && !netnsExists(ns)) throw nsGoneError(ns, '');
+      const created: Coprocess = new Coprocess(tool, ns, this.idleMs, () => {
+        if (this.procs.get(k) === created) this.procs.delete(k);
+      });
+      p = created;
+      this.procs.set(k, p);
+    }
+    return p;
+  }
+
+  async batch(tool: Tool, ns: NetnsRef | undefined, lines: readonly string[]): Promise<BatchOutcome> {
+    if (lines.length === 0) return [];
+    checkLines(lines);
+    if (ns && !netnsExists(ns)) throw nsGoneError(ns, '');
+    return (await this.proc(tool, ns).submit(lines, false)).outcome;
+  }
+
+  async json<T>(tool: Tool, ns: NetnsRef | undefined, args: readonly string[]): Promise<T> {
+    if (ns && !netnsExists(ns)) throw nsGoneError(ns, '');
+    // `ip -json ... show` with options before the object (e.g. -d) is not a batch line: spawn those.
+    if (args.length > 0 && args[0]!.startsWith('-')) return this.reads.json<T>(tool, ns, args);
+    const line = args.join(' ');
+    checkLines([line]);
+    const { outcome, stdout } = await this.proc(tool, ns).submit([line], true);
+    if (outcome[0] !== null) throw new NetlinkError(tool, netnsLabel(ns), line, outcome[0]!, codeForKernelMessage(outcome[0]!));
+    const text = (stdout[0] ?? '').trim();
+    return (text === '' ? [] : JSON.parse(text)) as T;
+  }
+
+  async release(ns: NetnsRef | undefined): Promise<void> {
+    const stops: Promise<void>[] = [];
+    for (const tool of ['ip', 'tc'] as const) {
+      const k = this.key(tool, ns);
+      const p = this.procs.get(k);
+      if (p) {
+        this.procs.delete(k);
+        stops.push(p.stop());
+      }
+    }
+    await Promise.all(stops);
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.procs.values()];
+    this.procs.clear();
+    await Promise.all(all.map((p) => p.stop()));
+  }
+}
+
+/** Run a batch and throw the first failure. */
+export async function batchOrThrow(nl: Netlink, tool: Tool, ns: NetnsRef | undefined, lines: readonly string[]): Promise<void> {
+  throwOnFailure(tool, ns, lines, await nl.batch(tool, ns, lines));
+}
+
+/** A plain one-off `ip`/`tc` call through the exec layer (for the rare command that is not batchable). */
+export async function ipOnce(ns: NetnsRef | undefined, args: readonly string[]): Promise<string> {
+  const [file, argv] = toolArgv('ip', ns, args);
+  return (await run(file, argv)).stdout;
+}
