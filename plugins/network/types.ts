@@ -1,0 +1,55 @@
+import type { ARPNeighbor, Interface, IPAddress, Route } from '../../host/agent-types.js';
+
+/** Kata's internetworking models (Go runtime names). */
+export type InternetworkingModel = 'tcfilter' | 'macvtap' | 'none';
+
+/** Kata endpoint types (the strings of virtcontainers/endpoint.go). */
+export type EndpointType = 'virtual' | 'macvlan' | 'ipvlan' | 'tuntap' | 'tap' | 'vhost-user' | 'physical' | 'macvtap';
+
+/** One link of a namespace as the scan sees it: what detection and attach need, read once. */
+export interface ScannedLink {
+  name: string;
+  index: number;
+  /** netlink kind ("veth", "macvlan", "ipvlan", "tun", "macvtap", ...) or "" for a plain device. */
+  kind: string;
+  /** For kind "tun": "tap" or "tun". */
+  tunMode?: 'tap' | 'tun';
+  mac: string;
+  mtu: number;
+  txqlen: number;
+  up: boolean;
+  /** IFF_NOARP etc., as the kernel reports them. */
+  rawFlags: number;
+  addresses: IPAddress[];
+  /** ethtool bus info when it is a PCI address (physical NIC / VF). */
+  pciAddress?: string;
+}
+
+/** The result of scanning a namespace. */
+export interface ScanResult {
+  links: ScannedLink[];
+  /** Guest descriptors in the agent's shapes, devicePath/hwAddr filled by attach where it differs. */
+  interfaces: Interface[];
+  routes: Route[];
+  neighbors: ARPNeighbor[];
+}
+
+/** What a caller asks of one endpoint attach. */
+export interface EndpointRequest {
+  /** The link to attach, as scanned (detection uses its kind). */
+  link: ScannedLink;
+  /** Endpoint index: names the host devices tap<index>_kata / br<index>_kata. */
+  index: number;
+  model: InternetworkingModel;
+  /** Virtqueue pairs; >1 makes a multi-queue tap. */
+  queues: number;
+  /** Use vhost-net (false when disabled by config or /dev/vhost-net is missing). */
+  vhost: boolean;
+  /** Tap name override (default tap<index>_kata). */
+  tapName?: string;
+  /** Owner of the tap (tun ioctl TUNSETOWNER/TUNSETGROUP via `ip tuntap ... user/group`). */
+  uid?: number;
+  gid?: number;
+  /** vhost-user socket given explicitly (otherwise discovered by Kata's /tmp/vhostuser_<IP>/vhu.sock convention). */
+  vhostUserSocket?: string;
+}
