@@ -28,6 +28,7 @@ export const ERROR_CODES = {
   E_STATE: 'persisted sandbox state is missing, unreadable or inconsistent',
   E_SANDBOX_NOT_FOUND: 'no sandbox with that id is known',
   E_SANDBOX_EXISTS: 'a sandbox with that id already exists',
+  E_LOCKED: 'another live process holds the sandbox lock (the message names its pid); retry once it is done',
   E_MOUNT: 'a mount or unmount failed',
   E_CNI: 'a CNI request is invalid (the CNI error code is carried separately)',
   E_INTERNAL: 'a bug: an invariant did not hold',
