@@ -73,6 +73,7 @@ interface RawRoute {
   flags?: string[];
   metrics?: Record<string, unknown>[];
   nexthops?: unknown[];
+  via?: unknown;
 }
 
 interface RawNeighbour {
@@ -123,7 +124,8 @@ function routeDest(dst: string | undefined, family: IPFamily): string {
 /**
  * `ip -json route show` output (one family) -> the routes to send to the guest. Keeps main-table
  * unicast routes through one of `devices`, drops routes the kernel installed itself (connected
- * prefixes, fe80::/64: the guest's kernel makes its own), multipath routes (no single device).
+ * prefixes, fe80::/64: the guest's kernel makes its own), multipath routes (no single device) and
+ * routes through a gateway of the other family.
  */
 export function parseRoutes(json: unknown, family: IPFamily, devices: ReadonlySet<string>): Route[] {
   const out: Route[] = [];
@@ -133,6 +135,8 @@ export function parseRoutes(json: unknown, family: IPFamily, devices: ReadonlySe
     if (r.type !== undefined && r.type !== 'unicast') continue;
     if (r.protocol === 'kernel') continue;
     if (r.dev === undefined || !devices.has(r.dev) || r.nexthops !== undefined) continue;
+    // A gateway of the other family (`via inet6 fe80::1` on an IPv4 route) has no agent form.
+    if (r.via !== undefined) continue;
     let flags = 0;
     for (const f of r.flags ?? []) flags |= ROUTE_FLAG[f] ?? 0;
     out.push({

@@ -24,6 +24,7 @@ const V4 = [
   { dst: '10.10.0.0/16', dev: 'other0', protocol: 'static', scope: 'link', flags: [] },
   { dst: '10.11.0.0/16', protocol: 'static', flags: [], nexthops: [{ gateway: '10.1.0.1', dev: 'eth0', weight: 1, flags: [] }] },
   { type: 'blackhole', dst: '10.12.0.0/16', flags: [] },
+  { dst: '10.13.0.0/16', via: { family: 'inet6', host: 'fe80::1' }, dev: 'eth0', flags: [] },
   { type: 'local', dst: '10.1.0.5', dev: 'eth0', table: 'local', protocol: 'kernel', scope: 'host', prefsrc: '10.1.0.5', flags: [] },
   { type: 'broadcast', dst: '127.255.255.255', dev: 'lo', table: 'local', protocol: 'kernel', scope: 'link', prefsrc: '127.0.0.1', flags: [] },
 ];
