@@ -1,0 +1,75 @@
+import { cpus, totalmem } from 'node:os';
+import type { SandboxConfig } from './types.js';
+import { MAX_VCPUS } from './schema.js';
+
+/**
+ * Built-in defaults: a configuration that works with no file at all, on the embedded guest kit
+ * (kernel/initrd/image left undefined for the caller to resolve) and on this project's test hosts.
+ * Where a value differs from Kata's default it says why.
+ */
+
+export const DEFAULT_QEMU_PATH = '/usr/bin/qemu-system-x86_64';
+/** Debian 12 ships the C virtiofsd with QEMU 7.2 here. */
+export const DEFAULT_VIRTIOFSD_PATH = '/usr/lib/qemu/virtiofsd';
+export const DEFAULT_STATE_DIR = '/run/kata-resources';
+/** Where loadConfig looks when no file is named (and KATA_RESOURCES_CONFIG is unset). */
+export const DEFAULT_CONFIG_PATHS = ['/etc/kata-resources/configuration.toml'];
+
+export function hostCores(): number {
+  return Math.max(1, Math.min(cpus().length, MAX_VCPUS));
+}
+
+export function hostMemoryMiB(): number {
+  return Math.floor(totalmem() / (1024 * 1024));
+}
+
+export function defaultConfig(): SandboxConfig {
+  return {
+    source: undefined,
+    hypervisor: {
+      kind: 'qemu',
+      path: DEFAULT_QEMU_PATH,
+      kernel: undefined,
+      initrd: undefined,
+      image: undefined,
+      machineType: 'q35',
+      kernelParams: [],
+      vcpus: 1,
+      // Kata: 0 = the host's cores.
+      maxVcpus: hostCores(),
+      // Kata: 2048. The embedded guest (busybox + node agent) is happy with 512, and guest RAM lives
+      // in /dev/shm (shared for virtio-fs), which caps the total of all guests.
+      memoryMiB: 512,
+      // Kata: 0 = host RAM (address space for memory hotplug; costs nothing until used).
+      maxMemoryMiB: hostMemoryMiB(),
+      memorySlots: 10,
+      sharedFs: 'virtio-fs',
+      virtioFsDaemon: DEFAULT_VIRTIOFSD_PATH,
+      virtioFsCache: 'auto',
+      virtioFsCacheSizeMiB: 0,
+      virtioFsQueueSize: 1024,
+      virtioFsExtraArgs: [],
+      // Kata: false (NVDIMM/DAX image). The embedded guest's rootfs is a plain ext4 image attached
+      // read-only on virtio-blk for now.
+      disableImageNvdimm: true,
+      // Kata: virtio-scsi. virtio-blk needs no controller and gives the agent a PCI path.
+      blockDeviceDriver: 'virtio-blk',
+      disableBlockDeviceUse: true,
+      // Kata: 0. Hotplug needs root ports on q35.
+      pcieRootPorts: 4,
+      hotplugVfioOnRootBus: false,
+      disableVhostNet: false,
+      networkQueues: 1,
+      enableDebug: false,
+      accel: 'auto',
+    },
+    agent: { dialTimeoutMs: 45_000, enableDebug: false },
+    runtime: {
+      internetworkingModel: 'tcfilter',
+      disableNewNetns: false,
+      sandboxCgroupOnly: false,
+      enableDebug: false,
+      stateDir: DEFAULT_STATE_DIR,
+    },
+  };
+}

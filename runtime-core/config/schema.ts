@@ -1,0 +1,135 @@
+/**
+ * JSON Schema of the configuration file, as it looks after TOML parsing (snake_case keys, Kata's
+ * names). Types, enums and ranges are checked by ajv; unknown keys are NOT schema errors (they are
+ * warnings, see unknown-keys.ts), so no object here sets additionalProperties.
+ */
+
+const bool = { type: 'boolean' } as const;
+const str = { type: 'string' } as const;
+const path = { type: 'string', minLength: 1 } as const;
+const absPath = { type: 'string', pattern: '^/' } as const;
+
+export const MAX_VCPUS = 240;
+export const MAX_PCIE_ROOT_PORTS = 16;
+export const MAX_NETWORK_QUEUES = 16;
+
+export const CONFIG_SCHEMA = {
+  type: 'object',
+  properties: {
+    hypervisor: {
+      type: 'object',
+      properties: {
+        qemu: {
+          type: 'object',
+          properties: {
+            path,
+            kernel: path,
+            initrd: path,
+            image: path,
+            machine_type: { type: 'string', enum: ['q35'] },
+            kernel_params: str,
+            default_vcpus: { type: 'integer', minimum: 0, maximum: MAX_VCPUS },
+            default_maxvcpus: { type: 'integer', minimum: 0, maximum: MAX_VCPUS },
+            default_memory: { type: 'integer', minimum: 64, maximum: 1048576 },
+            default_maxmemory: { type: 'integer', minimum: 0, maximum: 16777216 },
+            memory_slots: { type: 'integer', minimum: 0, maximum: 255 },
+            shared_fs: { type: 'string', enum: ['virtio-fs', 'none'] },
+            virtio_fs_daemon: path,
+            virtio_fs_cache: { type: 'string', enum: ['never', 'metadata', 'auto', 'always'] },
+            virtio_fs_cache_size: { type: 'integer', minimum: 0, maximum: 1048576 },
+            virtio_fs_queue_size: { type: 'integer', enum: [64, 128, 256, 512, 1024] },
+            virtio_fs_extra_args: { type: 'array', items: str },
+            disable_image_nvdimm: bool,
+            block_device_driver: { type: 'string', enum: ['virtio-blk', 'virtio-scsi'] },
+            disable_block_device_use: bool,
+            pcie_root_port: { type: 'integer', minimum: 0, maximum: MAX_PCIE_ROOT_PORTS },
+            hotplug_vfio_on_root_bus: bool,
+            disable_vhost_net: bool,
+            network_queues: { type: 'integer', minimum: 1, maximum: MAX_NETWORK_QUEUES },
+            enable_debug: bool,
+            accel: { type: 'string', enum: ['auto', 'kvm', 'tcg'] },
+          },
+        },
+      },
+    },
+    agent: {
+      type: 'object',
+      properties: {
+        kata: {
+          type: 'object',
+          properties: {
+            dial_timeout: { type: 'integer', minimum: 1, maximum: 3600 },
+            enable_debug: bool,
+          },
+        },
+      },
+    },
+    runtime: {
+      type: 'object',
+      properties: {
+        internetworking_model: { type: 'string', enum: ['tcfilter', 'macvtap', 'none'] },
+        disable_new_netns: bool,
+        sandbox_cgroup_only: bool,
+        enable_debug: bool,
+        state_dir: absPath,
+      },
+    },
+    factory: { type: 'object' },
+  },
+} as const;
+
+/** What the raw file may contain (after a successful schema validation). */
+export interface RawConfig {
+  hypervisor?: {
+    qemu?: {
+      path?: string;
+      kernel?: string;
+      initrd?: string;
+      image?: string;
+      machine_type?: 'q35';
+      kernel_params?: string;
+      default_vcpus?: number;
+      default_maxvcpus?: number;
+      default_memory?: number;
+      default_maxmemory?: number;
+      memory_slots?: number;
+      shared_fs?: 'virtio-fs' | 'none';
+      virtio_fs_daemon?: string;
+      virtio_fs_cache?: 'never' | 'metadata' | 'auto' | 'always';
+      virtio_fs_cache_size?: number;
+      virtio_fs_queue_size?: number;
+      virtio_fs_extra_args?: string[];
+      disable_image_nvdimm?: boolean;
+      block_device_driver?: 'virtio-blk' | 'virtio-scsi';
+      disable_block_device_use?: boolean;
+      pcie_root_port?: number;
+      hotplug_vfio_on_root_bus?: boolean;
+      disable_vhost_net?: boolean;
+      network_queues?: number;
+      enable_debug?: boolean;
+      accel?: 'auto' | 'kvm' | 'tcg';
+    };
+    [other: string]: unknown;
+  };
+  agent?: { kata?: { dial_timeout?: number; enable_debug?: boolean }; [other: string]: unknown };
+  runtime?: {
+    internetworking_model?: 'tcfilter' | 'macvtap' | 'none';
+    disable_new_netns?: boolean;
+    sandbox_cgroup_only?: boolean;
+    enable_debug?: boolean;
+    state_dir?: string;
+  };
+  factory?: Record<string, unknown>;
+}
+
+/** A schema node, loosely typed, for walking the schema. */
+export interface SchemaNode {
+  type?: string;
+  properties?: Record<string, SchemaNode>;
+  enum?: readonly unknown[];
+  minimum?: number;
+  maximum?: number;
+  minLength?: number;
+  pattern?: string;
+  items?: SchemaNode;
+}

@@ -1,0 +1,71 @@
+/**
+ * The typed sandbox configuration the rest of the runtime uses. It is produced from a TOML file in
+ * the style of Kata's configuration-qemu.toml (see schema.ts for the file's keys and
+ * load-config.ts for the mapping); every field here has a value (defaults applied), except the guest
+ * kit paths, where `undefined` means "use the embedded guest kit" (resolved by the caller).
+ */
+
+export type SharedFs = 'virtio-fs' | 'none';
+export type VirtioFsCache = 'never' | 'metadata' | 'auto' | 'always';
+export type BlockDeviceDriver = 'virtio-blk' | 'virtio-scsi';
+export type AccelChoice = 'auto' | 'kvm' | 'tcg';
+export type InternetworkingModel = 'tcfilter' | 'macvtap' | 'none';
+
+export interface QemuConfig {
+  kind: 'qemu';
+  /** QEMU binary (`path`). */
+  path: string;
+  /** Guest kernel; undefined = the embedded guest kit's. */
+  kernel: string | undefined;
+  initrd: string | undefined;
+  /** Guest rootfs image; undefined = the embedded guest kit's. */
+  image: string | undefined;
+  machineType: 'q35';
+  /** Extra kernel parameters from the file (appended after the runtime's own, so they win). */
+  kernelParams: string[];
+  vcpus: number;
+  maxVcpus: number;
+  memoryMiB: number;
+  maxMemoryMiB: number;
+  memorySlots: number;
+  sharedFs: SharedFs;
+  virtioFsDaemon: string;
+  virtioFsCache: VirtioFsCache;
+  /** DAX window in MiB (0 = off). */
+  virtioFsCacheSizeMiB: number;
+  virtioFsQueueSize: number;
+  virtioFsExtraArgs: string[];
+  disableImageNvdimm: boolean;
+  blockDeviceDriver: BlockDeviceDriver;
+  disableBlockDeviceUse: boolean;
+  /** Number of pcie-root-ports cold-plugged for hotplug. */
+  pcieRootPorts: number;
+  hotplugVfioOnRootBus: boolean;
+  disableVhostNet: boolean;
+  networkQueues: number;
+  enableDebug: boolean;
+  accel: AccelChoice;
+}
+
+export interface AgentConfig {
+  /** How long to wait for the guest agent to answer after the VM started (`dial_timeout`, seconds in the file). */
+  dialTimeoutMs: number;
+  enableDebug: boolean;
+}
+
+export interface RuntimeConfig {
+  internetworkingModel: InternetworkingModel;
+  disableNewNetns: boolean;
+  sandboxCgroupOnly: boolean;
+  enableDebug: boolean;
+  /** Root of per-sandbox state: `<stateDir>/sandboxes/<id>/state.json`. */
+  stateDir: string;
+}
+
+export interface SandboxConfig {
+  /** The file the configuration came from; undefined = built-in defaults only. */
+  source: string | undefined;
+  hypervisor: QemuConfig;
+  agent: AgentConfig;
+  runtime: RuntimeConfig;
+}

@@ -1,0 +1,98 @@
+import t from 'tap';
+import { parseConfig, loadConfig } from '../../../runtime-core/config/load-config.js';
+import { capturingLogger, tempDir, writeFile } from '../../helpers/runtime-core.js';
+
+t.test('a full Kata-style file maps every key to the typed config', async (t) => {
+  const dir = tempDir(t);
+  writeFile(dir, 'vmlinux', 'kernel');
+  writeFile(dir, 'initrd.img', 'initrd');
+  writeFile(dir, 'rootfs.img', 'image');
+  const file = writeFile(dir, 'configuration.toml', `
+[hypervisor.qemu]
+path = "/usr/bin/qemu-system-x86_64"
+kernel = "vmlinux"
+initrd = "${dir}/initrd.img"
+image = "rootfs.img"
+machine_type = "q35"
+kernel_params = "  quiet   loglevel=3 "
+default_vcpus = 2
+default_maxvcpus = 4
+default_memory = 1024
+default_maxmemory = 4096
+memory_slots = 4
+shared_fs = "virtio-fs"
+virtio_fs_daemon = "/usr/lib/qemu/virtiofsd"
+virtio_fs_cache = "never"
+virtio_fs_cache_size = 0
+virtio_fs_queue_size = 512
+virtio_fs_extra_args = ["--thread-pool-size=1"]
+disable_image_nvdimm = false
+block_device_driver = "virtio-scsi"
+disable_block_device_use = false
+pcie_root_port = 6
+hotplug_vfio_on_root_bus = true
+disable_vhost_net = true
+network_queues = 2
+enable_debug = true
+accel = "tcg"
+
+[agent.kata]
+dial_timeout = 30
+enable_debug = true
+
+[runtime]
+internetworking_model = "macvtap"
+disable_new_netns = false
+sandbox_cgroup_only = true
+enable_debug = true
+state_dir = "/run/krt-state"
+`);
+  const { log, lines } = capturingLogger();
+  const cfg = loadConfig(file, { log });
+  t.equal(cfg.source, file);
+  t.same(cfg.hypervisor, {
+    kind: 'qemu',
+    path: '/usr/bin/qemu-system-x86_64',
+    kernel: `${dir}/vmlinux`,
+    initrd: `${dir}/initrd.img`,
+    image: `${dir}/rootfs.img`,
+    machineType: 'q35',
+    kernelParams: ['quiet', 'loglevel=3'],
+    vcpus: 2,
+    maxVcpus: 4,
+    memoryMiB: 1024,
+    maxMemoryMiB: 4096,
+    memorySlots: 4,
+    sharedFs: 'virtio-fs',
+    virtioFsDaemon: '/usr/lib/qemu/virtiofsd',
+    virtioFsCache: 'never',
+    virtioFsCacheSizeMiB: 0,
+    virtioFsQueueSize: 512,
+    virtioFsExtraArgs: ['--thread-pool-size=1'],
+    disableImageNvdimm: false,
+    blockDeviceDriver: 'virtio-scsi',
+    disableBlockDeviceUse: false,
+    pcieRootPorts: 6,
+    hotplugVfioOnRootBus: true,
+    disableVhostNet: true,
+    networkQueues: 2,
+    enableDebug: true,
+    accel: 'tcg',
+  }, 'relative kernel/image paths are anchored at the file\'s directory');
+  t.same(cfg.agent, { dialTimeoutMs: 30_000, enableDebug: true }, 'dial_timeout is seconds in the file');
+  t.same(cfg.runtime, { internetworkingModel: 'macvtap', disableNewNetns: false, sandboxCgroupOnly: true, enableDebug: true, stateDir: '/run/krt-state' });
+  t.same(lines.filter((l) => l.level >= 40), [], 'no warnings for a file with known keys only');
+});
+
+t.test('zero vCPU/max values mean "the default", as in Kata', async (t) => {
+  const cfg = parseConfig('[hypervisor.qemu]\ndefault_vcpus = 0\ndefault_maxvcpus = 0\ndefault_maxmemory = 0\n', '/x/c.toml', { checkFiles: false });
+  t.equal(cfg.hypervisor.vcpus, 1);
+  t.ok(cfg.hypervisor.maxVcpus >= 1, 'maxvcpus 0 = host cores');
+  t.ok(cfg.hypervisor.maxMemoryMiB >= cfg.hypervisor.memoryMiB, 'maxmemory 0 = host RAM');
+});
+
+t.test('disable_new_netns with internetworking_model = "none" is accepted', async (t) => {
+  const cfg = parseConfig('[runtime]\ninternetworking_model = "none"\ndisable_new_netns = true\n', '/x/c.toml');
+  t.equal(cfg.runtime.disableNewNetns, true);
+  t.equal(cfg.runtime.internetworkingModel, 'none');
+});
