@@ -104,7 +104,7 @@ export async function makeMacvtapNode(ctx: PluginContext, ifname: string, path: 
   return { path, ...n };
 }
 
-interface AddrInfoJson { family?: string; local?: string; prefixlen?: number; address?: string; broadcast?: string; scope?: string; label?: string; dynamic?: boolean; secondary?: boolean }
+interface AddrInfoJson { family?: string; local?: string; prefixlen?: number; address?: string; broadcast?: string; scope?: string; label?: string; dynamic?: boolean; secondary?: boolean; nodad?: boolean; noprefixroute?: boolean }
 interface RouteJson { type?: string; dst?: string; gateway?: string; table?: string; protocol?: string; metric?: number; scope?: string; prefsrc?: string; flags?: string[]; metrics?: { mtu?: number }[]; pref?: string; nexthops?: unknown[] }
 
 const SCOPES = new Set(['global', 'link', 'host', 'site']);
@@ -125,6 +125,8 @@ async function readAddresses(ctx: PluginContext, link: string): Promise<{ addr: 
     const parts = [`addr add ${c}`];
     if (a.broadcast) parts.push(`brd ${a.broadcast}`);
     if (a.scope && SCOPES.has(a.scope) && a.scope !== 'global') parts.push(`scope ${a.scope}`);
+    if (a.nodad) parts.push('nodad');
+    if (a.noprefixroute) parts.push('noprefixroute');
     if (a.family === 'inet' && a.label && a.label !== link && /^[A-Za-z0-9_.:@+-]+$/.test(a.label)) parts.push(`label ${a.label}`);
     parts.push(`dev ${link}`);
     res.push({
