@@ -1,0 +1,71 @@
+#!/usr/bin/env node
+// Builds the kata-cni executable: ONE file, dist/cni/kata-cni.js, with a node shebang.
+//  - esbuild bundles cni/main.ts and everything it reaches (host/, plugins/network/, pino) and
+//    minifies it; dynamic imports stay lazily initialised modules inside the one file, so VERSION
+//    never runs the network code.
+//  - the config schema is compiled ahead of time (ajv standalone code) in place of
+//    cni/config-validator.ts, so no call loads ajv or compiles a schema.
+//  - execa is replaced by cni/build/execa-lite.ts (see there for why).
+//  - the output is a classic script (esbuild "iife"), valid both as CommonJS and as an ES module:
+//    installed as an extensionless `kata-cni` in a CNI bin dir (no package.json around) Node loads
+//    it as CommonJS on any Node 20; as dist/cni/kata-cni.js (in this "type": "module" package) as
+//    an ES module. Built-in modules come from `require` when it exists (CommonJS) and from
+//    process.getBuiltinModule otherwise (Node >= 20.16).
+// Usage: node cni/build/bundle.mjs [--outfile PATH] [--metafile PATH]
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const require = createRequire(join(root, 'package.json'));
+const esbuild = require('esbuild');
+const { Ajv } = require('ajv');
+const standaloneCode = require('ajv/dist/standalone').default;
+
+const args = process.argv.slice(2);
+const opt = (name, dflt) => {
+  const i = args.indexOf(name);
+  return i >= 0 && args[i + 1] ? resolve(args[i + 1]) : dflt;
+};
+const outfile = opt('--outfile', join(root, 'dist/cni/kata-cni.js'));
+const metafile = opt('--metafile', undefined);
+
+// Same options as cni/config-validator.ts (AJV_OPTIONS), plus code generation.
+const schema = JSON.parse(readFileSync(join(root, 'cni/config-schema.json'), 'utf8'));
+const ajv = new Ajv({ allErrors: true, strict: true, code: { source: true, esm: true } });
+const validatorSource = standaloneCode(ajv, ajv.compile(schema));
+
+const precompiledValidator = {
+  name: 'precompiled-config-validator',
+  setup(build) {
+    build.onLoad({ filter: /[\\/]cni[\\/]config-validator\.ts$/ }, () => ({
+      contents: validatorSource,
+      loader: 'js',
+      resolveDir: join(root, 'cni'),
+    }));
+  },
+};
+
+mkdirSync(dirname(outfile), { recursive: true });
+const result = await esbuild.build({
+  absWorkingDir: root,
+  entryPoints: [join(root, 'cni/main.ts')],
+  outfile,
+  bundle: true,
+  platform: 'node',
+  format: 'iife',
+  keepNames: true,
+  target: 'node20',
+  minify: true,
+  legalComments: 'none',
+  metafile: true,
+  logLevel: 'warning',
+  alias: { execa: join(root, 'cni/build/execa-lite.ts') },
+  plugins: [precompiledValidator],
+  banner: { js: "#!/usr/bin/env node\nvar require = typeof require === 'function' ? require : process.getBuiltinModule;" },
+});
+chmodSync(outfile, 0o755);
+if (metafile) writeFileSync(metafile, JSON.stringify(result.metafile));
+const bytes = result.metafile.outputs[Object.keys(result.metafile.outputs)[0]].bytes;
+process.stderr.write(`kata-cni: ${outfile} (${(bytes / 1024).toFixed(0)} KiB)\n`);

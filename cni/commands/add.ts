@@ -1,0 +1,86 @@
+import { existsSync } from 'node:fs';
+import type { Logger } from '../../host/log.js';
+import { attachEndpoint, detachEndpoint, type EndpointResources } from '../../plugins/network/endpoint.js';
+import { readLink } from '../../plugins/network/link-info.js';
+import type { Attached } from '../../host/plugin.js';
+import type { KataCniConfig } from '../config.js';
+import { pluginContext, requireNetns } from '../context.js';
+import { CNI_CODES, CniError } from '../errors.js';
+import { findSandboxInterface, formatResult, type CniResult } from '../result.js';
+import type { CniRequest } from '../skel.js';
+import { netnsIdentity, readRecord, removeRecord, runDirFor, writeRecord, type AttachmentRecord } from '../state.js';
+import { endpointIndex, expandTapName } from '../tap-name.js';
+
+/**
+ * ADD: find CNI_IFNAME (with sandbox CNI_NETNS) in prevResult, attach it with the configured model,
+ * record the attachment, and return prevResult plus the tap (name, mac, sandbox; mtu from 1.1.0).
+ * Any failure leaves nothing behind: the endpoint code rolls its own steps back, and the record
+ * (written first as "pending") is removed.
+ */
+export async function cmdAdd(req: CniRequest, cfg: KataCniConfig, log: Logger): Promise<Record<string, unknown>> {
+  const prev = cfg.prevResult;
+  if (!prev) {
+    throw new CniError(CNI_CODES.INVALID_CONFIG, 'field "prevResult" is missing: kata-cni is a chained plugin; list it after an interface-creating plugin (ptp, bridge, macvlan, ...) in a conflist');
+  }
+  if (findSandboxInterface(prev, req.ifname, req.netns) < 0) {
+    const seen = (prev.interfaces ?? []).map((i) => `${i.name}${i.sandbox ? ` (sandbox ${i.sandbox})` : ''}`).join(', ') || 'none';
+    throw new CniError(CNI_CODES.INVALID_CONFIG, `prevResult.interfaces has no interface "${req.ifname}" (CNI_IFNAME) with sandbox "${req.netns}" (CNI_NETNS): the previous plugin did not create it; check the plugin order and CNI_IFNAME`, `interfaces in prevResult: ${seen}`);
+  }
+  const ns = requireNetns(req.netns);
+  const tapName = expandTapName(cfg.tapName, req.ifname);
+  const runDir = runDirFor(cfg.stateDir, cfg.name, req.containerId, req.ifname);
+  const ctx = pluginContext(req.containerId, ns, log, runDir);
+  const netnsId = netnsIdentity(ns.path);
+
+  const existing = safeRead(cfg, req);
+  if (existing && existing.netnsId && netnsId && existing.netnsId.ino === netnsId.ino && existing.netnsId.dev === netnsId.dev && existsSync(ns.path)) {
+    throw new CniError(108, `container ${req.containerId} interface ${req.ifname} is already attached by kata-cni (tap ${existing.tapName}) in ${req.netns}; DEL it before adding it again`);
+  }
+
+  const rec: AttachmentRecord<Attached<EndpointResources>> = {
+    kind: 'kata-cni-attachment', version: 1, network: cfg.name, containerId: req.containerId, ifname: req.ifname,
+    netns: req.netns, ...(netnsId ? { netnsId } : {}), tapName, model: cfg.model, createdAt: new Date().toISOString(),
+  };
+  writeRecord(cfg.stateDir, rec);
+  let attached: Attached<EndpointResources> | undefined;
+  try {
+    const link = await readLink(ctx, req.ifname);
+    attached = await attachEndpoint(ctx, {
+      link,
+      index: endpointIndex(req.ifname),
+      model: cfg.model,
+      queues: cfg.queues,
+      vhost: cfg.vhostNet && existsSync('/dev/vhost-net'),
+      tapName,
+      ...(cfg.owner !== undefined ? { uid: cfg.owner } : {}),
+      ...(cfg.group !== undefined ? { gid: cfg.group } : {}),
+    });
+    rec.attached = attached;
+    writeRecord(cfg.stateDir, rec);
+    const tap = await readLink(ctx, tapName);
+    const result: CniResult = {
+      ...prev,
+      interfaces: [...(prev.interfaces ?? []), { name: tapName, mac: tap.mac, mtu: tap.mtu, sandbox: req.netns }],
+    };
+    log.info({ tap: tapName, link: req.ifname, model: cfg.model }, 'attached');
+    return formatResult(result, cfg.cniVersion);
+  } catch (e) {
+    if (attached) {
+      try {
+        await detachEndpoint(ctx, attached);
+      } catch (d) {
+        log.warn({ err: d }, 'rollback of the attachment failed');
+      }
+    }
+    removeRecord(cfg.stateDir, cfg.name, req.containerId, req.ifname);
+    throw e;
+  }
+}
+
+function safeRead(cfg: KataCniConfig, req: CniRequest): AttachmentRecord | undefined {
+  try {
+    return readRecord(cfg.stateDir, cfg.name, req.containerId, req.ifname);
+  } catch {
+    return undefined; // an unreadable record is replaced
+  }
+}

@@ -1,0 +1,46 @@
+import { readFileSync, writeSync } from 'node:fs';
+import { isatty } from 'node:tty';
+import { runCni } from './run.js';
+
+/**
+ * The kata-cni executable (bundled into dist/cni/kata-cni.js by cni/build/bundle.mjs). Reads the
+ * configuration from stdin, prints the result or the error JSON on stdout, exits 0 or 1. Nothing
+ * else ever goes to stdout.
+ */
+async function readStdin(): Promise<string> {
+  if (isatty(0)) return '';
+  try {
+    return readFileSync(0, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EAGAIN') {
+      const chunks: Buffer[] = [];
+      for await (const c of process.stdin) chunks.push(c as Buffer);
+      return Buffer.concat(chunks).toString('utf8');
+    }
+    if (code === 'EOF' || code === 'EBADF' || code === 'ENXIO' || code === 'EISDIR') return '';
+    throw e;
+  }
+}
+
+function writeAll(fd: number, text: string): void {
+  const buf = Buffer.from(text, 'utf8');
+  let off = 0;
+  try {
+    while (off < buf.length) off += writeSync(fd, buf, off);
+  } catch {
+    // The caller went away (EPIPE): nothing more to do.
+  }
+}
+
+// No top-level await: the bundle is a classic script (see cni/build/bundle.mjs).
+void readStdin()
+  .then((stdin) => runCni(process.env, stdin))
+  .then((out) => {
+    if (out.stdout) writeAll(1, out.stdout);
+    if (out.stderr) writeAll(2, out.stderr);
+    process.exit(out.exitCode);
+  }, (e: unknown) => {
+    writeAll(2, `kata-cni: ${(e as Error)?.stack ?? String(e)}\n`);
+    process.exit(1);
+  });

@@ -1,0 +1,128 @@
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CNI_CODES, CniError } from './errors.js';
+
+/**
+ * One small record per attachment, so that DEL, CHECK and GC know what ADD made even without the
+ * Attached object of the ADD process (a CNI call is a fresh process):
+ *
+ *   <stateDir>/<network>/<containerId>@<ifname>.json
+ *
+ * "@" cannot occur in a container id, so (containerId, ifname) -> file name is one-to-one. The
+ * record is written before the endpoint is attached ("pending", tap name only) and completed
+ * after, so even a crash in between leaves DEL enough to find the tap. Writes are atomic
+ * (temporary file + rename).
+ */
+export interface NetnsId {
+  dev: number;
+  ino: number;
+}
+
+export interface AttachmentRecord<A = unknown> {
+  kind: 'kata-cni-attachment';
+  version: 1;
+  network: string;
+  containerId: string;
+  ifname: string;
+  /** CNI_NETNS of the ADD. */
+  netns: string;
+  /** Identity of that namespace (nsfs inode), so a later namespace at the same path is never touched. */
+  netnsId?: NetnsId;
+  tapName: string;
+  model: string;
+  /** The endpoint plugin's Attached; absent while the ADD is in progress ("pending"). */
+  attached?: A;
+  createdAt: string;
+}
+
+export function recordDir(stateDir: string, network: string): string {
+  return join(stateDir, network);
+}
+
+export function recordPath(stateDir: string, network: string, containerId: string, ifname: string): string {
+  return join(recordDir(stateDir, network), `${containerId}@${ifname}.json`);
+}
+
+/** A private directory for files the endpoint makes for this attachment (e.g. a macvtap device node). */
+export function runDirFor(stateDir: string, network: string, containerId: string, ifname: string): string {
+  return join(recordDir(stateDir, network), `${containerId}@${ifname}.d`);
+}
+
+export function netnsIdentity(path: string): NetnsId | undefined {
+  try {
+    const s = statSync(path);
+    return { dev: s.dev, ino: s.ino };
+  } catch {
+    return undefined;
+  }
+}
+
+export function writeRecord(stateDir: string, rec: AttachmentRecord): void {
+  const file = recordPath(stateDir, rec.network, rec.containerId, rec.ifname);
+  const tmp = `${file}.${process.pid}.tmp`;
+  try {
+    mkdirSync(recordDir(stateDir, rec.network), { recursive: true, mode: 0o700 });
+    writeFileSync(tmp, JSON.stringify(rec) + '\n', { mode: 0o600 });
+    renameSync(tmp, file);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw new CniError(CNI_CODES.IO_FAILURE, `cannot write the attachment record ${file}: ${(e as Error).message} (is stateDir "${stateDir}" writable?)`);
+  }
+}
+
+/** The record, or undefined when there is none; an unreadable record is reported (code 113). */
+export function readRecord<A>(stateDir: string, network: string, containerId: string, ifname: string): AttachmentRecord<A> | undefined {
+  const file = recordPath(stateDir, network, containerId, ifname);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new CniError(CNI_CODES.IO_FAILURE, `cannot read the attachment record ${file}: ${(e as Error).message}`);
+  }
+  return parseRecord<A>(text, file);
+}
+
+export function parseRecord<A>(text: string, file: string): AttachmentRecord<A> {
+  let rec: unknown;
+  try {
+    rec = JSON.parse(text);
+  } catch (e) {
+    throw new CniError(113, `attachment record ${file} is not valid JSON (${(e as Error).message}); remove it if the attachment is gone`);
+  }
+  const r = rec as Partial<AttachmentRecord<A>>;
+  if (r === null || typeof r !== 'object' || r.kind !== 'kata-cni-attachment' || typeof r.tapName !== 'string' || typeof r.containerId !== 'string' || typeof r.ifname !== 'string') {
+    throw new CniError(113, `attachment record ${file} is not a kata-cni attachment record; remove it if the attachment is gone`);
+  }
+  return r as AttachmentRecord<A>;
+}
+
+export function removeRecord(stateDir: string, network: string, containerId: string, ifname: string): void {
+  rmSync(recordPath(stateDir, network, containerId, ifname), { force: true });
+  rmSync(runDirFor(stateDir, network, containerId, ifname), { recursive: true, force: true });
+}
+
+/** Every record of a network (GC); unreadable ones are returned as errors, not thrown. */
+export function listRecords<A>(stateDir: string, network: string): { records: AttachmentRecord<A>[]; errors: { file: string; error: Error }[] } {
+  const dir = recordDir(stateDir, network);
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { records: [], errors: [] };
+    throw new CniError(CNI_CODES.IO_FAILURE, `cannot list attachment records in ${dir}: ${(e as Error).message}`);
+  }
+  const records: AttachmentRecord<A>[] = [];
+  const errors: { file: string; error: Error }[] = [];
+  for (const n of names.sort()) {
+    if (!n.endsWith('.json')) continue;
+    const file = join(dir, n);
+    try {
+      records.push(parseRecord<A>(readFileSync(file, 'utf8'), file));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue; // removed meanwhile
+      errors.push({ file, error: e as Error });
+    }
+  }
+  return { records, errors };
+}
