@@ -7,6 +7,7 @@ import { CoprocessNetlink, SpawnNetlink, type BatchOutcome, type Netlink, type T
 import type { NetnsRef } from '../../../host/netns.js';
 import type { FaultHook, PluginContext } from '../../../host/plugin.js';
 import { Sysfs } from '../../../host/sysfs.js';
+import { sleep } from '../../../host/retry.js';
 import { tempNetns, vethPair } from '../../helpers/netns.js';
 
 interface Teardownable {
@@ -45,6 +46,10 @@ export async function podWithVeth(t: Teardownable, opts: { mtu?: number; podAddr
   const host = await tempNetns(t, 'host');
   const pod = await tempNetns(t, 'pod');
   const { ifname, peer } = await vethPair(pod, host, opts);
+  // The kernel adds the IPv6 link-local once the carrier is up, asynchronously: wait for it so that
+  // snapshots taken by a test do not race with it.
+  const end = Date.now() + 5000;
+  while (!(await ipIn(pod, '-6', 'addr', 'show', 'dev', ifname)).includes('fe80::') && Date.now() < end) await sleep(20);
   return { pod, host, ifname, peer };
 }
 
