@@ -1,0 +1,158 @@
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, openSync, closeSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { KataError } from '../../host/errors.js';
+import type { Logger } from '../../host/log.js';
+import { validateId } from '../../host/names.js';
+import { isSameProcessAlive } from '../../host/proc.js';
+import { loadConfig } from '../config/load-config.js';
+import type { SandboxConfig } from '../config/types.js';
+import { StateStore, type SandboxState } from '../state/store.js';
+import { sandboxView, teardownFromState, type SandboxView } from '../sandbox/sandbox.js';
+import { qemuVmDriver } from '../sandbox/qemu-vm.js';
+import { mgmtCall } from '../supervisor/mgmt-client.js';
+import { MGMT_SOCKET } from '../supervisor/mgmt-protocol.js';
+import type { ExecResult } from '../agent/client.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const SUPERVISOR_MAIN = join(here, '..', 'supervisor', 'main.js');
+
+export function newSandboxId(): string {
+  return `sb-${randomBytes(4).toString('hex')}`;
+}
+
+export function logPath(cfg: SandboxConfig, id: string): string {
+  return join(cfg.runtime.stateDir, 'logs', `${id}.log`);
+}
+
+export interface UpResult {
+  sandbox: SandboxView;
+  log: string;
+}
+
+/**
+ * Start the supervisor of a new sandbox and wait until it reports the sandbox running (or failed,
+ * after its own rollback). Progress lines go to `progress`.
+ */
+export async function sandboxUp(opts: { id?: string; netns?: string; config?: string; progress?: (m: string) => void; env?: NodeJS.ProcessEnv }, log: Logger): Promise<UpResult> {
+  const cfg = loadConfig(opts.config, { log });
+  const id = validateId(opts.id ?? newSandboxId());
+  const store = new StateStore(cfg.runtime.stateDir, log);
+  if (await store.tryLoad(id)) throw new KataError('E_SANDBOX_EXISTS', `sandbox ${id} already exists; take it down first (kata-resources sandbox down ${id}) or choose another id`);
+  const lp = logPath(cfg, id);
+  mkdirSync(dirname(lp), { recursive: true, mode: 0o700 });
+  const logFd = openSync(lp, 'a', 0o600);
+  const args = [SUPERVISOR_MAIN, '--id', id, ...(opts.netns ? ['--netns', opts.netns] : []), ...(cfg.source ? ['--config', cfg.source] : [])];
+  const child = spawn(process.execPath, args, {
+    detached: true,
+    stdio: ['ignore', 'ignore', logFd, 'pipe'],
+    env: { ...(opts.env ?? process.env), KATA_LOG_LEVEL: process.env.KATA_LOG_LEVEL ?? 'info' },
+  });
+  closeSync(logFd);
+  const pipe = child.stdio[3] as NodeJS.ReadableStream;
+  let final: { ok: boolean; sandbox?: SandboxView; error?: { code: string; message: string } } | undefined;
+  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  for await (const line of createInterface({ input: pipe })) {
+    let msg: { progress?: string; ok?: boolean; sandbox?: SandboxView; error?: { code: string; message: string } };
+    try {
+      msg = JSON.parse(line);
+    } catch {
+      continue;
+    }
+    if (msg.progress) opts.progress?.(msg.progress);
+    if (msg.ok !== undefined) {
+      final = msg as typeof final;
+      break;
+    }
+  }
+  (pipe as unknown as { destroy?: () => void }).destroy?.();
+  if (!final) {
+    const code = await exited;
+    throw new KataError('E_DAEMON_START', `the supervisor of sandbox ${id} exited (${code}) before reporting; see ${lp}`);
+  }
+  child.unref();
+  if (!final.ok || !final.sandbox) {
+    await exited;
+    throw new KataError((final.error?.code ?? 'E_INTERNAL') as never, `${final.error?.message ?? 'sandbox failed'} (log: ${lp})`);
+  }
+  return { sandbox: final.sandbox, log: lp };
+}
+
+function supervisorAlive(s: SandboxState): boolean {
+  const sup = s.processes.supervisor;
+  return sup !== undefined && isSameProcessAlive(sup.pid, sup.startTime);
+}
+
+export async function sandboxStatus(id: string, configFile: string | undefined, log: Logger): Promise<SandboxView & { guest?: unknown; supervisor: 'running' | 'gone' }> {
+  const cfg = loadConfig(configFile, { log });
+  const store = new StateStore(cfg.runtime.stateDir, log);
+  const s = await store.load(validateId(id));
+  if (!supervisorAlive(s)) {
+    const v = sandboxView(s);
+    return { ...v, state: s.phase === 'running' ? 'failed' : v.state, supervisor: 'gone', ...(s.phase === 'running' ? { error: { code: 'E_DAEMON_CRASHED', message: `the supervisor of ${id} is gone; run \`kata-resources sandbox down ${id}\` to clean up` } } : {}) };
+  }
+  const sock = join(store.sandboxDir(id), MGMT_SOCKET);
+  const view = await mgmtCall<SandboxView>(sock, 'GET', '/sandbox');
+  let guest: unknown;
+  if (view.state === 'running') guest = await mgmtCall(sock, 'GET', '/sandbox/guest').catch((e: Error) => ({ error: e.message }));
+  return { ...view, ...(guest !== undefined ? { guest } : {}), supervisor: 'running' };
+}
+
+/** Take a sandbox down: through its supervisor when alive, else from its persisted state. Idempotent. */
+export async function sandboxDown(id: string, configFile: string | undefined, log: Logger): Promise<{ id: string; state: 'removed' | 'absent'; via: 'supervisor' | 'state' | 'none'; timings?: Record<string, number> }> {
+  const cfg = loadConfig(configFile, { log });
+  const store = new StateStore(cfg.runtime.stateDir, log);
+  validateId(id);
+  return store.withLock(id, async () => {
+    const s = await store.tryLoad(id);
+    if (!s) {
+      rmSync(logPath(cfg, id), { force: true });
+      return { id, state: 'absent' as const, via: 'none' as const };
+    }
+    if (supervisorAlive(s)) {
+      try {
+        const r = await mgmtCall<{ timings?: Record<string, number> }>(join(store.sandboxDir(id), MGMT_SOCKET), 'POST', '/shutdown', {}, 120_000);
+        rmSync(logPath(cfg, id), { force: true });
+        return { id, state: 'removed' as const, via: 'supervisor' as const, ...(r.timings ? { timings: r.timings } : {}) };
+      } catch (e) {
+        log.warn({ err: (e as Error).message }, 'supervisor did not take the sandbox down; cleaning from state');
+        const sup = s.processes.supervisor!;
+        try {
+          process.kill(sup.pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+    }
+    const fresh = (await store.tryLoad(id)) ?? s;
+    await teardownFromState(fresh, store, log, { vmDriver: qemuVmDriver() });
+    await store.remove(id);
+    rmSync(logPath(cfg, id), { force: true });
+    return { id, state: 'removed' as const, via: 'state' as const };
+  });
+}
+
+export async function sandboxList(configFile: string | undefined, log: Logger): Promise<(SandboxView & { supervisor: 'running' | 'gone' })[]> {
+  const cfg = loadConfig(configFile, { log });
+  const store = new StateStore(cfg.runtime.stateDir, log);
+  const out: (SandboxView & { supervisor: 'running' | 'gone' })[] = [];
+  for (const l of await store.list()) {
+    if (!l.state) {
+      out.push({ id: l.id, state: 'failed', netns: undefined, pids: {}, endpoints: [], shares: [], error: { code: 'E_STATE', message: l.error ?? 'unreadable state' }, supervisor: 'gone' });
+      continue;
+    }
+    out.push({ ...sandboxView(l.state), supervisor: supervisorAlive(l.state) ? 'running' : 'gone' });
+  }
+  return out;
+}
+
+export async function sandboxExec(id: string, argv: string[], configFile: string | undefined, log: Logger, timeoutMs?: number): Promise<ExecResult> {
+  const cfg = loadConfig(configFile, { log });
+  const store = new StateStore(cfg.runtime.stateDir, log);
+  const s = await store.load(validateId(id));
+  if (!supervisorAlive(s)) throw new KataError('E_SANDBOX_NOT_FOUND', `sandbox ${id} is not running (its supervisor is gone); see \`kata-resources sandbox status ${id}\``);
+  return mgmtCall<ExecResult>(join(store.sandboxDir(id), MGMT_SOCKET), 'POST', '/exec', { argv, ...(timeoutMs ? { timeoutMs } : {}) }, (timeoutMs ?? 30_000) + 10_000);
+}
