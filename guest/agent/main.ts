@@ -1,0 +1,77 @@
+/**
+ * kata-agent (this project's): the process the guest's init starts. It finds the virtio-serial
+ * port named agent.0 and answers line-delimited JSON requests on it (protocol.ts).
+ *
+ *   node agent.mjs                     in the guest (port by name, from /sys/class/virtio-ports)
+ *   node agent.mjs --device PATH       a given character device
+ *   node agent.mjs --socket PATH       listen on a unix socket instead (host tests; debugging)
+ *
+ * Powering off on Shutdown only happens when KATA_AGENT_GUEST=1 (set by the guest's init), so a
+ * copy started on a host by mistake just exits.
+ */
+import { createServer } from 'node:net';
+import { unlinkSync } from 'node:fs';
+import { makeIp } from './ip.js';
+import { sleep } from './pci-path.js';
+import { AGENT_PORT_NAME } from './protocol.js';
+import { spawnRunner } from './runner.js';
+import { AgentServer } from './server.js';
+import { findVirtioPort, servePort, serveStream } from './transport.js';
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+const debug = process.env.KATA_AGENT_LOG === 'debug';
+const log = (m: string): void => { process.stderr.write(`kata-agent: ${m}\n`); };
+const inGuest = process.env.KATA_AGENT_GUEST === '1';
+
+async function powerOff(): Promise<void> {
+  if (!inGuest) {
+    log('Shutdown: not in a guest (KATA_AGENT_GUEST unset), exiting');
+    process.exit(0);
+  }
+  log('Shutdown: syncing and powering off');
+  await spawnRunner('sync', [], { timeoutMs: 10_000 });
+  await spawnRunner('poweroff', ['-f'], { timeoutMs: 10_000 });
+}
+
+async function main(): Promise<void> {
+  const server = new AgentServer({
+    network: { ip: makeIp(spawnRunner), sysfs: '/sys' },
+    storage: { run: spawnRunner, sysfs: '/sys', dev: '/dev', mountsFile: '/proc/self/mounts' },
+    run: spawnRunner,
+    shutdown: powerOff,
+    log: debug ? log : (m) => { if (/ failed: /.test(m)) log(m); },
+  });
+
+  const socketPath = arg('--socket');
+  if (socketPath) {
+    try { unlinkSync(socketPath); } catch { /* absent */ }
+    const srv = createServer((s) => serveStream(server, s));
+    srv.listen(socketPath, () => log(`listening on ${socketPath}`));
+    const stop = (): void => { srv.close(); try { unlinkSync(socketPath); } catch { /* gone */ } process.exit(0); };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+    return;
+  }
+
+  let device = arg('--device');
+  if (!device) {
+    const name = arg('--port-name') ?? AGENT_PORT_NAME;
+    const deadline = Date.now() + 30_000;
+    while (!(device = await findVirtioPort(name))) {
+      if (Date.now() > deadline) throw new Error(`no virtio-serial port named ${name} in /sys/class/virtio-ports (is virtio_console loaded and the virtserialport configured?)`);
+      await sleep(20);
+    }
+  }
+  const port = await servePort(server, device, log);
+  log(`ready on ${device} (uptime ${(await import('node:os')).uptime().toFixed(2)} s)`);
+  await port.done;
+}
+
+main().catch((e) => {
+  log(`fatal: ${(e as Error).stack ?? String(e)}`);
+  process.exit(1);
+});

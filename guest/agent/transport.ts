@@ -1,0 +1,100 @@
+/**
+ * Byte transports for the AgentServer: the virtio-serial port in the guest, any stream (a unix
+ * socket connection) in host tests.
+ *
+ * virtio-serial semantics that shape the port loop (drivers/char/virtio_console.c):
+ * - while no host client is connected to the chardev, read() returns 0 at once (EOF) and blocking
+ *   writes wait; so EOF means "poll again shortly", not "done";
+ * - bytes the host sends before the guest opened the port wait in QEMU, so nothing is lost between
+ *   boot and the agent's start.
+ */
+import { open, readdir, readFile, mkdir, symlink, readlink, unlink } from 'node:fs/promises';
+import type { Socket } from 'node:net';
+import { join } from 'node:path';
+import { LineSplitter } from './protocol.js';
+import type { AgentServer } from './server.js';
+import { sleep } from './pci-path.js';
+
+/** Find the /dev node of the virtio-serial port with this name; also make /dev/virtio-ports/NAME (udev is absent). */
+export async function findVirtioPort(name: string, sysfs = '/sys', dev = '/dev'): Promise<string | undefined> {
+  const base = join(sysfs, 'class', 'virtio-ports');
+  const entries = await readdir(base).catch(() => [] as string[]);
+  for (const e of entries) {
+    const n = (await readFile(join(base, e, 'name'), 'utf8').catch(() => '')).trim();
+    if (n !== name) continue;
+    const node = join(dev, e);
+    const dir = join(dev, 'virtio-ports');
+    const link = join(dir, name);
+    try {
+      await mkdir(dir, { recursive: true });
+      const cur = await readlink(link).catch(() => undefined);
+      if (cur !== `../${e}`) {
+        if (cur !== undefined) await unlink(link);
+        await symlink(`../${e}`, link);
+      }
+    } catch {
+      // a read-only /dev is not fatal: the node itself is enough
+    }
+    return node;
+  }
+  return undefined;
+}
+
+export interface PortHandle {
+  /** Stops reading (the read in flight finishes first). */
+  stop(): void;
+  done: Promise<void>;
+}
+
+/** Serve the agent on a character device (the virtio-serial port) until stop(). */
+export async function servePort(server: AgentServer, path: string, log: (m: string) => void = () => {}): Promise<PortHandle> {
+  const fh = await open(path, 'r+');
+  let stopped = false;
+  let writes: Promise<unknown> = Promise.resolve();
+  const send = (line: string): void => {
+    const buf = Buffer.from(line + '\n');
+    writes = writes.then(async () => {
+      let off = 0;
+      while (off < buf.length) off += (await fh.write(buf, off, buf.length - off, null)).bytesWritten;
+    }).catch((e) => log(`write to ${path} failed: ${(e as Error).message}`));
+  };
+  const splitter = new LineSplitter(
+    (line) => void server.handleLine(line).then(send),
+    () => send(JSON.stringify({ id: null, error: { code: 'E_PARSE', message: 'request line too long; dropped' } })),
+  );
+  const done = (async () => {
+    const buf = Buffer.alloc(64 * 1024);
+    let idle = 0;
+    while (!stopped) {
+      let n: number;
+      try {
+        n = (await fh.read(buf, 0, buf.length, null)).bytesRead;
+      } catch (e) {
+        log(`read from ${path} failed: ${(e as Error).message}`);
+        await sleep(100);
+        continue;
+      }
+      if (n === 0) {
+        // No host connected: poll, slowing down a little while it stays away.
+        idle = Math.min(idle + 1, 10);
+        await sleep(idle < 10 ? 10 : 50);
+        continue;
+      }
+      idle = 0;
+      splitter.push(buf.subarray(0, n));
+    }
+    await writes;
+    await fh.close();
+  })();
+  return { stop: () => { stopped = true; }, done };
+}
+
+/** Serve the agent on one stream connection (host tests, or a unix socket inside the guest). */
+export function serveStream(server: AgentServer, sock: Socket): void {
+  const splitter = new LineSplitter(
+    (line) => void server.handleLine(line).then((out) => { if (!sock.destroyed) sock.write(out + '\n'); }),
+    () => { if (!sock.destroyed) sock.write(JSON.stringify({ id: null, error: { code: 'E_PARSE', message: 'request line too long; dropped' } }) + '\n'); },
+  );
+  sock.on('data', (d: Buffer) => splitter.push(d));
+  sock.on('error', () => sock.destroy());
+}

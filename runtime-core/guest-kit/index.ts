@@ -1,0 +1,333 @@
+/**
+ * The embedded default guest ("guest kit"): an uncompressed Debian kernel, a small initramfs and an
+ * ext4 rootfs holding node and the guest agent. Built once per set of inputs and cached under
+ * /var/cache/kata-resources/guest-kit/<hash> (KATA_GUEST_KIT_DIR or opts.cacheDir to move it).
+ *
+ * The hash covers every input: the kernel package and version apt resolves, the busybox, node and
+ * ip binaries and their libraries (content hashes), the agent bundle, the module list, the init
+ * scripts and GUEST_KIT_BUILD_VERSION. Computing it costs apt-cache calls and hashing ~100 MB, so a
+ * fingerprint of the same inputs' file stats (current.json) short-cuts the common case to a few stats.
+ *
+ * Builds are atomic (built in a temporary directory in the cache, then renamed) and serialised by a
+ * lock file, so concurrent callers build once.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, mkdtemp, open, readFile, rename, rm, stat, writeFile, copyFile, realpath, unlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { KataError, isKataError } from '../../host/errors.js';
+import { run } from '../../host/exec.js';
+import { rootLogger, type Logger } from '../../host/log.js';
+import { agentSourceStats, bundleAgent, projectRoot } from './agent-bundle.js';
+import { DEFAULT_GUEST_CMDLINE } from './cmdline.js';
+import { INIT_SCRIPT, buildInitramfs } from './initramfs.js';
+import { downloadKernel, extractKernel, extractVmlinux, hasPvhNote, resolveKernelPackage, type KernelPackage } from './kernel.js';
+import { GUEST_MODULES, parseModulesBuiltin, parseModulesDep, resolveModules } from './modules.js';
+import { ROOTFS_INIT_SCRIPT, makeExt4Image, parseLdd, stageRootfs } from './rootfs.js';
+
+export { DEFAULT_GUEST_CMDLINE, guestKernelCmdline, guestKernelParams, type GuestCmdlineOptions } from './cmdline.js';
+export { AGENT_PATH } from './rootfs.js';
+export { TCG_CPU, agentPortArgs, entropyArgs, kitBootArgs, kitRootfsArgs, minimalQemuArgs, type MinimalQemuOptions } from './qemu-args.js';
+
+/** Bump when the build changes in a way the other inputs do not capture. */
+export const GUEST_KIT_BUILD_VERSION = 1;
+export const DEFAULT_GUEST_KIT_DIR = '/var/cache/kata-resources/guest-kit';
+
+export interface GuestKit {
+  /** Kernel to pass to -kernel: the uncompressed vmlinux (PVH entry), or the bzImage when it has no PVH note. */
+  kernel: string;
+  initrd: string;
+  /** ext4 image, to attach read-only. */
+  rootfs: string;
+  /** `uname -r` in the guest. */
+  kernelVersion: string;
+  hash: string;
+  dir: string;
+  kernelPackage: string;
+  kernelPackageVersion: string;
+  /** Whether `kernel` boots through the PVH entry. */
+  pvh: boolean;
+  /** The kernel command line this kit expects (rootfs on the first virtio-blk disk). */
+  cmdline: string;
+}
+
+export interface EnsureGuestKitOptions {
+  cacheDir?: string;
+  onProgress?: (msg: string) => void;
+  log?: Logger;
+}
+
+interface KitRecord {
+  hash: string;
+  kernelVersion: string;
+  kernelPackage: string;
+  kernelPackageVersion: string;
+  pvh: boolean;
+  files: { kernel: string; initrd: string; rootfs: string };
+  inputs: Inputs;
+  builtAt: string;
+  buildMs: number;
+}
+
+interface Inputs {
+  buildVersion: number;
+  kernel: { name: string; version: string };
+  binaries: Record<string, string>;
+  libraries: Record<string, string>;
+  agent: string;
+  modules: readonly string[];
+  scripts: string;
+}
+
+interface Tools {
+  node: string;
+  ip: string;
+  busybox: string;
+  libs: string[];
+}
+
+export function guestKitDir(opts: { cacheDir?: string } = {}): string {
+  return opts.cacheDir ?? process.env.KATA_GUEST_KIT_DIR ?? DEFAULT_GUEST_KIT_DIR;
+}
+
+async function exists(p: string): Promise<boolean> {
+  return stat(p).then(() => true, () => false);
+}
+
+async function firstExisting(what: string, pkg: string, paths: string[]): Promise<string> {
+  for (const p of paths) if (await exists(p)) return realpath(p);
+  throw new KataError('E_EXEC_NOT_FOUND', `${what} not found (looked in ${paths.join(', ')}); install the Debian package ${pkg}`);
+}
+
+async function sha256File(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+const sha256 = (b: string | Buffer): string => createHash('sha256').update(b).digest('hex');
+
+async function findTools(): Promise<Tools> {
+  const node = await firstExisting('node', 'nodejs', ['/usr/bin/node', process.execPath]);
+  const ip = await firstExisting('ip (iproute2)', 'iproute2', ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip', '/bin/ip']);
+  const busybox = await firstExisting('static busybox', 'busybox-static', ['/usr/bin/busybox', '/bin/busybox']);
+  const bb = await run('ldd', [busybox], { reject: false });
+  if (!/not a dynamic executable|statically linked/.test(bb.stdout + bb.stderr)) {
+    throw new KataError('E_EXEC_NOT_FOUND', `${busybox} is dynamically linked; the initramfs needs a static one: apt-get install busybox-static`);
+  }
+  const libs = new Set<string>();
+  for (const b of [node, ip]) for (const l of parseLdd((await run('ldd', [b])).stdout)) libs.add(l);
+  return { node, ip, busybox, libs: [...libs].sort() };
+}
+
+async function computeInputs(tools: Tools, kernel: KernelPackage, agent: Buffer): Promise<Inputs> {
+  const binaries: Record<string, string> = {};
+  for (const [k, p] of [['node', tools.node], ['ip', tools.ip], ['busybox', tools.busybox]] as const) binaries[k] = await sha256File(p);
+  const libraries: Record<string, string> = {};
+  for (const l of tools.libs) libraries[l] = await sha256File(l);
+  return {
+    buildVersion: GUEST_KIT_BUILD_VERSION,
+    kernel: { name: kernel.name, version: kernel.version },
+    binaries,
+    libraries,
+    agent: sha256(agent),
+    modules: GUEST_MODULES,
+    scripts: sha256(INIT_SCRIPT + '\0' + ROOTFS_INIT_SCRIPT + '\0' + DEFAULT_GUEST_CMDLINE),
+  };
+}
+
+function hashInputs(inputs: Inputs): string {
+  return sha256(JSON.stringify(inputs)).slice(0, 20);
+}
+
+/** The cache key of the kit the current host would build (apt-cache, hashing, agent bundling: not free). */
+export async function guestKitInputsHash(): Promise<string> {
+  const [tools, kernel, agent] = await Promise.all([findTools(), resolveKernelPackage(), bundleAgent()]);
+  return hashInputs(await computeInputs(tools, kernel, agent));
+}
+
+/** Stats of everything the full hash depends on, to recognise "nothing changed" cheaply. */
+async function fingerprint(paths: string[]): Promise<string> {
+  const parts: unknown[] = [GUEST_KIT_BUILD_VERSION, sha256(INIT_SCRIPT + ROOTFS_INIT_SCRIPT + DEFAULT_GUEST_CMDLINE), GUEST_MODULES];
+  for (const p of paths) {
+    const s = await stat(p).catch(() => undefined);
+    parts.push([p, s?.size, s?.mtimeMs, s?.ino]);
+  }
+  parts.push(await agentSourceStats());
+  return sha256(JSON.stringify(parts));
+}
+
+const APT_STATE = ['/var/lib/apt/lists', '/var/lib/dpkg/status', '/etc/apt/sources.list', '/etc/apt/sources.list.d'];
+
+function kitFromRecord(dir: string, r: KitRecord): GuestKit {
+  return {
+    kernel: join(dir, r.files.kernel), initrd: join(dir, r.files.initrd), rootfs: join(dir, r.files.rootfs),
+    kernelVersion: r.kernelVersion, hash: r.hash, dir, kernelPackage: r.kernelPackage, kernelPackageVersion: r.kernelPackageVersion,
+    pvh: r.pvh, cmdline: DEFAULT_GUEST_CMDLINE,
+  };
+}
+
+async function readKit(cacheDir: string, hash: string): Promise<GuestKit | undefined> {
+  const dir = join(cacheDir, hash);
+  try {
+    const r = JSON.parse(await readFile(join(dir, 'kit.json'), 'utf8')) as KitRecord;
+    const kit = kitFromRecord(dir, r);
+    for (const f of [kit.kernel, kit.initrd, kit.rootfs]) if (!(await exists(f))) return undefined;
+    return kit;
+  } catch {
+    return undefined;
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Take the build lock (a file holding the builder's pid; a dead holder's lock is taken over). */
+async function lock(path: string, onWait: (pid: number) => void): Promise<() => Promise<void>> {
+  let announced = false;
+  for (;;) {
+    try {
+      const fh = await open(path, 'wx');
+      await fh.writeFile(String(process.pid));
+      await fh.close();
+      return async () => { await unlink(path).catch(() => {}); };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim());
+    if (!Number.isInteger(pid) || pid <= 0 || !pidAlive(pid)) {
+      // Stale (or being written this instant: give a writer a moment before taking it over).
+      await new Promise((r) => setTimeout(r, 200));
+      const again = Number((await readFile(path, 'utf8').catch(() => '')).trim());
+      if (again === pid || !again) await unlink(path).catch(() => {});
+      continue;
+    }
+    if (!announced) { onWait(pid); announced = true; }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+/** Return the cached kit for the current inputs, building it first if needed. */
+export async function ensureGuestKit(opts: EnsureGuestKitOptions = {}): Promise<GuestKit> {
+  const cacheDir = guestKitDir(opts);
+  const log = (opts.log ?? rootLogger()).child({ component: 'guest-kit' });
+  const progress = (m: string): void => { log.info(m); opts.onProgress?.(m); };
+  await mkdir(cacheDir, { recursive: true });
+  const currentFile = join(cacheDir, 'current.json');
+
+  // Fast path: same file stats as when the current kit was resolved.
+  try {
+    const cur = JSON.parse(await readFile(currentFile, 'utf8')) as { hash: string; fingerprint: string; paths: string[] };
+    if (cur.fingerprint === await fingerprint(cur.paths)) {
+      const kit = await readKit(cacheDir, cur.hash);
+      if (kit) return kit;
+    }
+  } catch { /* no or unreadable record: take the slow path */ }
+
+  const [tools, kernel, agent] = await Promise.all([findTools(), resolveKernelPackage(progress), bundleAgent()]);
+  const inputs = await computeInputs(tools, kernel, agent);
+  const hash = hashInputs(inputs);
+  const remember = async (): Promise<void> => {
+    const paths = [tools.node, tools.ip, tools.busybox, ...tools.libs, ...APT_STATE];
+    const tmp = `${currentFile}.${process.pid}.tmp`;
+    await writeFile(tmp, JSON.stringify({ hash, fingerprint: await fingerprint(paths), paths }));
+    await rename(tmp, currentFile);
+  };
+
+  let kit = await readKit(cacheDir, hash);
+  if (!kit) {
+    const release = await lock(join(cacheDir, `.lock-${hash}`), (pid) => progress(`waiting for another guest kit build (pid ${pid})`));
+    try {
+      kit = await readKit(cacheDir, hash);
+      if (!kit) kit = await build(cacheDir, hash, inputs, tools, kernel, agent, progress);
+    } finally {
+      await release();
+    }
+  }
+  await remember();
+  return kit;
+}
+
+async function build(cacheDir: string, hash: string, inputs: Inputs, tools: Tools, kernel: KernelPackage, agent: Buffer, progress: (m: string) => void): Promise<GuestKit> {
+  const started = Date.now();
+  progress(`building the guest kit ${hash} (kernel ${kernel.name} ${kernel.version}); this happens once`);
+  const out = join(cacheDir, `.build-${hash}-${process.pid}`);
+  await rm(out, { recursive: true, force: true });
+  await mkdir(out, { recursive: true });
+  const work = await mkdtemp(join(tmpdir(), 'kr-guest-kit-'));
+  try {
+    const dl = join(work, 'download');
+    await mkdir(dl);
+    const deb = await downloadKernel(kernel, dl, progress);
+    const kroot = join(work, 'kernel');
+    await extractKernel(deb, kroot, kernel.release, progress);
+    await rm(deb, { force: true });
+
+    const config = await readFile(join(kroot, 'boot', `config-${kernel.release}`), 'utf8').catch(() => '');
+    const vmlinuz = join(kroot, 'boot', `vmlinuz-${kernel.release}`);
+    let kernelFile = 'vmlinux';
+    let pvh = false;
+    if (/^CONFIG_PVH=y$/m.test(config)) {
+      await extractVmlinux(vmlinuz, join(out, 'vmlinux'), progress);
+      pvh = await hasPvhNote(join(out, 'vmlinux'));
+    }
+    if (!pvh) {
+      progress(`kernel ${kernel.release} has no PVH entry; booting the compressed bzImage (slower under TCG)`);
+      await rm(join(out, 'vmlinux'), { force: true });
+      kernelFile = 'vmlinuz';
+      await copyFile(vmlinuz, join(out, kernelFile));
+    }
+
+    progress('building the initramfs (busybox and kernel modules)');
+    const modDir = join(kroot, 'lib', 'modules', kernel.release);
+    const resolved = resolveModules(
+      GUEST_MODULES,
+      parseModulesDep(await readFile(join(modDir, 'modules.dep'), 'utf8')),
+      parseModulesBuiltin(await readFile(join(modDir, 'modules.builtin'), 'utf8').catch(() => '')),
+    );
+    for (const m of resolved.load) {
+      if (!m.endsWith('.ko')) throw new KataError('E_UNSUPPORTED', `kernel module ${m} is compressed; this build only packs uncompressed modules`);
+    }
+    await writeFile(join(out, 'initrd.cpio'), await buildInitramfs({ busybox: tools.busybox, kernelRoot: kroot, release: kernel.release, modules: resolved.load }));
+    await rm(kroot, { recursive: true, force: true });
+
+    progress('building the rootfs image (node, guest agent, ip, busybox) with mkfs.ext4 -d');
+    const stage = join(work, 'rootfs');
+    await stageRootfs(stage, { node: tools.node, ip: tools.ip, busybox: tools.busybox, agentBundle: agent });
+    const { sizeMiB } = await makeExt4Image(stage, join(out, 'rootfs.ext4'));
+
+    const record: KitRecord = {
+      hash, kernelVersion: kernel.release, kernelPackage: kernel.name, kernelPackageVersion: kernel.version, pvh,
+      files: { kernel: kernelFile, initrd: 'initrd.cpio', rootfs: 'rootfs.ext4' },
+      inputs, builtAt: new Date().toISOString(), buildMs: Date.now() - started,
+    };
+    await writeFile(join(out, 'kit.json'), JSON.stringify({ ...record, modules: resolved, rootfsMiB: sizeMiB }, null, 2));
+    const final = join(cacheDir, hash);
+    try {
+      await rename(out, final);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw e;
+      // Someone else finished the same kit: keep theirs.
+      await rm(out, { recursive: true, force: true });
+    }
+    progress(`guest kit ready in ${((Date.now() - started) / 1000).toFixed(1)} s: ${final}`);
+    const kit = await readKit(cacheDir, hash);
+    if (!kit) throw new KataError('E_STATE', `guest kit ${final} is incomplete after the build`);
+    return kit;
+  } catch (e) {
+    await rm(out, { recursive: true, force: true }).catch(() => {});
+    throw isKataError(e) ? e : new KataError('E_INTERNAL', `guest kit build failed: ${(e as Error).message}`, {}, { cause: e });
+  } finally {
+    await rm(work, { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+export { projectRoot };

@@ -1,0 +1,79 @@
+/**
+ * The guest's initramfs: busybox, the kernel modules the guest needs (in load order), and an /init
+ * that loads them, mounts the rootfs image read-only and switch_roots into it. Everything else
+ * (node, the agent) lives on the rootfs.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { cpioNewc, type CpioEntry } from './cpio.js';
+
+/** Applets /init uses (symlinks to busybox in /bin). */
+const INIT_APPLETS = ['sh', 'mount', 'umount', 'insmod', 'switch_root', 'mkdir', 'sleep', 'cat', 'echo', 'poweroff', 'ls', 'dmesg'];
+
+/** Where the rootfs's own init lives (a busybox sh script, see rootfs.ts). */
+export const ROOTFS_INIT = '/sbin/kata-init';
+
+export const INIT_SCRIPT = `#!/bin/sh
+# kata-resources guest initramfs: load modules, mount the rootfs read-only, switch_root into it.
+export PATH=/bin
+mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev
+mount -t proc -o nosuid,nodev,noexec proc /proc
+mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
+fail() {
+  echo "kata-init: $*; powering off" >/dev/console
+  sleep 1
+  poweroff -f
+}
+while read -r m; do
+  insmod "/lib/modules/$m" 2>/dev/null || echo "kata-init: insmod $m failed" >/dev/console
+done < /lib/modules/load-order
+root=/dev/vda fstype=ext4 flags=ro init=${ROOTFS_INIT}
+for a in $(cat /proc/cmdline); do
+  case "$a" in
+    root=*) root="\${a#root=}" ;;
+    rootfstype=*) fstype="\${a#rootfstype=}" ;;
+    rootflags=*) flags="ro,\${a#rootflags=}" ;;
+    kata.init=*) init="\${a#kata.init=}" ;;
+  esac
+done
+i=0
+while [ ! -b "$root" ]; do
+  i=$((i + 1))
+  [ "$i" -gt 2000 ] && fail "root device $root did not appear"
+  sleep 0.01
+done
+mkdir -p /newroot
+mount -t "$fstype" -o "$flags" "$root" /newroot || fail "cannot mount $root ($fstype, $flags)"
+for d in dev proc sys; do mount --move "/$d" "/newroot/$d" || fail "cannot move /$d"; done
+exec switch_root /newroot "$init"
+`;
+
+export interface InitramfsInputs {
+  /** Path of a static busybox. */
+  busybox: string;
+  /** Root of the unpacked kernel package (has lib/modules/<release>). */
+  kernelRoot: string;
+  release: string;
+  /** Module paths relative to lib/modules/<release>, in load order. */
+  modules: readonly string[];
+}
+
+export async function buildInitramfs(inp: InitramfsInputs): Promise<Buffer> {
+  const entries: CpioEntry[] = [];
+  for (const d of ['bin', 'dev', 'proc', 'sys', 'newroot', 'lib', 'lib/modules']) entries.push({ type: 'dir', path: d });
+  entries.push({ type: 'chardev', path: 'dev/console', major: 5, minor: 1, mode: 0o600 });
+  entries.push({ type: 'chardev', path: 'dev/null', major: 1, minor: 3, mode: 0o666 });
+  entries.push({ type: 'file', path: 'bin/busybox', data: await readFile(inp.busybox), mode: 0o755 });
+  for (const a of INIT_APPLETS) entries.push({ type: 'symlink', path: `bin/${a}`, target: 'busybox' });
+  const modDir = join(inp.kernelRoot, 'lib', 'modules', inp.release);
+  const names: string[] = [];
+  for (const rel of inp.modules) {
+    const base = rel.split('/').pop()!;
+    if (names.includes(base)) continue;
+    names.push(base);
+    entries.push({ type: 'file', path: `lib/modules/${base}`, data: await readFile(join(modDir, rel)), mode: 0o644 });
+  }
+  entries.push({ type: 'file', path: 'lib/modules/load-order', data: Buffer.from(names.join('\n') + '\n') });
+  entries.push({ type: 'file', path: 'init', data: Buffer.from(INIT_SCRIPT), mode: 0o755 });
+  return cpioNewc(entries);
+}

@@ -1,0 +1,137 @@
+/**
+ * The guest's rootfs image, built like Kata's osbuilder builds its image but much smaller: a
+ * staging directory with node, the agent bundle, iproute2's ip, busybox and their shared libraries,
+ * turned into an ext4 image by `mkfs.ext4 -d` (no mount, no loop device).
+ */
+import { copyFile, chmod, mkdir, stat, symlink, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { KataError } from '../../host/errors.js';
+import { run } from '../../host/exec.js';
+import { ROOTFS_INIT } from './initramfs.js';
+
+/** In-guest path of the agent bundle. */
+export const AGENT_PATH = '/opt/kata-agent/agent.mjs';
+
+export const ROOTFS_INIT_SCRIPT = `#!/bin/sh
+# kata-resources guest init (PID 1 after switch_root): writable /run and /tmp, then the agent, restarted if it dies.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=linux
+mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
+mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /tmp
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o nosuid,noexec,gid=5,mode=0620 devpts /dev/pts
+mount -t tmpfs -o nosuid,nodev,mode=1777 shm /dev/shm
+hostname kata-guest
+ip link set lo up
+for a in $(cat /proc/cmdline); do
+  case "$a" in kata.debug=1) export KATA_AGENT_LOG=debug ;; esac
+done
+export KATA_AGENT_GUEST=1
+while :; do
+  /usr/bin/node ${AGENT_PATH}
+  echo "kata-init: agent exited with status $?; restarting" >/dev/console
+  sleep 1
+done
+`;
+
+/** Busybox applets never linked into the rootfs: the real tools win. */
+const APPLET_EXCLUDE = new Set(['ip', 'ipaddr', 'iplink', 'iproute', 'iprule', 'ipneigh', 'iptunnel', 'init', 'linuxrc', 'node']);
+
+/** Shared libraries of an ELF binary as ldd reports them: [path printed by ldd, real file]. */
+export function parseLdd(out: string): string[] {
+  const paths: string[] = [];
+  for (const line of out.split('\n')) {
+    const arrow = /=>\s*(\/\S+)\s+\(/.exec(line);
+    if (arrow) { paths.push(arrow[1]!); continue; }
+    const interp = /^\s*(\/\S+)\s+\(0x/.exec(line);
+    if (interp) paths.push(interp[1]!);
+    if (/=>\s*not found/.test(line)) throw new KataError('E_EXEC', `ldd: a library is missing: ${line.trim()}`);
+  }
+  return [...new Set(paths)];
+}
+
+async function copyWithLibs(stage: string, bin: string, dest: string, libs: Set<string>): Promise<void> {
+  await mkdir(join(stage, dirname(dest)), { recursive: true });
+  await copyFile(bin, join(stage, dest));
+  await chmod(join(stage, dest), 0o755);
+  const r = await run('ldd', [bin], { reject: false });
+  if (r.exitCode !== 0 && !/not a dynamic executable/.test(r.stdout + r.stderr)) throw new KataError('E_EXEC', `ldd ${bin}: ${r.stderr.trim()}`);
+  for (const l of parseLdd(r.stdout)) libs.add(l);
+}
+
+export interface RootfsInputs {
+  node: string;
+  ip: string;
+  busybox: string;
+  /** The agent as one ES module. */
+  agentBundle: Buffer;
+}
+
+/** Lay out the rootfs tree in `stage`. */
+export async function stageRootfs(stage: string, inp: RootfsInputs): Promise<void> {
+  for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'lib', 'lib64', 'etc', 'dev', 'proc', 'sys', 'run', 'tmp', 'mnt', 'root', 'var', 'opt/kata-agent']) {
+    await mkdir(join(stage, d), { recursive: true });
+  }
+  await chmod(join(stage, 'tmp'), 0o1777);
+  await chmod(join(stage, 'root'), 0o700);
+  await symlink('/tmp', join(stage, 'var', 'tmp'));
+  await symlink('/run', join(stage, 'var', 'run'));
+
+  const libs = new Set<string>();
+  await copyWithLibs(stage, inp.node, 'usr/bin/node', libs);
+  // The host's node carries debug info; the guest does not need it (about 12 MB less).
+  await run('strip', ['--strip-all', join(stage, 'usr/bin/node')], { reject: false }).catch(() => undefined); // binutils is optional
+  await copyWithLibs(stage, inp.ip, 'usr/sbin/ip', libs);
+  for (const lib of libs) {
+    await mkdir(join(stage, dirname(lib)), { recursive: true });
+    await copyFile(lib, join(stage, lib)); // copyFile follows symlinks: the real library lands at the soname path
+  }
+
+  await copyFile(inp.busybox, join(stage, 'bin/busybox'));
+  await chmod(join(stage, 'bin/busybox'), 0o755);
+  const list = (await run(inp.busybox, ['--list-full'])).stdout.split('\n').map((l) => l.trim()).filter(Boolean);
+  for (const full of list) {
+    const name = full.split('/').pop()!;
+    if (APPLET_EXCLUDE.has(name) || full.includes('..')) continue;
+    const dest = join(stage, full);
+    if (await stat(dest).then(() => true, () => false)) continue;
+    await mkdir(dirname(dest), { recursive: true });
+    await symlink('/bin/busybox', dest).catch(() => {});
+  }
+
+  await writeFile(join(stage, AGENT_PATH), inp.agentBundle, { mode: 0o644 });
+  await writeFile(join(stage, ROOTFS_INIT), ROOTFS_INIT_SCRIPT, { mode: 0o755 });
+  await writeFile(join(stage, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n');
+  await writeFile(join(stage, 'etc/group'), 'root:x:0:\ntty:x:5:\nnogroup:x:65534:\n');
+  await writeFile(join(stage, 'etc/hostname'), 'kata-guest\n');
+  await writeFile(join(stage, 'etc/hosts'), '127.0.0.1 localhost kata-guest\n::1 localhost ip6-localhost\n');
+  await writeFile(join(stage, 'etc/nsswitch.conf'), 'passwd: files\ngroup: files\nhosts: files dns\n');
+  await symlink('/proc/self/mounts', join(stage, 'etc/mtab'));
+  await symlink('/run/resolv.conf', join(stage, 'etc/resolv.conf'));
+}
+
+async function treeBytes(dir: string): Promise<{ bytes: number; inodes: number }> {
+  const { readdir, lstat } = await import('node:fs/promises');
+  let bytes = 0;
+  let inodes = 0;
+  const walk = async (d: string): Promise<void> => {
+    for (const e of await readdir(d, { withFileTypes: true })) {
+      inodes++;
+      const p = join(d, e.name);
+      if (e.isDirectory()) { bytes += 4096; await walk(p); } else { bytes += Math.ceil((await lstat(p)).size / 4096) * 4096; }
+    }
+  };
+  await walk(dir);
+  return { bytes, inodes };
+}
+
+/**
+ * ext4 image of `stage` without mounting anything: mkfs.ext4 -d. No journal (the image is only ever
+ * mounted read-only), no reserved blocks, 4 KiB blocks, sized to the content plus a margin.
+ */
+export async function makeExt4Image(stage: string, image: string): Promise<{ sizeMiB: number }> {
+  const { bytes, inodes } = await treeBytes(stage);
+  const sizeMiB = Math.ceil((bytes * 1.1) / (1024 * 1024)) + 16;
+  await run('mkfs.ext4', ['-q', '-F', '-t', 'ext4', '-L', 'kata-guest', '-b', '4096', '-m', '0', '-O', '^has_journal', '-N', String(inodes + 1024), '-E', 'root_owner=0:0', '-d', stage, image, `${sizeMiB}M`], { timeoutMs: 600_000 });
+  await stat(image).catch(() => { throw new KataError('E_EXEC', `mkfs.ext4 did not create ${image}`); });
+  return { sizeMiB };
+}
