@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { isKataError } from '../../host/errors.js';
 import type { Logger } from '../../host/log.js';
 import { attachEndpoint, detachEndpoint, type EndpointResources } from '../../plugins/network/endpoint.js';
 import { readLink } from '../../plugins/network/link-info.js';
@@ -73,6 +74,9 @@ export async function cmdAdd(req: CniRequest, cfg: KataCniConfig, log: Logger): 
       }
     }
     removeRecord(cfg.stateDir, cfg.name, req.containerId, req.ifname);
+    if (isKataError(e, 'E_LINK_EXISTS') && e.message.includes(` name ${tapName} `)) {
+      throw new CniError(108, `the tap name "${tapName}" is already taken in CNI_NETNS ${req.netns}: a previous ADD was not DELeted, or another link has that name; DEL first or change "tapName"`, e.message);
+    }
     throw e;
   }
 }

@@ -51,6 +51,9 @@ export interface NetworkList {
   plugins: PluginConf[];
 }
 
+/** nsenter by absolute path: a test may hand the plugin a PATH without it. */
+const NSENTER = ['/usr/bin/nsenter', '/bin/nsenter', '/usr/sbin/nsenter'].find((p) => existsSync(p)) ?? 'nsenter';
+
 function baseEnv(extra: Record<string, string> = {}): Record<string, string> {
   const env: Record<string, string> = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' };
   if (process.env.NODE_EXTRA_CA_CERTS) env.NODE_EXTRA_CA_CERTS = process.env.NODE_EXTRA_CA_CERTS;
@@ -70,7 +73,7 @@ export function invoke(binary: string, command: string, att: Partial<Attachment>
     ...extraEnv,
   });
   return new Promise((resolvePromise, reject) => {
-    const child = spawn('nsenter', [`--net=${opts.hostNs.path}`, binary], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(NSENTER, [`--net=${opts.hostNs.path}`, binary], { env, stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (d: Buffer) => out.push(d));
