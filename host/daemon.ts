@@ -55,6 +55,12 @@ export interface DaemonExit {
 export interface StopOptions {
   /** Milliseconds between SIGTERM and SIGKILL (default 2000; 0 = SIGKILL at once). */
   graceMs?: number;
+  /**
+   * Repeat SIGTERM at this interval during the grace period (default: once). For daemons whose
+   * handler only sets a flag: a TERM landing just before a blocking accept() is otherwise missed
+   * (the C virtiofsd does this right after it starts listening).
+   */
+  termRepeatMs?: number;
 }
 
 export const DEFAULT_GRACE_MS = 2000;
@@ -199,9 +205,14 @@ export class Daemon extends EventEmitter<{ exit: [DaemonExit] }> {
       }
       this.child.kill('SIGTERM');
       let timer: NodeJS.Timeout | undefined;
+      let repeat: NodeJS.Timeout | undefined;
+      if (opts.termRepeatMs !== undefined && opts.termRepeatMs > 0) {
+        repeat = setInterval(() => { if (this.running) this.child.kill('SIGTERM'); }, opts.termRepeatMs);
+      }
       const timedOut = new Promise<'timeout'>((r) => { timer = setTimeout(() => r('timeout'), grace); });
       const first = await Promise.race([this.exited, timedOut]);
       clearTimeout(timer);
+      clearInterval(repeat);
       if (first === 'timeout' && this.running) {
         this.log.warn({ graceMs: grace }, `${this.name} did not exit after SIGTERM; sending SIGKILL`);
         this.child.kill('SIGKILL');
@@ -271,11 +282,18 @@ export function isAlive(record: Pick<DaemonRecord, 'pid' | 'startTime'>): boolea
 
 export type KillOutcome = 'not-running' | 'terminated' | 'killed';
 
-async function waitGone(record: Pick<DaemonRecord, 'pid' | 'startTime'>, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
+async function waitGone(record: Pick<DaemonRecord, 'pid' | 'startTime'>, ms: number, resignal?: { sig: NodeJS.Signals; everyMs: number }): Promise<boolean> {
+  const start = Date.now();
+  const deadline = start + ms;
+  let lastSignal = start;
   for (let delay = 2; ; delay = Math.min(delay * 2, 50)) {
     if (!isAlive(record)) return true;
-    if (Date.now() >= deadline) return false;
+    const now = Date.now();
+    if (now >= deadline) return false;
+    if (resignal && now - lastSignal >= resignal.everyMs) {
+      signalIfSame(record, resignal.sig);
+      lastSignal = now;
+    }
     await sleep(delay);
   }
 }
@@ -300,7 +318,8 @@ export async function killFromRecord(record: DaemonRecord, opts: StopOptions & {
   const grace = opts.graceMs ?? DEFAULT_GRACE_MS;
   if (grace > 0) {
     if (!signalIfSame(record, 'SIGTERM')) return 'not-running';
-    if (await waitGone(record, grace)) return 'terminated';
+    const resignal = opts.termRepeatMs !== undefined && opts.termRepeatMs > 0 ? { sig: 'SIGTERM' as const, everyMs: opts.termRepeatMs } : undefined;
+    if (await waitGone(record, grace, resignal)) return 'terminated';
     opts.log?.warn({ daemon: record.name, daemonPid: record.pid, graceMs: grace }, `${record.name} ignored SIGTERM; sending SIGKILL`);
   }
   if (!signalIfSame(record, 'SIGKILL')) return grace > 0 ? 'terminated' : 'not-running';

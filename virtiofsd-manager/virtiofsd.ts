@@ -228,7 +228,7 @@ export class VirtiofsDaemon extends EventEmitter<{ crash: [CrashInfo]; restart: 
     this.stopPromise ??= (async () => {
       this.stopping = true;
       if (this.restarting) await this.restarting;
-      if (this.daemon) await this.daemon.stop({ graceMs });
+      if (this.daemon) await this.daemon.stop({ graceMs, termRepeatMs: 100 });
       this.cleanupFiles();
     })();
     return this.stopPromise;
@@ -239,7 +239,7 @@ export class VirtiofsDaemon extends EventEmitter<{ crash: [CrashInfo]; restart: 
    * still the same process, and remove its socket and pid files (unless something else listens there).
    */
   static async recover(state: VirtiofsdState, opts: { graceMs?: number; log?: Logger } = {}): Promise<KillOutcome> {
-    const outcome = state.daemon ? await killFromRecord(state.daemon, { graceMs: opts.graceMs ?? 2000, ...(opts.log ? { log: opts.log } : {}) }) : 'not-running';
+    const outcome = state.daemon ? await killFromRecord(state.daemon, { graceMs: opts.graceMs ?? 2000, termRepeatMs: 100, ...(opts.log ? { log: opts.log } : {}) }) : 'not-running';
     if (!isListening(state.socketPath)) removeIf(state.socketPath, 'socket');
     for (const f of state.pidFiles) removeIf(f, 'file');
     opts.log?.info({ socket: state.socketPath, outcome }, 'virtiofsd recovered');

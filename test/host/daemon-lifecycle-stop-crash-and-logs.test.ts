@@ -79,6 +79,17 @@ t.test('stop escalates to SIGKILL when SIGTERM is ignored', async (t) => {
   t.ok(lines.some((l) => /did not exit after SIGTERM/.test(l.msg)));
 });
 
+t.test('repeated SIGTERM reaches a daemon that missed the first one, so no SIGKILL is needed', async (t) => {
+  const { log, lines } = capturingLogger();
+  // Exits on the second TERM only (like a daemon whose first TERM landed before a blocking accept).
+  const script = "n=0; trap 'n=$((n+1)); [ $n -ge 2 ] && exit 7' TERM; echo ready; while :; do sleep 0.05; done";
+  const d = await startDaemon({ name: 'deaf-once', file: 'sh', args: ['-c', script], log });
+  t.teardown(() => d.stop({ graceMs: 0 }));
+  await until('ready line', () => lines.some((l) => l.msg === 'ready'));
+  const exit = await d.stop({ graceMs: 5000, termRepeatMs: 100 });
+  t.same(exit, { code: 7, signal: null, expected: true }, 'exited by its own handler, not SIGKILL');
+});
+
 t.test('a missing program or namespace is a typed error before anything runs', async (t) => {
   const log = capturingLogger().log;
   await t.rejects(startDaemon({ name: 'ghost', file: '/nonexistent/krt-daemon', args: [], log }), { code: 'E_EXEC_NOT_FOUND', message: /krt-daemon/ });

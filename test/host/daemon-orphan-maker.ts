@@ -6,7 +6,11 @@
 import { startDaemon } from '../../host/daemon.js';
 import { silentLogger } from '../../host/log.js';
 
-const how = process.argv[2] ?? 'exit';
+const how = process.argv[2];
+if (how !== 'exit' && how !== 'crash') {
+  process.stderr.write('usage: daemon-orphan-maker exit|crash [pdeathsig] (a test fixture)\n');
+  process.exit(0);
+}
 const pdeathsig = process.argv[3] === 'pdeathsig';
 const d = await startDaemon({ name: 'orphan-sleep', file: 'sleep', args: ['1000'], log: silentLogger(), pdeathsig });
 process.stdout.write(`${JSON.stringify(d.record())}\n`, () => {

@@ -86,3 +86,21 @@ export async function waitFor(what: string, cond: () => boolean, ms = 5000): Pro
     await new Promise((r) => setTimeout(r, 5));
   }
 }
+
+/** What the Rust virtiofsd (1.10) prints for --help, abridged to the lines detection looks at. */
+export const RUST_HELP = `virtiofsd backend
+
+Usage: virtiofsd [OPTIONS]
+
+Options:
+      --shared-dir <SHARED_DIR>        Shared directory path
+      --tag <TAG>                      The tag that the virtio device advertises
+      --socket-path <SOCKET_PATH>      vhost-user socket path
+      --fd <FD>                        File descriptor for the listening socket
+      --thread-pool-size <THREAD_POOL_SIZE>  Maximum thread pool size. A value of "0" disables the pool [default: 0]
+      --xattr                          Enable support for extended attributes
+      --announce-submounts             Tell the guest which directories are mount points
+      --cache <CACHE>                  The caching policy the file system should use (auto, always, metadata, never) [default: auto]
+      --sandbox <SANDBOX>              Sandbox mechanism to isolate the daemon process (namespace, chroot, none) [default: namespace]
+  -V, --version                        Print version
+`;
