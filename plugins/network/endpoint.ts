@@ -6,7 +6,7 @@ import type { NetMacvtapSpec, NetTapSpec, NetVhostUserSpec, VfioSpec, DeviceSpec
 import { KataError, isKataError } from '../../host/errors.js';
 import { validateIfName } from '../../host/names.js';
 import { assertNetnsExists, netnsLabel } from '../../host/netns.js';
-import type { Attached, PluginContext } from '../../host/plugin.js';
+import { checkpoint, type Attached, type PluginContext } from '../../host/plugin.js';
 import { UndoStack } from '../../host/undo.js';
 import { readLinks } from './link-info.js';
 import { netDeviceId, tapName, REDIRECT_FILTER_PREF } from './names.js';
@@ -156,6 +156,7 @@ export async function attachEndpoint(ctx: PluginContext, req: EndpointRequest, o
     } else {
       throw new KataError('E_UNSUPPORTED', `endpoint type ${type} cannot be attached from a scanned link (use createTap)`, { link: link.name });
     }
+    await checkpoint(ctx, 'endpoint:complete');
   } catch (e) {
     await undo.unwind();
     throw e;

@@ -100,3 +100,23 @@ export async function bestEffort(ctx: Ctx, tool: Tool, lines: readonly string[])
   const problems = await teardownLines(ctx, tool, lines);
   if (problems.length > 0) ctx.log.warn({ problems }, 'rollback left something behind');
 }
+
+/**
+ * Undo of "create a device under a scratch name" when a later line renames it to `final`: delete the
+ * scratch device; if it no longer exists it was renamed (nothing else knows its random name), even
+ * when the renaming line failed part-way (e.g. renamed, then "up" refused), so delete `final`.
+ * A `final` that existed before keeps its name because the rename then failed and the scratch is still there.
+ */
+export function scratchUndo(ctx: Ctx, tmp: string, final: string): () => Promise<void> {
+  return async () => {
+    let out: BatchOutcome;
+    try {
+      out = await ctx.netlink.batch('ip', ctx.netns, [`link del dev ${tmp}`]);
+    } catch (e) {
+      if (isKataError(e, 'E_NETNS_NOT_FOUND')) return;
+      throw e;
+    }
+    if (out[0] && /Cannot find device/i.test(out[0])) await bestEffort(ctx, 'ip', [`link del dev ${final}`]);
+    else if (out[0] && !isGoneMessage(out[0])) ctx.log.warn({ tmp, msg: out[0] }, 'rollback could not delete a scratch device');
+  };
+}

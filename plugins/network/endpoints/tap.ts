@@ -52,7 +52,8 @@ export async function createTap(ctx: PluginContext, req: TapRequest): Promise<At
   const undo = new UndoStack(ctx.log);
   try {
     await checkpoint(ctx, 'tap:create');
-    await runSteps(ctx, 'ip', tapCreateSteps({ name: req.name, mtu, queues: req.queues, uid: req.uid, gid: req.gid }, () => { res.tap = req.name; }), undo);
+    await runSteps(ctx, 'ip', tapCreateSteps(ctx, { name: req.name, mtu, queues: req.queues, uid: req.uid, gid: req.gid }, () => { res.tap = req.name; }), undo);
+    await checkpoint(ctx, 'endpoint:complete');
   } catch (e) {
     await undo.unwind();
     throw e;

@@ -10,7 +10,7 @@ import { checkpoint, type PluginContext } from '../../../host/plugin.js';
 import type { UndoStack } from '../../../host/undo.js';
 import { linkNotFound } from '../link-info.js';
 import { randomPrivateMac, scratchIfName } from '../names.js';
-import { runSteps, teardownLines, type Step } from '../line-batch.js';
+import { runSteps, scratchUndo, teardownLines, type Step } from '../line-batch.js';
 import type { EndpointResources } from '../resources.js';
 import type { ScannedLink } from '../types.js';
 
@@ -193,7 +193,7 @@ export async function attachMacvtapModel(ctx: PluginContext, p: MacvtapModelPara
   const txq = p.link.txqlen > 0 ? p.link.txqlen : 1500;
   const steps: Step[] = [
     { line: `link set dev ${link} address ${swapped}`, undo: [`link set dev ${link} address ${orig}`] },
-    { line: `link add link ${link} name ${tmp} mtu ${p.link.mtu} txqueuelen ${txq} address ${orig} type macvtap mode bridge`, undo: [`link del dev ${tmp}`] },
+    { line: `link add link ${link} name ${tmp} mtu ${p.link.mtu} txqueuelen ${txq} address ${orig} type macvtap mode bridge`, undo: scratchUndo(ctx, tmp, p.tap) },
     { line: `link set dev ${tmp} name ${p.tap} up`, undo: [`link del dev ${p.tap}`], done: () => { res.tap = p.tap; } },
     // Newest first, so secondaries go before their primary; restored oldest first by the undo order.
     ...[...addrs].reverse().map((a): Step => ({

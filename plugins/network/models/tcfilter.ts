@@ -3,7 +3,7 @@ import { netnsLabel } from '../../../host/netns.js';
 import { checkpoint, type PluginContext } from '../../../host/plugin.js';
 import type { UndoStack } from '../../../host/undo.js';
 import { REDIRECT_FILTER_PREF, scratchIfName } from '../names.js';
-import { runSteps, teardownLines, type Step } from '../line-batch.js';
+import { runSteps, scratchUndo, teardownLines, type Step } from '../line-batch.js';
 import type { EndpointResources, RedirectFilter } from '../resources.js';
 
 /**
@@ -30,7 +30,7 @@ export interface TapSpec {
  * under a scratch name, then renaming it, setting MTU/MAC and bringing it up in one line. Because
  * the rename is what claims the final name, a tap of that name that already exists is never touched.
  */
-export function tapCreateSteps(spec: TapSpec, onCreated: () => void): Step[] {
+export function tapCreateSteps(ctx: PluginContext, spec: TapSpec, onCreated: () => void): Step[] {
   const tmp = scratchIfName();
   const mode = ['mode', 'tap', 'vnet_hdr'];
   if (spec.queues > 1) mode.push('multi_queue');
@@ -41,7 +41,7 @@ export function tapCreateSteps(spec: TapSpec, onCreated: () => void): Step[] {
   if (spec.mac !== undefined) set.push(`address ${spec.mac}`);
   set.push('up');
   return [
-    { line: `tuntap add dev ${tmp} ${mode.join(' ')}`, undo: [`link del dev ${tmp}`] },
+    { line: `tuntap add dev ${tmp} ${mode.join(' ')}`, undo: scratchUndo(ctx, tmp, spec.name) },
     { line: set.join(' '), undo: [`link del dev ${spec.name}`], done: onCreated },
   ];
 }
@@ -81,7 +81,7 @@ export async function addRedirect(ctx: PluginContext, link: string, tap: string,
 
 export async function attachTcFilter(ctx: PluginContext, p: { link: string } & TapSpec, res: EndpointResources, undo: UndoStack): Promise<void> {
   await checkpoint(ctx, 'tcfilter:create-tap');
-  await runSteps(ctx, 'ip', tapCreateSteps(p, () => { res.tap = p.name; }), undo);
+  await runSteps(ctx, 'ip', tapCreateSteps(ctx, p, () => { res.tap = p.name; }), undo);
   await checkpoint(ctx, 'tcfilter:redirect');
   await addRedirect(ctx, p.link, p.name, res, undo);
 }

@@ -46,11 +46,17 @@ export async function podWithVeth(t: Teardownable, opts: { mtu?: number; podAddr
   const host = await tempNetns(t, 'host');
   const pod = await tempNetns(t, 'pod');
   const { ifname, peer } = await vethPair(pod, host, opts);
-  // The kernel adds the IPv6 link-local once the carrier is up, asynchronously: wait for it so that
-  // snapshots taken by a test do not race with it.
-  const end = Date.now() + 5000;
-  while (!(await ipIn(pod, '-6', 'addr', 'show', 'dev', ifname)).includes('fe80::') && Date.now() < end) await sleep(20);
+  await waitLinkLocal(pod, ifname);
   return { pod, host, ifname, peer };
+}
+
+/**
+ * The kernel adds the IPv6 link-local once the carrier is up, asynchronously: wait for it so that
+ * snapshots taken by a test do not race with it.
+ */
+export async function waitLinkLocal(ns: NetnsRef, ifname: string): Promise<void> {
+  const end = Date.now() + 5000;
+  while (!(await ipIn(ns, '-6', 'addr', 'show', 'dev', ifname)).includes('fe80::') && Date.now() < end) await sleep(20);
 }
 
 export async function ipIn(ns: NetnsRef, ...args: string[]): Promise<string> {

@@ -6,7 +6,7 @@ import { attachEndpoint, checkEndpoint, detachEndpoint } from '../../../plugins/
 import { readLink } from '../../../plugins/network/link-info.js';
 import { splitDevNumber } from '../../../plugins/network/models/macvtap.js';
 import { links, tempNetns } from '../../helpers/netns.js';
-import { ipBatch, ipIn, listDir, makeCtx, podWithVeth, snapshot, type NetlinkKind } from './endpoint-fixtures.js';
+import { waitLinkLocal, ipBatch, ipIn, listDir, makeCtx, podWithVeth, snapshot, type NetlinkKind } from './endpoint-fixtures.js';
 
 /** A pod whose eth0 is a macvlan on a lower device in a "host" test namespace. */
 async function podWithMacvlan(t: Parameters<typeof tempNetns>[0]): Promise<{ pod: NetnsRef; host: NetnsRef }> {
@@ -14,6 +14,7 @@ async function podWithMacvlan(t: Parameters<typeof tempNetns>[0]): Promise<{ pod
   const pod = await tempNetns(t, 'pod');
   await ipBatch(host, ['link add low0 type veth peer name low1', 'link set low0 up', 'link set low1 up', `link add link low0 name mvl0 type macvlan mode bridge`, `link set dev mvl0 netns ${pod.name}`]);
   await ipBatch(pod, ['link set dev mvl0 name eth0', 'addr add 10.78.0.2/24 dev eth0', 'link set eth0 up', 'link set lo up']);
+  await waitLinkLocal(pod, 'eth0');
   return { pod, host };
 }
 
