@@ -33,6 +33,12 @@ export interface DaemonOptions {
   netnsPath?: string;
   /** How many stderr lines to keep for error messages (default 50). */
   stderrLines?: number;
+  /**
+   * Open file descriptors the daemon gets as fds 3, 4, ... in this order (e.g. macvtap queues for
+   * QEMU's `-netdev tap,fds=3:4`); the wrappers (setpriv, nsenter) exec without closing them. The
+   * caller still owns its copies and closes them once startDaemon has returned.
+   */
+  extraFds?: readonly number[];
 }
 
 /** What callers persist to find the daemon again after a crash of their own. */
@@ -252,7 +258,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const [file, args] = wrapArgv(opts.file, opts.args, { pdeathsig, ...(opts.netnsPath !== undefined ? { netnsPath: opts.netnsPath } : {}) });
   noteSpawn();
   const child = spawn(file, args, {
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe', ...(opts.extraFds ?? [])],
     env: opts.env ? { ...process.env, ...opts.env } : process.env,
     ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
   });
