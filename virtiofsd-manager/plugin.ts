@@ -18,8 +18,9 @@ import { checkSocketPath, VirtiofsDaemon, type CrashInfo, type VirtiofsdState } 
  * The virtio-fs share of a sandbox as a resource plugin: attach = shared directory + one
  * virtiofsd exporting it; detach = stop the daemon (after the VMM has stopped), unmount
  * everything, remove the directories. The runtime core subscribes to 'crash' (Kata stops the VM
- * when its virtiofsd dies: a guest mount without its daemon hangs) and persists state() after
- * every share change, so recover() can clean up after a crash of the runtime itself.
+ * when its virtiofsd dies: a guest mount without its daemon hangs), calls vmmStopping() before it
+ * stops the VMM on purpose (the C daemon exits when its client leaves), and persists state()
+ * after every share change, so recover() can clean up after a crash of the runtime itself.
  */
 
 export interface VirtiofsResources {
@@ -102,6 +103,14 @@ export class VirtiofsPlugin
     await live.dir.teardown();
     live.daemon.removeAllListeners();
     this.live.delete(sid);
+  }
+
+  /**
+   * Tell the manager the VMM is being stopped (call before stopping it): the daemon's exit when
+   * its client leaves is then expected, not a 'crash'. Unknown sandboxes are ignored.
+   */
+  vmmStopping(sandboxId: string): void {
+    this.live.get(sandboxId)?.daemon.expectExit();
   }
 
   /** JSON for the sandbox state file (persist it again after every share/unshare). */

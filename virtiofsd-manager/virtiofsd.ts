@@ -82,6 +82,7 @@ function removeIf(path: string, want: 'socket' | 'file'): void {
 export class VirtiofsDaemon extends EventEmitter<{ crash: [CrashInfo]; restart: [DaemonRecord] }> {
   private daemon: Daemon | undefined;
   private stopping = false;
+  private exitExpected = false;
   private stopPromise: Promise<void> | undefined;
   private restarting: Promise<void> | undefined;
   private readonly restarts: number[] = [];
@@ -157,6 +158,10 @@ export class VirtiofsDaemon extends EventEmitter<{ crash: [CrashInfo]; restart: 
 
   private onExit(d: Daemon, info: DaemonExit): void {
     if (info.expected || this.stopping || d !== this.daemon) return;
+    if (this.exitExpected) {
+      this.opts.log.info({ daemonPid: d.pid, code: info.code, signal: info.signal }, 'virtiofsd exited after its VMM went away');
+      return;
+    }
     const now = Date.now();
     const { maxRestarts, windowMs } = this.opts.restart;
     while (this.restarts.length > 0 && this.restarts[0]! < now - windowMs) this.restarts.shift();
@@ -179,6 +184,14 @@ export class VirtiofsDaemon extends EventEmitter<{ crash: [CrashInfo]; restart: 
         this.restarting = undefined;
       }
     })();
+  }
+
+  /**
+   * Call before stopping the VMM: the C daemon exits by itself when its vhost-user client leaves,
+   * and that exit is then not a crash. stop() is still needed afterwards (files, or a daemon that stays).
+   */
+  expectExit(): void {
+    this.exitExpected = true;
   }
 
   get pid(): number | undefined {

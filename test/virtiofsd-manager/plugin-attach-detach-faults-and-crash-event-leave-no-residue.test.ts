@@ -4,7 +4,7 @@ import { isAlive } from '../../host/daemon.js';
 import { mountsUnder } from '../../host/mounts.js';
 import { isListening } from '../../virtiofsd-manager/readiness.js';
 import { VirtiofsPlugin, type VirtiofsCrashEvent } from '../../virtiofsd-manager/plugin.js';
-import { memLogger, pluginCtx, tempRoot, virtiofsdPidsMentioning } from './helpers.js';
+import { memLogger, pluginCtx, tempRoot, vhostUserGetFeatures, virtiofsdPidsMentioning, waitFor } from './helpers.js';
 
 function assertNoResidue(t: Tap, root: string): void {
   t.same(mountsUnder(root).map((m) => m.mountPoint), [], 'no mount under the test root');
@@ -73,6 +73,23 @@ t.test('a daemon crash reaches plugin subscribers with the sandbox id; detach af
   process.kill(a.resources.daemon.daemon!.pid, 'SIGKILL');
   const c = await got;
   t.match(c, { sandboxId: 'sb1', signal: 'SIGKILL', willRestart: false });
+  await p.detach(ctx, a);
+  assertNoResidue(t, root);
+});
+
+t.test('after vmmStopping(), the daemon leaving with its client is not a crash', async (t) => {
+  const root = tempRoot(t);
+  const p = new VirtiofsPlugin();
+  const ctx = pluginCtx('sb1', `${root}/run`, memLogger().log);
+  const a = await p.attach(ctx, { root: `${root}/kr`, sandbox: 'chroot' });
+  t.teardown(() => p.detach(ctx, a));
+  let crashes = 0;
+  p.on('crash', () => crashes++);
+  p.vmmStopping('sb1');
+  await vhostUserGetFeatures(a.resources.daemon.socketPath);
+  await waitFor('daemon exit after its client left', () => !p.sandbox('sb1')!.daemon.running);
+  await new Promise((r) => setTimeout(r, 150));
+  t.equal(crashes, 0, 'no crash event');
   await p.detach(ctx, a);
   assertNoResidue(t, root);
 });
