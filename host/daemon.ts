@@ -187,6 +187,14 @@ export class Daemon extends EventEmitter<{ exit: [DaemonExit] }> {
     return { name: this.name, pid: this.pid, startTime: this.startTime, file: this.file, args: [...this.args] };
   }
 
+  /**
+   * The daemon is about to exit because we asked it another way (e.g. QEMU's QMP quit): its exit
+   * is then reported as expected, not as a crash.
+   */
+  expectExit(): void {
+    this.stopping = true;
+  }
+
   /** Send a signal (marks the exit it causes as expected unless `expected` is false). */
   signal(sig: NodeJS.Signals, expected = true): void {
     if (!this.running) return;
