@@ -214,6 +214,35 @@ async function lock(path: string, onWait: (pid: number) => void): Promise<() => 
   }
 }
 
+/**
+ * Remove what earlier builds left in the cache: build directories of builders that are gone, and
+ * kits beyond the `keep` most recently built ones (never `current`). A running VM keeps the files it
+ * opened, so removing an old kit does not disturb it.
+ */
+export async function pruneGuestKits(cacheDir: string, current: string, keep = 3): Promise<string[]> {
+  const { readdir } = await import('node:fs/promises');
+  const removed: string[] = [];
+  const entries = await readdir(cacheDir, { withFileTypes: true }).catch(() => []);
+  const kits: { name: string; mtime: number }[] = [];
+  for (const e of entries) {
+    if (!e.isDirectory()) continue;
+    const m = /^\.build-[0-9a-f]+-(\d+)$/.exec(e.name);
+    if (m) {
+      if (!pidAlive(Number(m[1]))) { await rm(join(cacheDir, e.name), { recursive: true, force: true }); removed.push(e.name); }
+      continue;
+    }
+    if (!/^[0-9a-f]{20}$/.test(e.name) || e.name === current) continue;
+    const st = await stat(join(cacheDir, e.name, 'kit.json')).catch(() => undefined);
+    kits.push({ name: e.name, mtime: st?.mtimeMs ?? 0 });
+  }
+  kits.sort((a, b) => b.mtime - a.mtime);
+  for (const k of kits.slice(Math.max(0, keep - 1))) {
+    await rm(join(cacheDir, k.name), { recursive: true, force: true });
+    removed.push(k.name);
+  }
+  return removed;
+}
+
 /** Return the cached kit for the current inputs, building it first if needed. */
 export async function ensureGuestKit(opts: EnsureGuestKitOptions = {}): Promise<GuestKit> {
   const cacheDir = guestKitDir(opts);
@@ -246,7 +275,11 @@ export async function ensureGuestKit(opts: EnsureGuestKitOptions = {}): Promise<
     const release = await lock(join(cacheDir, `.lock-${hash}`), (pid) => progress(`waiting for another guest kit build (pid ${pid})`));
     try {
       kit = await readKit(cacheDir, hash);
-      if (!kit) kit = await build(cacheDir, hash, inputs, tools, kernel, agent, progress);
+      if (!kit) {
+        kit = await build(cacheDir, hash, inputs, tools, kernel, agent, progress);
+        const removed = await pruneGuestKits(cacheDir, hash).catch(() => []);
+        if (removed.length) progress(`removed old guest kit files: ${removed.join(', ')}`);
+      }
     } finally {
       await release();
     }

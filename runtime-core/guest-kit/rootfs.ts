@@ -21,7 +21,7 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts -o nosuid,noexec,gid=5,mode=0620 devpts /dev/pts
 mount -t tmpfs -o nosuid,nodev,mode=1777 shm /dev/shm
 hostname kata-guest
-ip link set lo up
+/bin/busybox ip link set lo up
 for a in $(cat /proc/cmdline); do
   case "$a" in kata.debug=1) export KATA_AGENT_LOG=debug ;; esac
 done
