@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants as fsc, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, realpathSync, rmdirSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, constants as fsc, existsSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, realpathSync, rmdirSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { KataError } from '../host/errors.js';
 import type { Logger } from '../host/log.js';
@@ -154,6 +154,8 @@ export class SharedDir {
     if (mountsUnder(sd.sandboxDir).length > 0) {
       throw new KataError('E_SANDBOX_EXISTS', `shared directory ${sd.sandboxDir} is already mounted (a sandbox ${sandboxId} exists or was left by a crash: recover it first)`, { sandboxId, path: sd.sandboxDir });
     }
+    // An unmounted leftover (a crash between unmount and removal) is removed first.
+    if (existsSync(sd.sandboxDir)) await SharedDir.teardownAt(sd.sandboxDir, log);
     await new UndoStack(log).guard(async (undo) => {
       mkdirSync(sd.sandboxDir, { recursive: true, mode: 0o711 });
       undo.push('remove sandbox dir', () => SharedDir.teardownAt(sd.sandboxDir, log));

@@ -113,7 +113,12 @@ t.test('teardown unmounts everything (busy mounts lazily) and removes the sandbo
   await sd.teardown();
 });
 
-t.test('preparing a sandbox whose dir is still mounted is refused', async (t) => {
-  const { root } = await setup(t);
+t.test('preparing a sandbox whose dir is still mounted is refused; an unmounted leftover is replaced', async (t) => {
+  const { root, sd } = await setup(t);
   await t.rejects(SharedDir.prepare(`${root}/kr`, 'sb1', memLogger().log), { code: 'E_SANDBOX_EXISTS' });
+  await sd.teardown();
+  mkdirSync(`${sd.mountsDir}/c9/rootfs`, { recursive: true });
+  const again = await SharedDir.prepare(`${root}/kr`, 'sb1', memLogger().log);
+  t.same(readdirSync(again.mountsDir), [], 'leftover mount points gone');
+  await again.teardown();
 });
