@@ -29,6 +29,9 @@ export async function cmdDel(req: CniRequest, cfg: KataCniConfig, log: Logger): 
   const ns = chooseNetns(req, rec, log);
   if (ns && existsSync(ns.path)) {
     await detachIn(ns, req.containerId, req.ifname, cfg, rec, log);
+    log.info({ netns: ns.path, record: rec !== undefined }, 'detached');
+  } else {
+    log.info({ netns: ns?.path ?? '', record: rec !== undefined }, 'namespace gone or not given: nothing to detach in the kernel');
   }
   removeRecord(cfg.stateDir, cfg.name, req.containerId, req.ifname);
 }
