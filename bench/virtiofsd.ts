@@ -110,6 +110,7 @@ async function main(): Promise<void> {
       const attach: number[] = [];
       const detach: number[] = [];
       const spawns: number[] = [];
+      const spawnsDetach: number[] = [];
       const cfg = { ...resolveVirtiofsConfig({ ...(opts.daemon ? { daemonPath: opts.daemon } : {}), sandbox: mode }), log };
       for (let i = -1; i < opts.runs; i++) {
         const rec = i >= 0;
@@ -143,9 +144,11 @@ async function main(): Promise<void> {
           const a = await p.attach(ctx, { root: `${root}/kr`, sandbox: mode });
           const tAttach = msSince(t0);
           const nSpawn = spawnCount() - s0;
+          const s1 = spawnCount();
           t0 = now();
           await p.detach(ctx, a);
           const tDetach = msSince(t0);
+          const nSpawnDetach = spawnCount() - s1;
           if (rec) {
             ready.push(tReady);
             bare.push(tBare);
@@ -156,6 +159,7 @@ async function main(): Promise<void> {
             attach.push(tAttach);
             detach.push(tDetach);
             spawns.push(nSpawn);
+            spawnsDetach.push(nSpawnDetach);
           }
         } catch (e) {
           errors++;
@@ -171,7 +175,8 @@ async function main(): Promise<void> {
       console.log(row('stop', stop, 'ms'));
       console.log(row('plugin attach', attach, 'ms (dirs + 3 mounts + daemon)'));
       console.log(row('plugin detach', detach, 'ms (stop + unmount + remove)'));
-      console.log(row('spawns per attach', spawns, '', 0));
+      console.log(row('spawns per attach', spawns, '(mount x3, daemon)', 0));
+      console.log(row('spawns per detach', spawnsDetach, '(umount -R)', 0));
     }
     console.log(`\nerrors: ${errors}`);
   } finally {

@@ -148,6 +148,14 @@ export async function unmount(path: string, log?: Logger): Promise<UnmountOutcom
  */
 export async function unmountAllUnder(dir: string, log?: Logger, maxPasses = 8): Promise<number> {
   let count = 0;
+  const first = mountsUnder(dir);
+  if (first.length === 0) return 0;
+  // One process for the whole tree when dir itself is a mount point (umount -R goes deepest first).
+  if (first.some((m) => m.mountPoint === realOrSame(dir))) {
+    const r = await run('umount', ['--no-canonicalize', '-R', realOrSame(dir)], { reject: false, timeoutMs: 10_000 });
+    if (r.exitCode === 0) count += first.length - mountsUnder(dir).length;
+    else log?.debug({ dir, stderr: r.stderr.trim() }, 'recursive unmount incomplete; unmounting one by one');
+  }
   for (let pass = 0; pass < maxPasses; pass++) {
     const left = mountsUnder(dir);
     if (left.length === 0) return count;
