@@ -36,10 +36,11 @@ for a in $(cat /proc/cmdline); do
     kata.init=*) init="\${a#kata.init=}" ;;
   esac
 done
-i=0
+read up _ < /proc/uptime
+end=$((\${up%.*} + 30))
 while [ ! -b "$root" ]; do
-  i=$((i + 1))
-  [ "$i" -gt 2000 ] && fail "root device $root did not appear"
+  read up _ < /proc/uptime
+  [ "\${up%.*}" -ge "$end" ] && fail "root device $root did not appear within 30 s"
   sleep 0.01
 done
 mkdir -p /newroot
