@@ -39,6 +39,14 @@ export { DEFAULT_VHOST_USER_DIR } from './endpoints/vhost-user.js';
  * guest interface descriptor (the caller plumbs the VM itself, as Kata's none + disable_new_netns).
  */
 
+/**
+ * Whether the VMM may hot-plug an endpoint of each type (Kata: veth, macvlan, ipvlan, tuntap, tap and
+ * physical yes; an existing macvtap and vhost-user no). The host plumbing is the same cold or hot.
+ */
+export const ENDPOINT_HOTPLUG: Readonly<Record<EndpointType, boolean>> = {
+  virtual: true, macvlan: true, ipvlan: true, tuntap: true, tap: true, physical: true, macvtap: false, 'vhost-user': false,
+};
+
 export interface DetectOptions {
   /** Where vhost-user sockets are looked for (Kata: /tmp, as /tmp/vhostuser_<IP>/vhu.sock). */
   vhostUserSearchDir?: string;
