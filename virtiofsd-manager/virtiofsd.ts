@@ -152,7 +152,8 @@ export class VirtiofsDaemon extends EventEmitter<{ crash: [CrashInfo]; restart: 
       throw new KataError('E_DAEMON_START', `virtiofsd: cannot set mode/owner of ${opts.socketPath}: ${(e as Error).message}`, { socket: opts.socketPath }, { cause: e });
     }
     this.daemon = d;
-    d.once('exit', (info) => this.onExit(d, info));
+    // Through the promise: an exit that already happened (a client that came and went) still counts.
+    void d.exited.then((info) => this.onExit(d, info));
     opts.log.info({ daemonPid: d.pid, socket: opts.socketPath, flavor: this.flavor.kind, readyMs: Math.round(performance.now() - started) }, 'virtiofsd ready');
   }
 
