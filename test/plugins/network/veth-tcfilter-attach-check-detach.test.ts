@@ -1,5 +1,6 @@
 import t from 'tap';
 import { spawnCount } from '../../../host/exec.js';
+import { CoprocessNetlink } from '../../../host/netlink.js';
 import { REDIRECT_FILTER_PREF } from '../../../plugins/network/names.js';
 import { attachEndpoint, checkEndpoint, detachEndpoint } from '../../../plugins/network/endpoint.js';
 import { readLink } from '../../../plugins/network/link-info.js';
@@ -62,7 +63,10 @@ for (const kind of ['spawn', 'coprocess'] as NetlinkKind[]) {
 
 t.test('coprocess: a second attach in the same namespace costs no new process', async (t) => {
   const { pod } = await podWithVeth(t);
-  const ctx = await makeCtx(t, pod, { kind: 'coprocess' });
+  // A long idle timeout: under load a slow `link del` could outlast a short one and the helper would be respawned.
+  const nl = new CoprocessNetlink(60_000);
+  t.teardown(() => nl.close());
+  const ctx = await makeCtx(t, pod, { netlink: nl });
   const link = await readLink(ctx, 'eth0');
   const a = await attachEndpoint(ctx, { link, index: 0, model: 'tcfilter', queues: 1, vhost: false });
   await detachEndpoint(ctx, a);
