@@ -1,6 +1,6 @@
 import { KataError, NetlinkError, codeForKernelMessage, isKataError } from '../../host/errors.js';
 import type { BatchOutcome, Tool } from '../../host/netlink.js';
-import { netnsLabel } from '../../host/netns.js';
+import { netnsExists, netnsLabel } from '../../host/netns.js';
 import type { PluginContext } from '../../host/plugin.js';
 import { sleep } from '../../host/retry.js';
 import type { UndoStack } from '../../host/undo.js';
@@ -81,12 +81,18 @@ export function lineError(ctx: Pick<PluginContext, 'netns'>, tool: Tool, line: s
  */
 export async function teardownLines(ctx: Ctx, tool: Tool, lines: readonly string[]): Promise<string[]> {
   if (lines.length === 0) return [];
-  let outcome: BatchOutcome;
-  try {
-    outcome = await ctx.netlink.batch(tool, ctx.netns, lines);
-  } catch (e) {
-    if (isKataError(e, 'E_NETNS_NOT_FOUND')) return []; // everything in it went with it
-    throw e;
+  let outcome: BatchOutcome | undefined;
+  for (let attempt = 1; outcome === undefined; attempt++) {
+    try {
+      outcome = await ctx.netlink.batch(tool, ctx.netns, lines);
+    } catch (e) {
+      if (!isKataError(e, 'E_NETNS_NOT_FOUND')) throw e;
+      // Gone: everything in it went with it. But a helper process that exited (e.g. an idle
+      // coprocess stopping just as the request came) reports the same while the namespace is still
+      // there: then try again once with a fresh helper.
+      if (!ctx.netns || !netnsExists(ctx.netns)) return [];
+      if (attempt >= 2) throw e;
+    }
   }
   const problems: string[] = [];
   outcome.forEach((msg, i) => {
