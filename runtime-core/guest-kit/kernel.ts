@@ -72,7 +72,9 @@ export async function downloadKernel(pkg: KernelPackage, dir: string, progress: 
   try {
     await attempt();
   } catch (e) {
-    if (!isKataError(e)) throw e;
+    // Missing or stale package lists (the version is gone from the mirror): refresh once and retry.
+    const stderr = (e as { stderr?: string }).stderr ?? '';
+    if (!isKataError(e, 'E_EXEC') || !/Unable to locate|Can't select|no installation candidate|Failed to fetch|404|not found/i.test(stderr)) throw e;
     await aptUpdate(progress);
     await attempt();
   }
