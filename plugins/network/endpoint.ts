@@ -13,7 +13,7 @@ import { netDeviceId, tapName, REDIRECT_FILTER_PREF } from './names.js';
 import { attachTcFilter, detachTcFilter } from './models/tcfilter.js';
 import { attachMacvtapModel, detachMacvtapModel, macvtapNodeName, makeMacvtapNode, removeNode, splitDevNumber } from './models/macvtap.js';
 import { bindToVfio, pciDriver, restorePciDriver } from './endpoints/physical.js';
-import { findVhostUserSocket, validateSocketPath, DEFAULT_VHOST_USER_DIR } from './endpoints/vhost-user.js';
+import { findVhostUserSocket, validateSocketPath } from './endpoints/vhost-user.js';
 import type { EndpointResources } from './resources.js';
 import type { EndpointRequest, EndpointType, ScannedLink } from './types.js';
 

@@ -119,7 +119,7 @@ export function scratchUndo(ctx: Ctx, tmp: string, final: string): () => Promise
     try {
       out = await ctx.netlink.batch('ip', ctx.netns, [`link del dev ${tmp}`]);
     } catch (e) {
-      if (isKataError(e, 'E_NETNS_NOT_FOUND')) return;
+      if (isKataError(e, 'E_NETNS_NOT_FOUND') && (!ctx.netns || !netnsExists(ctx.netns))) return;
       throw e;
     }
     if (out[0] && /Cannot find device/i.test(out[0])) await bestEffort(ctx, 'ip', [`link del dev ${final}`]);
