@@ -4,7 +4,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh || { echo "0 passed, 1 failed"; exit 1; }
-node dist/runtime-core/cli/main.js guest-kit --quiet >&2 2>/dev/null || true
+echo "building the guest kit (cached after the first time)" >&2
+node dist/runtime-core/cli/main.js guest-kit >&2 || { echo "0 passed, 1 failed"; exit 1; }
 
 log=$(mktemp /tmp/kr-test-XXXXXX.log)
 npx tap "$@" 2>&1 | tee "$log"

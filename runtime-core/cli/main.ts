@@ -16,6 +16,8 @@ Usage:
   kata-resources sandbox status ID [--config FILE] [--json]
   kata-resources sandbox down ID [--config FILE] [--json]
   kata-resources sandbox list [--config FILE] [--json]
+  kata-resources sandbox share ID --source DIR [--name NAME] [--readonly] [--json]
+  kata-resources sandbox unshare ID NAME
   kata-resources exec ID [--timeout MS] -- CMD [ARGS...]
   kata-resources check [--config FILE] [--json]
   kata-resources demo [--config FILE] [--keep]
@@ -35,6 +37,8 @@ virtiofsd, boot the VM, and return once the guest has applied the network and mo
   'sandbox status': `kata-resources sandbox status ID [--json]\n\nThe sandbox (state, pids, endpoints, shares) and what the guest agent reports (interfaces, routes, mounts).`,
   'sandbox down': `kata-resources sandbox down ID [--json]\n\nStop the VM and remove everything the sandbox created. Idempotent; works after a crash of the supervisor (from the persisted state).`,
   'sandbox list': `kata-resources sandbox list [--json]\n\nAll sandboxes with persisted state.`,
+  'sandbox share': `kata-resources sandbox share ID --source DIR [--name NAME] [--readonly] [--json]\n\nShare a host directory into the running sandbox's virtio-fs export (as Kata shares a volume). The guest sees it under /run/kata-containers/shared/containers/<NAME>. --readonly holds inside the export (bind made read-only before it enters the shared tree).`,
+  'sandbox unshare': `kata-resources sandbox unshare ID NAME\n\nRemove a share made with \`sandbox share\`.`,
   exec: `kata-resources exec ID [--timeout MS] -- CMD [ARGS...]\n\nRun a command in the guest's root environment through the agent; relays its output and exit code.`,
   check: `kata-resources check [--json]\n\nHost capabilities: tools, QEMU, virtiofsd, /dev/net/tun, /dev/vhost-net, KVM (probed), kernel features (tried in a throw-away namespace). Each failure comes with a fix. Exit 1 when a required feature is missing.`,
   demo: `kata-resources demo [--keep]\n\nOn this machine: a pod namespace with a veth as a CNI plugin would make it, a sandbox on the embedded guest, what the guest sees, a ping from the guest to the host side, teardown, and a check that nothing is left.`,
@@ -55,6 +59,7 @@ function printSandbox(v: SandboxView & { guest?: unknown; supervisor?: string })
   if (Object.keys(v.pids).length) out(`  pids: ${Object.entries(v.pids).map(([k, p]) => `${k}=${p}`).join(' ')}`);
   for (const e of v.endpoints) out(`  endpoint: ${e.name} ${e.type}${e.tap ? ` -> ${e.tap}` : ''} mac ${e.mac} mtu ${e.mtu} ${e.addresses.join(' ')}`);
   for (const s of v.shares) out(`  share: ${s.tag} ${s.hostDir} -> ${s.guestMountPoint}`);
+  for (const s of v.volumes ?? []) out(`  volume: ${s.source} -> ${s.guestPath}${s.readonly ? ' (read-only)' : ''}`);
   const g = v.guest as { interfaces?: { name: string; hwAddr: string; mtu: number; IPAddresses: { address: string; mask: string }[] }[]; routes?: { dest: string; gateway: string; device: string }[]; mounts?: { source: string; mount_point: string; fstype: string }[]; error?: string } | undefined;
   if (g?.error) out(`  guest: ${g.error}`);
   for (const i of g?.interfaces ?? []) out(`  guest interface: ${i.name} ${i.hwAddr} mtu ${i.mtu} ${i.IPAddresses.map((a) => `${a.address}/${a.mask}`).join(' ')}`);
@@ -79,7 +84,7 @@ async function dispatch(argv: string[]): Promise<number> {
     if (sub === undefined || sub === '--help' || sub === '-h') return help('sandbox') ? 0 : 0;
     const key = `sandbox ${sub}`;
     if (!(key in HELP)) throw new KataError('E_INVALID_ARGUMENT', `unknown command "sandbox ${sub}" (see kata-resources --help)`, { usage: true });
-    const a = parseArgs(argv.slice(2), { command: `kata-resources ${key}`, valueFlags: ['id', 'netns', 'config'] });
+    const a = parseArgs(argv.slice(2), { command: `kata-resources ${key}`, valueFlags: ['id', 'netns', 'config', 'source', 'name'], boolFlags: ['readonly'] });
     if (a.flags.help) return help(key) ? 0 : 0;
     const json = a.flags.json === true;
     const config = stringFlag(a, 'config');
@@ -105,6 +110,23 @@ async function dispatch(argv: string[]): Promise<number> {
       const r = await cmds.sandboxDown(needId(), config, log);
       if (json) out(JSON.stringify(r));
       else out(r.state === 'absent' ? `sandbox ${r.id}: not found; nothing to do` : `sandbox ${r.id}: removed`);
+      return 0;
+    }
+    if (sub === 'share') {
+      const source = stringFlag(a, 'source');
+      if (!source) throw new KataError('E_INVALID_ARGUMENT', 'kata-resources sandbox share needs --source DIR', { usage: true });
+      const { resolve } = await import('node:path');
+      const r = await cmds.sandboxShare(needId(), { source: resolve(source), readonly: a.flags.readonly === true, ...(stringFlag(a, 'name') ? { name: stringFlag(a, 'name')! } : {}) }, config, log);
+      if (json) out(JSON.stringify(r));
+      else out(`shared ${r.source} as ${r.name}${r.readonly ? ' (read-only)' : ''}: guest ${r.guestPath}`);
+      return 0;
+    }
+    if (sub === 'unshare') {
+      const name = a.positionals[1];
+      if (!name) throw new KataError('E_INVALID_ARGUMENT', 'usage: kata-resources sandbox unshare ID NAME', { usage: true });
+      await cmds.sandboxUnshare(needId(), name, config, log);
+      if (json) out(JSON.stringify({ name, state: 'unshared' }));
+      else out(`unshared ${name}`);
       return 0;
     }
     if (sub === 'list') {

@@ -73,11 +73,11 @@ export async function sandboxUp(opts: { id?: string; netns?: string; config?: st
     const code = await exited;
     throw new KataError('E_DAEMON_START', `the supervisor of sandbox ${id} exited (${code}) before reporting; see ${lp}`);
   }
-  child.unref();
   if (!final.ok || !final.sandbox) {
     await exited;
     throw new KataError((final.error?.code ?? 'E_INTERNAL') as never, `${final.error?.message ?? 'sandbox failed'} (log: ${lp})`);
   }
+  child.unref(); // the supervisor lives on, owning the sandbox
   return { sandbox: final.sandbox, log: lp };
 }
 
@@ -141,7 +141,7 @@ export async function sandboxList(configFile: string | undefined, log: Logger): 
   const out: (SandboxView & { supervisor: 'running' | 'gone' })[] = [];
   for (const l of await store.list()) {
     if (!l.state) {
-      out.push({ id: l.id, state: 'failed', netns: undefined, pids: {}, endpoints: [], shares: [], error: { code: 'E_STATE', message: l.error ?? 'unreadable state' }, supervisor: 'gone' });
+      out.push({ id: l.id, state: 'failed', netns: undefined, pids: {}, endpoints: [], shares: [], volumes: [], error: { code: 'E_STATE', message: l.error ?? 'unreadable state' }, supervisor: 'gone' });
       continue;
     }
     out.push({ ...sandboxView(l.state), supervisor: supervisorAlive(l.state) ? 'running' : 'gone' });
@@ -150,9 +150,32 @@ export async function sandboxList(configFile: string | undefined, log: Logger): 
 }
 
 export async function sandboxExec(id: string, argv: string[], configFile: string | undefined, log: Logger, timeoutMs?: number): Promise<ExecResult> {
+  const sock = await runningSocket(id, configFile, log);
+  return mgmtCall<ExecResult>(sock, 'POST', '/exec', { argv, ...(timeoutMs ? { timeoutMs } : {}) }, (timeoutMs ?? 30_000) + 10_000);
+}
+
+async function runningSocket(id: string, configFile: string | undefined, log: Logger): Promise<string> {
   const cfg = loadConfig(configFile, { log });
   const store = new StateStore(cfg.runtime.stateDir, log);
   const s = await store.load(validateId(id));
   if (!supervisorAlive(s)) throw new KataError('E_SANDBOX_NOT_FOUND', `sandbox ${id} is not running (its supervisor is gone); see \`kata-resources sandbox status ${id}\``);
-  return mgmtCall<ExecResult>(join(store.sandboxDir(id), MGMT_SOCKET), 'POST', '/exec', { argv, ...(timeoutMs ? { timeoutMs } : {}) }, (timeoutMs ?? 30_000) + 10_000);
+  return join(store.sandboxDir(id), MGMT_SOCKET);
+}
+
+export interface ShareResult {
+  name: string;
+  source: string;
+  readonly: boolean;
+  guestPath: string;
+}
+
+/** Share a host directory into a running sandbox's virtio-fs export. */
+export async function sandboxShare(id: string, req: { source: string; name?: string; readonly: boolean }, configFile: string | undefined, log: Logger): Promise<ShareResult> {
+  const sock = await runningSocket(id, configFile, log);
+  return mgmtCall<ShareResult>(sock, 'POST', '/shares', req);
+}
+
+export async function sandboxUnshare(id: string, name: string, configFile: string | undefined, log: Logger): Promise<void> {
+  const sock = await runningSocket(id, configFile, log);
+  await mgmtCall(sock, 'POST', '/unshare', { name });
 }

@@ -5,18 +5,18 @@ import type { GuestImage } from './sandbox.js';
 
 /**
  * The kernel, initrd and rootfs a sandbox boots: the config's when it names all three, else the
- * embedded guest kit (built on first use, then cached). Kernel parameters: the kit's, then the
- * config's (later ones win in the kernel).
+ * embedded guest kit (built on first use, then cached). Kernel parameters: the kit's (the driver
+ * appends the configuration's, so they win).
  */
 export async function resolveGuestImage(cfg: SandboxConfig, progress: (m: string) => void = () => {}): Promise<GuestImage> {
   const q = cfg.hypervisor;
   const given = [q.kernel, q.initrd, q.image].filter((x) => x !== undefined).length;
   if (given === 3) {
-    return { kernel: q.kernel!, initrd: q.initrd!, image: q.image!, kernelParams: q.kernelParams };
+    return { kernel: q.kernel!, initrd: q.initrd!, image: q.image!, kernelParams: [] };
   }
   if (given !== 0) {
     throw new KataError('E_CONFIG', `${cfg.source ?? 'configuration'}: hypervisor.qemu kernel, initrd and image go together (set all three, or none to use the embedded guest kit)`);
   }
   const kit = await ensureGuestKit({ onProgress: progress });
-  return { kernel: kit.kernel, initrd: kit.initrd, image: kit.rootfs, kernelParams: [...kit.cmdline.split(' ').filter(Boolean), ...q.kernelParams] };
+  return { kernel: kit.kernel, initrd: kit.initrd, image: kit.rootfs, kernelParams: kit.cmdline.split(' ').filter(Boolean) };
 }

@@ -8,9 +8,10 @@ import { validateId } from '../../host/names.js';
 import { checkpoint, type Attached, type FaultHook, type PluginContext } from '../../host/plugin.js';
 import { Sysfs } from '../../host/sysfs.js';
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { attachEndpoint, detachEndpoint, type EndpointResources } from '../../plugins/network/endpoint.js';
 import { scanNetns } from '../../plugins/network/scan.js';
-import { VirtiofsPlugin, type VirtiofsResources } from '../../virtiofsd-manager/index.js';
+import { VirtiofsPlugin, type ShareRecord, type VirtiofsResources } from '../../virtiofsd-manager/index.js';
 import { AgentClient } from '../agent/client.js';
 import type { SandboxConfig } from '../config/types.js';
 import type { SandboxState, StateStore } from '../state/store.js';
@@ -38,9 +39,12 @@ export interface UpOptions {
   /** Test hook: called before each named step (see STEPS). */
   faults?: FaultHook;
   onProgress?: (msg: string) => void;
-  /** Directory for the virtio-fs shared tree (default: the config's state dir). */
+  /** Root of the virtio-fs shared tree (default <state_dir>/shared, as Kata's /run/kata-containers/shared). */
   sharedRoot?: string;
 }
+
+/** The "container id" under which sandbox-level volumes are shared. */
+export const SANDBOX_VOLUMES = 'volumes';
 
 /** The named steps of `up`, in order; fault-injection tests fail each in turn. */
 export const STEPS = ['netns', 'scan', 'endpoint', 'virtiofs', 'guest-kit', 'vm', 'agent', 'interfaces', 'routes', 'neighbours', 'storages'] as const;
@@ -62,6 +66,8 @@ export interface SandboxView {
   pids: Record<string, number>;
   endpoints: EndpointView[];
   shares: { tag: string; hostDir: string; guestMountPoint: string }[];
+  /** Host directories shared into the export (`sandbox share`). */
+  volumes: { name: string; source: string; readonly: boolean; guestPath: string }[];
   accel?: string;
   error?: { code: string; message: string };
   timings?: Record<string, number>;
@@ -169,7 +175,7 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> {
         cache: cfg.hypervisor.virtioFsCache,
         extraArgs: cfg.hypervisor.virtioFsExtraArgs,
         queueSize: cfg.hypervisor.virtioFsQueueSize,
-        root: o.sharedRoot ?? cfg.runtime.stateDir,
+        root: o.sharedRoot ?? join(cfg.runtime.stateDir, 'shared'),
       }));
       await this.journal('virtiofs', 'virtiofs', att);
       if (att.resources.daemon.daemon) this.state.processes.virtiofsd = att.resources.daemon.daemon;
@@ -260,6 +266,30 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> {
     await this.store.remove(this.id);
   }
 
+  /**
+   * Share a host directory (or file) with the guest through the sandbox's virtio-fs export, as Kata
+   * does for volumes: read-write, or read-only in a way that holds inside the export. The guest sees
+   * it under the share's mount point (GUEST_SHARE_DIR/<name>).
+   */
+  async shareVolume(req: { source: string; name?: string; readonly: boolean }): Promise<ShareRecord> {
+    if (this.state.phase !== 'running') throw new KataError('E_STATE', `sandbox ${this.id} is ${this.state.phase}, not running`);
+    const rec = await this.virtiofs.shareVolume(this.id, { containerId: SANDBOX_VOLUMES, source: req.source, readonly: req.readonly, ...(req.name ? { name: req.name } : {}) });
+    await this.persistVirtiofs();
+    return rec;
+  }
+
+  async unshareVolume(name: string): Promise<void> {
+    await this.virtiofs.unshare(this.id, name);
+    await this.persistVirtiofs();
+  }
+
+  private async persistVirtiofs(): Promise<void> {
+    const r = this.state.resources.find((x) => x.kind === 'virtiofs');
+    if (!r) return;
+    (r.data as Attached<VirtiofsResources>).resources = this.virtiofs.state(this.id);
+    await this.store.save(this.state);
+  }
+
   /** Remember a process of this sandbox (e.g. the supervisor itself) in the state file. */
   async recordProcess(role: string, rec: DaemonRecord): Promise<void> {
     this.state.processes[role] = rec;
@@ -280,7 +310,9 @@ export function sandboxView(state: SandboxState, timings?: Record<string, number
     return { name: i?.name ?? r.id, type: i?.type ?? a.kind, ...(tap ? { tap } : {}), mac: i?.hwAddr ?? '', mtu: i?.mtu ?? 0, addresses: (i?.IPAddresses ?? []).map((x) => `${x.address}/${x.mask}`) };
   });
   const vfs = state.resources.find((r) => r.kind === 'virtiofs')?.data as Attached<VirtiofsResources> | undefined;
-  const shares = vfs ? [{ tag: vfs.resources.tag, hostDir: vfs.resources.shared.mountsDir, guestMountPoint: vfs.guest.storages?.[0]?.mount_point ?? '' }] : [];
+  const guestDir = vfs?.guest.storages?.[0]?.mount_point ?? '';
+  const shares = vfs ? [{ tag: vfs.resources.tag, hostDir: vfs.resources.shared.mountsDir, guestMountPoint: guestDir }] : [];
+  const volumes = (vfs?.resources.shared.shares ?? []).map((v) => ({ name: v.name, source: v.source, readonly: v.readonly, guestPath: v.guestPath }));
   const vm = state.resources.find((r) => r.kind === 'vm')?.data as VmRecord | undefined;
   const pids: Record<string, number> = {};
   for (const [k, v] of Object.entries(state.processes)) pids[k] = v.pid;
@@ -291,6 +323,7 @@ export function sandboxView(state: SandboxState, timings?: Record<string, number
     pids,
     endpoints,
     shares,
+    volumes,
     ...(vm ? { accel: vm.accel } : {}),
     ...(state.error ? { error: state.error } : {}),
     ...(timings && Object.keys(timings).length ? { timings } : state.extra.timings ? { timings: state.extra.timings as Record<string, number> } : {}),
@@ -322,6 +355,8 @@ export async function teardownFromState(
   for (const r of [...state.resources].reverse()) {
     if (r.kind === 'vm') {
       await attempt('vm', async () => {
+        // The C virtiofsd exits when its VMM goes: that is expected now, not a crash.
+        virtiofs.vmmStopping(state.id);
         if (live.vm) await live.vm.stop();
         await live.vmDriver.recover(r.data as VmRecord, log);
       });

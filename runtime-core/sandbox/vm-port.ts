@@ -1,43 +1,39 @@
-import type { EventEmitter } from 'node:events';
-import type { DaemonRecord } from '../../host/daemon.js';
 import type { DeviceSpec } from '../../host/device-specs.js';
 import type { Logger } from '../../host/log.js';
 import type { NetnsRef } from '../../host/netns.js';
 import type { SandboxConfig } from '../config/types.js';
+import type { Hypervisor, VmRecord } from '../hypervisor/types.js';
 
-/** What the assembly needs of a hypervisor driver (the QEMU driver implements it; see qemu-vm.ts). */
+export type { VmRecord };
+
+/** What the assembly asks of a hypervisor driver to start one VM. */
 export interface VmStartRequest {
   sandboxId: string;
   config: SandboxConfig;
-  /** The sandbox's private directory (sockets, console log, memory backend name). */
+  /** The sandbox's private directory (sockets, console log). */
   runDir: string;
   netns: NetnsRef | undefined;
   kernel: string;
   initrd: string;
   /** Root filesystem image, attached read-only. */
   image: string;
+  /** The guest kit's kernel parameters (the configuration's are appended by the driver). */
   kernelParams: string[];
   devices: DeviceSpec[];
   log: Logger;
 }
 
-export interface RunningVm extends EventEmitter<{ exit: [{ code: number | null; signal: string | null; expected: boolean }] }> {
+/** A started VM: the hypervisor driver plus where its agent listens. */
+export interface RunningVm {
+  readonly hypervisor: Hypervisor;
   readonly pid: number;
-  /** Path of the unix socket of the agent's virtserialport. */
   readonly agentSocket: string;
-  /** Everything to find and clean the VM without this object (persisted). */
   record(): VmRecord;
-  /** QMP quit, then SIGKILL after a grace period; harmless when already stopped. */
   stop(): Promise<void>;
+  on(event: 'exit', fn: (x: { code: number | null; signal: string | null; expected: boolean }) => void): void;
 }
 
-export interface VmRecord {
-  daemon: DaemonRecord;
-  /** Files the VM made that outlive it unless removed (sockets, memory backend, console log). */
-  files: string[];
-  accel: string;
-}
-
+/** A hypervisor driver as the assembly uses it; tests substitute a failing one. */
 export interface VmDriver {
   start(req: VmStartRequest): Promise<RunningVm>;
   /** Clean a VM known only from its record (the supervisor died). */

@@ -20,6 +20,21 @@ import { MGMT_SOCKET } from './mgmt-protocol.js';
 import { serveManagement } from './server.js';
 import { readProcStat } from '../../host/proc.js';
 
+/**
+ * Test hook: KATA_RESOURCES_FAULT=<step> makes `up` fail at that named step (see STEPS in
+ * sandbox.ts and the plugins' checkpoint names), so end-to-end tests can prove the rollback of the
+ * real CLI path. Nothing else reads it.
+ */
+function faultFromEnv(): { faults?: (step: string) => void } {
+  const want = process.env.KATA_RESOURCES_FAULT;
+  if (!want) return {};
+  return {
+    faults: (step: string) => {
+      if (step === want) throw new KataError('E_INTERNAL', `fault injected at step ${step} (KATA_RESOURCES_FAULT)`);
+    },
+  };
+}
+
 async function main(): Promise<void> {
   const a = parseArgs(process.argv.slice(2), { command: 'supervisor', valueFlags: ['id', 'netns', 'config'] });
   let report: WriteStream | undefined;
@@ -43,6 +58,7 @@ async function main(): Promise<void> {
     sandbox = await Sandbox.up({
       id, ...(netns ? { netns } : {}), config, store, log, vm: qemuVmDriver(),
       guest: () => resolveGuestImage(config, (m) => say({ progress: m })),
+      ...faultFromEnv(),
       onProgress: (m) => say({ progress: m }),
     });
   } catch (e) {

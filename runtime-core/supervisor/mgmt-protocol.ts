@@ -5,6 +5,8 @@
  *   GET  /sandbox            the sandbox as the CLI prints it (state, pids, endpoints, shares)
  *   GET  /sandbox/guest      what the agent reports: interfaces, routes, mounts
  *   POST /exec               {argv, timeoutMs?} -> {exitCode, stdout, stderr}
+ *   POST /shares             {source, name?, readonly?} -> the share record (a host dir into the export)
+ *   POST /unshare            {name}
  *   POST /shutdown           tear the sandbox down; answered when done, then the supervisor exits
  */
 export const MGMT_SOCKET = 'supervisor.sock';

@@ -51,6 +51,19 @@ export async function serveManagement(socketPath: string, sandbox: Sandbox, log:
           }
           return send(res, 200, await sandbox.agent.exec(r.argv, r.timeoutMs !== undefined ? { timeoutMs: r.timeoutMs } : {}));
         }
+        if (route === 'POST /shares') {
+          const r = (await body(req)) as { source?: unknown; name?: unknown; readonly?: unknown };
+          if (typeof r.source !== 'string' || (r.name !== undefined && typeof r.name !== 'string')) {
+            throw new KataError('E_INVALID_ARGUMENT', 'share needs {source: string, name?: string, readonly?: boolean}');
+          }
+          return send(res, 200, await sandbox.shareVolume({ source: r.source, readonly: r.readonly === true, ...(typeof r.name === 'string' ? { name: r.name } : {}) }));
+        }
+        if (route === 'POST /unshare') {
+          const r = (await body(req)) as { name?: unknown };
+          if (typeof r.name !== 'string') throw new KataError('E_INVALID_ARGUMENT', 'unshare needs {name: string}');
+          await sandbox.unshareVolume(r.name);
+          return send(res, 200, { name: r.name, state: 'unshared' });
+        }
         if (route === 'POST /shutdown') {
           shuttingDown ??= sandbox.down();
           await shuttingDown;
@@ -62,7 +75,7 @@ export async function serveManagement(socketPath: string, sandbox: Sandbox, log:
       } catch (e) {
         const err = isKataError(e) ? e : new KataError('E_INTERNAL', (e as Error).message);
         log.warn({ code: err.code, err: err.message, url: req.url }, 'management request failed');
-        send(res, err.code === 'E_INVALID_ARGUMENT' ? 400 : 500, { error: { code: err.code, message: err.message } });
+        send(res, err.code === 'E_INVALID_ARGUMENT' || err.code === 'E_PATH_UNSAFE' ? 400 : 500, { error: { code: err.code, message: err.message } });
       }
     })();
   });
