@@ -10,11 +10,11 @@ import type { FaultHook } from '../../../host/plugin.js';
 import { sleep } from '../../../host/retry.js';
 import { UndoStack } from '../../../host/undo.js';
 import { capabilitiesOf, type HypervisorCapabilities } from '../capabilities.js';
-import type { HotplugResult, Hypervisor, HypervisorEvents, UnplugOptions, VmExit, VmRecord, VmSpec, VmStartOptions } from '../types.js';
+import type { HotplugResult, Hypervisor, HypervisorEvents, UnplugOptions, VmRecord, VmSpec, VmStartOptions } from '../types.js';
 import { chooseAccel, type AccelDecision } from './accel.js';
 import { buildQemuCommandLine, qemuId, realHostFacts, type PlacedDevice, type QemuCommandLine, type QemuHostFacts, type RootPort } from './cmdline.js';
 import { pciPathOf, type QueryPciBus } from './pci-path.js';
-import { QmpClient, QmpError, type QmpEvent } from './qmp-client.js';
+import { QmpClient, QmpError } from './qmp-client.js';
 
 /**
  * The QEMU driver: starts QEMU inside the sandbox netns (host/daemon.ts: pdeathsig, pid + start-time

@@ -149,4 +149,13 @@ t.test('virtio-scsi: the controller is there and a disk hot-plugs onto it with a
   await vm.unplug('s1');
   const r3 = await vm.hotplug({ kind: 'block', id: 's3', path: disk, readonly: true, driver: 'virtio-scsi', format: 'raw' });
   t.equal(r3.scsiAddr, '0:0', 'a freed target id is reused');
+
+  // A host block device (a loop device) goes in through host_device.
+  const loop = (await run('losetup', ['-f', '--show', disk])).stdout.trim();
+  t.teardown(() => run('losetup', ['-d', loop], { reject: false }));
+  await vm.hotplug({ kind: 'block', id: 'lp', path: loop, readonly: true, driver: 'virtio-scsi', format: 'raw' });
+  const nodes = await vm.monitor!.execute<{ 'node-name': string; drv: string; file: string }[]>('query-named-block-nodes');
+  t.match(nodes.find((n) => n['node-name'] === 'drive-lp-file' || (n.file === loop && n.drv === 'host_device')), { drv: 'host_device', file: loop });
+  await vm.unplug('lp');
+  t.notOk((await vm.monitor!.execute<{ file: string }[]>('query-named-block-nodes')).some((n) => n.file === loop), 'loop device released by QEMU');
 });
