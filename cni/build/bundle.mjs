@@ -32,7 +32,11 @@ const outfile = opt('--outfile', join(root, 'dist/cni/kata-cni.js'));
 const metafile = opt('--metafile', undefined);
 
 // Same options as cni/config-validator.ts (AJV_OPTIONS), plus code generation.
-const schema = JSON.parse(readFileSync(join(root, 'cni/config-schema.json'), 'utf8'));
+// Annotations (title, description) do not validate anything: leave them out of the generated code.
+const stripAnnotations = (v) => Array.isArray(v) ? v.map(stripAnnotations)
+  : v && typeof v === 'object' ? Object.fromEntries(Object.entries(v).filter(([k]) => k !== 'title' && k !== 'description').map(([k, x]) => [k, stripAnnotations(x)]))
+  : v;
+const schema = stripAnnotations(JSON.parse(readFileSync(join(root, 'cni/config-schema.json'), 'utf8')));
 const ajv = new Ajv({ allErrors: true, strict: true, code: { source: true, esm: true } });
 const validatorSource = standaloneCode(ajv, ajv.compile(schema));
 

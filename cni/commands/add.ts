@@ -3,7 +3,9 @@ import { isKataError } from '../../host/errors.js';
 import type { Logger } from '../../host/log.js';
 import { attachEndpoint, detachEndpoint, type EndpointResources } from '../../plugins/network/endpoint.js';
 import { readLink } from '../../plugins/network/link-info.js';
-import type { Attached } from '../../host/plugin.js';
+import type { Netlink } from '../../host/netlink.js';
+import type { Attached, PluginContext } from '../../host/plugin.js';
+import type { ScannedLink } from '../../plugins/network/types.js';
 import type { KataCniConfig } from '../config.js';
 import { pluginContext, requireNetns } from '../context.js';
 import { CNI_CODES, CniError } from '../errors.js';
@@ -31,6 +33,7 @@ export async function cmdAdd(req: CniRequest, cfg: KataCniConfig, log: Logger): 
   const tapName = expandTapName(cfg.tapName, req.ifname);
   const runDir = runDirFor(cfg.stateDir, cfg.name, req.containerId, req.ifname);
   const ctx = pluginContext(req.containerId, ns, log, runDir);
+  const prefetch = prefetchTapAfterFirstIpBatch(ctx, tapName);
   const netnsId = netnsIdentity(ns.path);
 
   const existing = safeRead(cfg, req);
@@ -58,7 +61,7 @@ export async function cmdAdd(req: CniRequest, cfg: KataCniConfig, log: Logger): 
     });
     rec.attached = attached;
     writeRecord(cfg.stateDir, rec);
-    const tap = await readLink(ctx, tapName);
+    const tap = (await prefetch.result()) ?? (await readLink(ctx, tapName));
     const result: CniResult = {
       ...prev,
       interfaces: [...(prev.interfaces ?? []), { name: tapName, mac: tap.mac, mtu: tap.mtu, sandbox: req.netns }],
@@ -79,6 +82,31 @@ export async function cmdAdd(req: CniRequest, cfg: KataCniConfig, log: Logger): 
     }
     throw e;
   }
+}
+
+/**
+ * The result needs the tap's MAC, which only the kernel knows once the tap exists. Reading it after
+ * attach would be one more sequential process spawn; instead the read starts as soon as the first
+ * `ip` batch of the attach has fully succeeded (the one that creates the tap, in both models) and
+ * runs while the `tc` batch does. If it comes too early or fails, the caller reads again.
+ */
+function prefetchTapAfterFirstIpBatch(ctx: PluginContext, tapName: string): { result(): Promise<ScannedLink | undefined> } {
+  const inner = ctx.netlink;
+  let pending: Promise<ScannedLink | undefined> | undefined;
+  const wrapped: Netlink = {
+    batch: async (tool, ns, lines) => {
+      const out = await inner.batch(tool, ns, lines);
+      if (pending === undefined && tool === 'ip' && out.length > 0 && out.every((o) => o === null)) {
+        pending = readLink({ netlink: inner, netns: ns }, tapName).catch(() => undefined);
+      }
+      return out;
+    },
+    json: (tool, ns, args) => inner.json(tool, ns, args),
+    release: (ns) => inner.release(ns),
+    close: () => inner.close(),
+  };
+  ctx.netlink = wrapped;
+  return { result: async () => (pending ? await pending : undefined) };
 }
 
 function safeRead(cfg: KataCniConfig, req: CniRequest): AttachmentRecord | undefined {

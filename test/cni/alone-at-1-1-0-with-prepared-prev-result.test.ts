@@ -222,3 +222,27 @@ t.test('CNI_ARGS and args.cni override the config (args.cni last); unknown CNI_A
   t.same(await namesIn(p.pod), ['eth0', 'lo'], 'refused ADDs leave nothing');
   t.same(filesUnder(stateDir), []);
 });
+
+t.test('model macvtap: a macvtap with the pod MAC and a private device node; CHECK healthy; DEL gives eth0 its MAC and address back', async (t) => {
+  const p = await pod(t);
+  const stateDir = tempDir(t, 'k11s');
+  const c = conf(stateDir, { model: 'macvtap', prevResult: p.prev });
+  const add = await kata('ADD', p, c);
+  t.equal(add.exitCode, 0, add.stdout);
+  const st = await redirectState(p.pod, 'eth0', 'tap0_kata');
+  t.equal(st.tap?.kind, 'macvtap', 'tap0_kata is a macvtap');
+  t.equal(st.tap?.mac, p.mac, 'the macvtap carries the pod MAC (the guest MAC)');
+  t.not(st.link?.mac, p.mac, 'eth0 got another MAC');
+  const entry = (add.json?.interfaces as { name: string; mac?: string; mtu?: number }[]).at(-1);
+  t.match(entry, { name: 'tap0_kata', mac: p.mac, mtu: 1450 });
+  t.ok(filesUnder(stateDir).some((f) => /krtc11@eth0\.d\/macvtap-0-tap0_kata$/.test(f)), 'device node in the attachment run dir');
+  const check = await kata('CHECK', p, { ...c, prevResult: add.json });
+  t.equal(check.exitCode, 0, check.stdout);
+  const del = await kata('DEL', p, { ...c, prevResult: add.json });
+  t.equal(del.exitCode, 0, del.stdout);
+  const after = await redirectState(p.pod, 'eth0', 'tap0_kata');
+  t.equal(after.tap, undefined, 'macvtap removed');
+  t.equal(after.link?.mac, p.mac, 'eth0 has its MAC back');
+  t.match(await run('ip', ['-n', p.pod.name!, 'addr', 'show', 'dev', 'eth0']).then((r) => r.stdout), /10\.77\.0\.2\/24/, 'and its address');
+  t.same(filesUnder(stateDir), [], 'record and device node removed');
+});

@@ -1,0 +1,98 @@
+import { spawn } from 'node:child_process';
+import { copyFileSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import t from 'tap';
+import { run } from '../../host/exec.js';
+import { REPO, tempDir } from './helpers/cni-runtime.js';
+
+/**
+ * The shipped plugin is ONE file that runs on its own (copied anywhere, no node_modules), and its
+ * static import graph from the entry stops before config validation, logging and the network code,
+ * which are reached only through dynamic imports (lazily initialised inside the bundle).
+ */
+const dir = tempDir(t, 'bundle');
+const out = join(dir, 'kata-cni.js');
+const metaFile = join(dir, 'meta.json');
+await run(process.execPath, [join(REPO, 'cni/build/bundle.mjs'), '--outfile', out, '--metafile', metaFile]);
+const meta = JSON.parse(readFileSync(metaFile, 'utf8')) as { inputs: Record<string, { imports: { path: string; kind: string }[] }> };
+
+function exec(file: string, env: Record<string, string>, stdin: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(file, [], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env }, cwd: dir });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+    c.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    c.on('error', reject);
+    c.on('close', (code) => resolve({ code, stdout, stderr }));
+    c.stdin.end(stdin);
+  });
+}
+
+t.test('the static import graph of the entry holds no network, validation or logging code', async (t) => {
+  const seen = new Set<string>();
+  const stack = ['cni/main.ts'];
+  while (stack.length > 0) {
+    const f = stack.pop()!;
+    if (seen.has(f)) continue;
+    seen.add(f);
+    for (const i of meta.inputs[f]?.imports ?? []) {
+      if (i.kind !== 'dynamic-import' && meta.inputs[i.path]) stack.push(i.path);
+    }
+  }
+  const eager = [...seen].sort();
+  t.ok(eager.includes('cni/version.ts') && eager.includes('cni/skel.ts'), `eager: ${eager.join(', ')}`);
+  for (const lazy of [/^plugins\//, /^host\/netlink\.ts$/, /^host\/exec\.ts$/, /^cni\/config-validator\.ts$/, /^cni\/config\.ts$/, /^cni\/commands\//, /node_modules\/pino\//]) {
+    t.same(eager.filter((f) => lazy.test(f)), [], `${lazy} is only reached through a dynamic import`);
+  }
+  const all = Object.keys(meta.inputs);
+  t.ok(all.some((f) => f.startsWith('plugins/network/')), 'the network code is in the bundle (lazily)');
+  t.ok(all.some((f) => f.includes('node_modules/pino/')), 'pino is in the bundle (lazily)');
+});
+
+t.test('no execa and no ajv compiler in the bundle: the schema is compiled ahead of time', async (t) => {
+  const all = Object.keys(meta.inputs);
+  t.same(all.filter((f) => f.includes('node_modules/execa/')), [], 'execa replaced by cni/build/execa-lite.ts');
+  t.same(all.filter((f) => /node_modules\/ajv\/dist\/(core|compile|vocabularies)\//.test(f)), [], 'no ajv compiler');
+  t.match(readFileSync(out, 'utf8'), /kata-resources\.local\/schemas\/kata-cni-request\.json/, 'the precompiled validator carries the schema id');
+});
+
+t.test('the bundle runs alone: as an extensionless executable (CommonJS) and as an ES module', async (t) => {
+  const st = statSync(out);
+  t.ok((st.mode & 0o111) !== 0, 'executable');
+  t.ok(readFileSync(out, 'utf8').startsWith('#!/usr/bin/env node\n'), 'node shebang');
+  const alone = tempDir(t, 'alone');
+  copyFileSync(out, join(alone, 'kata-cni'));
+  await run('chmod', ['755', join(alone, 'kata-cni')]);
+  copyFileSync(out, join(alone, 'kata-cni.mjs'));
+  for (const file of [join(alone, 'kata-cni'), join(alone, 'kata-cni.mjs')]) {
+    const cmd = file.endsWith('.mjs') ? process.execPath : file;
+    const args = file.endsWith('.mjs') ? [file] : [];
+    const r = await new Promise<{ code: number | null; stdout: string }>((resolve, reject) => {
+      const c = spawn(cmd, args, { env: { PATH: process.env.PATH ?? '', CNI_COMMAND: 'VERSION' }, cwd: alone });
+      let stdout = '';
+      c.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+      c.on('error', reject);
+      c.on('close', (code) => resolve({ code, stdout }));
+      c.stdin.end('{"cniVersion":"0.4.0"}');
+    });
+    t.equal(r.code, 0, file);
+    t.same(JSON.parse(r.stdout), { cniVersion: '0.4.0', supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] }, `${file}: VERSION`);
+  }
+});
+
+t.test('VERSION echoes the input version, or 1.1.0 when there is none', async (t) => {
+  for (const [stdin, v] of [['{"cniVersion":"1.0.0"}', '1.0.0'], ['', '1.1.0'], ['not json', '1.1.0'], ['{"cniVersion":"0.2.0"}', '0.2.0']] as const) {
+    const r = await exec(out, { CNI_COMMAND: 'VERSION' }, stdin);
+    t.equal(r.code, 0);
+    t.equal((JSON.parse(r.stdout) as { cniVersion: string }).cniVersion, v, JSON.stringify(stdin));
+    t.equal(r.stdout.trim().split('\n').length, 1, 'one line');
+  }
+});
+
+t.test('without CNI_COMMAND it says what it is on stderr and succeeds, stdout empty (as libcni skel)', async (t) => {
+  const r = await exec(out, {}, '');
+  t.equal(r.code, 0);
+  t.equal(r.stdout, '');
+  t.match(r.stderr, /CNI protocol versions supported: 0\.3\.0, 0\.3\.1, 0\.4\.0, 1\.0\.0, 1\.1\.0/);
+});
