@@ -224,7 +224,11 @@ class Coprocess {
     this.onExit();
   }
 
+  /** Stopping (idle or released): no new request may be sent to it; the pool starts a new helper. */
+  closing = false;
+
   stop(): Promise<void> {
+    this.closing = true;
     return new Promise((resolve) => {
       if (this.child.exitCode !== null || this.child.signalCode !== null) {
         this.fail(nsGoneError(this.ns, 'closed'));
@@ -256,7 +260,7 @@ export class CoprocessNetlink implements Netlink {
   private proc(tool: Tool, ns: NetnsRef | undefined): Coprocess {
     const k = this.key(tool, ns);
     let p = this.procs.get(k);
-    if (!p || p.dead) {
+    if (!p || p.dead || p.closing) {
       if (ns && !netnsExists(ns)) throw nsGoneError(ns, '');
       const created: Coprocess = new Coprocess(tool, ns, this.idleMs, () => {
         if (this.procs.get(k) === created) this.procs.delete(k);

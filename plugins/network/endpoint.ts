@@ -61,6 +61,9 @@ export function detectEndpointType(link: ScannedLink, opts: DetectOptions = {}):
   if (findVhostUserSocket(link, opts.vhostUserSearchDir)) return 'vhost-user';
   switch (link.kind) {
     case 'veth':
+    case '':
+    case 'device':
+      // A plain device with no netlink kind (e.g. an mlx5 sub-function) is driven like a veth (kata#12891).
       return 'virtual';
     case 'macvlan':
       return 'macvlan';

@@ -28,6 +28,11 @@ t.test('TUN mode and unknown kinds are E_UNSUPPORTED naming the link and kind', 
   t.throws(() => detectEndpointType(link({ kind: 'tun' })), { code: 'E_UNSUPPORTED' });
 });
 
+t.test('a plain device with no netlink kind is driven like a veth, as the scan reports it (kata#12891)', async (t) => {
+  t.equal(detectEndpointType(link({ name: 'sf0', kind: '' })), 'virtual');
+  t.equal(detectEndpointType(link({ name: 'sf1', kind: 'device' })), 'virtual');
+});
+
 t.test('a PCI address wins over everything (physical)', async (t) => {
   t.equal(detectEndpointType(link({ kind: '', pciAddress: '0000:3b:00.1' })), 'physical');
   t.equal(detectEndpointType(link({ kind: 'veth', pciAddress: '0000:3b:00.1' })), 'physical');
