@@ -67,7 +67,7 @@ export interface QemuMachine {
   kernelParams?: string[];
   devices: DeviceSpec[];
   paths: QemuPaths;
-  /** Agent debug (adds agent.log=debug to the kernel command line). */
+  /** Agent debug (adds kata.debug=1 to the kernel command line). */
   agentDebug?: boolean;
 }
 
@@ -146,22 +146,25 @@ export function qemuId(prefix: string, id: string): string {
   return `${prefix}-${id.replace(/[^A-Za-z0-9._-]/g, '_')}`;
 }
 
-/** The runtime's own kernel parameters (before the caller's and the file's). */
+/**
+ * The runtime's own kernel parameters (before the caller's and the file's), in line with what the
+ * guest kit's initramfs reads (root=, rootfstype=, rootflags=, kata.debug=) and Kata's boot-time
+ * savers: no PS/2 probing, no crypto self-tests, trusted TSC, expedited RCU, RDRAND trusted for the
+ * CRNG (so node's getrandom() in the guest does not block); `reboot=k panic=1` with -no-reboot turn a
+ * guest panic or reboot into a QEMU exit.
+ */
 export function baseKernelParams(cfg: QemuConfig, rootDevice: string | undefined, nvdimmRoot: boolean, agentDebug: boolean): string[] {
-  const p = [
-    'console=ttyS0',
-    // With -no-reboot, a guest panic or reboot ends QEMU instead of looping.
-    'reboot=k', 'panic=1',
-    'i8042.noaux=1', 'i8042.nomux=1', 'i8042.nopnp=1', 'i8042.dumbkbd=1',
-    'cryptomgr.notests', 'net.ifnames=0', 'tsc=reliable', 'no_timer_check', 'rcupdate.rcu_expedited=1',
-  ];
+  const p = ['console=ttyS0'];
   if (!cfg.enableDebug) p.push('quiet');
   else p.push('debug', 'loglevel=7');
   if (rootDevice !== undefined) {
-    if (nvdimmRoot) p.push(`root=${rootDevice}`, 'rootflags=dax,errors=remount-ro', 'ro', 'rootfstype=ext4');
-    else p.push(`root=${rootDevice}`, 'ro', 'rootfstype=ext4');
+    p.push(`root=${rootDevice}`, 'rootfstype=ext4', 'ro');
+    if (nvdimmRoot) p.push('rootflags=dax,errors=remount-ro');
   }
-  if (agentDebug) p.push('agent.log=debug');
+  p.push('reboot=k', 'panic=1',
+    'tsc=reliable', 'no_timer_check', 'noreplace-smp', 'rcupdate.rcu_expedited=1', 'cryptomgr.notests',
+    'i8042.direct=1', 'i8042.dumbkbd=1', 'i8042.nopnp=1', 'i8042.noaux=1', 'random.trust_cpu=on', 'net.ifnames=0');
+  if (agentDebug) p.push('kata.debug=1');
   return p;
 }
 
