@@ -2,15 +2,16 @@
  * kata-agent (this project's): the process the guest's init starts. It finds the virtio-serial
  * port named agent.0 and answers line-delimited JSON requests on it (protocol.ts).
  *
- *   node agent.mjs                     in the guest (port by name, from /sys/class/virtio-ports)
- *   node agent.mjs --device PATH       a given character device
- *   node agent.mjs --socket PATH       listen on a unix socket instead (host tests; debugging)
+ *   node agent.cjs                     in the guest (port by name, from /sys/class/virtio-ports)
+ *   node agent.cjs --device PATH       a given character device
+ *   node agent.cjs --socket PATH       listen on a unix socket instead (host tests; debugging)
  *
  * Powering off on Shutdown only happens when KATA_AGENT_GUEST=1 (set by the guest's init), so a
  * copy started on a host by mistake just exits.
  */
 import { createServer } from 'node:net';
 import { unlinkSync } from 'node:fs';
+import { uptime } from 'node:os';
 import { makeIp } from './ip.js';
 import { sleep } from './pci-path.js';
 import { AGENT_PORT_NAME } from './protocol.js';
@@ -67,7 +68,7 @@ async function main(): Promise<void> {
     }
   }
   const port = await servePort(server, device, log);
-  log(`ready on ${device} (uptime ${(await import('node:os')).uptime().toFixed(2)} s)`);
+  log(`ready on ${device} (uptime ${uptime().toFixed(2)} s)`);
   await port.done;
 }
 

@@ -10,6 +10,7 @@
  *
  * Everything goes through an Ip (ip.ts), so host tests run it against a namespace they created.
  */
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ARPNeighbor, Interface, IPAddress, Route } from '../../host/agent-types.js';
 import { throwFirstFailure, type Ip } from './ip.js';
@@ -106,7 +107,6 @@ export async function readLinks(ip: Ip): Promise<IpAddrLink[]> {
 }
 
 async function defaultIpv6Disabled(ifname: string): Promise<boolean> {
-  const { readFile } = await import('node:fs/promises');
   for (const p of ['/proc/sys/net/ipv6/conf/all/disable_ipv6', `/proc/sys/net/ipv6/conf/${ifname}/disable_ipv6`]) {
     try {
       if ((await readFile(p, 'utf8')).trim() === '1') return true;

@@ -1,6 +1,6 @@
 /**
- * The guest agent as one ES module: tsc builds guest/agent/*.ts into dist/guest/agent/, esbuild
- * (a devDependency) bundles that into a single minified file: one file to read and compile at boot,
+ * The guest agent as one file: tsc builds guest/agent/*.ts into dist/guest/agent/, esbuild
+ * (a devDependency) bundles that into a single minified CommonJS file: one file to read and compile at boot,
  * which matters under TCG. The agent imports only node: built-ins, which stay external.
  */
 import { readdir, stat } from 'node:fs/promises';
@@ -35,7 +35,11 @@ export async function agentSourceStats(root = projectRoot()): Promise<[string, n
   return out.sort((a, b) => a[0].localeCompare(b[0]));
 }
 
-/** Bundle the agent into one ES module (esbuild, minified: less for node to parse at boot). */
+/**
+ * Bundle the agent into one CommonJS file (esbuild, minified: less for node to parse at boot).
+ * CommonJS rather than ESM: node then skips its asynchronous ESM loader at start, which measured
+ * about a quarter faster to "listening" under TCG.
+ */
 export async function bundleAgent(root = projectRoot()): Promise<Buffer> {
   const entry = agentEntry(root);
   try {
@@ -53,7 +57,7 @@ export async function bundleAgent(root = projectRoot()): Promise<Buffer> {
     entryPoints: [entry],
     bundle: true,
     platform: 'node',
-    format: 'esm',
+    format: 'cjs',
     target: 'node20',
     minify: true,
     legalComments: 'none',

@@ -10,7 +10,7 @@ import { run } from '../../host/exec.js';
 import { ROOTFS_INIT } from './initramfs.js';
 
 /** In-guest path of the agent bundle. */
-export const AGENT_PATH = '/opt/kata-agent/agent.mjs';
+export const AGENT_PATH = '/opt/kata-agent/agent.cjs';
 
 export const ROOTFS_INIT_SCRIPT = `#!/bin/sh
 # kata-resources guest init (PID 1 after switch_root): writable /run and /tmp, then the agent, restarted if it dies.
@@ -62,7 +62,7 @@ export interface RootfsInputs {
   node: string;
   ip: string;
   busybox: string;
-  /** The agent as one ES module. */
+  /** The agent as one CommonJS file. */
   agentBundle: Buffer;
 }
 
