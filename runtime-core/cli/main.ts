@@ -18,6 +18,11 @@ Usage:
   kata-resources sandbox list [--config FILE] [--json]
   kata-resources sandbox share ID --source DIR [--name NAME] [--readonly] [--json]
   kata-resources sandbox unshare ID NAME
+  kata-resources iface add ID (--link NAME | FILE | -) [--json]
+  kata-resources iface del ID NAME|MAC
+  kata-resources iface list ID [--json]
+  kata-resources route list ID [--json]
+  kata-resources route update ID FILE|-
   kata-resources exec ID [--timeout MS] -- CMD [ARGS...]
   kata-resources check [--config FILE] [--json]
   kata-resources demo [--config FILE] [--keep]
@@ -39,6 +44,22 @@ virtiofsd, boot the VM, and return once the guest has applied the network and mo
   'sandbox list': `kata-resources sandbox list [--json]\n\nAll sandboxes with persisted state.`,
   'sandbox share': `kata-resources sandbox share ID --source DIR [--name NAME] [--readonly] [--json]\n\nShare a host directory into the running sandbox's virtio-fs export (as Kata shares a volume). The guest sees it under /run/kata-containers/shared/containers/<NAME>. --readonly holds inside the export (bind made read-only before it enters the shared tree).`,
   'sandbox unshare': `kata-resources sandbox unshare ID NAME\n\nRemove a share made with \`sandbox share\`.`,
+  iface: `kata-resources iface add|del|list (network hotplug, in the style of kata-runtime kata-network add-iface)`,
+  'iface add': `kata-resources iface add ID --link NAME [--json]
+kata-resources iface add ID FILE|- [--json]
+
+Hot-add a network interface to a running sandbox.
+  --link NAME  an existing link of the sandbox's network namespace (e.g. one a CNI plugin added
+               later): attached with the configured model, hot-plugged, configured in the guest,
+               its routes sent
+  FILE|-       a Kata agent Interface as JSON ({"name","hwAddr","mtu","IPAddresses":[{"family","address","mask"}]}):
+               a new tap tap<idx>_kata is made for it
+Prints the interface as the guest agent applied it.`,
+  'iface del': `kata-resources iface del ID NAME|MAC\n\nHot-remove an interface (by guest name or MAC): unplug from the VM, then remove the tap and redirects.`,
+  'iface list': `kata-resources iface list ID [--json]\n\nThe guest's interfaces, as the agent reports them.`,
+  route: `kata-resources route list|update`,
+  'route list': `kata-resources route list ID [--json]\n\nThe guest's routes, as the agent reports them.`,
+  'route update': `kata-resources route update ID FILE|-\n\nSend routes (a JSON array of Kata agent Route objects, or {"Routes": [...]}) to the guest agent; routes without a gateway are applied first.`,
   exec: `kata-resources exec ID [--timeout MS] -- CMD [ARGS...]\n\nRun a command in the guest's root environment through the agent; relays its output and exit code.`,
   check: `kata-resources check [--json]\n\nHost capabilities: tools, QEMU, virtiofsd, /dev/net/tun, /dev/vhost-net, KVM (probed), kernel features (tried in a throw-away namespace). Each failure comes with a fix. Exit 1 when a required feature is missing.`,
   demo: `kata-resources demo [--keep]\n\nOn this machine: a pod namespace with a veth as a CNI plugin would make it, a sandbox on the embedded guest, what the guest sees, a ping from the guest to the host side, teardown, and a check that nothing is left.`,
@@ -134,6 +155,60 @@ async function dispatch(argv: string[]): Promise<number> {
       if (json) out(JSON.stringify(l));
       else if (l.length === 0) out('no sandboxes');
       else for (const v of l) out(`${v.id}\t${v.state}\tsupervisor ${v.supervisor}\t${v.netns?.name ?? v.netns?.path ?? '-'}\t${v.endpoints.length} endpoint(s)`);
+      return 0;
+    }
+  }
+  if (cmd === 'iface' || cmd === 'route') {
+    if (sub === undefined || sub === '--help' || sub === '-h') return help(cmd) ? 0 : 0;
+    const key = `${cmd} ${sub}`;
+    if (!(key in HELP)) throw new KataError('E_INVALID_ARGUMENT', `unknown command "${key}" (see kata-resources --help)`, { usage: true });
+    const a = parseArgs(argv.slice(2), { command: `kata-resources ${key}`, valueFlags: ['config', 'link'] });
+    if (a.flags.help) return help(key) ? 0 : 0;
+    const [id, arg] = a.positionals;
+    if (!id) throw new KataError('E_INVALID_ARGUMENT', `kata-resources ${key} needs a sandbox ID`, { usage: true });
+    const config = stringFlag(a, 'config');
+    const json = a.flags.json === true;
+    const cmds = await import('./sandbox-commands.js');
+    const readJson = async (src: string | undefined, what: string): Promise<unknown> => {
+      if (!src) throw new KataError('E_INVALID_ARGUMENT', `kata-resources ${key} needs ${what} (a file, or - for stdin)`, { usage: true });
+      const { readFile } = await import('node:fs/promises');
+      const text = src === '-' ? await new Promise<string>((r) => { let d = ''; process.stdin.setEncoding('utf8').on('data', (c) => { d += c; }).on('end', () => r(d)); }) : await readFile(src, 'utf8');
+      try {
+        return JSON.parse(text);
+      } catch (e) {
+        throw new KataError('E_INVALID_ARGUMENT', `${src === '-' ? 'stdin' : src}: not JSON (${(e as Error).message})`);
+      }
+    };
+    if (key === 'iface add') {
+      const link = stringFlag(a, 'link');
+      const r = await cmds.ifaceAdd(id, link ? { link } : { interface: await readJson(arg, 'an Interface') }, config, log);
+      out(json ? JSON.stringify(r) : `added ${r.name} ${r.hwAddr} mtu ${r.mtu} ${r.IPAddresses.map((x) => `${x.address}/${x.mask}`).join(' ')} at ${r.devicePath || '?'}`);
+      return 0;
+    }
+    if (key === 'iface del') {
+      if (!arg) throw new KataError('E_INVALID_ARGUMENT', 'usage: kata-resources iface del ID NAME|MAC', { usage: true });
+      await cmds.ifaceDel(id, arg, config, log);
+      out(json ? JSON.stringify({ name: arg, state: 'removed' }) : `removed ${arg}`);
+      return 0;
+    }
+    if (key === 'iface list') {
+      const l = await cmds.ifaceList(id, config, log);
+      if (json) out(JSON.stringify(l));
+      else for (const i of l) out(`${i.name}\t${i.hwAddr}\tmtu ${i.mtu}\t${i.IPAddresses.map((x) => `${x.address}/${x.mask}`).join(' ')}`);
+      return 0;
+    }
+    if (key === 'route list') {
+      const l = await cmds.routeList(id, config, log);
+      if (json) out(JSON.stringify(l));
+      else for (const r of l) out(`${r.dest || 'default'}${r.gateway ? ` via ${r.gateway}` : ''} dev ${r.device}${r.mtu ? ` mtu ${r.mtu}` : ''}`);
+      return 0;
+    }
+    if (key === 'route update') {
+      const v = await readJson(arg, 'routes');
+      const routes = Array.isArray(v) ? v : (v as { Routes?: unknown }).Routes;
+      if (!Array.isArray(routes)) throw new KataError('E_INVALID_ARGUMENT', 'routes must be a JSON array of Route objects or {"Routes": [...]}');
+      const r = await cmds.routeUpdate(id, routes as never, config, log);
+      out(json ? JSON.stringify(r) : `${r.length} route(s) applied`);
       return 0;
     }
   }

@@ -16,6 +16,7 @@ import { qemuVmDriver } from '../sandbox/qemu-vm.js';
 import { mgmtCall } from '../supervisor/mgmt-client.js';
 import { MGMT_SOCKET } from '../supervisor/mgmt-protocol.js';
 import type { ExecResult } from '../agent/client.js';
+import type { Interface, Route } from '../../host/agent-types.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const SUPERVISOR_MAIN = join(here, '..', 'supervisor', 'main.js');
@@ -178,4 +179,25 @@ export async function sandboxShare(id: string, req: { source: string; name?: str
 export async function sandboxUnshare(id: string, name: string, configFile: string | undefined, log: Logger): Promise<void> {
   const sock = await runningSocket(id, configFile, log);
   await mgmtCall(sock, 'POST', '/unshare', { name });
+}
+
+/** `iface add`: a new tap from an interface description, or an existing link of the sandbox netns. */
+export async function ifaceAdd(id: string, req: { link: string } | { interface: unknown }, configFile: string | undefined, log: Logger): Promise<Interface> {
+  return mgmtCall<Interface>(await runningSocket(id, configFile, log), 'POST', '/interfaces', req, 120_000);
+}
+
+export async function ifaceDel(id: string, name: string, configFile: string | undefined, log: Logger): Promise<void> {
+  await mgmtCall(await runningSocket(id, configFile, log), 'POST', '/interfaces/remove', { name }, 120_000);
+}
+
+export async function ifaceList(id: string, configFile: string | undefined, log: Logger): Promise<Interface[]> {
+  return (await mgmtCall<{ Interfaces: Interface[] }>(await runningSocket(id, configFile, log), 'GET', '/interfaces')).Interfaces;
+}
+
+export async function routeList(id: string, configFile: string | undefined, log: Logger): Promise<Route[]> {
+  return (await mgmtCall<{ Routes: Route[] }>(await runningSocket(id, configFile, log), 'GET', '/routes')).Routes;
+}
+
+export async function routeUpdate(id: string, routes: Route[], configFile: string | undefined, log: Logger): Promise<Route[]> {
+  return (await mgmtCall<{ Routes: Route[] }>(await runningSocket(id, configFile, log), 'POST', '/routes', { Routes: routes })).Routes;
 }

@@ -5,8 +5,9 @@ import type { GuestImage } from './sandbox.js';
 
 /**
  * The kernel, initrd and rootfs a sandbox boots: the config's when it names all three, else the
- * embedded guest kit (built on first use, then cached). Kernel parameters: the kit's (the driver
- * appends the configuration's, so they win).
+ * embedded guest kit (built on first use, then cached). Kernel parameters: none of our own; the
+ * QEMU driver's base parameters cover what the kit's initramfs reads (root=, rootfstype=, ...) and
+ * it appends the configuration's, so they win.
  */
 export async function resolveGuestImage(cfg: SandboxConfig, progress: (m: string) => void = () => {}): Promise<GuestImage> {
   const q = cfg.hypervisor;
@@ -18,5 +19,5 @@ export async function resolveGuestImage(cfg: SandboxConfig, progress: (m: string
     throw new KataError('E_CONFIG', `${cfg.source ?? 'configuration'}: hypervisor.qemu kernel, initrd and image go together (set all three, or none to use the embedded guest kit)`);
   }
   const kit = await ensureGuestKit({ onProgress: progress });
-  return { kernel: kit.kernel, initrd: kit.initrd, image: kit.rootfs, kernelParams: kit.cmdline.split(' ').filter(Boolean) };
+  return { kernel: kit.kernel, initrd: kit.initrd, image: kit.rootfs, kernelParams: [] };
 }

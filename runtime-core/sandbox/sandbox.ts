@@ -9,7 +9,10 @@ import { checkpoint, type Attached, type FaultHook, type PluginContext } from '.
 import { Sysfs } from '../../host/sysfs.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { attachEndpoint, detachEndpoint, type EndpointResources } from '../../plugins/network/endpoint.js';
+import { attachEndpoint, createTap, detachEndpoint, type EndpointResources } from '../../plugins/network/endpoint.js';
+import { readLink } from '../../plugins/network/link-info.js';
+import { tapName } from '../../plugins/network/names.js';
+import { UndoStack } from '../../host/undo.js';
 import { scanNetns } from '../../plugins/network/scan.js';
 import { VirtiofsPlugin, type ShareRecord, type VirtiofsResources } from '../../virtiofsd-manager/index.js';
 import { AgentClient } from '../agent/client.js';
@@ -41,6 +44,17 @@ export interface UpOptions {
   onProgress?: (msg: string) => void;
   /** Root of the virtio-fs shared tree (default <state_dir>/shared, as Kata's /run/kata-containers/shared). */
   sharedRoot?: string;
+}
+
+/** How endpoints are attached: from the configuration (see networkOptions). */
+export interface NetworkOptions {
+  model: SandboxConfig['runtime']['internetworkingModel'];
+  queues: number;
+  vhost: boolean;
+}
+
+export function networkOptions(cfg: SandboxConfig): NetworkOptions {
+  return { model: cfg.runtime.internetworkingModel, queues: cfg.hypervisor.networkQueues, vhost: !cfg.hypervisor.disableVhostNet && existsSync('/dev/vhost-net') };
 }
 
 /** The "container id" under which sandbox-level volumes are shared. */
@@ -157,10 +171,10 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> {
     const scan = await this.step('scan', () => scanNetns(this.ctx));
     const interfaces: Interface[] = [];
     if (cfg.runtime.internetworkingModel !== 'none' || !cfg.runtime.disableNewNetns) {
-      const vhost = !cfg.hypervisor.disableVhostNet && existsSync('/dev/vhost-net');
+      const net = networkOptions(cfg);
       for (const [i, link] of scan.links.entries()) {
         const att = await this.step('endpoint', () =>
-          attachEndpoint(this.ctx, { link, index: i, model: cfg.runtime.internetworkingModel, queues: cfg.hypervisor.networkQueues, vhost }));
+          attachEndpoint(this.ctx, { link, index: i, model: net.model, queues: net.queues, vhost: net.vhost }));
         await this.journal(`net:${link.name}`, 'endpoint', att);
         interfaces.push(...(att.guest.interfaces ?? []));
       }
@@ -288,6 +302,79 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> {
     if (!r) return;
     (r.data as Attached<VirtiofsResources>).resources = this.virtiofs.state(this.id);
     await this.store.save(this.state);
+  }
+
+  /** The next free endpoint index (names tap<idx>_kata; never reused while the sandbox lives). */
+  private nextEndpointIndex(): number {
+    const used = this.endpoints().map((a) => a.resources.index);
+    return used.length === 0 ? 0 : Math.max(...used) + 1;
+  }
+
+  private requireRunning(what: string): RunningVm {
+    if (this.state.phase !== 'running' || !this.vmHandle) throw new KataError('E_STATE', `cannot ${what}: sandbox ${this.id} is ${this.state.phase}, not running`);
+    return this.vmHandle;
+  }
+
+  /**
+   * Hot-add a network interface (Kata's AddInterface / `kata-runtime kata-network add-iface`):
+   * either a new tap made from an interface description, or an existing link of the sandbox's
+   * namespace (e.g. one a CNI plugin added after the sandbox started), attached with the
+   * configured model. Then QMP hotplug on a free root port, then the agent configures it with its
+   * PCI path. Each step is undone if a later one fails.
+   */
+  async addInterface(req: { link: string } | { interface: { name: string; hwAddr?: string; mtu?: number; IPAddresses?: Interface['IPAddresses']; raw_flags?: number } }, opts: NetworkOptions): Promise<Interface> {
+    const vm = this.requireRunning('add an interface');
+    const index = this.nextEndpointIndex();
+    let att: Attached<EndpointResources>;
+    if ('link' in req) {
+      const link = await readLink(this.ctx, req.link);
+      if (this.endpoints().some((a) => a.resources.link === link.name)) throw new KataError('E_INVALID_ARGUMENT', `link ${link.name} of sandbox ${this.id} is already attached`, { link: link.name });
+      att = await attachEndpoint(this.ctx, { link, index, model: opts.model, queues: opts.queues, vhost: opts.vhost });
+    } else {
+      const i = req.interface;
+      att = await createTap(this.ctx, {
+        name: tapName(index), guestName: i.name, index, queues: opts.queues, vhost: opts.vhost,
+        ...(i.hwAddr ? { mac: i.hwAddr } : {}), ...(i.mtu ? { mtu: i.mtu } : {}), ...(i.IPAddresses ? { addresses: i.IPAddresses } : {}), ...(i.raw_flags !== undefined ? { rawFlags: i.raw_flags } : {}),
+      });
+    }
+    const undo = new UndoStack(this.log);
+    const recId = `net:${att.guest.interfaces?.[0]?.name ?? index}`;
+    return undo.guard(async () => {
+      undo.push('detach endpoint', () => detachEndpoint(this.ctx, att));
+      // Journalled before the VM sees it, so a crash from here on is cleaned from the state.
+      await this.journal(recId, 'endpoint', att);
+      undo.push('forget endpoint', () => this.store.removeResource(this.state, recId));
+      const spec = att.devices[0];
+      if (!spec) throw new KataError('E_UNSUPPORTED', `interface ${index}: the endpoint has no device to hot-plug (model none?)`);
+      const plugged = await vm.hypervisor.hotplug(spec);
+      undo.push('unplug', () => vm.hypervisor.unplug(spec.id));
+      const iface = { ...att.guest.interfaces![0]!, devicePath: plugged.guestPciPath ?? '' };
+      att.guest.interfaces = [iface];
+      const applied = await this.agent.updateInterface(iface);
+      if ('link' in req) {
+        // Routes of the new link (the whole table is sent again: the agent replaces what exists).
+        const scan = await scanNetns(this.ctx);
+        const routes = scan.routes.filter((r) => r.device === iface.name);
+        if (routes.length > 0) await this.agent.updateRoutes(routes);
+      }
+      await this.store.save(this.state); // att (in the journal) now carries the PCI path
+      return applied;
+    });
+  }
+
+  /** Hot-remove an interface added at start or later, by guest name or MAC (Kata relies on the guest kernel to drop it). */
+  async removeInterface(nameOrMac: string): Promise<void> {
+    const vm = this.requireRunning('remove an interface');
+    const key = nameOrMac.toLowerCase();
+    const rec = this.state.resources.find((r) => r.kind === 'endpoint' && (() => {
+      const i = (r.data as Attached<EndpointResources>).guest.interfaces?.[0];
+      return i !== undefined && (i.name === nameOrMac || i.hwAddr.toLowerCase() === key);
+    })());
+    if (!rec) throw new KataError('E_LINK_NOT_FOUND', `sandbox ${this.id} has no interface named or with MAC ${nameOrMac}; see \`kata-resources iface list ${this.id}\``, { iface: nameOrMac });
+    const att = rec.data as Attached<EndpointResources>;
+    for (const d of att.devices) await vm.hypervisor.unplug(d.id);
+    await detachEndpoint(this.ctx, att);
+    await this.store.removeResource(this.state, rec.id);
   }
 
   /** Remember a process of this sandbox (e.g. the supervisor itself) in the state file. */

@@ -13,7 +13,7 @@ import { rootLogger } from '../../host/log.js';
 import { parseArgs, stringFlag } from '../cli/args.js';
 import { loadConfig } from '../config/load-config.js';
 import { StateStore } from '../state/store.js';
-import { Sandbox } from '../sandbox/sandbox.js';
+import { Sandbox, networkOptions } from '../sandbox/sandbox.js';
 import { resolveGuestImage } from '../sandbox/guest-image.js';
 import { qemuVmDriver } from '../sandbox/qemu-vm.js';
 import { MGMT_SOCKET } from './mgmt-protocol.js';
@@ -73,7 +73,7 @@ async function main(): Promise<void> {
   const server = await serveManagement(join(store.sandboxDir(id), MGMT_SOCKET), sandbox, log, () => {
     server.close();
     process.exit(0);
-  });
+  }, () => networkOptions(config));
   sandbox.on('failed', () => {
     server.close();
     process.exit(1);

@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type ServerResponse, type Server } 
 import { chmod, unlink } from 'node:fs/promises';
 import { KataError, isKataError } from '../../host/errors.js';
 import type { Logger } from '../../host/log.js';
-import type { Sandbox } from '../sandbox/sandbox.js';
+import type { NetworkOptions, Sandbox } from '../sandbox/sandbox.js';
 import type { ExecRequest } from './mgmt-protocol.js';
 
 async function body(req: IncomingMessage): Promise<unknown> {
@@ -32,7 +32,7 @@ function send(res: ServerResponse, status: number, value: unknown): void {
  * Serve the sandbox's management API on a unix socket (mode 0600). `onShutdown` runs after the
  * answer to POST /shutdown has been sent.
  */
-export async function serveManagement(socketPath: string, sandbox: Sandbox, log: Logger, onShutdown: () => void): Promise<Server> {
+export async function serveManagement(socketPath: string, sandbox: Sandbox, log: Logger, onShutdown: () => void, netOpts: () => NetworkOptions): Promise<Server> {
   await unlink(socketPath).catch(() => {});
   let shuttingDown: Promise<void> | undefined;
   const server = createServer((req, res) => {
@@ -64,6 +64,29 @@ export async function serveManagement(socketPath: string, sandbox: Sandbox, log:
           await sandbox.unshareVolume(r.name);
           return send(res, 200, { name: r.name, state: 'unshared' });
         }
+        if (route === 'GET /interfaces') return send(res, 200, await sandbox.agent.listInterfaces());
+        if (route === 'GET /routes') return send(res, 200, await sandbox.agent.listRoutes());
+        if (route === 'POST /routes') {
+          const r = (await body(req)) as { Routes?: unknown };
+          if (!Array.isArray(r.Routes)) throw new KataError('E_INVALID_ARGUMENT', 'route update needs {Routes: [Route...]} (Kata agent shape)');
+          return send(res, 200, await sandbox.agent.updateRoutes(r.Routes as never));
+        }
+        if (route === 'POST /interfaces') {
+          const r = (await body(req)) as { link?: unknown; interface?: unknown };
+          const cfg = netOpts();
+          if (typeof r.link === 'string') return send(res, 200, await sandbox.addInterface({ link: r.link }, cfg));
+          const i = r.interface as { name?: unknown } | undefined;
+          if (!i || typeof i !== 'object' || typeof i.name !== 'string') {
+            throw new KataError('E_INVALID_ARGUMENT', 'interface add needs {link: NAME} or {interface: {name, hwAddr?, mtu?, IPAddresses?}} (Kata agent Interface shape)');
+          }
+          return send(res, 200, await sandbox.addInterface({ interface: i as never }, cfg));
+        }
+        if (route === 'POST /interfaces/remove') {
+          const r = (await body(req)) as { name?: unknown };
+          if (typeof r.name !== 'string') throw new KataError('E_INVALID_ARGUMENT', 'interface remove needs {name: NAME or MAC}');
+          await sandbox.removeInterface(r.name);
+          return send(res, 200, { name: r.name, state: 'removed' });
+        }
         if (route === 'POST /shutdown') {
           shuttingDown ??= sandbox.down();
           await shuttingDown;
@@ -75,7 +98,7 @@ export async function serveManagement(socketPath: string, sandbox: Sandbox, log:
       } catch (e) {
         const err = isKataError(e) ? e : new KataError('E_INTERNAL', (e as Error).message);
         log.warn({ code: err.code, err: err.message, url: req.url }, 'management request failed');
-        send(res, err.code === 'E_INVALID_ARGUMENT' || err.code === 'E_PATH_UNSAFE' ? 400 : 500, { error: { code: err.code, message: err.message } });
+        send(res, err.code === 'E_INVALID_ARGUMENT' || err.code === 'E_PATH_UNSAFE' || err.code === 'E_LINK_NOT_FOUND' || err.code === 'E_INVALID_NAME' ? 400 : 500, { error: { code: err.code, message: err.message } });
       }
     })();
   });
