@@ -58,6 +58,7 @@ const KATA_TO_CNI: Partial<Record<ErrorCode, number>> = {
   E_CONFIG: CNI_CODES.INVALID_CONFIG,
   E_BUSY: CNI_CODES.TRY_AGAIN_LATER,
   E_TIMEOUT: CNI_CODES.TRY_AGAIN_LATER,
+  E_LOCKED: CNI_CODES.TRY_AGAIN_LATER,
 };
 
 export function cniCodeForKataCode(code: ErrorCode): number {

@@ -246,3 +246,23 @@ t.test('model macvtap: a macvtap with the pod MAC and a private device node; CHE
   t.match(await run('ip', ['-n', p.pod.name!, 'addr', 'show', 'dev', 'eth0']).then((r) => r.stdout), /10\.77\.0\.2\/24/, 'and its address');
   t.same(filesUnder(stateDir), [], 'record and device node removed');
 });
+
+t.test('a corrupt attachment record: DEL rebuilds from the kernel and succeeds; GC reports it (code 121) and still removes the others', async (t) => {
+  const p = await pod(t);
+  const q = await pod(t);
+  const stateDir = tempDir(t, 'k11s');
+  t.equal((await kata('ADD', p, conf(stateDir, { prevResult: p.prev }), { containerId: 'krtbroken' })).exitCode, 0);
+  writeFileSync(join(stateDir, 'krt-k11', 'krtbroken@eth0.json'), '{not json');
+  const del = await kata('DEL', p, conf(stateDir), { containerId: 'krtbroken' });
+  t.equal(del.exitCode, 0, del.stdout);
+  t.same(await namesIn(p.pod), ['eth0', 'lo'], 'tap removed');
+  t.same(filesUnder(stateDir), [], 'the corrupt record is removed too');
+
+  t.equal((await kata('ADD', q, conf(stateDir, { prevResult: q.prev }), { containerId: 'krtstale' })).exitCode, 0);
+  writeFileSync(join(stateDir, 'krt-k11', 'krtjunk@eth0.json'), 'junk');
+  const gc = await invoke(KATA, 'GC', {}, JSON.stringify(conf(stateDir, { 'cni.dev/valid-attachments': [] })), q.opts);
+  t.equal(gc.json?.code, 121, gc.stdout);
+  t.match(gc.json?.details, /krtjunk@eth0\.json.*not valid JSON/);
+  t.same(await namesIn(q.pod), ['eth0', 'lo'], 'the stale attachment was still removed');
+  t.same(filesUnder(stateDir), ['krt-k11/krtjunk@eth0.json'], 'only the unreadable file is left for a human');
+});
