@@ -1,5 +1,4 @@
-import { readFileSync, writeSync } from 'node:fs';
-import { isatty } from 'node:tty';
+import { fstatSync, readFileSync, writeSync } from 'node:fs';
 import { runCni } from './run.js';
 
 /**
@@ -7,8 +6,21 @@ import { runCni } from './run.js';
  * configuration from stdin, prints the result or the error JSON on stdout, exits 0 or 1. Nothing
  * else ever goes to stdout.
  */
+/**
+ * stdin is a terminal: a character device other than /dev/null (1:3). Checked with fstat rather
+ * than node:tty, whose loading (tty, net, stream) costs several ms at every start.
+ */
+function stdinIsTerminal(): boolean {
+  try {
+    const st = fstatSync(0);
+    return st.isCharacterDevice() && st.rdev !== 0x103;
+  } catch {
+    return false;
+  }
+}
+
 async function readStdin(): Promise<string> {
-  if (isatty(0)) return '';
+  if (stdinIsTerminal()) return '';
   try {
     return readFileSync(0, 'utf8');
   } catch (e) {

@@ -25,6 +25,10 @@ export async function runCni(env: NodeJS.ProcessEnv, stdin: string): Promise<Cni
     if (command === undefined) return { stdout: '', stderr: ABOUT, exitCode: 0 };
     if (command === 'VERSION') return ok(versionResult(stdin));
     const req = parseRequest(command, env);
+    // ADD: the pod link is read (one `ip` process) while the configuration is validated; the read
+    // needs only CNI_NETNS and CNI_IFNAME. If anything fails, ADD reads again and reports.
+    const early = command === 'ADD' ? import('./commands/add.js').then((m) => m.startLinkRead(req)) : undefined;
+    early?.catch(() => undefined);
     const { decodeConfig, buildConfig } = await import('./config.js');
     const raw = decodeConfig(stdin);
     if (isSupportedVersion(raw.cniVersion)) version = raw.cniVersion;
@@ -34,7 +38,7 @@ export async function runCni(env: NodeJS.ProcessEnv, stdin: string): Promise<Cni
     switch (command) {
       case 'ADD': {
         const { cmdAdd } = await import('./commands/add.js');
-        return ok(await cmdAdd(req, cfg, log));
+        return ok(await cmdAdd(req, cfg, log, early));
       }
       case 'DEL': {
         const { cmdDel } = await import('./commands/del.js');

@@ -5,7 +5,8 @@
 //    never runs the network code.
 //  - the config schema is compiled ahead of time (ajv standalone code) in place of
 //    cni/config-validator.ts, so no call loads ajv or compiles a schema.
-//  - execa is replaced by cni/build/execa-lite.ts (see there for why).
+//  - execa is replaced by cni/build/execa-lite.ts and node:crypto by cni/build/crypto-lite.ts
+//    (see there for why); pino is embedded as a string evaluated on first use (see below).
 //  - the output is a classic script (esbuild "iife"), valid both as CommonJS and as an ES module:
 //    installed as an extensionless `kata-cni` in a CNI bin dir (no package.json around) Node loads
 //    it as CommonJS on any Node 20; as dist/cni/kata-cni.js (in this "type": "module" package) as
@@ -84,6 +85,14 @@ const pinoFromString = {
   },
 };
 
+// node:crypto -> cni/build/crypto-lite.ts (see there for why).
+const cryptoLite = {
+  name: 'crypto-lite',
+  setup(build) {
+    build.onResolve({ filter: /^(node:)?crypto$/ }, (a) => (a.importer.endsWith('crypto-lite.ts') ? undefined : { path: join(root, 'cni/build/crypto-lite.ts') }));
+  },
+};
+
 mkdirSync(dirname(outfile), { recursive: true });
 const result = await esbuild.build({
   absWorkingDir: root,
@@ -99,7 +108,7 @@ const result = await esbuild.build({
   metafile: true,
   logLevel: 'warning',
   alias: { execa: join(root, 'cni/build/execa-lite.ts') },
-  plugins: [precompiledValidator, pinoFromString],
+  plugins: [precompiledValidator, pinoFromString, cryptoLite],
   banner: { js: "#!/usr/bin/env node\nvar require = typeof require === 'function' ? require : process.getBuiltinModule;" },
 });
 chmodSync(outfile, 0o755);

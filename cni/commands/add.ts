@@ -3,11 +3,11 @@ import { isKataError } from '../../host/errors.js';
 import type { Logger } from '../../host/log.js';
 import { attachEndpoint, detachEndpoint, type EndpointResources } from '../../plugins/network/endpoint.js';
 import { readLink } from '../../plugins/network/link-info.js';
-import type { Netlink } from '../../host/netlink.js';
+import { SpawnNetlink, type Netlink } from '../../host/netlink.js';
 import type { Attached, PluginContext } from '../../host/plugin.js';
 import type { ScannedLink } from '../../plugins/network/types.js';
 import type { KataCniConfig } from '../config.js';
-import { pluginContext, requireNetns } from '../context.js';
+import { pluginContext, requireNetns, toNetnsRef } from '../context.js';
 import { CNI_CODES, CniError } from '../errors.js';
 import { findSandboxInterface, formatResult, type CniResult } from '../result.js';
 import type { CniRequest } from '../skel.js';
@@ -20,7 +20,17 @@ import { endpointIndex, expandTapName } from '../tap-name.js';
  * Any failure leaves nothing behind: the endpoint code rolls its own steps back, and the record
  * (written first as "pending") is removed.
  */
-export async function cmdAdd(req: CniRequest, cfg: KataCniConfig, log: Logger): Promise<Record<string, unknown>> {
+/** Start reading CNI_IFNAME in CNI_NETNS; resolves to undefined on any failure (ADD then reads itself). */
+export function startLinkRead(req: CniRequest): Promise<ScannedLink | undefined> {
+  try {
+    const ns = toNetnsRef(req.netns);
+    return readLink({ netlink: new SpawnNetlink(), netns: ns }, req.ifname).catch(() => undefined);
+  } catch {
+    return Promise.resolve(undefined);
+  }
+}
+
+export async function cmdAdd(req: CniRequest, cfg: KataCniConfig, log: Logger, earlyLink?: Promise<ScannedLink | undefined>): Promise<Record<string, unknown>> {
   const prev = cfg.prevResult;
   if (!prev) {
     throw new CniError(CNI_CODES.INVALID_CONFIG, 'field "prevResult" is missing: kata-cni is a chained plugin; list it after an interface-creating plugin (ptp, bridge, macvlan, ...) in a conflist');
@@ -48,7 +58,7 @@ export async function cmdAdd(req: CniRequest, cfg: KataCniConfig, log: Logger): 
   writeRecord(cfg.stateDir, rec);
   let attached: Attached<EndpointResources> | undefined;
   try {
-    const link = await readLink(ctx, req.ifname);
+    const link = (await earlyLink) ?? (await readLink(ctx, req.ifname));
     attached = await attachEndpoint(ctx, {
       link,
       index: endpointIndex(req.ifname),

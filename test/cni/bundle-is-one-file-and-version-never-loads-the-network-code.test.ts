@@ -55,7 +55,10 @@ t.test('no execa and no ajv compiler in the bundle: the schema is compiled ahead
   const all = Object.keys(meta.inputs);
   t.same(all.filter((f) => f.includes('node_modules/execa/')), [], 'execa replaced by cni/build/execa-lite.ts');
   t.same(all.filter((f) => /node_modules\/ajv\/dist\/(core|compile|vocabularies)\//.test(f)), [], 'no ajv compiler');
-  t.match(readFileSync(out, 'utf8'), /kata-resources\.local\/schemas\/kata-cni-request\.json/, 'the precompiled validator carries the schema id');
+  const text = readFileSync(out, 'utf8');
+  t.match(text, /kata-resources\.local\/schemas\/kata-cni-request\.json/, 'the precompiled validator carries the schema id');
+  t.notMatch(text, /require\("(node:)?(crypto|tty)"\)/, 'neither node:crypto nor node:tty is loaded by the bundle');
+  t.ok(all.includes('cni/build/crypto-lite.ts'), 'randomBytes comes from cni/build/crypto-lite.ts');
 });
 
 t.test('the bundle runs alone: as an extensionless executable (CommonJS) and as an ES module', async (t) => {
