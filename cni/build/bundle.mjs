@@ -13,7 +13,7 @@
 //    an ES module. Built-in modules come from `require` when it exists (CommonJS) and from
 //    process.getBuiltinModule otherwise (Node >= 20.16).
 // Usage: node cni/build/bundle.mjs [--outfile PATH] [--metafile PATH]
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -110,8 +110,13 @@ const result = await esbuild.build({
   alias: { execa: join(root, 'cni/build/execa-lite.ts') },
   plugins: [precompiledValidator, pinoFromString, cryptoLite],
   banner: { js: "#!/usr/bin/env node\nvar require = typeof require === 'function' ? require : process.getBuiltinModule;" },
+  write: false,
 });
-chmodSync(outfile, 0o755);
+// Written atomically, so a plugin run (or a test) meanwhile never executes half a file.
+const tmp = `${outfile}.${process.pid}.tmp`;
+writeFileSync(tmp, result.outputFiles[0].contents, { mode: 0o755 });
+chmodSync(tmp, 0o755);
+renameSync(tmp, outfile);
 if (metafile) writeFileSync(metafile, JSON.stringify(result.metafile));
 const bytes = result.metafile.outputs[Object.keys(result.metafile.outputs)[0]].bytes;
 process.stderr.write(`kata-cni: ${outfile} (${(bytes / 1024).toFixed(0)} KiB)\n`);

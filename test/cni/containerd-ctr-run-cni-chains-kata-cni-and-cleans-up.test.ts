@@ -2,7 +2,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { tempNetns } from '../helpers/netns.js';
-import { filesUnder, REPO } from './helpers/cni-runtime.js';
+import { ensureFreshBundle, filesUnder, REPO } from './helpers/cni-runtime.js';
 import { buildBusyboxImage, containerdUnavailable, shimPids, startContainerd } from './helpers/containerd.js';
 import { namesIn, redirectState } from './helpers/inspect.js';
 
@@ -37,6 +37,7 @@ t.test('ctr run --cni with [ptp, kata-cni]: tap + redirects while running, nothi
   await c.inMnt('mkdir', ['-p', '/etc/cni/net.d', '/opt/cni/bin']);
   await c.inMnt('cp', [join(c.dir, '10-krt.conflist'), '/etc/cni/net.d/']);
   await c.inMnt('cp', ['/usr/lib/cni/ptp', '/usr/lib/cni/host-local', '/opt/cni/bin/']);
+  await ensureFreshBundle();
   await c.inMnt(process.execPath, [join(REPO, 'cni/build/install.mjs'), '--bin-dir', '/opt/cni/bin']);
   t.notOk(existsSync('/etc/cni/net.d/10-krt.conflist'), 'the host /etc is untouched (the conflist exists only in the private mount namespace)');
 

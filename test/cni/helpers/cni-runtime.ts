@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -154,8 +154,38 @@ export function tempDir(t: Teardownable, tag: string): string {
   return d;
 }
 
+/** Newest modification time of the files the bundle is built from. */
+function newestSource(): number {
+  let newest = 0;
+  const walk = (d: string): void => {
+    if (!existsSync(d)) return;
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (/\.(ts|mjs|json)$/.test(e.name)) newest = Math.max(newest, statSync(p).mtimeMs);
+    }
+  };
+  for (const d of ['cni', 'host', 'plugins']) walk(join(REPO, d));
+  return newest;
+}
+
+let bundleChecked = false;
+
+/**
+ * The tests run the bundle, not the tsc output: rebuild it when a source is newer (a plain
+ * `tsc -p .` does not), so a test never exercises stale code.
+ */
+export async function ensureFreshBundle(): Promise<void> {
+  if (bundleChecked) return;
+  if (!existsSync(BUNDLE) || statSync(BUNDLE).mtimeMs < newestSource()) {
+    await run(process.execPath, [join(REPO, 'cni/build/bundle.mjs')]);
+  }
+  bundleChecked = true;
+}
+
 /** Install the bundle into a fresh bin dir with the project's install-cni script; returns the dir. */
 export async function installKataCni(t: Teardownable): Promise<string> {
+  await ensureFreshBundle();
   const bin = tempDir(t, 'cnibin');
   await run(process.execPath, [join(REPO, 'cni/build/install.mjs'), '--bin-dir', bin]);
   return bin;
