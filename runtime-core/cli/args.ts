@@ -30,12 +30,12 @@ export function parseArgs(argv: readonly string[], spec: { valueFlags?: readonly
       const name = eq >= 0 ? a.slice(2, eq) : a.slice(2);
       if (valueFlags.has(name)) {
         const v = eq >= 0 ? a.slice(eq + 1) : argv[++i];
-        if (v === undefined || v === '') throw new KataError('E_INVALID_ARGUMENT', `${spec.command}: --${name} needs a value`);
+        if (v === undefined || v === '') throw new KataError('E_INVALID_ARGUMENT', `${spec.command}: --${name} needs a value`, { usage: true });
         out.flags[name] = v;
       } else if (boolFlags.has(name) && eq < 0) {
         out.flags[name] = true;
       } else {
-        throw new KataError('E_INVALID_ARGUMENT', `${spec.command}: unknown option ${a} (see ${spec.command} --help)`);
+        throw new KataError('E_INVALID_ARGUMENT', `${spec.command}: unknown option ${a} (see ${spec.command} --help)`, { usage: true });
       }
       continue;
     }
