@@ -14,12 +14,6 @@ import type { CniRequest } from '../skel.js';
 import { netnsIdentity, readRecord, removeRecord, runDirFor, writeRecord, type AttachmentRecord } from '../state.js';
 import { endpointIndex, expandTapName } from '../tap-name.js';
 
-/**
- * ADD: find CNI_IFNAME (with sandbox CNI_NETNS) in prevResult, attach it with the configured model,
- * record the attachment, and return prevResult plus the tap (name, mac, sandbox; mtu from 1.1.0).
- * Any failure leaves nothing behind: the endpoint code rolls its own steps back, and the record
- * (written first as "pending") is removed.
- */
 /** Start reading CNI_IFNAME in CNI_NETNS; resolves to undefined on any failure (ADD then reads itself). */
 export function startLinkRead(req: CniRequest): Promise<ScannedLink | undefined> {
   try {
@@ -30,6 +24,12 @@ export function startLinkRead(req: CniRequest): Promise<ScannedLink | undefined>
   }
 }
 
+/**
+ * ADD: find CNI_IFNAME (with sandbox CNI_NETNS) in prevResult, attach it with the configured model,
+ * record the attachment, and return prevResult plus the tap (name, mac, sandbox; mtu from 1.1.0).
+ * Any failure leaves nothing behind: the endpoint code rolls its own steps back, and the record
+ * (written first as "pending") is removed.
+ */
 export async function cmdAdd(req: CniRequest, cfg: KataCniConfig, log: Logger, earlyLink?: Promise<ScannedLink | undefined>): Promise<Record<string, unknown>> {
   const prev = cfg.prevResult;
   if (!prev) {
@@ -43,7 +43,8 @@ export async function cmdAdd(req: CniRequest, cfg: KataCniConfig, log: Logger, e
   const tapName = expandTapName(cfg.tapName, req.ifname);
   const runDir = runDirFor(cfg.stateDir, cfg.name, req.containerId, req.ifname);
   const ctx = pluginContext(req.containerId, ns, log, runDir);
-  const prefetch = prefetchTapAfterFirstIpBatch(ctx, tapName);
+  // macvtap: the tap carries the link's MAC and MTU, known from the attach; tcfilter: a kernel-chosen MAC.
+  const prefetch = cfg.model === 'tcfilter' ? prefetchTapAfterFirstIpBatch(ctx, tapName) : undefined;
   const netnsId = netnsIdentity(ns.path);
 
   const existing = safeRead(cfg, req);
@@ -71,7 +72,8 @@ export async function cmdAdd(req: CniRequest, cfg: KataCniConfig, log: Logger, e
     });
     rec.attached = attached;
     writeRecord(cfg.stateDir, rec);
-    const tap = (await prefetch.result()) ?? (await readLink(ctx, tapName));
+    const res = attached.resources;
+    const tap = prefetch ? (await prefetch.result()) ?? (await readLink(ctx, tapName)) : { mac: res.guestMac, mtu: res.mtu };
     const result: CniResult = {
       ...prev,
       interfaces: [...(prev.interfaces ?? []), { name: tapName, mac: tap.mac, mtu: tap.mtu, sandbox: req.netns }],
