@@ -3,7 +3,7 @@ import { KataError, type ErrorCode } from '../host/errors.js';
 /**
  * CNI error results: `{cniVersion, code, msg, details}` on stdout, exit status 1 (CNI spec,
  * "Error"). Codes below 100 are the spec's; 100 and up are kata-cni's own, one per class of
- * failure, each documented in docs/kata-cni.md (a test checks that every code is).
+ * failure, each documented in the README (a test checks that every code is).
  */
 export const CNI_CODES = {
   INCOMPATIBLE_VERSION: 1,
@@ -18,7 +18,7 @@ export const CNI_CODES = {
   NOT_AVAILABLE: 50,
 } as const;
 
-/** kata-cni's own codes (100+), with what each means; docs/kata-cni.md has the same table. */
+/** kata-cni's own codes (100+), with what each means; the README has the same table. */
 export const OWN_CODES: Readonly<Record<number, { name: string; meaning: string }>> = {
   100: { name: 'internal', meaning: 'a bug: an invariant did not hold (E_INTERNAL or an unexpected exception); details carry the stack' },
   101: { name: 'host-command-failed', meaning: 'a host command (ip, tc, nsenter) exited non-zero (E_EXEC); msg carries its stderr' },
