@@ -102,6 +102,27 @@ export async function sandboxStatus(id: string, configFile: string | undefined, 
   return { ...view, ...(guest !== undefined ? { guest } : {}), supervisor: 'running' };
 }
 
+/**
+ * The supervisor exits just after it answered /shutdown: wait for that (bounded; SIGKILL after), so
+ * that when `down` returns no process of the sandbox is left.
+ */
+async function supervisorExited(s: SandboxState, timeoutMs = 5000): Promise<void> {
+  const sup = s.processes.supervisor;
+  if (!sup) return;
+  const end = Date.now() + timeoutMs;
+  while (isSameProcessAlive(sup.pid, sup.startTime)) {
+    if (Date.now() > end) {
+      try {
+        process.kill(sup.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 /** Take a sandbox down: through its supervisor when alive, else from its persisted state. Idempotent. */
 export async function sandboxDown(id: string, configFile: string | undefined, log: Logger): Promise<{ id: string; state: 'removed' | 'absent'; via: 'supervisor' | 'state' | 'none'; timings?: Record<string, number> }> {
   const cfg = loadConfig(configFile, { log });
@@ -116,6 +137,7 @@ export async function sandboxDown(id: string, configFile: string | undefined, lo
     if (supervisorAlive(s)) {
       try {
         const r = await mgmtCall<{ timings?: Record<string, number> }>(join(store.sandboxDir(id), MGMT_SOCKET), 'POST', '/shutdown', {}, 120_000);
+        await supervisorExited(s);
         rmSync(logPath(cfg, id), { force: true });
         return { id, state: 'removed' as const, via: 'supervisor' as const, ...(r.timings ? { timings: r.timings } : {}) };
       } catch (e) {
