@@ -193,6 +193,7 @@ export class VirtiofsDaemon extends EventEmitter<{ crash: [CrashInfo]; restart: 
    */
   expectExit(): void {
     this.exitExpected = true;
+    this.daemon?.expectExit();
   }
 
   get pid(): number | undefined {

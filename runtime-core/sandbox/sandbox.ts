@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Interface, Route, ARPNeighbor, Storage } from '../../host/agent-types.js';
+import type { DeviceSpec } from '../../host/device-specs.js';
 import { KataError, isKataError } from '../../host/errors.js';
 import type { Logger } from '../../host/log.js';
 import { CoprocessNetlink, type Netlink } from '../../host/netlink.js';
@@ -13,6 +14,7 @@ import { attachEndpoint, createTap, detachEndpoint, type EndpointResources } fro
 import { readLink } from '../../plugins/network/link-info.js';
 import { tapName } from '../../plugins/network/names.js';
 import { UndoStack } from '../../host/undo.js';
+import { sleep } from '../../host/retry.js';
 import { scanNetns } from '../../plugins/network/scan.js';
 import { VirtiofsPlugin, type ShareRecord, type VirtiofsResources } from '../../virtiofsd-manager/index.js';
 import { AgentClient } from '../agent/client.js';
@@ -168,22 +170,26 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> {
         await this.ctx.netlink.batch('ip', ns, ['link set lo up']);
       });
     }
-    const scan = await this.step('scan', () => scanNetns(this.ctx));
-    const interfaces: Interface[] = [];
-    if (cfg.runtime.internetworkingModel !== 'none' || !cfg.runtime.disableNewNetns) {
-      const net = networkOptions(cfg);
-      for (const [i, link] of scan.links.entries()) {
-        const att = await this.step('endpoint', () =>
-          attachEndpoint(this.ctx, { link, index: i, model: net.model, queues: net.queues, vhost: net.vhost }));
-        await this.journal(`net:${link.name}`, 'endpoint', att);
-        interfaces.push(...(att.guest.interfaces ?? []));
+    // Three independent parts run side by side: the network (scan + endpoints), the share
+    // (virtiofsd) and the guest kit check. Each journals what it made, so when one fails the
+    // others are still undone (allSettled waits for all before the error goes up).
+    const network = (async () => {
+      const scan = await this.step('scan', () => scanNetns(this.ctx));
+      const interfaces: Interface[] = [];
+      if (cfg.runtime.internetworkingModel !== 'none' || !cfg.runtime.disableNewNetns) {
+        const net = networkOptions(cfg);
+        for (const [i, link] of scan.links.entries()) {
+          const att = await this.step('endpoint', () =>
+            attachEndpoint(this.ctx, { link, index: i, model: net.model, queues: net.queues, vhost: net.vhost }));
+          await this.journal(`net:${link.name}`, 'endpoint', att);
+          interfaces.push(...(att.guest.interfaces ?? []));
+        }
       }
-    }
-    progress(`network: ${scan.links.length} endpoint(s) in ${ns.name ?? ns.path}`);
-
-    let storages: Storage[] = [];
-    const devices = this.endpoints().flatMap((a) => a.devices);
-    if (cfg.hypervisor.sharedFs === 'virtio-fs') {
+      progress(`network: ${scan.links.length} endpoint(s) in ${ns.name ?? ns.path}`);
+      return { scan, interfaces };
+    })();
+    const share = (async (): Promise<{ devices: DeviceSpec[]; storages: Storage[] }> => {
+      if (cfg.hypervisor.sharedFs !== 'virtio-fs') return { devices: [], storages: [] };
       const att = await this.step('virtiofs', () => this.virtiofs.attach(this.ctx, {
         daemonPath: cfg.hypervisor.virtioFsDaemon,
         cache: cfg.hypervisor.virtioFsCache,
@@ -191,20 +197,25 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> {
         queueSize: cfg.hypervisor.virtioFsQueueSize,
         root: o.sharedRoot ?? join(cfg.runtime.stateDir, 'shared'),
       }));
-      await this.journal('virtiofs', 'virtiofs', att);
-      if (att.resources.daemon.daemon) this.state.processes.virtiofsd = att.resources.daemon.daemon;
-      await this.store.save(this.state);
       this.virtiofs.on('crash', (c) => {
         if (c.sandboxId === this.id) void this.fail(new KataError('E_DAEMON_CRASHED', `virtiofsd of sandbox ${this.id} exited unexpectedly (${c.code ?? c.signal}); the guest's share would hang, so the VM is stopped`));
       });
-      devices.push(...att.devices);
-      storages = att.guest.storages ?? [];
-    }
-
-    const guest = await this.step('guest-kit', async () => {
+      if (att.resources.daemon.daemon) this.state.processes.virtiofsd = att.resources.daemon.daemon;
+      await this.journal('virtiofs', 'virtiofs', att);
+      return { devices: att.devices, storages: att.guest.storages ?? [] };
+    })();
+    const guestKit = this.step('guest-kit', async () => {
       progress('guest kit: checking (built once, then cached)');
       return o.guest();
     });
+    const parts = await Promise.allSettled([network, share, guestKit]);
+    const failed = parts.find((p): p is PromiseRejectedResult => p.status === 'rejected');
+    if (failed) throw failed.reason;
+    const { scan, interfaces } = await network;
+    const { devices: fsDevices, storages } = await share;
+    const guest = await guestKit;
+    const devices = [...this.endpoints().flatMap((a) => a.devices), ...fsDevices];
+
     progress('vm: starting QEMU');
     const vm = await this.step('vm', () => this.vmDriver.start({
       sandboxId: this.id, config: cfg, runDir: this.ctx.runDir, netns: ns,
@@ -289,7 +300,26 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> {
     if (this.state.phase !== 'running') throw new KataError('E_STATE', `sandbox ${this.id} is ${this.state.phase}, not running`);
     const rec = await this.virtiofs.shareVolume(this.id, { containerId: SANDBOX_VOLUMES, source: req.source, readonly: req.readonly, ...(req.name ? { name: req.name } : {}) });
     await this.persistVirtiofs();
+    await this.waitGuestSees(rec.guestPath);
     return rec;
+  }
+
+  /**
+   * Return only once the guest sees a new share: the guest's virtio-fs client may hold a negative
+   * lookup of the name for the daemon's entry timeout (1 s with cache=auto), so a caller that uses
+   * the share at once could be told it does not exist.
+   */
+  private async waitGuestSees(guestPath: string, timeoutMs = 5000): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const r = await this.agent.exec(['test', '-e', guestPath], { timeoutMs: 2000 }).catch(() => undefined);
+      if (r?.exitCode === 0) return;
+      if (Date.now() > end) {
+        this.log.warn({ guestPath }, 'the guest does not see the new share yet');
+        return;
+      }
+      await sleep(100);
+    }
   }
 
   async unshareVolume(name: string): Promise<void> {

@@ -199,6 +199,9 @@ export class QemuHypervisor extends EventEmitter<HypervisorEvents> implements Hy
       try {
         this.qmp = await QmpClient.connect(paths.qmp, { log: this.log, connectTimeoutMs: o.controlTimeoutMs ?? 10_000, signal: ac.signal });
       } catch (e) {
+        // A QMP failure during start is often QEMU exiting (it may have accepted the connection
+        // before it found a bad argument): give its exit a moment to be seen, then say why.
+        await Promise.race([d.exited, sleep(1000)]);
         if (!d.running) {
           await d.exited;
           const tail = d.stderrTail(5).join(' | ');
