@@ -188,7 +188,10 @@ async function main(): Promise<void> {
     for (const [label, keys] of PHASES) {
       out(`${line(label, runs.map((r) => sum(r.t, keys)))}   [cold ${fmt(sum(cold.t, keys))}]`);
     }
-    const hostSide = runs.map((r) => sum(r.t, HOST_SIDE));
+    // Network, virtiofsd and the guest-kit check run side by side, so the host side is measured as
+    // wall time: up, less the guest's boot and the setup the guest does under TCG.
+    const hostSide = runs.map((r) => r.upWall - (r.t.agent ?? 0) - sum(r.t, AGENT_SETUP));
+    const stepSum = runs.map((r) => sum(r.t, HOST_SIDE));
     const butBoot = runs.map((r) => r.upWall - (r.t.agent ?? 0));
     out(line('up total (wall)', runs.map((r) => r.upWall)) + `   [cold ${fmt(cold.upWall)}]`);
     out(line('down: teardown (sandbox.timings.down)', runs.map((r) => r.t.down ?? NaN)) + `   [cold ${fmt(cold.t.down ?? NaN)}]`);
@@ -201,7 +204,8 @@ async function main(): Promise<void> {
     const dn = summarize(runs.map((r) => r.t.down ?? NaN)).median;
     const gb = summarize(runs.map((r) => r.t.agent ?? NaN)).median;
     out('== goals (medians)');
-    out(`host-side assembly (network+virtiofsd+guest-kit+VM start): ${g(hs, 100)}`);
+    out(`host-side assembly (wall: up less guest boot and guest-side setup): ${g(hs, 100)}`);
+    out(`  the same steps one after another would take: ${fmt(summarize(stepSum).median)} ms`);
     out(`  everything but guest boot (adds agent setup, run by the guest under TCG, and the journal): ${fmt(bb)} ms`);
     out(`teardown: ${g(dn, 150)}`);
     out(`guest boot to agent ready: ${fmt(gb / 1000, 2)} s, goal < 6 s on TCG: ${gb < 6000 ? 'met' : 'NOT met'}`);

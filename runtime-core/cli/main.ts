@@ -5,7 +5,7 @@
  */
 import { KataError, isKataError } from '../../host/errors.js';
 import { rootLogger } from '../../host/log.js';
-import { parseArgs, stringFlag, type ParsedArgs } from './args.js';
+import { parseArgs, stringFlag } from './args.js';
 import type { SandboxView } from '../sandbox/sandbox.js';
 
 const HELP: Record<string, string> = {

@@ -257,9 +257,6 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> {
     return this.state.resources.filter((r) => r.kind === 'endpoint').map((r) => r.data as Attached<EndpointResources>);
   }
 
-  private virtiofsAttached(): Attached<VirtiofsResources> | undefined {
-    return this.state.resources.find((r) => r.kind === 'virtiofs')?.data as Attached<VirtiofsResources> | undefined;
-  }
 
   /** A daemon died or something else made the sandbox unusable: report failed and clean everything. */
   private async fail(err: KataError): Promise<void> {
@@ -423,7 +420,7 @@ export function sandboxView(state: SandboxState, timings?: Record<string, number
   const endpoints: EndpointView[] = state.resources.filter((r) => r.kind === 'endpoint').map((r) => {
     const a = r.data as Attached<EndpointResources>;
     const i = a.guest.interfaces?.[0];
-    const tap = (a.resources as unknown as { tap?: string; tapName?: string }).tap ?? (a.resources as unknown as { tapName?: string }).tapName;
+    const tap = a.resources.tap;
     return { name: i?.name ?? r.id, type: i?.type ?? a.kind, ...(tap ? { tap } : {}), mac: i?.hwAddr ?? '', mtu: i?.mtu ?? 0, addresses: (i?.IPAddresses ?? []).map((x) => `${x.address}/${x.mask}`) };
   });
   const vfs = state.resources.find((r) => r.kind === 'virtiofs')?.data as Attached<VirtiofsResources> | undefined;
