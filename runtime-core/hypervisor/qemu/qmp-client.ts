@@ -120,7 +120,10 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent]; close: [] }> {
     const deadline = Date.now() + timeoutMs;
     let sock: Socket | undefined;
     let lastErr: NodeJS.ErrnoException | undefined;
-    for (let delay = 2; ; delay = Math.min(delay * 2, 50)) {
+    // A failed attempt costs microseconds (ENOENT / ECONNREFUSED) and QEMU listens within tens of
+    // ms: poll at a short fixed interval; a growing backoff would overshoot its readiness.
+    const delay = 3;
+    for (;;) {
       if (opts.signal?.aborted) {
         throw new KataError('E_QMP', `QMP ${path}: gave up connecting: ${String(opts.signal.reason ?? 'aborted')}`, { qmp: path, qmpClass: QMP_DISCONNECTED });
       }
