@@ -100,6 +100,7 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> {
   private vmHandle: RunningVm | undefined;
   private agentClient: AgentClient | undefined;
   private stopping = false;
+  private teardownRun: Promise<void> | undefined;
   readonly timings: Record<string, number> = {};
 
   private constructor(
@@ -270,14 +271,20 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> {
   }
 
   /** Undo everything in the journal, newest first (VM, then virtiofsd, then endpoints, then the netns). */
-  private async teardown(): Promise<void> {
-    if (this.stopping) return;
-    this.stopping = true;
-    const t0 = process.hrtime.bigint();
-    this.agentClient?.close();
-    await teardownFromState(this.state, this.store, this.log, { vm: this.vmHandle, virtiofs: this.virtiofs, ctx: this.ctx, vmDriver: this.vmDriver });
-    await this.ctx.netlink.close();
-    this.timings.down = ms(t0);
+  /**
+   * Run the teardown once; every caller (a crash handler, a failing `up`, `down`) waits for the same
+   * one, so nobody reports "done" while it is still running.
+   */
+  private teardown(): Promise<void> {
+    this.teardownRun ??= (async () => {
+      this.stopping = true;
+      const t0 = process.hrtime.bigint();
+      this.agentClient?.close();
+      await teardownFromState(this.state, this.store, this.log, { vm: this.vmHandle, virtiofs: this.virtiofs, ctx: this.ctx, vmDriver: this.vmDriver });
+      await this.ctx.netlink.close();
+      this.timings.down = ms(t0);
+    })();
+    return this.teardownRun;
   }
 
   /** Stop the sandbox and remove everything, including its state. Idempotent. */
