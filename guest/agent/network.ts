@@ -48,6 +48,8 @@ interface IpRoute {
   scope?: string;
   protocol?: string;
   type?: string;
+  table?: string;
+  pref?: string;
   flags?: string[];
   metrics?: ({ mtu?: number } | Record<string, number>)[];
 }
@@ -315,11 +317,14 @@ function toRoute(r: IpRoute, v6: boolean): Route {
   };
 }
 
+/** IPv6 routes carry RTA_PREF (printed as "pref") and IPv4 ones never do; addresses settle the rest. */
+function isV6Route(r: IpRoute): boolean {
+  return r.pref !== undefined || isV6(r.dst ?? '') || isV6(r.gateway ?? '') || isV6(r.prefsrc ?? '');
+}
+
 export async function listRoutes(ctx: NetworkContext): Promise<{ Routes: Route[] }> {
-  const [v4, v6] = await Promise.all([
-    ctx.ip.json<IpRoute[]>(['-4', 'route', 'show', 'table', 'main']),
-    ctx.ip.json<IpRoute[]>(['-6', 'route', 'show', 'table', 'main']).catch(() => [] as IpRoute[]),
-  ]);
-  const unicast = (r: IpRoute): boolean => r.type === undefined || r.type === 'unicast';
-  return { Routes: [...v4.filter(unicast).map((r) => toRoute(r, false)), ...v6.filter(unicast).map((r) => toRoute(r, true))] };
+  // One read for both families (the kernel dumps IPv4 before IPv6); -details prints each route's table.
+  const all = await ctx.ip.json<IpRoute[]>(['-details', 'route', 'show', 'table', 'all']);
+  const main = all.filter((r) => r.table === 'main' && (r.type === undefined || r.type === 'unicast'));
+  return { Routes: [...main.filter((r) => !isV6Route(r)).map((r) => toRoute(r, false)), ...main.filter(isV6Route).map((r) => toRoute(r, true))] };
 }
