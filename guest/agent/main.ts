@@ -12,7 +12,7 @@
 import { createServer } from 'node:net';
 import { unlinkSync } from 'node:fs';
 import { uptime } from 'node:os';
-import { makeIp } from './ip.js';
+import { makeCoprocessIp } from './ip-coprocess.js';
 import { sleep } from './pci-path.js';
 import { AGENT_PORT_NAME } from './protocol.js';
 import { spawnRunner } from './runner.js';
@@ -39,8 +39,12 @@ async function powerOff(): Promise<void> {
 }
 
 async function main(): Promise<void> {
+  // One long-lived `ip` for every network call, started now so that its spawn (100-200 ms under
+  // TCG) is paid while the host is still connecting, not by the first UpdateInterface.
+  const ip = makeCoprocessIp({ runner: spawnRunner });
+  ip.start();
   const server = new AgentServer({
-    network: { ip: makeIp(spawnRunner), sysfs: '/sys' },
+    network: { ip, sysfs: '/sys' },
     storage: { run: spawnRunner, sysfs: '/sys', dev: '/dev', mountsFile: '/proc/self/mounts' },
     run: spawnRunner,
     shutdown: powerOff,
