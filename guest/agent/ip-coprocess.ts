@@ -1,19 +1,28 @@
 /**
- * An Ip over one long-lived `ip -force -details -json -batch -` process. Under TCG every `ip`
- * spawned in the guest costs 100-200 ms; a line written to a running `ip` costs a few.
+ * An Ip over a long-lived `ip -details -json -batch -` process. Under TCG every `ip` spawned in the
+ * guest costs 100-250 ms; a request written to a running `ip` costs a round trip of ~20 ms, however
+ * many lines it has.
  *
- * Protocol with the process: each request is its lines followed by a sentinel line that always fails
- * at once without side effect (`addr show dev a/b`, an invalid name). `ip` numbers the lines it reads
- * from 1 and reports a failure as its messages then "Command failed -:N" on stderr, so the sentinel's
- * report marks the end of the request and every other report names its failed line. Reads print one
- * JSON line each on stdout (flushed per command), so a read request is complete once the sentinel is
- * seen and each read that did not fail has printed its line.
+ * The process runs without -force, as a spawned `ip -batch` does: it runs its lines in order and, at
+ * the first line that fails, prints the kernel's message then "Command failed -:N" (N counting every
+ * line it was sent, from 1) on stderr and exits. Each request is its lines followed by a sentinel
+ * read that always succeeds and prints one JSON line (reads print one line each, flushed per
+ * command), so a request has succeeded once its reads and the sentinel have printed; a failure ends
+ * the process, which tells which line failed, and the next request starts a new one. That gives:
  *
- * Requests go one at a time. Batches without force run one line per request (a failed line stops
- * the rest, as `ip -batch` without -force would). `ip` exits on a malformed argument (iproute2 calls
- * exit() in its parsers): the request in flight fails with E_NETLINK and its stderr, like a spawned
- * `ip -batch` that exits without a "Command failed" line, and the next request starts a new process.
- * Reads that meet a dead process are retried once on a new one (they have no effect to repeat).
+ * - batches without force: one request; the lines after a failure are NOT_RUN;
+ * - batches with force: after a failed line the rest is sent again to a new process, so every line
+ *   runs and each failure is reported against its line;
+ * - `ip` exits without a "Command failed" on a malformed argument (iproute2 calls exit() in its
+ *   parsers): the request fails with E_NETLINK and its stderr, as a spawned `ip -batch` would.
+ *
+ * Reads that meet a process that has died are retried once on a new one (they have no effect to
+ * repeat). After start(), a process that ended is replaced at once, so that the next request finds
+ * one running. Requests go one at a time.
+ *
+ * `ip` keeps some globals between batch lines: `link show` sets the preferred family to AF_PACKET
+ * for good, after which `addr show` prints no addresses. So `link` reads are spawned, and the
+ * sentinel is a route read (which keeps its family in a local).
  *
  * Self-contained (node:child_process only): it is bundled into the guest agent.
  */
@@ -22,13 +31,8 @@ import { makeIp, NOT_RUN, type Ip, type LineOutcome } from './ip.js';
 import { AgentError } from './protocol.js';
 import { spawnRunner, type CommandRunner } from './runner.js';
 
-/**
- * Always fails at once (a device name may not contain "/"), prints nothing on stdout, changes nothing:
- * not in the kernel, and not in ip's own state either. `ip` keeps globals between batch lines, and
- * `link show` sets the preferred family to AF_PACKET for good, after which `addr show` in the same
- * process prints no addresses; so the sentinel is an `addr show`, and `link` reads are spawned.
- */
-const SENTINEL = 'addr show dev a/b';
+/** Always succeeds, prints one line ("[]": a table nothing uses), changes nothing. */
+const SENTINEL = 'route show table 4294967294';
 /** Global options the process is started with; json() strips them from the front of its arguments. */
 const BUILT_IN = new Set(['-details', '-d', '-json', '-j']);
 
@@ -55,19 +59,28 @@ export interface CoprocessIp extends Ip {
 }
 
 interface Request {
-  lines: readonly string[];
-  read: boolean;
   firstLine: number;
-  sentinelLine: number;
-  outcome: LineOutcome[];
+  lineCount: number;
+  /** stdout lines that complete the request: one per read, and the sentinel's. */
+  expected: number;
   stdout: string[];
-  sentinelSeen: boolean;
-  resolve: (v: { outcome: LineOutcome[]; stdout: string[] }) => void;
+  /** Index of the line that failed (the process then exits), -1 while none has. */
+  failedAt: number;
+  message: string;
+  resolve: (v: Reply) => void;
   reject: (e: unknown) => void;
   timer?: NodeJS.Timeout;
 }
 
-/** Marks a failure caused by the process ending (a read may be retried on a new one). */
+/** A request's end: every line ran (failedAt -1), or line failedAt failed with message and the rest did not run. */
+interface Reply {
+  failedAt: number;
+  message: string;
+  /** What the reads printed, one line each. */
+  stdout: string[];
+}
+
+/** Marks a failure caused by the process ending on its own (a read may be retried on a new one). */
 class ProcessEnded extends AgentError {}
 
 function checkLine(l: string): void {
@@ -84,15 +97,20 @@ class IpProcess {
   private errBuf = '';
   private errPending: string[] = [];
   private timedOut = false;
+  /** Set once a line failed (ip is exiting) or the process has exited: it takes no more requests. */
+  ending = false;
   dead = false;
+  readonly exited: Promise<void>;
 
   constructor(file: string, args: readonly string[], private readonly label: string) {
     this.child = spawn(file, [...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.child.stdout!.setEncoding('utf8').on('data', (d: string) => this.onStdout(d));
     this.child.stderr!.setEncoding('utf8').on('data', (d: string) => this.onStderr(d));
     this.child.stdin!.on('error', () => { /* the close handler reports */ });
-    this.child.on('error', (e) => this.end(`cannot run ${file}: ${e.message}`));
-    this.child.on('close', (code, signal) => this.end(this.timedOut ? 'timed out' : `exited (${signal ?? `code ${code}`})`));
+    let exited!: () => void;
+    this.exited = new Promise((r) => { exited = r; });
+    this.child.on('error', (e) => { this.end(`cannot run ${file}: ${e.message}`); exited(); });
+    this.child.on('close', (code, signal) => { this.end(this.timedOut ? 'timed out' : `exited (${signal ?? `code ${code}`})`); exited(); });
     this.setRef(false);
   }
 
@@ -107,13 +125,13 @@ class IpProcess {
     for (const s of [this.child.stdin, this.child.stdout, this.child.stderr]) (s as unknown as Record<string, (() => void) | undefined>)[m]?.call(s);
   }
 
-  request(lines: readonly string[], read: boolean, timeoutMs: number): Promise<{ outcome: LineOutcome[]; stdout: string[] }> {
-    if (this.dead) return Promise.reject(new ProcessEnded('E_NETLINK', `ip coprocess (${this.label}) has exited`));
+  /** Send lines, of which `reads` print (one line each). */
+  request(lines: readonly string[], reads: number, timeoutMs: number): Promise<Reply> {
+    if (this.ending) return Promise.reject(new ProcessEnded('E_NETLINK', `ip coprocess (${this.label}) has exited`));
     if (this.cur) return Promise.reject(new AgentError('E_INTERNAL', 'ip coprocess: a request is already in flight'));
     return new Promise((resolve, reject) => {
-      const firstLine = this.lineNo + 1;
+      const req: Request = { firstLine: this.lineNo + 1, lineCount: lines.length, expected: reads + 1, stdout: [], failedAt: -1, message: '', resolve, reject };
       this.lineNo += lines.length + 1;
-      const req: Request = { lines, read, firstLine, sentinelLine: this.lineNo, outcome: new Array<LineOutcome>(lines.length).fill(null), stdout: [], sentinelSeen: false, resolve, reject };
       req.timer = setTimeout(() => {
         this.timedOut = true;
         this.child.kill('SIGKILL');
@@ -130,9 +148,15 @@ class IpProcess {
     while ((i = this.outBuf.indexOf('\n')) >= 0) {
       const line = this.outBuf.slice(0, i);
       this.outBuf = this.outBuf.slice(i + 1);
-      if (line.trim() === '') continue;
-      if (this.cur?.read) this.cur.stdout.push(line);
-      this.settle();
+      const req = this.cur;
+      if (!req || line.trim() === '') continue;
+      req.stdout.push(line);
+      if (req.failedAt < 0 && req.stdout.length === req.expected) {
+        this.cur = undefined;
+        clearTimeout(req.timer);
+        this.setRef(false);
+        req.resolve({ failedAt: -1, message: '', stdout: req.stdout.slice(0, -1) });
+      }
     }
   }
 
@@ -147,36 +171,33 @@ class IpProcess {
         if (line.trim() !== '') this.errPending.push(line.trim());
         continue;
       }
-      const n = Number(m[1]);
+      const idx = Number(m[1]) - (this.cur?.firstLine ?? 0);
       const msg = this.errPending.join('\n') || 'failed';
       this.errPending = [];
-      const req = this.cur;
-      if (!req || n < req.firstLine || n > req.sentinelLine) continue;
-      if (n === req.sentinelLine) req.sentinelSeen = true;
-      else req.outcome[n - req.firstLine] = msg;
-      this.settle();
+      // ip exits after a failed line; the request ends when it has (its reads' output all read).
+      this.ending = true;
+      if (this.cur && idx >= 0 && idx < this.cur.lineCount) {
+        this.cur.failedAt = idx;
+        this.cur.message = msg;
+      } else {
+        this.errPending.push(`the sentinel "${SENTINEL}" failed: ${msg}`);
+      }
     }
-  }
-
-  private settle(): void {
-    const req = this.cur;
-    if (!req || !req.sentinelSeen) return;
-    const expected = req.read ? req.outcome.filter((o) => o === null).length : 0;
-    if (req.stdout.length < expected) return;
-    this.cur = undefined;
-    clearTimeout(req.timer);
-    this.setRef(false);
-    req.resolve({ outcome: req.outcome, stdout: req.stdout });
   }
 
   private end(why: string): void {
     if (this.dead) return;
     this.dead = true;
+    this.ending = true;
     const req = this.cur;
     this.cur = undefined;
     this.setRef(false);
     if (!req) return;
     clearTimeout(req.timer);
+    if (req.failedAt >= 0) {
+      req.resolve({ failedAt: req.failedAt, message: req.message, stdout: req.stdout });
+      return;
+    }
     const stderr = [...this.errPending, this.errBuf.trim()].filter((s) => s !== '').join('\n');
     const message = `ip -batch (${this.label}) failed: ${stderr || why}${stderr && this.timedOut ? ' (timed out)' : ''}`;
     // A timed-out request is not retried (it would only wait as long again).
@@ -185,12 +206,12 @@ class IpProcess {
 
   stop(): Promise<void> {
     if (this.dead) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.setRef(true);
-      this.child.once('close', () => resolve());
-      this.child.stdin!.end();
-      setTimeout(() => this.child.kill('SIGKILL'), 2000).unref();
-    });
+    this.ending = true;
+    this.setRef(true);
+    this.child.stdin!.end();
+    const killer = setTimeout(() => this.child.kill('SIGKILL'), 2000);
+    killer.unref();
+    return this.exited.finally(() => clearTimeout(killer));
   }
 }
 
@@ -201,15 +222,18 @@ export function makeCoprocessIp(opts: CoprocessIpOptions = {}): CoprocessIp {
   const timeoutMs = opts.timeoutMs ?? 20_000;
   const spawned = makeIp(opts.runner ?? spawnRunner, prefix, label, file);
   let proc: IpProcess | undefined;
+  let warm = false;
   let chain: Promise<unknown> = Promise.resolve();
 
   const live = (): IpProcess => {
-    if (!proc || proc.dead) proc = new IpProcess(file, [...prefix, '-force', '-details', '-json', '-batch', '-'], label);
+    if (!proc || proc.ending) proc = new IpProcess(file, [...prefix, '-details', '-json', '-batch', '-'], label);
     return proc;
   };
-  /** One request at a time, in call order. */
+  /** One request at a time, in call order; after start(), a process that ended is replaced at once. */
   const exclusive = <T>(fn: () => Promise<T>): Promise<T> => {
-    const next = chain.then(fn);
+    const next = chain.then(fn).finally(() => {
+      if (warm) live();
+    });
     chain = next.catch(() => {});
     return next;
   };
@@ -220,31 +244,35 @@ export function makeCoprocessIp(opts: CoprocessIpOptions = {}): CoprocessIp {
       return proc?.pid;
     },
     start() {
+      warm = true;
       live();
     },
     async close() {
-      const p = proc;
-      proc = undefined;
-      await exclusive(async () => p?.stop());
+      warm = false;
+      await exclusive(async () => {
+        const p = proc;
+        proc = undefined;
+        await p?.stop();
+      });
     },
     async json<T>(args: readonly string[]): Promise<T> {
       let i = 0;
       while (i < args.length && BUILT_IN.has(args[i]!)) i++;
       const rest = args.slice(i);
       // Other global options (-4, -6, ...) cannot be given on a batch line; `link` (or an abbreviation)
-      // would change the process's state for the reads after it (see SENTINEL).
+      // would change the process's state for the reads after it (see the header).
       if (rest.length === 0 || rest[0]!.startsWith('-') || 'link'.startsWith(rest[0]!)) return spawned.json<T>(args);
       const line = rest.join(' ');
       checkLine(line);
       return exclusive(async () => {
-        let r;
+        let r: Reply;
         try {
-          r = await live().request([line], true, timeoutMs);
+          r = await live().request([line], 1, timeoutMs);
         } catch (e) {
           if (!(e instanceof ProcessEnded)) throw e;
-          r = await live().request([line], true, timeoutMs);
+          r = await live().request([line], 1, timeoutMs);
         }
-        if (r.outcome[0] !== null) throw new AgentError('E_NETLINK', `ip ${args.join(' ')} (${label}): ${r.outcome[0]}`);
+        if (r.failedAt >= 0) throw new AgentError('E_NETLINK', `ip ${args.join(' ')} (${label}): ${r.message}`);
         const text = (r.stdout[0] ?? '').trim();
         return (text === '' ? [] : JSON.parse(text)) as T;
       });
@@ -253,15 +281,18 @@ export function makeCoprocessIp(opts: CoprocessIpOptions = {}): CoprocessIp {
       if (lines.length === 0) return [];
       lines.forEach(checkLine);
       return exclusive(async () => {
-        if (o.force) return (await live().request(lines, false, timeoutMs)).outcome;
         const outcome: LineOutcome[] = new Array<LineOutcome>(lines.length).fill(null);
-        for (let i = 0; i < lines.length; i++) {
-          const r = await live().request([lines[i]!], false, timeoutMs);
-          outcome[i] = r.outcome[0] ?? null;
-          if (outcome[i] !== null) {
-            for (let j = i + 1; j < lines.length; j++) outcome[j] = NOT_RUN;
+        let from = 0;
+        while (from < lines.length) {
+          const r = await live().request(lines.slice(from), 0, timeoutMs);
+          if (r.failedAt < 0) break;
+          const failed = from + r.failedAt;
+          outcome[failed] = r.message;
+          if (!o.force) {
+            outcome.fill(NOT_RUN, failed + 1);
             break;
           }
+          from = failed + 1;
         }
         return outcome;
       });

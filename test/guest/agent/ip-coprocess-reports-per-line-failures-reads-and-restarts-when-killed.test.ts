@@ -52,10 +52,11 @@ t.test('with force every line runs and each failure is reported against its line
   t.equal(outcome[2], null, 'the line after a failure still ran');
   t.match(outcome[3], /unreachable|Nexthop|gateway/i, 'each failure keeps its own message');
   t.same(await addrs(ns, 'v0'), ['10.61.0.2/24', '10.62.0.2/24']);
+  t.same(await ip.batch(['addr add 10.64.0.2/24 dev v0', 'addr add 10.65.0.2/24 dev v0'], { force: true }), [null, null], 'a later request is matched to its own lines');
   const pid = ip.pid;
   t.ok(pid, 'a process is running');
-  t.same(await ip.batch(['addr add 10.64.0.2/24 dev v0'], { force: true }), [null], 'a later request is matched to its own lines');
-  t.equal(ip.pid, pid, 'the same process served both requests');
+  t.same(await ip.batch(['addr add 10.66.0.2/24 dev v0'], { force: true }), [null]);
+  t.equal(ip.pid, pid, 'requests that succeed are served by the same process');
 });
 
 t.test('without force the first failure stops the batch: later lines are not run', async (t) => {
@@ -77,11 +78,10 @@ t.test('reads return what a spawned ip prints; a failed read is an error and the
   const v4 = (l: Link | undefined): string[] | undefined => l?.addr_info?.filter((a) => !a.local.includes(':')).map((a) => a.local);
   t.same(v4(viaCoprocess.find((l) => l.ifname === 'v0')), ['10.81.0.2']);
 
-  const pid = ip.pid;
   await t.rejects(ip.json(['addr', 'show', 'dev', 'missing0']), { code: 'E_NETLINK', message: /missing0/ }, 'a read that fails names the command');
   const routes = await ip.json<{ dst: string }[]>(['route', 'show', 'table', 'main']);
   t.ok(routes.some((r) => r.dst === '10.82.0.0/16'), 'a read after a failed one gets its own output');
-  t.equal(ip.pid, pid, 'still the same process');
+  const pid = ip.pid;
 
   const only4 = await ip.json<{ dst: string }[]>(['-4', 'route', 'show']);
   t.ok(only4.some((r) => r.dst === '10.82.0.0/16'), 'a read with another global option (-4) still works (spawned)');
@@ -117,6 +117,18 @@ t.test('a killed process is replaced by a new one on the next call', async (t) =
   t.ok(ip.pid && ip.pid !== pid, 'by a new process');
   t.same(await ip.batch(['addr add 10.91.0.2/24 dev v0'], { force: true }), [null], 'writes work again');
   t.same(await addrs(ns, 'v0'), ['10.91.0.2/24']);
+});
+
+t.test('after start(), a process ended by a failed line is replaced before the next call', async (t) => {
+  const { ns, ip } = await setup(t);
+  ip.start();
+  const first = ip.pid;
+  t.ok(first, 'start() spawns the process before any call');
+  const outcome = await ip.batch(['link set dev missing0 up', 'addr add 10.95.0.2/24 dev v0']);
+  t.match(outcome[0], /missing0|Cannot find device|does not exist/);
+  t.equal(outcome[1], NOT_RUN);
+  t.ok(ip.pid && ip.pid !== first, 'a new process is already running when the call returns');
+  t.same(await addrs(ns, 'v0'), [], 'the line after the failure did not run');
 });
 
 t.test('a line that makes ip exit fails with its message; the next call gets a new process', async (t) => {
