@@ -105,8 +105,12 @@ interface Pending {
   reject: (e: unknown) => void;
 }
 
-/** Sentinel commands: always fail at once (an invalid device name), with no side effect. */
-const SENTINEL: Record<Tool, string> = { ip: 'link show dev a/b', tc: 'qdisc show dev a/b' };
+/**
+ * Sentinel commands: always fail at once (an invalid device name), with no side effect. Not
+ * `link show`: in a batch, `ip link show` leaves the address family set to AF_PACKET for the rest
+ * of the process, and every later `addr show` would come back without addresses.
+ */
+const SENTINEL: Record<Tool, string> = { ip: 'addr show dev a/b', tc: 'qdisc show dev a/b' };
 
 /** One long-lived `ip`/`tc` in -batch mode for one namespace. */
 class Coprocess {
@@ -282,7 +286,10 @@ export class CoprocessNetlink implements Netlink {
     if (ns && !netnsExists(ns)) throw nsGoneError(ns, '');
     // `ip -json ... show` with options before the object (e.g. -d) is not a batch line: spawn those.
     if (args.length > 0 && args[0]!.startsWith('-')) return this.reads.json<T>(tool, ns, args);
-    const line = args.join(' ');
+    // `link show` would leave the batch's address family at AF_PACKET (see SENTINEL); `addr show`
+    // prints the same link objects (plus addr_info) and leaves nothing behind.
+    const words = tool === 'ip' && args[0] === 'link' && (args[1] === 'show' || args[1] === 'list' || args[1] === undefined) ? ['addr', 'show', ...args.slice(2)] : args;
+    const line = words.join(' ');
     checkLines([line]);
     const { outcome, stdout } = await this.proc(tool, ns).submit([line], true);
     if (outcome[0] !== null) throw new NetlinkError(tool, netnsLabel(ns), line, outcome[0]!, codeForKernelMessage(outcome[0]!));

@@ -49,6 +49,17 @@ t.test('coprocess: many batches cost one spawn per tool and namespace', async (t
   await nl.release(ns);
 });
 
+t.test('coprocess: address reads keep their addresses after link reads and sentinels', async (t) => {
+  const ns = await tempNetns(t, 'nl');
+  const nl = new CoprocessNetlink(500);
+  t.teardown(() => nl.close());
+  await nl.batch('ip', ns, ['link set lo up']);
+  await nl.json('ip', ns, ['link', 'show', 'dev', 'lo']);
+  await nl.batch('ip', ns, ['link set lo up']);
+  const a = await nl.json<{ addr_info?: { local: string }[] }[]>('ip', ns, ['addr', 'show', 'dev', 'lo']);
+  t.same(a[0]?.addr_info?.map((x) => x.local), ['127.0.0.1', '::1']);
+});
+
 t.test('netnsRef maps /run/netns paths to names and keeps other paths', async (t) => {
   t.same(netnsRef('/var/run/netns/abc'), { name: 'abc', path: '/run/netns/abc' });
   t.same(netnsRef('/proc/1/ns/net'), { path: '/proc/1/ns/net' });
