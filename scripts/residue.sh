@@ -8,7 +8,7 @@ ns=$(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^(krt-|kr-)' || tru
 [ -n "$ns" ] && { echo "residue: network namespaces: $ns" >&2; bad=1; }
 links=$(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '(_kata|^krt|^kr-)' || true)
 [ -n "$links" ] && { echo "residue: links in the root namespace: $links" >&2; bad=1; }
-procs=$(ps -eo pid=,args= | grep -E 'qemu-system|virtiofsd|containerd --config /tmp/krt|nbdkit|qemu-nbd' | grep -E 'krt-|kr-|kata-resources' | grep -v grep || true)
+procs=$(ps -eo pid=,args= | grep -E 'qemu-system|virtiofsd|supervisor/main.js|containerd --config /tmp/krt|nbdkit|qemu-nbd' | grep -E 'krt-|kr-|kata-resources|supervisor/main.js' | grep -v grep || true)
 [ -n "$procs" ] && { echo "residue: processes: $procs" >&2; bad=1; }
 loops=$(losetup -a 2>/dev/null | grep -E 'krt-|kr-|kata-resources' || true)
 [ -n "$loops" ] && { echo "residue: loop devices: $loops" >&2; bad=1; }
