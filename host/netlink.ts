@@ -1,4 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { TextLines, failedLineNumber, parseBatchStderr as parseBatchOutput, type LineOutcome } from './batch-output.js';
+import { holdEventLoop } from './child-ref.js';
 import { KataError, NetlinkError, codeForKernelMessage } from './errors.js';
 import { noteSpawn, run } from './exec.js';
 import { type NetnsRef, netnsLabel, toolArgv, netnsExists } from './netns.js';
@@ -6,7 +8,7 @@ import { type NetnsRef, netnsLabel, toolArgv, netnsExists } from './netns.js';
 export type Tool = 'ip' | 'tc';
 
 /** Outcome of one batch: for each line, null when it succeeded, else the kernel's message. */
-export type BatchOutcome = (string | null)[];
+export type BatchOutcome = LineOutcome[];
 
 /**
  * How plugins reach `ip` and `tc`. Writes go in batches (`-batch -`, with `-force` so that every
@@ -24,21 +26,10 @@ export interface Netlink {
   close(): Promise<void>;
 }
 
-/** Parse batch stderr: messages accumulate until "Command failed -:N" assigns them to line N (1-based). */
+/** Parse batch stderr (see batch-output.ts); `preamble` is what no failed line claimed. */
 export function parseBatchStderr(stderr: string, lineCount: number, firstLine = 1): { outcome: BatchOutcome; preamble: string } {
-  const outcome: BatchOutcome = new Array(lineCount).fill(null);
-  let pending: string[] = [];
-  for (const l of stderr.split('\n')) {
-    const m = /^Command failed -:(\d+)\s*$/.exec(l);
-    if (m) {
-      const idx = Number(m[1]) - firstLine;
-      if (idx >= 0 && idx < lineCount) outcome[idx] = pending.join('\n') || 'failed';
-      pending = [];
-    } else if (l.trim() !== '') {
-      pending.push(l);
-    }
-  }
-  return { outcome, preamble: pending.join('\n') };
+  const { outcome, rest } = parseBatchOutput(stderr, lineCount, firstLine);
+  return { outcome, preamble: rest };
 }
 
 /** Throw the first failure of an outcome as a NetlinkError naming the line. */
@@ -117,8 +108,8 @@ class Coprocess {
   private child: ChildProcess;
   private lineNo = 0;
   private queue: Pending[] = [];
-  private errBuf = '';
-  private outBuf = '';
+  private readonly out = new TextLines((l) => this.onStdoutLine(l));
+  private readonly err = new TextLines((l) => this.onStderrLine(l));
   private errPending: string[] = [];
   dead = false;
   private idleTimer: NodeJS.Timeout | undefined;
@@ -129,19 +120,16 @@ class Coprocess {
     const [file, args] = toolArgv(tool, ns, ['-force', '-json', '-batch', '-']);
     noteSpawn();
     this.child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    this.child.stdout!.setEncoding('utf8').on('data', (d: string) => this.onStdout(d));
-    this.child.stderr!.setEncoding('utf8').on('data', (d: string) => this.onStderr(d));
+    this.child.stdout!.setEncoding('utf8').on('data', (d: string) => this.out.push(d));
+    this.child.stderr!.setEncoding('utf8').on('data', (d: string) => this.err.push(d));
     this.child.stdin!.on('error', () => {});
     this.child.on('error', (e) => this.fail(e));
-    this.child.on('exit', () => this.fail(nsGoneError(ns, this.errPending.join('\n') + this.errBuf)));
+    this.child.on('exit', () => this.fail(nsGoneError(ns, this.errPending.join('\n') + this.err.partial)));
     this.setRef(false);
   }
 
-  /** Hold the event loop only while requests are pending: an idle helper never keeps a process alive. */
   private setRef(on: boolean): void {
-    const m = on ? 'ref' : 'unref';
-    this.child[m]();
-    for (const s of [this.child.stdin, this.child.stdout, this.child.stderr]) (s as unknown as Record<string, (() => void) | undefined>)[m]?.call(s);
+    holdEventLoop(this.child, on);
   }
 
   submit(lines: readonly string[], read: boolean): Promise<{ outcome: BatchOutcome; stdout: string[] }> {
@@ -166,39 +154,26 @@ class Coprocess {
     });
   }
 
-  private onStdout(d: string): void {
-    this.outBuf += d;
-    let i;
-    while ((i = this.outBuf.indexOf('\n')) >= 0) {
-      const line = this.outBuf.slice(0, i);
-      this.outBuf = this.outBuf.slice(i + 1);
-      if (line.trim() === '') continue;
-      const head = this.queue.find((p) => p.read && p.stdout.length < p.lines.length - p.outcome.filter((o) => o !== null).length);
-      if (head) head.stdout.push(line);
-      this.settle();
-    }
+  private onStdoutLine(line: string): void {
+    if (line.trim() === '') return;
+    const head = this.queue.find((p) => p.read && p.stdout.length < p.lines.length - p.outcome.filter((o) => o !== null).length);
+    if (head) head.stdout.push(line);
+    this.settle();
   }
 
-  private onStderr(d: string): void {
-    this.errBuf += d;
-    let i;
-    while ((i = this.errBuf.indexOf('\n')) >= 0) {
-      const line = this.errBuf.slice(0, i);
-      this.errBuf = this.errBuf.slice(i + 1);
-      const m = /^Command failed -:(\d+)\s*$/.exec(line);
-      if (!m) {
-        if (line.trim() !== '') this.errPending.push(line);
-        continue;
-      }
-      const n = Number(m[1]);
-      const msg = this.errPending.join('\n') || 'failed';
-      this.errPending = [];
-      const p = this.queue.find((q) => n >= q.firstLine && n <= q.sentinelLine);
-      if (!p) continue;
-      if (n === p.sentinelLine) p.sentinelSeen = true;
-      else p.outcome[n - p.firstLine] = msg;
-      this.settle();
+  private onStderrLine(line: string): void {
+    const n = failedLineNumber(line);
+    if (n === undefined) {
+      if (line.trim() !== '') this.errPending.push(line);
+      return;
     }
+    const msg = this.errPending.join('\n') || 'failed';
+    this.errPending = [];
+    const p = this.queue.find((q) => n >= q.firstLine && n <= q.sentinelLine);
+    if (!p) return;
+    if (n === p.sentinelLine) p.sentinelSeen = true;
+    else p.outcome[n - p.firstLine] = msg;
+    this.settle();
   }
 
   /** Resolve finished requests in order: sentinel seen and, for reads, one JSON line per successful read. */

@@ -27,6 +27,8 @@
  * Self-contained (node:child_process only): it is bundled into the guest agent.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { failedLineNumber, TextLines } from '../../host/batch-output.js';
+import { holdEventLoop } from '../../host/child-ref.js';
 import { makeIp, NOT_RUN, type Ip, type LineOutcome } from './ip.js';
 import { AgentError } from './protocol.js';
 import { spawnRunner, type CommandRunner } from './runner.js';
@@ -93,8 +95,8 @@ class IpProcess {
   private readonly child: ChildProcess;
   private lineNo = 0;
   private cur: Request | undefined;
-  private outBuf = '';
-  private errBuf = '';
+  private readonly out = new TextLines((l) => this.onStdoutLine(l));
+  private readonly err = new TextLines((l) => this.onStderrLine(l));
   private errPending: string[] = [];
   private timedOut = false;
   /** Set once a line failed (ip is exiting) or the process has exited: it takes no more requests. */
@@ -104,8 +106,8 @@ class IpProcess {
 
   constructor(file: string, args: readonly string[], private readonly label: string) {
     this.child = spawn(file, [...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    this.child.stdout!.setEncoding('utf8').on('data', (d: string) => this.onStdout(d));
-    this.child.stderr!.setEncoding('utf8').on('data', (d: string) => this.onStderr(d));
+    this.child.stdout!.setEncoding('utf8').on('data', (d: string) => this.out.push(d));
+    this.child.stderr!.setEncoding('utf8').on('data', (d: string) => this.err.push(d));
     this.child.stdin!.on('error', () => { /* the close handler reports */ });
     let exited!: () => void;
     this.exited = new Promise((r) => { exited = r; });
@@ -118,11 +120,8 @@ class IpProcess {
     return this.dead ? undefined : this.child.pid;
   }
 
-  /** Hold the event loop only while a request is in flight (an idle helper never keeps a process alive). */
   private setRef(on: boolean): void {
-    const m = on ? 'ref' : 'unref';
-    this.child[m]();
-    for (const s of [this.child.stdin, this.child.stdout, this.child.stderr]) (s as unknown as Record<string, (() => void) | undefined>)[m]?.call(s);
+    holdEventLoop(this.child, on);
   }
 
   /** Send lines, of which `reads` print (one line each). */
@@ -142,46 +141,34 @@ class IpProcess {
     });
   }
 
-  private onStdout(d: string): void {
-    this.outBuf += d;
-    let i;
-    while ((i = this.outBuf.indexOf('\n')) >= 0) {
-      const line = this.outBuf.slice(0, i);
-      this.outBuf = this.outBuf.slice(i + 1);
-      const req = this.cur;
-      if (!req || line.trim() === '') continue;
-      req.stdout.push(line);
-      if (req.failedAt < 0 && req.stdout.length === req.expected) {
-        this.cur = undefined;
-        clearTimeout(req.timer);
-        this.setRef(false);
-        req.resolve({ failedAt: -1, message: '', stdout: req.stdout.slice(0, -1) });
-      }
+  private onStdoutLine(line: string): void {
+    const req = this.cur;
+    if (!req || line.trim() === '') return;
+    req.stdout.push(line);
+    if (req.failedAt < 0 && req.stdout.length === req.expected) {
+      this.cur = undefined;
+      clearTimeout(req.timer);
+      this.setRef(false);
+      req.resolve({ failedAt: -1, message: '', stdout: req.stdout.slice(0, -1) });
     }
   }
 
-  private onStderr(d: string): void {
-    this.errBuf += d;
-    let i;
-    while ((i = this.errBuf.indexOf('\n')) >= 0) {
-      const line = this.errBuf.slice(0, i);
-      this.errBuf = this.errBuf.slice(i + 1);
-      const m = /^Command failed -:(\d+)\s*$/.exec(line);
-      if (!m) {
-        if (line.trim() !== '') this.errPending.push(line.trim());
-        continue;
-      }
-      const idx = Number(m[1]) - (this.cur?.firstLine ?? 0);
-      const msg = this.errPending.join('\n') || 'failed';
-      this.errPending = [];
-      // ip exits after a failed line; the request ends when it has (its reads' output all read).
-      this.ending = true;
-      if (this.cur && idx >= 0 && idx < this.cur.lineCount) {
-        this.cur.failedAt = idx;
-        this.cur.message = msg;
-      } else {
-        this.errPending.push(`the sentinel "${SENTINEL}" failed: ${msg}`);
-      }
+  private onStderrLine(line: string): void {
+    const n = failedLineNumber(line);
+    if (n === undefined) {
+      if (line.trim() !== '') this.errPending.push(line.trim());
+      return;
+    }
+    const idx = n - (this.cur?.firstLine ?? 0);
+    const msg = this.errPending.join('\n') || 'failed';
+    this.errPending = [];
+    // ip exits after a failed line; the request ends when it has (its reads' output all read).
+    this.ending = true;
+    if (this.cur && idx >= 0 && idx < this.cur.lineCount) {
+      this.cur.failedAt = idx;
+      this.cur.message = msg;
+    } else {
+      this.errPending.push(`the sentinel "${SENTINEL}" failed: ${msg}`);
     }
   }
 
@@ -198,7 +185,7 @@ class IpProcess {
       req.resolve({ failedAt: req.failedAt, message: req.message, stdout: req.stdout });
       return;
     }
-    const stderr = [...this.errPending, this.errBuf.trim()].filter((s) => s !== '').join('\n');
+    const stderr = [...this.errPending, this.err.partial.trim()].filter((s) => s !== '').join('\n');
     const message = `ip -batch (${this.label}) failed: ${stderr || why}${stderr && this.timedOut ? ' (timed out)' : ''}`;
     // A timed-out request is not retried (it would only wait as long again).
     req.reject(this.timedOut ? new AgentError('E_NETLINK', message) : new ProcessEnded('E_NETLINK', message));

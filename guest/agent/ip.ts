@@ -2,11 +2,12 @@
  * `ip` as the agent uses it: reads with `-json`, writes as one `-batch -` per operation (one process
  * per call matters under TCG, where every spawn costs tens of milliseconds).
  */
+import { parseBatchStderr, type LineOutcome } from '../../host/batch-output.js';
 import { AgentError } from './protocol.js';
 import type { CommandRunner } from './runner.js';
 
 /** For each batch line: null when it succeeded, the kernel's message when it failed, NOT_RUN when an earlier line stopped the batch. */
-export type LineOutcome = string | null;
+export type { LineOutcome };
 export const NOT_RUN = 'not run: an earlier line failed';
 
 export interface Ip {
@@ -18,23 +19,6 @@ export interface Ip {
   batch(lines: readonly string[], opts?: { force?: boolean }): Promise<LineOutcome[]>;
   /** What the ip commands are run against, for messages ("guest", "netns krt-x"). */
   readonly label: string;
-}
-
-/** Parse batch stderr: messages accumulate until "Command failed -:N" assigns them to line N. */
-export function parseBatchErrors(stderr: string, lineCount: number): { outcome: LineOutcome[]; rest: string } {
-  const outcome: LineOutcome[] = new Array<LineOutcome>(lineCount).fill(null);
-  let pending: string[] = [];
-  for (const l of stderr.split('\n')) {
-    const m = /^Command failed -:(\d+)\s*$/.exec(l);
-    if (m) {
-      const idx = Number(m[1]) - 1;
-      if (idx >= 0 && idx < lineCount) outcome[idx] = pending.join('\n') || 'failed';
-      pending = [];
-    } else if (l.trim() !== '') {
-      pending.push(l.trim());
-    }
-  }
-  return { outcome, rest: pending.join('\n') };
 }
 
 /** An Ip over a runner; `prefix` goes before every argument list (e.g. ["-n", "krt-ns"] in host tests). */
@@ -51,7 +35,7 @@ export function makeIp(runner: CommandRunner, prefix: readonly string[] = [], la
       if (lines.length === 0) return [];
       for (const l of lines) if (/[\n\r\0]/.test(l)) throw new AgentError('E_INVALID_ARGUMENT', `ip batch line contains a line break: ${JSON.stringify(l)}`);
       const r = await runner(file, [...prefix, ...(opts.force ? ['-force'] : []), '-batch', '-'], { input: lines.join('\n') + '\n', timeoutMs: 20_000 });
-      const { outcome, rest } = parseBatchErrors(r.stderr, lines.length);
+      const { outcome, rest } = parseBatchStderr(r.stderr, lines.length);
       if (r.exitCode !== 0 && outcome.every((o) => o === null)) {
         throw new AgentError('E_NETLINK', `ip -batch (${label}) failed: ${rest || r.stderr.trim() || `exit ${r.exitCode}`}`);
       }
