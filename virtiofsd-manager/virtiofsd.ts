@@ -4,10 +4,10 @@ import { dirname } from 'node:path';
 import { killFromRecord, startDaemon, type Daemon, type DaemonExit, type DaemonRecord, type KillOutcome } from '../host/daemon.js';
 import { KataError } from '../host/errors.js';
 import type { Logger } from '../host/log.js';
-import type { CacheMode, RestartPolicy, SandboxMode } from './config.js';
+import type { RestartPolicy } from './config.js';
 import { detectFlavor, type Flavor, type FlavorKind } from './flavor.js';
 import { isListening, listeningInodes, waitListening } from './readiness.js';
-import { daemonPidFiles, virtiofsdArgs } from './virtiofsd-args.js';
+import { daemonPidFiles, virtiofsdArgs, type VirtiofsdArgsInput } from './virtiofsd-args.js';
 
 /**
  * One virtiofsd: started from config in the spelling its binary understands, ready when its socket
@@ -19,17 +19,9 @@ import { daemonPidFiles, virtiofsdArgs } from './virtiofsd-args.js';
 /** Linux sun_path is 108 bytes including the terminating NUL. */
 export const MAX_SOCKET_PATH = 107;
 
-export interface VirtiofsdOptions {
+/** What the daemon is started with: its arguments (sourceDir = the sandbox's `shared`) and how it is run. */
+export interface VirtiofsdOptions extends VirtiofsdArgsInput {
   daemonPath: string;
-  /** The directory the daemon exports (the sandbox's `shared`). */
-  sourceDir: string;
-  socketPath: string;
-  cache: CacheMode;
-  sandbox: SandboxMode;
-  threadPoolSize: number | undefined;
-  xattr: boolean;
-  announceSubmounts: boolean;
-  extraArgs: readonly string[];
   startTimeoutMs: number;
   stopGraceMs: number;
   restart: RestartPolicy;
