@@ -156,6 +156,19 @@ export function cli(args: readonly string[], opts: { env?: Record<string, string
   });
 }
 
+/** A CLI result spelled out for an assertion message. */
+export function explain(r: CliResult): string {
+  return `exit ${r.code}${r.signal ? ` (${r.signal})` : ''}\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr}`;
+}
+
+/** The fields of `sandbox status --json` that the failure tests read. */
+export interface StatusView {
+  state: string;
+  supervisor?: string;
+  pids: Record<string, number>;
+  error?: { code: string; message: string };
+}
+
 /** The CLI's stdout as one JSON value; throws with the whole result when it is not. */
 export function parseJson<T = Record<string, unknown>>(r: CliResult): T {
   try {

@@ -14,7 +14,7 @@
 import t from 'tap';
 import { existsSync } from 'node:fs';
 import { STEPS } from '../../../runtime-core/sandbox/sandbox.js';
-import { cli, parseJson, podNetwork, residue, tempRuntime, type CliResult, type PodNetwork, type Runtime } from '../../helpers/sandbox.js';
+import { cli, parseJson, podNetwork, residue, tempRuntime, type PodNetwork, type Runtime, explain } from '../../helpers/sandbox.js';
 import type { Test } from 'tap';
 
 interface Case {
@@ -46,10 +46,6 @@ const CASES: Case[] = [
   ...(all ? [{ fault: 'sandbox.routes', createdNetns: false, boot: true }, { fault: 'sandbox.neighbours', createdNetns: false, boot: true }] : []),
   { fault: 'sandbox.storages', createdNetns: false, boot: true },
 ];
-
-function explain(r: CliResult): string {
-  return `exit ${r.code}${r.signal ? ` (${r.signal})` : ''}\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr}`;
-}
 
 t.test('the cases name every step of up that has no full boot, and steps after it', async (t) => {
   const named = new Set(CASES.map((c) => c.fault.replace(/^sandbox\./, '')));

@@ -5,18 +5,7 @@
  * boot per case, through the real CLI.
  */
 import t, { type Test } from 'tap';
-import { cli, parseJson, podNetwork, residue, tempRuntime, viewPids, waitFor, type CliResult, type Runtime } from '../../helpers/sandbox.js';
-
-interface View {
-  state: string;
-  supervisor?: string;
-  pids: Record<string, number>;
-  error?: { code: string; message: string };
-}
-
-function explain(r: CliResult): string {
-  return `exit ${r.code}${r.signal ? ` (${r.signal})` : ''}\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr}`;
-}
+import { cli, parseJson, podNetwork, residue, tempRuntime, viewPids, waitFor, type Runtime, explain, type StatusView } from '../../helpers/sandbox.js';
 
 async function killDaemon(t: Test, rt: Runtime, role: 'qemu' | 'virtiofsd', n: number, expect: RegExp): Promise<void> {
   const net = await podNetwork(t, { mtu: 1400 });
@@ -27,7 +16,7 @@ async function killDaemon(t: Test, rt: Runtime, role: 'qemu' | 'virtiofsd', n: n
     t.fail(`up failed: ${explain(up)}`);
     return;
   }
-  const st0 = parseJson<View>(await cli(['sandbox', 'status', id, ...C, '--json']));
+  const st0 = parseJson<StatusView>(await cli(['sandbox', 'status', id, ...C, '--json']));
   t.equal(st0.state, 'running', 'running before the kill');
   const pid = st0.pids[role];
   t.ok(pid, `status gives the ${role} pid (${pid})`);
@@ -37,12 +26,12 @@ async function killDaemon(t: Test, rt: Runtime, role: 'qemu' | 'virtiofsd', n: n
   if (!pid) return;
 
   process.kill(pid, 'SIGKILL');
-  let last: View | undefined;
+  let last: StatusView | undefined;
   try {
     await waitFor(async () => {
       const r = await cli(['sandbox', 'status', id, ...C, '--json']);
       if (r.code !== 0) return false;
-      last = parseJson<View>(r);
+      last = parseJson<StatusView>(r);
       return last.state === 'failed';
     }, 90_000, 300);
   } catch {
@@ -55,7 +44,7 @@ async function killDaemon(t: Test, rt: Runtime, role: 'qemu' | 'virtiofsd', n: n
   // The supervisor cleans up before it marks the sandbox failed, then exits: allow it a bounded time to go.
   await waitFor(async () => (await residue(rt, { id, pids, pod, keepState: true })).length === 0, 30_000, 200).catch(() => {});
   t.same(await residue(rt, { id, pids, pod, keepState: true }), [], 'no process, mount, socket, shared dir, tap or qdisc left; only the failed record');
-  const st = parseJson<View>(await cli(['sandbox', 'status', id, ...C, '--json']));
+  const st = parseJson<StatusView>(await cli(['sandbox', 'status', id, ...C, '--json']));
   t.equal(st.supervisor, 'gone', 'the supervisor has exited');
   t.same(st.pids, {}, 'no process is recorded');
 

@@ -7,18 +7,7 @@
  */
 import t from 'tap';
 import { run } from '../../../host/exec.js';
-import { cli, parseJson, pidAlive, podNetwork, residue, tempRuntime, viewPids, waitFor, type CliResult } from '../../helpers/sandbox.js';
-
-interface View {
-  state: string;
-  supervisor?: string;
-  pids: Record<string, number>;
-  error?: { code: string; message: string };
-}
-
-function explain(r: CliResult): string {
-  return `exit ${r.code}${r.signal ? ` (${r.signal})` : ''}\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr}`;
-}
+import { cli, parseJson, pidAlive, podNetwork, residue, tempRuntime, viewPids, waitFor, explain, type StatusView } from '../../helpers/sandbox.js';
 
 t.test('supervisor SIGKILLed: daemons die with it, status says gone/failed, down cleans from state', async (t) => {
   const rt = tempRuntime(t);
@@ -31,7 +20,7 @@ t.test('supervisor SIGKILLed: daemons die with it, status says gone/failed, down
     t.fail(`up failed: ${explain(up)}`);
     return;
   }
-  const sb = parseJson<View>(up);
+  const sb = parseJson<StatusView>(up);
   const pids = viewPids(sb);
   const { supervisor, qemu, virtiofsd } = sb.pids;
   t.ok(supervisor && qemu && virtiofsd, `pids: ${JSON.stringify(sb.pids)}`);
@@ -52,12 +41,12 @@ t.test('supervisor SIGKILLed: daemons die with it, status says gone/failed, down
 
   const st = await cli(['sandbox', 'status', id, ...C, '--json']);
   t.equal(st.code, 0, `status exits 0 ${st.code === 0 ? '' : explain(st)}`);
-  const v = parseJson<View>(st);
+  const v = parseJson<StatusView>(st);
   t.equal(v.supervisor, 'gone', 'status: supervisor gone');
   t.equal(v.state, 'failed', 'status: failed');
   t.equal(v.error?.code, 'E_DAEMON_CRASHED', 'status: E_DAEMON_CRASHED');
   t.match(v.error?.message ?? '', /sandbox down/, 'and tells how to clean up');
-  const l = parseJson<(View & { id: string })[]>(await cli(['sandbox', 'list', ...C, '--json']));
+  const l = parseJson<(StatusView & { id: string })[]>(await cli(['sandbox', 'list', ...C, '--json']));
   t.equal(l.find((x) => x.id === id)?.supervisor, 'gone', 'list: supervisor gone');
   const ex = await cli(['exec', id, ...C, '--', 'true']);
   t.equal(ex.code, 1, 'exec into it fails');

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Interface, Route } from '../../../host/agent-types.js';
 import { run } from '../../../host/exec.js';
-import { cli, ourLinks, ourQdiscs, parseJson, podNetwork, processesMentioning, residue, tempRuntime, viewPids, type CliResult } from '../../helpers/sandbox.js';
+import { cli, ourLinks, ourQdiscs, parseJson, podNetwork, processesMentioning, residue, tempRuntime, viewPids, explain } from '../../helpers/sandbox.js';
 
 interface View {
   id: string;
@@ -24,10 +24,6 @@ interface View {
   accel?: string;
   supervisor?: string;
   guest?: { interfaces: Interface[]; routes: Route[]; mounts: { fstype: string; mount_point: string }[] };
-}
-
-function explain(r: CliResult): string {
-  return `exit ${r.code}${r.signal ? ` (${r.signal})` : ''}\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr}`;
 }
 
 t.test('sandbox up in a pod netns: guest network, ping, shares, exec, list; down leaves nothing', async (t) => {
