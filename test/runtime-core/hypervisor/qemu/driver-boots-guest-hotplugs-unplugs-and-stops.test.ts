@@ -13,23 +13,16 @@ import { silentLogger } from '../../../../host/log.js';
 import { isSameProcessAlive } from '../../../../host/proc.js';
 import { AgentClient } from '../../../../runtime-core/agent/client.js';
 import { defaultConfig } from '../../../../runtime-core/config/defaults.js';
-import { ensureGuestKit, type GuestKit } from '../../../../runtime-core/guest-kit/index.js';
 import { QemuHypervisor } from '../../../../runtime-core/hypervisor/qemu/driver.js';
 import type { VmExit } from '../../../../runtime-core/hypervisor/types.js';
 import { tempNetns } from '../../../helpers/netns.js';
-import { capturingLogger, tempDir } from '../../../helpers/runtime-core.js';
+import { capturingLogger, guestKitOrSkip, tempDir } from '../../../helpers/runtime-core.js';
 
 const MAC_TAP = '02:aa:00:00:00:01';
 const MAC_MACVTAP = '02:aa:00:00:00:02';
 const MAC_HOT = '02:aa:00:00:00:03';
 
-let kit: GuestKit | undefined;
-let kitError = '';
-try {
-  kit = await ensureGuestKit({ log: silentLogger() });
-} catch (e) {
-  kitError = `the guest kit is not available: ${(e as Error).message}`;
-}
+const { kit, skip } = await guestKitOrSkip();
 
 /** Run a shell snippet in the guest through the agent. */
 async function guestSh(agent: AgentClient, script: string): Promise<string> {
@@ -65,7 +58,7 @@ function pathMatches(sysfsDevice: string, pciPath: string): boolean {
   return bdfs.length === slots.length && bdfs.every((b, i) => b.slice(8, 10) === slots[i]);
 }
 
-t.test('a guest with a tap and a macvtap, hotplug and unplug of a NIC and a disk, rollback, stop', { skip: kit ? false : kitError }, async (t) => {
+t.test('a guest with a tap and a macvtap, hotplug and unplug of a NIC and a disk, rollback, stop', { skip }, async (t) => {
   const ns = await tempNetns(t, 'qemu');
   const dir = tempDir(t, 'drv');
   // A tap for cold plug and one for hotplug, opened by name by QEMU inside the netns.

@@ -11,20 +11,12 @@ import { silentLogger } from '../../../../host/log.js';
 import { isSameProcessAlive } from '../../../../host/proc.js';
 import { defaultConfig } from '../../../../runtime-core/config/defaults.js';
 import type { QemuConfig } from '../../../../runtime-core/config/types.js';
-import { ensureGuestKit, type GuestKit } from '../../../../runtime-core/guest-kit/index.js';
 import { QemuHypervisor } from '../../../../runtime-core/hypervisor/qemu/driver.js';
 import type { VmExit, VmSpec } from '../../../../runtime-core/hypervisor/types.js';
 import { tempNetns } from '../../../helpers/netns.js';
-import { capturingLogger, tempDir } from '../../../helpers/runtime-core.js';
+import { capturingLogger, guestKitOrSkip, tempDir } from '../../../helpers/runtime-core.js';
 
-let kit: GuestKit | undefined;
-let kitError = '';
-try {
-  kit = await ensureGuestKit({ log: silentLogger() });
-} catch (e) {
-  kitError = `the guest kit is not available: ${(e as Error).message}`;
-}
-const skip = kit ? false : kitError;
+const { kit, skip } = await guestKitOrSkip();
 
 interface Teardownable { teardown(fn: () => unknown): void }
 
