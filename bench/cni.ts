@@ -60,7 +60,9 @@ function timed(file: string, args: string[], env: Record<string, string>, stdin:
     const t0 = now();
     const c = spawn(file, args, { env, stdio: ['pipe', 'pipe', 'ignore'] });
     let stdout = '';
-    c.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+    c.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
     c.on('error', reject);
     c.stdin.on('error', () => {});
     c.stdin.end(stdin);
@@ -82,10 +84,15 @@ async function inner(o: Options): Promise<void> {
     samples.set(k, xs);
   };
   const ipam = join(work, 'ipam');
-  const ptp = { type: 'ptp', ipMasq: false, ipam: { type: 'host-local', dataDir: ipam, ranges: [[{ subnet: '10.95.0.0/16' }]], routes: [{ dst: '0.0.0.0/0' }] } };
+  const ptp = {
+    type: 'ptp',
+    ipMasq: false,
+    ipam: { type: 'host-local', dataDir: ipam, ranges: [[{ subnet: '10.95.0.0/16' }]], routes: [{ dst: '0.0.0.0/0' }] },
+  };
   const kata = { type: 'kata-cni', stateDir: join(work, 'state') };
   const tuning = { type: 'tuning', dataDir: join(work, 'tuning'), sysctl: {} };
-  const conf = (p: Record<string, unknown>, prev?: unknown): string => JSON.stringify({ ...p, cniVersion: '1.0.0', name: 'kr-bench-cni', ...(prev ? { prevResult: prev } : {}) });
+  const conf = (p: Record<string, unknown>, prev?: unknown): string =>
+    JSON.stringify({ ...p, cniVersion: '1.0.0', name: 'kr-bench-cni', ...(prev ? { prevResult: prev } : {}) });
   const base = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', CNI_PATH: `/usr/lib/cni:${bin}` };
   const failures: string[] = [];
   const must = (what: string, r: Outcome): Outcome => {
@@ -97,12 +104,21 @@ async function inner(o: Options): Promise<void> {
     for (const [label, extra] of envs) {
       const env = { ...base, ...extra };
       add(`node -e 0|${label}`, must('node -e 0', await timed(process.execPath, ['-e', '0'], env, '')).ms);
-      add(`kata-cni VERSION|${label}`, must('kata-cni VERSION', await timed(join(bin, 'kata-cni'), [], { ...env, CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}')).ms);
+      add(
+        `kata-cni VERSION|${label}`,
+        must('kata-cni VERSION', await timed(join(bin, 'kata-cni'), [], { ...env, CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}')).ms,
+      );
 
       const pod = `${PREFIX}p-${randomBytes(3).toString('hex')}`;
       await run('ip', ['netns', 'add', pod]);
       try {
-        const cni = (cmd: string): Record<string, string> => ({ ...env, CNI_COMMAND: cmd, CNI_CONTAINERID: `bench${i}`, CNI_NETNS: `/run/netns/${pod}`, CNI_IFNAME: 'eth0' });
+        const cni = (cmd: string): Record<string, string> => ({
+          ...env,
+          CNI_COMMAND: cmd,
+          CNI_CONTAINERID: `bench${i}`,
+          CNI_NETNS: `/run/netns/${pod}`,
+          CNI_IFNAME: 'eth0',
+        });
         const p = must('ptp ADD', await timed('/usr/lib/cni/ptp', [], cni('ADD'), conf(ptp)));
         const prev = JSON.parse(p.stdout) as Record<string, unknown>;
         const ka = must('kata-cni ADD', await timed(join(bin, 'kata-cni'), [], cni('ADD'), conf(kata, prev)));
@@ -121,7 +137,11 @@ async function inner(o: Options): Promise<void> {
 
   const med = (k: string): number => summarize(samples.get(k) ?? []).median;
   const lines: string[] = [];
-  lines.push(`kata-cni latency, ${o.runs} samples per figure, load average ${loadavg().map((x) => x.toFixed(2)).join(' ')} (${(await import('node:os')).cpus().length} CPUs), Node ${process.version}`);
+  lines.push(
+    `kata-cni latency, ${o.runs} samples per figure, load average ${loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ')} (${(await import('node:os')).cpus().length} CPUs), Node ${process.version}`,
+  );
   lines.push('');
   lines.push('| what | env | median ms | p95 ms | min ms |');
   lines.push('|---|---|---:|---:|---:|');
@@ -132,16 +152,18 @@ async function inner(o: Options): Promise<void> {
     }
   }
   lines.push('');
-  lines.push('| ratio (medians) | ' + envs.map(([l]) => l).join(' | ') + ' |');
-  lines.push('|---|' + envs.map(() => '---:').join('|') + '|');
+  lines.push(`| ratio (medians) | ${envs.map(([l]) => l).join(' | ')} |`);
+  lines.push(`|---|${envs.map(() => '---:').join('|')}|`);
   const ratio = (a: string, b: string): string => envs.map(([l]) => fmt(med(`${a}|${l}`) / med(`${b}|${l}`), 2)).join(' | ');
   lines.push(`| kata-cni ADD / node -e 0 (goal <= 1.5) | ${ratio('kata-cni ADD', 'node -e 0')} |`);
   lines.push(`| kata-cni DEL / node -e 0 | ${ratio('kata-cni DEL', 'node -e 0')} |`);
   lines.push(`| kata-cni VERSION / node -e 0 | ${ratio('kata-cni VERSION', 'node -e 0')} |`);
   lines.push(`| kata-cni ADD / tuning ADD | ${ratio('kata-cni ADD', 'tuning ADD')} |`);
   lines.push(`| kata-cni DEL / tuning DEL | ${ratio('kata-cni DEL', 'tuning DEL')} |`);
-  lines.push(`| kata-cni ADD - node -e 0 (ms of work beyond Node's start) | ${envs.map(([l]) => fmt(med(`kata-cni ADD|${l}`) - med(`node -e 0|${l}`))).join(' | ')} |`);
-  process.stdout.write(lines.join('\n') + '\n');
+  lines.push(
+    `| kata-cni ADD - node -e 0 (ms of work beyond Node's start) | ${envs.map(([l]) => fmt(med(`kata-cni ADD|${l}`) - med(`node -e 0|${l}`))).join(' | ')} |`,
+  );
+  process.stdout.write(`${lines.join('\n')}\n`);
   if (failures.length > 0) {
     process.stdout.write(`\nerrors (${failures.length}):\n${[...new Set(failures)].slice(0, 10).join('\n')}\n`);
     process.exitCode = 1;
@@ -163,13 +185,29 @@ async function outer(o: Options): Promise<void> {
     for (const ns of list.filter((n) => n.startsWith(PREFIX))) await run('ip', ['netns', 'del', ns], { reject: false });
     rmSync(work, { recursive: true, force: true });
   };
-  process.once('SIGINT', () => { void cleanup().then(() => process.exit(130)); });
+  process.once('SIGINT', () => {
+    void cleanup().then(() => process.exit(130));
+  });
   try {
     await run(process.execPath, [join(REPO, 'cni/build/install.mjs'), '--bin-dir', bin]);
     await run('ip', ['netns', 'add', host]);
     await run('ip', ['-n', host, 'link', 'set', 'lo', 'up']);
     const code = await new Promise<number | null>((resolvePromise, reject) => {
-      const c = spawn('nsenter', [`--net=/run/netns/${host}`, process.execPath, fileURLToPath(import.meta.url), '--runs', String(o.runs), '--inner', host, bin, work], { stdio: 'inherit' });
+      const c = spawn(
+        'nsenter',
+        [
+          `--net=/run/netns/${host}`,
+          process.execPath,
+          fileURLToPath(import.meta.url),
+          '--runs',
+          String(o.runs),
+          '--inner',
+          host,
+          bin,
+          work,
+        ],
+        { stdio: 'inherit' },
+      );
       c.on('error', reject);
       c.on('close', resolvePromise);
     });

@@ -54,23 +54,32 @@ function parseArgs(argv: readonly string[]): Options {
   const o: Options = { counts: [1, 10, 50], conc: [1, 4], modes: [...ALL_MODES], samples: 20, cleanupOnly: false };
   const ints = (v: string | undefined, flag: string): number[] => {
     const xs = (v ?? '').split(',').map(Number);
-    if (xs.length === 0 || xs.some((x) => !Number.isInteger(x) || x < 1)) throw new Error(`${flag} wants positive integers separated by commas, got ${v}`);
+    if (xs.length === 0 || xs.some((x) => !Number.isInteger(x) || x < 1))
+      throw new Error(`${flag} wants positive integers separated by commas, got ${v}`);
     return xs;
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = argv[i + 1];
-    if (a === '--counts') { o.counts = ints(v, a); i++; }
-    else if (a === '--conc') { o.conc = ints(v, a); i++; }
-    else if (a === '--samples') { o.samples = ints(v, a)[0]!; i++; }
-    else if (a === '--modes') {
+    if (a === '--counts') {
+      o.counts = ints(v, a);
+      i++;
+    } else if (a === '--conc') {
+      o.conc = ints(v, a);
+      i++;
+    } else if (a === '--samples') {
+      o.samples = ints(v, a)[0]!;
+      i++;
+    } else if (a === '--modes') {
       const ms = (v ?? '').split(',') as Mode[];
       for (const m of ms) if (!ALL_MODES.includes(m)) throw new Error(`--modes: unknown mode ${m} (${ALL_MODES.join(', ')})`);
       o.modes = ms;
       i++;
     } else if (a === '--cleanup') o.cleanupOnly = true;
     else if (a === '--help' || a === '-h') {
-      process.stdout.write('usage: network-attach [--counts 1,10,50] [--conc 1,4] [--samples 20] [--modes split,spawn,coprocess-cold,coprocess-warm] [--cleanup]\n');
+      process.stdout.write(
+        'usage: network-attach [--counts 1,10,50] [--conc 1,4] [--samples 20] [--modes split,spawn,coprocess-cold,coprocess-warm] [--cleanup]\n',
+      );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -138,7 +147,7 @@ async function prepRound(n: number, conc: number): Promise<Round> {
     `link add hv${i} group ${HOST_GROUP} type veth peer name eth0 netns ${p.ns.name}`,
     `link set hv${i} up`,
   ]);
-  await run('ip', ['-n', host.name!, '-batch', '-'], { input: lines.join('\n') + '\n' });
+  await run('ip', ['-n', host.name!, '-batch', '-'], { input: `${lines.join('\n')}\n` });
   const ready = await pool(pods, Math.max(4, conc), async (p) => {
     await run('ip', ['-n', p.ns.name!, '-batch', '-'], { input: 'link set lo up\nlink set eth0 up\naddr add 10.77.0.2/24 dev eth0\n' });
     p.link = await readLink({ netlink: prepNetlink, netns: p.ns }, 'eth0');
@@ -163,9 +172,51 @@ const SPLIT_ATTACH: readonly (readonly string[])[] = [
   ['ip', 'link', 'set', 'dev', 'tap0_kata', 'mtu', '1500', 'up'],
   ['ip', 'addr', 'flush', 'dev', 'eth0'],
   ['tc', 'qdisc', 'add', 'dev', 'eth0', 'ingress'],
-  ['tc', 'filter', 'add', 'dev', 'eth0', 'parent', 'ffff:', 'protocol', 'all', 'u32', 'match', 'u8', '0', '0', 'action', 'mirred', 'egress', 'redirect', 'dev', 'tap0_kata'],
+  [
+    'tc',
+    'filter',
+    'add',
+    'dev',
+    'eth0',
+    'parent',
+    'ffff:',
+    'protocol',
+    'all',
+    'u32',
+    'match',
+    'u8',
+    '0',
+    '0',
+    'action',
+    'mirred',
+    'egress',
+    'redirect',
+    'dev',
+    'tap0_kata',
+  ],
   ['tc', 'qdisc', 'add', 'dev', 'tap0_kata', 'ingress'],
-  ['tc', 'filter', 'add', 'dev', 'tap0_kata', 'parent', 'ffff:', 'protocol', 'all', 'u32', 'match', 'u8', '0', '0', 'action', 'mirred', 'egress', 'redirect', 'dev', 'eth0'],
+  [
+    'tc',
+    'filter',
+    'add',
+    'dev',
+    'tap0_kata',
+    'parent',
+    'ffff:',
+    'protocol',
+    'all',
+    'u32',
+    'match',
+    'u8',
+    '0',
+    '0',
+    'action',
+    'mirred',
+    'egress',
+    'redirect',
+    'dev',
+    'eth0',
+  ],
 ];
 const SPLIT_DETACH: readonly (readonly string[])[] = [
   ['tc', 'qdisc', 'del', 'dev', 'eth0', 'ingress'],
@@ -179,7 +230,10 @@ async function splitRun(ns: NetnsRef, cmds: readonly (readonly string[])[]): Pro
 class Harness {
   private nl: Netlink | undefined;
   private readonly runDir: string;
-  constructor(readonly mode: Mode, runDir: string) {
+  constructor(
+    readonly mode: Mode,
+    runDir: string,
+  ) {
     this.runDir = runDir;
     if (mode === 'spawn') this.nl = new SpawnNetlink();
     // Long idle time: the helpers must not stop between attach and detach by themselves; the
@@ -224,7 +278,9 @@ class Harness {
 // ---------------------------------------------------------------------------------------------
 // Checks (untimed): the attach really built the redirect, the detach really removed it.
 
-interface FilterJson { options?: { actions?: { kind?: string; to_dev?: string }[] } }
+interface FilterJson {
+  options?: { actions?: { kind?: string; to_dev?: string }[] };
+}
 
 async function redirects(ns: NetnsRef, dev: string, to: string): Promise<boolean> {
   const r = await run('tc', ['-n', ns.name!, '-json', 'filter', 'show', 'dev', dev, 'parent', 'ffff:'], { reject: false });
@@ -233,7 +289,11 @@ async function redirects(ns: NetnsRef, dev: string, to: string): Promise<boolean
 }
 
 async function checkAttached(mode: Mode, p: Pod): Promise<string[]> {
-  if (mode !== 'split') return checkEndpoint({ sandboxId: 'check', netns: p.ns, log, netlink: prepNetlink, sysfs: new Sysfs(), runDir: '/nonexistent' }, p.attached!);
+  if (mode !== 'split')
+    return checkEndpoint(
+      { sandboxId: 'check', netns: p.ns, log, netlink: prepNetlink, sysfs: new Sysfs(), runDir: '/nonexistent' },
+      p.attached!,
+    );
   const problems: string[] = [];
   if (!(await redirects(p.ns, 'eth0', 'tap0_kata'))) problems.push('no redirect eth0 -> tap0_kata');
   if (!(await redirects(p.ns, 'tap0_kata', 'eth0'))) problems.push('no redirect tap0_kata -> eth0');
@@ -242,7 +302,9 @@ async function checkAttached(mode: Mode, p: Pod): Promise<string[]> {
 
 async function checkDetached(p: Pod): Promise<string[]> {
   const links = JSON.parse((await run('ip', ['-n', p.ns.name!, '-json', 'link', 'show'])).stdout) as { ifname: string }[];
-  const qdiscs = JSON.parse((await run('tc', ['-n', p.ns.name!, '-json', 'qdisc', 'show', 'dev', 'eth0'])).stdout || '[]') as { kind: string }[];
+  const qdiscs = JSON.parse((await run('tc', ['-n', p.ns.name!, '-json', 'qdisc', 'show', 'dev', 'eth0'])).stdout || '[]') as {
+    kind: string;
+  }[];
   const problems: string[] = [];
   const left = links.filter((l) => l.ifname.endsWith('_kata')).map((l) => l.ifname);
   if (left.length > 0) problems.push(`left after detach: ${left.join(',')}`);
@@ -329,9 +391,19 @@ function pad(s: string, w: number, left = false): string {
 }
 
 const COLS: [string, number][] = [
-  ['mode', 15], ['N', 3], ['fly', 4], ['n', 4],
-  ['att med', 8], ['att p95', 8], ['spawn/ep', 9], ['ep/s', 7],
-  ['det med', 8], ['det p95', 8], ['spawn/ep', 9], ['ep/s', 7], ['errors', 7],
+  ['mode', 15],
+  ['N', 3],
+  ['fly', 4],
+  ['n', 4],
+  ['att med', 8],
+  ['att p95', 8],
+  ['spawn/ep', 9],
+  ['ep/s', 7],
+  ['det med', 8],
+  ['det p95', 8],
+  ['spawn/ep', 9],
+  ['ep/s', 7],
+  ['errors', 7],
 ];
 
 function row(cells: string[]): string {
@@ -344,15 +416,24 @@ function line(r: ConfigResult): string {
   const eps = (f: PhaseFigures) => fmt(f.endpoints / (f.wallMs / 1000), 0);
   const per = (f: PhaseFigures) => fmt(f.spawns / Math.max(1, f.endpoints), 2);
   return row([
-    r.mode, String(r.n), String(r.conc), String(r.attach.endpoints),
-    fmt(a.median, 2), fmt(a.p95, 2), per(r.attach), eps(r.attach),
-    fmt(d.median, 2), fmt(d.p95, 2), per(r.detach), eps(r.detach),
+    r.mode,
+    String(r.n),
+    String(r.conc),
+    String(r.attach.endpoints),
+    fmt(a.median, 2),
+    fmt(a.p95, 2),
+    per(r.attach),
+    eps(r.attach),
+    fmt(d.median, 2),
+    fmt(d.p95, 2),
+    per(r.detach),
+    eps(r.detach),
     String(r.attach.errors.length + r.detach.errors.length + r.problems.length),
   ]);
 }
 
 function out(s = ''): void {
-  process.stdout.write(s + '\n');
+  process.stdout.write(`${s}\n`);
 }
 
 function report(results: ConfigResult[], opts: Options): void {
@@ -378,7 +459,17 @@ function report(results: ConfigResult[], opts: Options): void {
       if (r.mode === 'split') continue;
       const b = find('split', r.n, r.conc);
       if (!b) continue;
-      out(r2([r.mode, String(r.n), String(r.conc), ratio(med(b.attach), med(r.attach)), ratio(eps(r.attach), eps(b.attach)), ratio(med(b.detach), med(r.detach)), ratio(eps(r.detach), eps(b.detach))]));
+      out(
+        r2([
+          r.mode,
+          String(r.n),
+          String(r.conc),
+          ratio(med(b.attach), med(r.attach)),
+          ratio(eps(r.attach), eps(b.attach)),
+          ratio(med(b.detach), med(r.detach)),
+          ratio(eps(r.detach), eps(b.detach)),
+        ]),
+      );
     }
   }
 
@@ -404,7 +495,9 @@ function report(results: ConfigResult[], opts: Options): void {
     const errs = fifty.reduce((s, r) => s + r.attach.errors.length + r.detach.errors.length + r.problems.length, 0);
     out(`  50 endpoints at 4 in flight without error                  -> ${errs} errors ${errs === 0 ? 'MET' : 'NOT MET'}`);
   }
-  const all = results.flatMap((r) => [...r.attach.errors, ...r.detach.errors, ...r.problems].map((e) => `${r.mode} N=${r.n} fly=${r.conc}: ${e}`));
+  const all = results.flatMap((r) =>
+    [...r.attach.errors, ...r.detach.errors, ...r.problems].map((e) => `${r.mode} N=${r.n} fly=${r.conc}: ${e}`),
+  );
   if (all.length > 0) {
     out();
     out(`Errors (${all.length}, first 10):`);
@@ -438,8 +531,12 @@ async function main(): Promise<number> {
     return 0;
   }
   runDir = mkdtempSync(join(tmpdir(), PREFIX));
-  const load = loadavg().map((x) => x.toFixed(2)).join(' ');
-  out(`network-attach: veth endpoints, tcfilter model; counts ${opts.counts.join(',')}, in flight ${opts.conc.join(',')}, modes ${opts.modes.join(',')}; load average ${load}`);
+  const load = loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ');
+  out(
+    `network-attach: veth endpoints, tcfilter model; counts ${opts.counts.join(',')}, in flight ${opts.conc.join(',')}, modes ${opts.modes.join(',')}; load average ${load}`,
+  );
   const results: ConfigResult[] = [];
   // Warm-up (not recorded): loads the code paths and the kernel modules once per mode.
   for (const mode of opts.modes) await measure(mode, 1, 1, 1, runDir);

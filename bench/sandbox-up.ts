@@ -46,23 +46,36 @@ import { fmt, msSince, now, summarize } from './lib/stats.js';
 const log = rootLogger().child({ bench: 'sandbox-up' });
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'runtime-core', 'cli', 'main.js');
 
-interface Opts { runs: number; nodeRuns: number; cli: boolean; node: boolean }
+interface Opts {
+  runs: number;
+  nodeRuns: number;
+  cli: boolean;
+  node: boolean;
+}
 
 function parseArgs(argv: readonly string[]): Opts {
   const o: Opts = { runs: 5, nodeRuns: 10, cli: true, node: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = argv[i + 1];
-    if (a === '--runs') { o.runs = Number(v); i++; if (!Number.isInteger(o.runs) || o.runs < 1) throw new Error('--runs wants a positive integer'); }
-    else if (a === '--node-runs') { o.nodeRuns = Number(v); i++; if (!Number.isInteger(o.nodeRuns) || o.nodeRuns < 1) throw new Error('--node-runs wants a positive integer'); }
-    else if (a === '--skip-cli') o.cli = false;
+    if (a === '--runs') {
+      o.runs = Number(v);
+      i++;
+      if (!Number.isInteger(o.runs) || o.runs < 1) throw new Error('--runs wants a positive integer');
+    } else if (a === '--node-runs') {
+      o.nodeRuns = Number(v);
+      i++;
+      if (!Number.isInteger(o.nodeRuns) || o.nodeRuns < 1) throw new Error('--node-runs wants a positive integer');
+    } else if (a === '--skip-cli') o.cli = false;
     else if (a === '--skip-node') o.node = false;
     else throw new Error(`unknown argument ${a} (use --runs N, --node-runs N, --skip-cli, --skip-node)`);
   }
   return o;
 }
 
-const out = (s = ''): void => { process.stdout.write(`${s}\n`); };
+const out = (s = ''): void => {
+  process.stdout.write(`${s}\n`);
+};
 const sum = (t: Record<string, number>, keys: readonly string[]): number => keys.reduce((a, k) => a + (t[k] ?? 0), 0);
 
 /** Phases (name, timing keys) as printed. */
@@ -83,7 +96,12 @@ const PHASES: [string, string[]][] = [
 const HOST_SIDE = ['netns', 'scan', 'endpoint', 'virtiofs', 'guest-kit', 'vm'];
 const AGENT_SETUP = ['interfaces', 'routes', 'neighbours', 'storages'];
 
-interface Run { t: Record<string, number>; upWall: number; downWall: number; clean: boolean }
+interface Run {
+  t: Record<string, number>;
+  upWall: number;
+  downWall: number;
+  clean: boolean;
+}
 
 function line(label: string, xs: number[], unit = 'ms', d = 1): string {
   const s = summarize(xs);
@@ -95,17 +113,27 @@ async function podNetwork(tag: string): Promise<{ pod: NetnsRef; host: NetnsRef 
   const pod = await createNetns(`kr-bench-sb-${tag}-p`);
   await run('ip', ['-n', host.name!, 'link', 'add', 'veth0', 'mtu', '1400', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pod.name!]);
   await run('ip', ['-n', host.name!, '-batch', '-'], { input: 'link set lo up\nlink set veth0 up\naddr add 10.99.0.1/24 dev veth0\n' });
-  await run('ip', ['-n', pod.name!, '-batch', '-'], { input: 'link set lo up\naddr add 10.99.0.2/24 dev eth0\nlink set eth0 up\nroute add default via 10.99.0.1 dev eth0\n' });
+  await run('ip', ['-n', pod.name!, '-batch', '-'], {
+    input: 'link set lo up\naddr add 10.99.0.2/24 dev eth0\nlink set eth0 up\nroute add default via 10.99.0.1 dev eth0\n',
+  });
   return { pod, host };
 }
 
 async function clean(pod: NetnsRef): Promise<boolean> {
   const links = JSON.parse((await run('ip', ['-n', pod.name!, '-j', 'link', 'show'])).stdout) as { ifname: string }[];
   const q = (await run('tc', ['-n', pod.name!, '-j', 'qdisc', 'show', 'dev', 'eth0'])).stdout.trim();
-  return !links.some((l) => l.ifname.endsWith('_kata')) && !(q ? (JSON.parse(q) as { kind: string }[]) : []).some((x) => x.kind === 'ingress');
+  return (
+    !links.some((l) => l.ifname.endsWith('_kata')) && !(q ? (JSON.parse(q) as { kind: string }[]) : []).some((x) => x.kind === 'ingress')
+  );
 }
 
-async function oneRun(id: string, pod: NetnsRef, store: StateStore, config: ReturnType<typeof loadConfig>, live: { sb?: Sandbox }): Promise<Run> {
+async function oneRun(
+  id: string,
+  pod: NetnsRef,
+  store: StateStore,
+  config: ReturnType<typeof loadConfig>,
+  live: { sb?: Sandbox },
+): Promise<Run> {
   const t0 = now();
   const sb = await Sandbox.up({ id, netns: pod.name!, config, store, log, vm: qemuVmDriver(), guest: () => resolveGuestImage(config) });
   live.sb = sb;
@@ -122,14 +150,21 @@ function kib(pid: number, key: string): number | undefined {
   return v === undefined ? undefined : Number.parseInt(v, 10);
 }
 
-function cliRun(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
+function cliRun(
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
   return new Promise((resolve, reject) => {
     const t0 = now();
     const c = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
     let stdout = '';
     let stderr = '';
-    c.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-    c.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    c.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+    });
+    c.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
     c.on('error', reject);
     c.on('close', (code) => resolve({ code, stdout, stderr, ms: msSince(t0) }));
   });
@@ -167,12 +202,18 @@ async function main(): Promise<void> {
     if (mountsUnder(dir).length === 0) rmSync(dir, { recursive: true, force: true });
   };
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.once(sig, () => { void cleanup().finally(() => process.exit(130)); });
+    process.once(sig, () => {
+      void cleanup().finally(() => process.exit(130));
+    });
   }
 
   try {
     net = await podNetwork(tag);
-    out(`sandbox up/down bench: ${o.runs} runs after 1 cold run; load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}; node ${process.version}`);
+    out(
+      `sandbox up/down bench: ${o.runs} runs after 1 cold run; load average ${loadavg()
+        .map((x) => x.toFixed(2))
+        .join(' ')}; node ${process.version}`,
+    );
     out(`pod namespace ${net.pod.name} (eth0 10.99.0.2/24, mtu 1400, default route), guest kit + QEMU TCG + virtiofsd, state under ${dir}`);
     out();
 
@@ -186,16 +227,36 @@ async function main(): Promise<void> {
 
     out(`== in-process Sandbox.up / down, median (min-max) of ${runs.length} runs; cold run in brackets`);
     for (const [label, keys] of PHASES) {
-      out(`${line(label, runs.map((r) => sum(r.t, keys)))}   [cold ${fmt(sum(cold.t, keys))}]`);
+      out(
+        `${line(
+          label,
+          runs.map((r) => sum(r.t, keys)),
+        )}   [cold ${fmt(sum(cold.t, keys))}]`,
+      );
     }
     // Network, virtiofsd and the guest-kit check run side by side, so the host side is measured as
     // wall time: up, less the guest's boot and the setup the guest does under TCG.
     const hostSide = runs.map((r) => r.upWall - (r.t.agent ?? 0) - sum(r.t, AGENT_SETUP));
     const stepSum = runs.map((r) => sum(r.t, HOST_SIDE));
     const butBoot = runs.map((r) => r.upWall - (r.t.agent ?? 0));
-    out(line('up total (wall)', runs.map((r) => r.upWall)) + `   [cold ${fmt(cold.upWall)}]`);
-    out(line('down: teardown (sandbox.timings.down)', runs.map((r) => r.t.down ?? NaN)) + `   [cold ${fmt(cold.t.down ?? NaN)}]`);
-    out(line('down: wall incl. state removal', runs.map((r) => r.downWall)) + `   [cold ${fmt(cold.downWall)}]`);
+    out(
+      `${line(
+        'up total (wall)',
+        runs.map((r) => r.upWall),
+      )}   [cold ${fmt(cold.upWall)}]`,
+    );
+    out(
+      `${line(
+        'down: teardown (sandbox.timings.down)',
+        runs.map((r) => r.t.down ?? NaN),
+      )}   [cold ${fmt(cold.t.down ?? NaN)}]`,
+    );
+    out(
+      `${line(
+        'down: wall incl. state removal',
+        runs.map((r) => r.downWall),
+      )}   [cold ${fmt(cold.downWall)}]`,
+    );
     out(`residue after down: ${dirty === 0 ? 'none (no tap, no ingress qdisc)' : `${dirty} run(s) left a tap or qdisc`}`);
     out();
     const g = (x: number, goal: number): string => `${fmt(x)} ms, goal < ${goal} ms: ${x < goal ? 'met' : 'NOT met'}`;
@@ -225,13 +286,20 @@ async function main(): Promise<void> {
       for (const role of ['supervisor', 'qemu', 'virtiofsd']) {
         const pid = v.pids[role];
         if (!pid) continue;
-        const mib = (k: string): string => { const x = kib(pid, k); return x === undefined ? '-' : `${(x / 1024).toFixed(1)} MiB`; };
-        out(`RSS ${role.padEnd(10)} pid ${String(pid).padEnd(7)} VmRSS ${mib('VmRSS').padStart(10)}  RssAnon ${mib('RssAnon').padStart(10)}  RssFile ${mib('RssFile').padStart(10)}  RssShmem ${mib('RssShmem').padStart(10)}`);
+        const mib = (k: string): string => {
+          const x = kib(pid, k);
+          return x === undefined ? '-' : `${(x / 1024).toFixed(1)} MiB`;
+        };
+        out(
+          `RSS ${role.padEnd(10)} pid ${String(pid).padEnd(7)} VmRSS ${mib('VmRSS').padStart(10)}  RssAnon ${mib('RssAnon').padStart(10)}  RssFile ${mib('RssFile').padStart(10)}  RssShmem ${mib('RssShmem').padStart(10)}`,
+        );
       }
       const down = await cliRun(['sandbox', 'down', id, '--config', cfgFile, '--json']);
       const dj = JSON.parse(down.stdout) as { via?: string; timings?: { down?: number } };
       live.cliId = undefined;
-      out(`sandbox down (wall, CLI start to exit): ${fmt(down.ms)} ms via ${dj.via}; the supervisor's teardown ${fmt(dj.timings?.down ?? NaN)} ms`);
+      out(
+        `sandbox down (wall, CLI start to exit): ${fmt(down.ms)} ms via ${dj.via}; the supervisor's teardown ${fmt(dj.timings?.down ?? NaN)} ms`,
+      );
       out();
     }
 
@@ -240,8 +308,13 @@ async function main(): Promise<void> {
       const without = { ...process.env };
       delete without.NODE_EXTRA_CA_CERTS;
       const ca = process.env.NODE_EXTRA_CA_CERTS;
-      out(`== node start, ${o.nodeRuns} runs each, interleaved (NODE_EXTRA_CA_CERTS ${ca ? `= ${ca}` : 'is not set here: both columns are the same'})`);
-      const cases: [string, string[]][] = [['node <cli> --version', [CLI, '--version']], ['node -e 0', ['-e', '0']]];
+      out(
+        `== node start, ${o.nodeRuns} runs each, interleaved (NODE_EXTRA_CA_CERTS ${ca ? `= ${ca}` : 'is not set here: both columns are the same'})`,
+      );
+      const cases: [string, string[]][] = [
+        ['node <cli> --version', [CLI, '--version']],
+        ['node -e 0', ['-e', '0']],
+      ];
       for (const [label, args] of cases) {
         nodeStart(args, withEnv);
         nodeStart(args, without);
@@ -253,11 +326,17 @@ async function main(): Promise<void> {
         }
         const sa = summarize(a);
         const sb = summarize(b);
-        out(`${label.padEnd(24)} with ${fmt(sa.median)} ms (${fmt(sa.min)}-${fmt(sa.max)})   without ${fmt(sb.median)} ms (${fmt(sb.min)}-${fmt(sb.max)})   difference ${fmt(sa.median - sb.median)} ms`);
+        out(
+          `${label.padEnd(24)} with ${fmt(sa.median)} ms (${fmt(sa.min)}-${fmt(sa.max)})   without ${fmt(sb.median)} ms (${fmt(sb.min)}-${fmt(sb.max)})   difference ${fmt(sa.median - sb.median)} ms`,
+        );
       }
       out();
     }
-    out(`load average at the end ${loadavg().map((x) => x.toFixed(2)).join(' ')} (2 shared cores: other work on the machine moves these figures by 10-30 %)`);
+    out(
+      `load average at the end ${loadavg()
+        .map((x) => x.toFixed(2))
+        .join(' ')} (2 shared cores: other work on the machine moves these figures by 10-30 %)`,
+    );
     if (dirty > 0) process.exitCode = 1;
   } finally {
     await cleanup();

@@ -36,10 +36,17 @@ function parseArgs(argv: readonly string[]): { runs: number; modes: SandboxMode[
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = argv[i + 1];
-    if (a === '--runs') { o.runs = Number(v); i++; if (!Number.isInteger(o.runs) || o.runs < 1) throw new Error('--runs wants a positive integer'); }
-    else if (a === '--modes') { o.modes = (v ?? '').split(',') as SandboxMode[]; i++; }
-    else if (a === '--daemon') { o.daemon = v; i++; }
-    else throw new Error(`unknown argument ${a} (use --runs N, --modes chroot,namespace, --daemon PATH)`);
+    if (a === '--runs') {
+      o.runs = Number(v);
+      i++;
+      if (!Number.isInteger(o.runs) || o.runs < 1) throw new Error('--runs wants a positive integer');
+    } else if (a === '--modes') {
+      o.modes = (v ?? '').split(',') as SandboxMode[];
+      i++;
+    } else if (a === '--daemon') {
+      o.daemon = v;
+      i++;
+    } else throw new Error(`unknown argument ${a} (use --runs N, --modes chroot,namespace, --daemon PATH)`);
   }
   return o;
 }
@@ -63,7 +70,10 @@ function treeRss(pid: number): { kib: number; procs: number } {
 function getFeatures(path: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const s = connect(path);
-    const timer = setTimeout(() => { s.destroy(); reject(new Error('no vhost-user reply within 5 s')); }, 5000);
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error('no vhost-user reply within 5 s'));
+    }, 5000);
     s.on('connect', () => {
       const h = Buffer.alloc(12);
       h.writeUInt32LE(1, 0);
@@ -73,9 +83,16 @@ function getFeatures(path: string): Promise<void> {
     let got = 0;
     s.on('data', (d: Buffer) => {
       got += d.length;
-      if (got >= 20) { clearTimeout(timer); s.end(); resolve(); }
+      if (got >= 20) {
+        clearTimeout(timer);
+        s.end();
+        resolve();
+      }
     });
-    s.on('error', (e) => { clearTimeout(timer); reject(e); });
+    s.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
   });
 }
 
@@ -92,13 +109,19 @@ async function main(): Promise<void> {
     if (mountsUnder(root).length === 0) rmSync(root, { recursive: true, force: true });
   };
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.once(sig, () => { void cleanup().finally(() => process.exit(130)); });
+    process.once(sig, () => {
+      void cleanup().finally(() => process.exit(130));
+    });
   }
   let errors = 0;
   try {
     const cfgBase = resolveVirtiofsConfig(opts.daemon ? { daemonPath: opts.daemon } : {});
     const flavor = await detectFlavor(cfgBase.daemonPath);
-    console.log(`virtiofsd ${cfgBase.daemonPath}: ${flavor.kind} ${flavor.version}; ${opts.runs} runs per mode; load ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+    console.log(
+      `virtiofsd ${cfgBase.daemonPath}: ${flavor.kind} ${flavor.version}; ${opts.runs} runs per mode; load ${loadavg()
+        .map((x) => x.toFixed(2))
+        .join(' ')}`,
+    );
     mkdirSync(`${root}/src`);
     for (const mode of opts.modes) {
       const ready: number[] = [];
@@ -138,7 +161,14 @@ async function main(): Promise<void> {
           await v3.stop();
           // The whole plugin.
           const p = new VirtiofsPlugin();
-          const ctx = { sandboxId: `b${i + 1}`, netns: undefined, log, netlink: undefined as never, sysfs: undefined as never, runDir: `${root}/run${i + 1}` };
+          const ctx = {
+            sandboxId: `b${i + 1}`,
+            netns: undefined,
+            log,
+            netlink: undefined as never,
+            sysfs: undefined as never,
+            runDir: `${root}/run${i + 1}`,
+          };
           const s0 = spawnCount();
           t0 = now();
           const a = await p.attach(ctx, { root: `${root}/kr`, sandbox: mode });

@@ -26,7 +26,7 @@ const KEYS: Readonly<Record<string, keyof ArgOverrides>> = {
 
 const ALWAYS_ACCEPTED = new Set(['IgnoreUnknown', 'K8S_POD_NAMESPACE', 'K8S_POD_NAME', 'K8S_POD_INFRA_CONTAINER_ID', 'K8S_POD_UID']);
 
-export const CNI_ARGS_KEYS = Object.keys(KEYS);
+const CNI_ARGS_KEYS = Object.keys(KEYS);
 
 const UINT32_MAX_ID = 4294967294;
 
@@ -35,7 +35,8 @@ function bad(msg: string): CniError {
 }
 
 function parseId(key: string, v: string, max: number): number {
-  if (!/^[0-9]{1,10}$/.test(v) || Number(v) > max) throw bad(`${key}=${v} must be an integer from ${key.endsWith('QUEUES') ? 1 : 0} to ${max}`);
+  if (!/^[0-9]{1,10}$/.test(v) || Number(v) > max)
+    throw bad(`${key}=${v} must be an integer from ${key.endsWith('QUEUES') ? 1 : 0} to ${max}`);
   return Number(v);
 }
 
@@ -58,7 +59,8 @@ export function parseCniArgs(raw: string, tapNamePattern: RegExp): ArgOverrides 
       throw bad(`unknown key "${k}" (kata-cni knows ${CNI_ARGS_KEYS.join(', ')}; add IgnoreUnknown=1 to pass others through)`);
     }
     if (field === 'tapName') {
-      if (!tapNamePattern.test(v) || v.length > 64) throw bad(`${k}=${v} is not a valid tap name template (letters, digits, _ . + -, {index}, {ifname})`);
+      if (!tapNamePattern.test(v) || v.length > 64)
+        throw bad(`${k}=${v} is not a valid tap name template (letters, digits, _ . + -, {index}, {ifname})`);
       out.tapName = v;
     } else if (field === 'queues') {
       out.queues = parseId(k, v, 256);

@@ -7,7 +7,7 @@ import schema from './config-schema.json' with { type: 'json' };
  * standalone code generator (cni/build/bundle.mjs), so a CNI call neither loads ajv nor compiles.
  * Both must be built with the options below.
  */
-export const AJV_OPTIONS = { allErrors: true, strict: true } as const;
+const AJV_OPTIONS = { allErrors: true, strict: true } as const;
 
 export type ValidateFn = ((data: unknown) => boolean) & { errors?: ErrorObject[] | null };
 

@@ -40,8 +40,11 @@ export const DEFAULTS = {
 export const TAP_NAME_PATTERN = new RegExp(schema.definitions.tapName.pattern);
 
 /** "/a/b/0/c" -> "a.b[0].c" */
-export function fieldName(instancePath: string, extra?: string): string {
-  const parts = instancePath.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
+function fieldName(instancePath: string, extra?: string): string {
+  const parts = instancePath
+    .split('/')
+    .slice(1)
+    .map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
   if (extra !== undefined) parts.push(extra);
   let out = '';
   for (const p of parts) out += /^[0-9]+$/.test(p) ? `[${p}]` : out === '' ? p : `.${p}`;
@@ -49,7 +52,7 @@ export function fieldName(instancePath: string, extra?: string): string {
 }
 
 /** One ajv error as a sentence naming the field and what was wrong, and the CNI code it deserves. */
-export function describeSchemaError(e: ErrorObject, data: unknown): { code: number; msg: string } {
+function describeSchemaError(e: ErrorObject, data: unknown): { code: number; msg: string } {
   const value = valueAt(data, e.instancePath);
   if (e.keyword === 'required') {
     const missing = String((e.params as { missingProperty?: string }).missingProperty);
@@ -58,7 +61,10 @@ export function describeSchemaError(e: ErrorObject, data: unknown): { code: numb
   const field = fieldName(e.instancePath);
   if (e.keyword === 'enum') {
     const allowed = (e.params as { allowedValues?: unknown[] }).allowedValues ?? [];
-    return { code: CNI_CODES.UNSUPPORTED_FIELD, msg: `unsupported value ${JSON.stringify(value)} for field "${field}" (supported: ${allowed.join(', ')})` };
+    return {
+      code: CNI_CODES.UNSUPPORTED_FIELD,
+      msg: `unsupported value ${JSON.stringify(value)} for field "${field}" (supported: ${allowed.join(', ')})`,
+    };
   }
   return { code: CNI_CODES.INVALID_CONFIG, msg: `field "${field}" ${e.message ?? 'is invalid'} (got ${JSON.stringify(value)})` };
 }
@@ -81,7 +87,10 @@ export function decodeConfig(stdin: string): Record<string, unknown> {
     throw new CniError(CNI_CODES.DECODE_FAILURE, `cannot decode the network configuration on stdin: ${(e as Error).message}`);
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
-    throw new CniError(CNI_CODES.DECODE_FAILURE, `the network configuration on stdin must be a JSON object (got ${raw === null ? 'null' : Array.isArray(raw) ? 'an array' : typeof raw})`);
+    throw new CniError(
+      CNI_CODES.DECODE_FAILURE,
+      `the network configuration on stdin must be a JSON object (got ${raw === null ? 'null' : Array.isArray(raw) ? 'an array' : typeof raw})`,
+    );
   }
   return raw as Record<string, unknown>;
 }
@@ -100,7 +109,7 @@ export function buildConfig(raw: Record<string, unknown>, command: CniCommand, c
     if (command === 'DEL' && errors.every((e) => e.instancePath.startsWith('/prevResult'))) {
       data = { ...raw };
       delete data.prevResult;
-      errors = validate(data) ? [] : validate.errors ?? [];
+      errors = validate(data) ? [] : (validate.errors ?? []);
     }
     if (errors.length > 0) {
       const described = errors.map((e) => describeSchemaError(e, data));
@@ -109,9 +118,20 @@ export function buildConfig(raw: Record<string, unknown>, command: CniCommand, c
     }
   }
   const c = data as {
-    name: string; model?: TapModel; tapName?: string; queues?: number; owner?: number; group?: number; vhostNet?: boolean;
-    stateDir?: string; logFile?: string; logLevel?: string; prevResult?: Record<string, unknown>;
-    args?: { cni?: ArgOverrides }; 'cni.dev/valid-attachments'?: { containerID: string; ifname: string }[]; 'cni.dev/attachments'?: { containerID: string; ifname: string }[];
+    name: string;
+    model?: TapModel;
+    tapName?: string;
+    queues?: number;
+    owner?: number;
+    group?: number;
+    vhostNet?: boolean;
+    stateDir?: string;
+    logFile?: string;
+    logLevel?: string;
+    prevResult?: Record<string, unknown>;
+    args?: { cni?: ArgOverrides };
+    'cni.dev/valid-attachments'?: { containerID: string; ifname: string }[];
+    'cni.dev/attachments'?: { containerID: string; ifname: string }[];
   };
   const cfg: KataCniConfig = {
     cniVersion,

@@ -16,7 +16,8 @@ export function toNetnsRef(path: string, variable = 'CNI_NETNS'): NetnsRef {
   try {
     return netnsRef(path);
   } catch (e) {
-    if (isKataError(e)) throw new CniError(CNI_CODES.INVALID_ENV, `${variable} "${path}" is not a usable network namespace path: ${e.message}`);
+    if (isKataError(e))
+      throw new CniError(CNI_CODES.INVALID_ENV, `${variable} "${path}" is not a usable network namespace path: ${e.message}`);
     throw e;
   }
 }
@@ -25,7 +26,10 @@ export function toNetnsRef(path: string, variable = 'CNI_NETNS'): NetnsRef {
 export function requireNetns(path: string): NetnsRef {
   const ref = toNetnsRef(path);
   if (!existsSync(ref.path)) {
-    throw new CniError(CNI_CODES.INVALID_ENV, `CNI_NETNS "${path}" does not exist: the container's network namespace is gone or was never created`);
+    throw new CniError(
+      CNI_CODES.INVALID_ENV,
+      `CNI_NETNS "${path}" does not exist: the container's network namespace is gone or was never created`,
+    );
   }
   return ref;
 }

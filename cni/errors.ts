@@ -28,7 +28,10 @@ export const OWN_CODES: Readonly<Record<number, { name: string; meaning: string 
   105: { name: 'invalid-argument', meaning: 'a value handed to the endpoint code is malformed (E_INVALID_ARGUMENT)' },
   106: { name: 'netns-vanished', meaning: 'the network namespace disappeared while the plugin worked in it (E_NETNS_NOT_FOUND)' },
   107: { name: 'link-not-found', meaning: 'CNI_IFNAME (or the tap) does not exist in CNI_NETNS (E_LINK_NOT_FOUND)' },
-  108: { name: 'link-exists', meaning: 'the tap name is already taken in CNI_NETNS (E_LINK_EXISTS): a previous ADD was not DELeted, or the template collides' },
+  108: {
+    name: 'link-exists',
+    meaning: 'the tap name is already taken in CNI_NETNS (E_LINK_EXISTS): a previous ADD was not DELeted, or the template collides',
+  },
   109: { name: 'unsupported', meaning: 'the interface kind cannot be attached with the configured model (E_UNSUPPORTED)' },
   110: { name: 'kernel-feature-missing', meaning: 'the kernel lacks tun, ingress, u32, mirred or macvtap (E_KERNEL_FEATURE)' },
   111: { name: 'netlink-rejected', meaning: 'the kernel rejected an ip/tc command (E_NETLINK); msg names the command and the answer' },
@@ -67,7 +70,11 @@ export function cniCodeForKataCode(code: ErrorCode): number {
 
 /** A failure that already has its CNI code. */
 export class CniError extends Error {
-  constructor(readonly cniCode: number, msg: string, readonly details = '') {
+  constructor(
+    readonly cniCode: number,
+    msg: string,
+    readonly details = '',
+  ) {
     super(msg);
     this.name = 'CniError';
   }
@@ -88,7 +95,10 @@ export function toErrorResult(e: unknown, cniVersion: string): CniErrorResult {
     return withDetails({ cniVersion, code, msg: e.message }, e.code);
   }
   const err = e instanceof Error ? e : new Error(String(e));
-  return withDetails({ cniVersion, code: 100, msg: `internal error: ${err.message}` }, (err.stack ?? '').split('\n').slice(0, 6).join(' | '));
+  return withDetails(
+    { cniVersion, code: 100, msg: `internal error: ${err.message}` },
+    (err.stack ?? '').split('\n').slice(0, 6).join(' | '),
+  );
 }
 
 function withDetails(r: CniErrorResult, details: string): CniErrorResult {

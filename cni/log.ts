@@ -14,7 +14,7 @@ export interface LogSettings {
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
 
 /** A Logger-shaped object that discards everything. */
-export function noopLogger(): Logger {
+function noopLogger(): Logger {
   const noop = (): void => {};
   const l: Record<string, unknown> = { level: 'silent', silent: noop, isLevelEnabled: () => false, flush: noop };
   for (const lv of LEVELS) l[lv] = noop;
@@ -38,5 +38,12 @@ export async function makeLogger(settings: LogSettings, bindings: Record<string,
   const dest = settings.logFile
     ? pino.destination({ dest: settings.logFile, sync: true, mkdir: true, append: true })
     : pino.destination({ fd: 2, sync: true });
-  return pino({ level: settings.logLevel ?? 'info', base: { pid: process.pid, plugin: 'kata-cni', ...bindings }, timestamp: pino.stdTimeFunctions.isoTime }, dest);
+  return pino(
+    {
+      level: settings.logLevel ?? 'info',
+      base: { pid: process.pid, plugin: 'kata-cni', ...bindings },
+      timestamp: pino.stdTimeFunctions.isoTime,
+    },
+    dest,
+  );
 }

@@ -48,11 +48,14 @@ function writeAll(fd: number, text: string): void {
 // No top-level await: the bundle is a classic script (see cni/build/bundle.mjs).
 void readStdin()
   .then((stdin) => runCni(process.env, stdin))
-  .then((out) => {
-    if (out.stdout) writeAll(1, out.stdout);
-    if (out.stderr) writeAll(2, out.stderr);
-    process.exit(out.exitCode);
-  }, (e: unknown) => {
-    writeAll(2, `kata-cni: ${(e as Error)?.stack ?? String(e)}\n`);
-    process.exit(1);
-  });
+  .then(
+    (out) => {
+      if (out.stdout) writeAll(1, out.stdout);
+      if (out.stderr) writeAll(2, out.stderr);
+      process.exit(out.exitCode);
+    },
+    (e: unknown) => {
+      writeAll(2, `kata-cni: ${(e as Error)?.stack ?? String(e)}\n`);
+      process.exit(1);
+    },
+  );

@@ -16,9 +16,15 @@ import { endpointIndex } from './tap-name.js';
  * The macvtap model's saved MAC/addresses of the pod link cannot be rebuilt: DEL then removes the
  * macvtap only (the namespace is normally about to go anyway).
  */
-interface FilterJson { kind?: string; pref?: number }
+interface FilterJson {
+  kind?: string;
+  pref?: number;
+}
 
-export async function reconstructAttached(ctx: PluginContext, p: { ifname: string; tapName: string; model: TapModel }): Promise<Attached<EndpointResources>> {
+export async function reconstructAttached(
+  ctx: PluginContext,
+  p: { ifname: string; tapName: string; model: TapModel },
+): Promise<Attached<EndpointResources>> {
   const links = await readLinks(ctx);
   const link = links.find((l) => l.name === p.ifname);
   const tap = links.find((l) => l.name === p.tapName);
@@ -30,7 +36,7 @@ export async function reconstructAttached(ctx: PluginContext, p: { ifname: strin
     link: p.ifname,
     linkIndex: link?.index ?? 0,
     index: endpointIndex(p.ifname),
-    guestMac: p.model === 'macvtap' ? tap?.mac ?? '' : link?.mac ?? '',
+    guestMac: p.model === 'macvtap' ? (tap?.mac ?? '') : (link?.mac ?? ''),
     mtu: link?.mtu ?? 0,
     ingress: [],
     filters: [],

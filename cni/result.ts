@@ -6,7 +6,7 @@ import { atLeast } from './version.js';
  * shape of each version: 0.3.x/0.4.0 carry `ips[].version` and no MTU; 1.0.0 dropped `version`;
  * 1.1.0 added `interfaces[].mtu/socketPath/pciID` and `routes[].mtu/advmss/priority/table/scope`.
  */
-export interface CniInterface {
+interface CniInterface {
   name: string;
   mac?: string;
   mtu?: number;
@@ -15,13 +15,13 @@ export interface CniInterface {
   pciID?: string;
 }
 
-export interface CniIPConfig {
+interface CniIPConfig {
   address: string;
   gateway?: string;
   interface?: number;
 }
 
-export interface CniRoute {
+interface CniRoute {
   dst: string;
   gw?: string;
   mtu?: number;
@@ -31,7 +31,7 @@ export interface CniRoute {
   scope?: number;
 }
 
-export interface CniDNS {
+interface CniDNS {
   nameservers?: string[];
   domain?: string;
   search?: string[];
@@ -69,7 +69,9 @@ export function formatResult(r: CniResult, v: string): Record<string, unknown> {
   const v10 = atLeast(v, '1.0.0');
   const out: Record<string, unknown> = { cniVersion: v };
   if (r.interfaces) {
-    out.interfaces = r.interfaces.map((i) => pick(i, v11 ? ['name', 'mac', 'mtu', 'sandbox', 'socketPath', 'pciID'] : ['name', 'mac', 'sandbox']));
+    out.interfaces = r.interfaces.map((i) =>
+      pick(i, v11 ? ['name', 'mac', 'mtu', 'sandbox', 'socketPath', 'pciID'] : ['name', 'mac', 'sandbox']),
+    );
   }
   if (r.ips) {
     out.ips = r.ips.map((ip) => {
@@ -77,7 +79,8 @@ export function formatResult(r: CniResult, v: string): Record<string, unknown> {
       return v10 ? base : { version: ip.address.includes(':') ? '6' : '4', ...base };
     });
   }
-  if (r.routes) out.routes = r.routes.map((rt) => pick(rt, v11 ? ['dst', 'gw', 'mtu', 'advmss', 'priority', 'table', 'scope'] : ['dst', 'gw']));
+  if (r.routes)
+    out.routes = r.routes.map((rt) => pick(rt, v11 ? ['dst', 'gw', 'mtu', 'advmss', 'priority', 'table', 'scope'] : ['dst', 'gw']));
   if (r.dns) out.dns = r.dns;
   return out;
 }

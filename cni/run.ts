@@ -14,7 +14,7 @@ export interface CniOutcome {
   exitCode: number;
 }
 
-export const ABOUT = `CNI kata-cni plugin (kata-resources): chained; gives the VM a tap redirected to CNI_IFNAME\nCNI protocol versions supported: ${SUPPORTED_VERSIONS.join(', ')}\n`;
+const ABOUT = `CNI kata-cni plugin (kata-resources): chained; gives the VM a tap redirected to CNI_IFNAME\nCNI protocol versions supported: ${SUPPORTED_VERSIONS.join(', ')}\n`;
 
 export async function runCni(env: NodeJS.ProcessEnv, stdin: string): Promise<CniOutcome> {
   let version: string = CURRENT_VERSION;
@@ -34,7 +34,13 @@ export async function runCni(env: NodeJS.ProcessEnv, stdin: string): Promise<Cni
     if (isSupportedVersion(raw.cniVersion)) version = raw.cniVersion;
     const cfg = buildConfig(raw, command, req.args);
     const { makeLogger, effectiveLogSettings } = await import('./log.js');
-    log = await makeLogger(effectiveLogSettings(cfg, env), { command, containerId: req.containerId || undefined, ifname: req.ifname || undefined, netns: req.netns || undefined, network: cfg.name });
+    log = await makeLogger(effectiveLogSettings(cfg, env), {
+      command,
+      containerId: req.containerId || undefined,
+      ifname: req.ifname || undefined,
+      netns: req.netns || undefined,
+      network: cfg.name,
+    });
     switch (command) {
       case 'ADD': {
         const { cmdAdd } = await import('./commands/add.js');
@@ -64,10 +70,10 @@ export async function runCni(env: NodeJS.ProcessEnv, stdin: string): Promise<Cni
   } catch (e) {
     const r = toErrorResult(e, version);
     log?.error({ err: e, code: r.code }, r.msg);
-    return { stdout: JSON.stringify(r) + '\n', stderr: '', exitCode: 1 };
+    return { stdout: `${JSON.stringify(r)}\n`, stderr: '', exitCode: 1 };
   }
 }
 
 function ok(result: unknown): CniOutcome {
-  return { stdout: result === undefined ? '' : JSON.stringify(result) + '\n', stderr: '', exitCode: 0 };
+  return { stdout: result === undefined ? '' : `${JSON.stringify(result)}\n`, stderr: '', exitCode: 0 };
 }

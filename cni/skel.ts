@@ -4,7 +4,7 @@ import { CNI_CODES, CniError } from './errors.js';
  * The CNI calling convention (spec section 2, "Parameters"): the command and the attachment come in
  * environment variables, the configuration on stdin.
  */
-export const COMMANDS = ['ADD', 'DEL', 'CHECK', 'GC', 'STATUS', 'VERSION'] as const;
+const COMMANDS = ['ADD', 'DEL', 'CHECK', 'GC', 'STATUS', 'VERSION'] as const;
 export type CniCommand = (typeof COMMANDS)[number];
 
 export interface CniRequest {
@@ -45,7 +45,11 @@ export function parseCommand(env: NodeJS.ProcessEnv): CniCommand | undefined {
 export function parseRequest(command: CniCommand, env: NodeJS.ProcessEnv): CniRequest {
   const missing = REQUIRED[command].filter((k) => (env[k] ?? '') === '');
   if (missing.length > 0) {
-    throw new CniError(CNI_CODES.INVALID_ENV, `required environment variables missing: ${missing.join(', ')}`, `CNI_COMMAND=${command} needs ${REQUIRED[command].join(', ')}`);
+    throw new CniError(
+      CNI_CODES.INVALID_ENV,
+      `required environment variables missing: ${missing.join(', ')}`,
+      `CNI_COMMAND=${command} needs ${REQUIRED[command].join(', ')}`,
+    );
   }
   const req: CniRequest = {
     command,
@@ -56,7 +60,10 @@ export function parseRequest(command: CniCommand, env: NodeJS.ProcessEnv): CniRe
     path: (env.CNI_PATH ?? '').split(':').filter((p) => p !== ''),
   };
   if (req.containerId !== '' && (!CONTAINER_ID.test(req.containerId) || req.containerId.length > 255)) {
-    throw new CniError(CNI_CODES.INVALID_ENV, `CNI_CONTAINERID "${req.containerId}" is not valid: it must start with a letter or digit, then letters, digits, "_", "." or "-"`);
+    throw new CniError(
+      CNI_CODES.INVALID_ENV,
+      `CNI_CONTAINERID "${req.containerId}" is not valid: it must start with a letter or digit, then letters, digits, "_", "." or "-"`,
+    );
   }
   if (req.ifname !== '') checkIfname(req.ifname);
   if (req.netns !== '' && !req.netns.startsWith('/')) {
@@ -69,12 +76,18 @@ export function parseRequest(command: CniCommand, env: NodeJS.ProcessEnv): CniRe
  * CNI_IFNAME as the kernel accepts it (dev_valid_name: 1..15 bytes, not "." or "..") and restricted
  * to the alphabet the host layer puts on ip/tc batch lines (letters, digits, _ . @ + -).
  */
-export function checkIfname(name: string): void {
+function checkIfname(name: string): void {
   const bytes = Buffer.byteLength(name, 'utf8');
   if (bytes > IFNAMSIZ_MAX) {
-    throw new CniError(CNI_CODES.INVALID_ENV, `CNI_IFNAME "${name}" is ${bytes} bytes long; Linux interface names have at most ${IFNAMSIZ_MAX}`);
+    throw new CniError(
+      CNI_CODES.INVALID_ENV,
+      `CNI_IFNAME "${name}" is ${bytes} bytes long; Linux interface names have at most ${IFNAMSIZ_MAX}`,
+    );
   }
   if (name === '.' || name === '..' || !/^[A-Za-z0-9_.@+-]+$/.test(name)) {
-    throw new CniError(CNI_CODES.INVALID_ENV, `CNI_IFNAME "${name}" is not a usable interface name (letters, digits and _ . @ + - only; not "." or "..")`);
+    throw new CniError(
+      CNI_CODES.INVALID_ENV,
+      `CNI_IFNAME "${name}" is not a usable interface name (letters, digits and _ . @ + - only; not "." or "..")`,
+    );
   }
 }

@@ -35,11 +35,11 @@ export interface AttachmentRecord<A = unknown> {
   createdAt: string;
 }
 
-export function recordDir(stateDir: string, network: string): string {
+function recordDir(stateDir: string, network: string): string {
   return join(stateDir, network);
 }
 
-export function recordPath(stateDir: string, network: string, containerId: string, ifname: string): string {
+function recordPath(stateDir: string, network: string, containerId: string, ifname: string): string {
   return join(recordDir(stateDir, network), `${containerId}@${ifname}.json`);
 }
 
@@ -62,11 +62,14 @@ export function writeRecord(stateDir: string, rec: AttachmentRecord): void {
   const tmp = `${file}.${process.pid}.tmp`;
   try {
     mkdirSync(recordDir(stateDir, rec.network), { recursive: true, mode: 0o700 });
-    writeFileSync(tmp, JSON.stringify(rec) + '\n', { mode: 0o600 });
+    writeFileSync(tmp, `${JSON.stringify(rec)}\n`, { mode: 0o600 });
     renameSync(tmp, file);
   } catch (e) {
     rmSync(tmp, { force: true });
-    throw new CniError(CNI_CODES.IO_FAILURE, `cannot write the attachment record ${file}: ${(e as Error).message} (is stateDir "${stateDir}" writable?)`);
+    throw new CniError(
+      CNI_CODES.IO_FAILURE,
+      `cannot write the attachment record ${file}: ${(e as Error).message} (is stateDir "${stateDir}" writable?)`,
+    );
   }
 }
 
@@ -83,7 +86,7 @@ export function readRecord<A>(stateDir: string, network: string, containerId: st
   return parseRecord<A>(text, file);
 }
 
-export function parseRecord<A>(text: string, file: string): AttachmentRecord<A> {
+function parseRecord<A>(text: string, file: string): AttachmentRecord<A> {
   let rec: unknown;
   try {
     rec = JSON.parse(text);
@@ -91,7 +94,14 @@ export function parseRecord<A>(text: string, file: string): AttachmentRecord<A> 
     throw new CniError(113, `attachment record ${file} is not valid JSON (${(e as Error).message}); remove it if the attachment is gone`);
   }
   const r = rec as Partial<AttachmentRecord<A>>;
-  if (r === null || typeof r !== 'object' || r.kind !== 'kata-cni-attachment' || typeof r.tapName !== 'string' || typeof r.containerId !== 'string' || typeof r.ifname !== 'string') {
+  if (
+    r === null ||
+    typeof r !== 'object' ||
+    r.kind !== 'kata-cni-attachment' ||
+    typeof r.tapName !== 'string' ||
+    typeof r.containerId !== 'string' ||
+    typeof r.ifname !== 'string'
+  ) {
     throw new CniError(113, `attachment record ${file} is not a kata-cni attachment record; remove it if the attachment is gone`);
   }
   return r as AttachmentRecord<A>;
@@ -103,7 +113,10 @@ export function removeRecord(stateDir: string, network: string, containerId: str
 }
 
 /** Every record of a network (GC); unreadable ones are returned as errors, not thrown. */
-export function listRecords<A>(stateDir: string, network: string): { records: AttachmentRecord<A>[]; errors: { file: string; error: Error }[] } {
+export function listRecords<A>(
+  stateDir: string,
+  network: string,
+): { records: AttachmentRecord<A>[]; errors: { file: string; error: Error }[] } {
   const dir = recordDir(stateDir, network);
   let names: string[];
   try {

@@ -14,11 +14,18 @@ export function expandTapName(template: string, ifname: string): string {
   const name = template.replace(/\{index\}/g, String(endpointIndex(ifname))).replace(/\{ifname\}/g, ifname);
   const bytes = Buffer.byteLength(name, 'utf8');
   if (bytes > 15) {
-    throw new CniError(CNI_CODES.INVALID_CONFIG, `field "tapName": template "${template}" gives "${name}" for CNI_IFNAME ${ifname}, ${bytes} bytes; Linux interface names have at most 15 (shorten the template)`);
+    throw new CniError(
+      CNI_CODES.INVALID_CONFIG,
+      `field "tapName": template "${template}" gives "${name}" for CNI_IFNAME ${ifname}, ${bytes} bytes; Linux interface names have at most 15 (shorten the template)`,
+    );
   }
   if (name === ifname) {
-    throw new CniError(CNI_CODES.INVALID_CONFIG, `field "tapName": template "${template}" gives "${name}", the name of CNI_IFNAME itself; the tap needs a name of its own`);
+    throw new CniError(
+      CNI_CODES.INVALID_CONFIG,
+      `field "tapName": template "${template}" gives "${name}", the name of CNI_IFNAME itself; the tap needs a name of its own`,
+    );
   }
-  if (name === '.' || name === '..') throw new CniError(CNI_CODES.INVALID_CONFIG, `field "tapName": template "${template}" gives "${name}", not a valid interface name`);
+  if (name === '.' || name === '..')
+    throw new CniError(CNI_CODES.INVALID_CONFIG, `field "tapName": template "${template}" gives "${name}", not a valid interface name`);
   return name;
 }

@@ -13,7 +13,7 @@ export function isSupportedVersion(v: unknown): v is CniVersion {
 }
 
 /** Compare two x.y.z versions numerically; NaN parts compare as 0. */
-export function compareVersions(a: string, b: string): number {
+function compareVersions(a: string, b: string): number {
   const pa = a.split('.').map(Number);
   const pb = b.split('.').map(Number);
   for (let i = 0; i < 3; i++) {
@@ -32,8 +32,11 @@ export function requireSupportedVersion(v: unknown): CniVersion {
   if (v === undefined) throw new CniError(CNI_CODES.INVALID_CONFIG, 'field "cniVersion" is required in the network configuration');
   if (typeof v !== 'string') throw new CniError(CNI_CODES.INVALID_CONFIG, `field "cniVersion" must be a string (got ${JSON.stringify(v)})`);
   if (!isSupportedVersion(v)) {
-    throw new CniError(CNI_CODES.INCOMPATIBLE_VERSION, 'incompatible CNI versions',
-      `config is "${v}", kata-cni supports ${JSON.stringify(SUPPORTED_VERSIONS)} (0.1.0/0.2.0 cannot chain)`);
+    throw new CniError(
+      CNI_CODES.INCOMPATIBLE_VERSION,
+      'incompatible CNI versions',
+      `config is "${v}", kata-cni supports ${JSON.stringify(SUPPORTED_VERSIONS)} (0.1.0/0.2.0 cannot chain)`,
+    );
   }
   return v;
 }
@@ -42,8 +45,11 @@ export function requireSupportedVersion(v: unknown): CniVersion {
 export function requireVersionForCommand(command: string, v: CniVersion): void {
   const min = command === 'CHECK' ? '0.4.0' : command === 'GC' || command === 'STATUS' ? '1.1.0' : undefined;
   if (min && !atLeast(v, min)) {
-    throw new CniError(CNI_CODES.INCOMPATIBLE_VERSION, `config version does not allow ${command}`,
-      `cniVersion "${v}" is older than ${min}, the first version with ${command}`);
+    throw new CniError(
+      CNI_CODES.INCOMPATIBLE_VERSION,
+      `config version does not allow ${command}`,
+      `cniVersion "${v}" is older than ${min}, the first version with ${command}`,
+    );
   }
 }
 

@@ -7,5 +7,6 @@ import type { ChildProcess } from 'node:child_process';
 export function holdEventLoop(child: ChildProcess, on: boolean): void {
   const m = on ? 'ref' : 'unref';
   child[m]();
-  for (const s of [child.stdin, child.stdout, child.stderr]) (s as unknown as Record<string, (() => void) | undefined> | null)?.[m]?.call(s);
+  for (const s of [child.stdin, child.stdout, child.stderr])
+    (s as unknown as Record<string, (() => void) | undefined> | null)?.[m]?.call(s);
 }

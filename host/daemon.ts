@@ -69,7 +69,7 @@ export interface StopOptions {
   termRepeatMs?: number;
 }
 
-export const DEFAULT_GRACE_MS = 2000;
+const DEFAULT_GRACE_MS = 2000;
 const MAX_LINE = 4096;
 
 let setprivProbe: Promise<boolean> | undefined;
@@ -138,7 +138,10 @@ export class Daemon extends EventEmitter<{ exit: [DaemonExit] }> {
     this.tailMax = opts.stderrLines ?? 50;
     this.log = opts.log.child({ daemon: opts.name, daemonPid: this.pid });
 
-    for (const [stream, src] of [['stdout', child.stdout], ['stderr', child.stderr]] as const) {
+    for (const [stream, src] of [
+      ['stdout', child.stdout],
+      ['stderr', child.stderr],
+    ] as const) {
       if (!src) continue;
       const rl = createInterface({ input: src, crlfDelay: Infinity });
       rl.on('line', (raw) => {
@@ -221,9 +224,13 @@ export class Daemon extends EventEmitter<{ exit: [DaemonExit] }> {
       let timer: NodeJS.Timeout | undefined;
       let repeat: NodeJS.Timeout | undefined;
       if (opts.termRepeatMs !== undefined && opts.termRepeatMs > 0) {
-        repeat = setInterval(() => { if (this.running) this.child.kill('SIGTERM'); }, opts.termRepeatMs);
+        repeat = setInterval(() => {
+          if (this.running) this.child.kill('SIGTERM');
+        }, opts.termRepeatMs);
       }
-      const timedOut = new Promise<'timeout'>((r) => { timer = setTimeout(() => r('timeout'), grace); });
+      const timedOut = new Promise<'timeout'>((r) => {
+        timer = setTimeout(() => r('timeout'), grace);
+      });
       const first = await Promise.race([this.exited, timedOut]);
       clearTimeout(timer);
       clearInterval(repeat);
@@ -250,20 +257,31 @@ export class Daemon extends EventEmitter<{ exit: [DaemonExit] }> {
  */
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   if (resolveExecutable(opts.file) === undefined) {
-    throw new KataError('E_EXEC_NOT_FOUND', `${opts.name}: program ${opts.file} not found or not executable`, { daemon: opts.name, file: opts.file });
+    throw new KataError('E_EXEC_NOT_FOUND', `${opts.name}: program ${opts.file} not found or not executable`, {
+      daemon: opts.name,
+      file: opts.file,
+    });
   }
   if (opts.netnsPath !== undefined && !existsSync(opts.netnsPath)) {
-    throw new KataError('E_NETNS_NOT_FOUND', `${opts.name}: network namespace ${opts.netnsPath} does not exist`, { daemon: opts.name, netns: opts.netnsPath });
+    throw new KataError('E_NETNS_NOT_FOUND', `${opts.name}: network namespace ${opts.netnsPath} does not exist`, {
+      daemon: opts.name,
+      netns: opts.netnsPath,
+    });
   }
   let pdeathsig = opts.pdeathsig ?? true;
   if (pdeathsig && !(await setprivAvailable())) {
     if (!setprivWarned) {
-      opts.log.warn('setpriv with --pdeathsig is not available (install util-linux): daemons will not die with their parent; stale ones are cleaned from persisted records');
+      opts.log.warn(
+        'setpriv with --pdeathsig is not available (install util-linux): daemons will not die with their parent; stale ones are cleaned from persisted records',
+      );
       setprivWarned = true;
     }
     pdeathsig = false;
   }
-  const [file, args] = wrapArgv(opts.file, opts.args, { pdeathsig, ...(opts.netnsPath !== undefined ? { netnsPath: opts.netnsPath } : {}) });
+  const [file, args] = wrapArgv(opts.file, opts.args, {
+    pdeathsig,
+    ...(opts.netnsPath !== undefined ? { netnsPath: opts.netnsPath } : {}),
+  });
   noteSpawn();
   const child = spawn(file, args, {
     stdio: ['ignore', 'pipe', 'pipe', ...(opts.extraFds ?? [])],
@@ -273,7 +291,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error): void => {
       child.off('spawn', onSpawn);
-      reject(new KataError('E_DAEMON_START', `${opts.name}: could not start ${file}: ${err.message}`, { daemon: opts.name, file }, { cause: err }));
+      reject(
+        new KataError(
+          'E_DAEMON_START',
+          `${opts.name}: could not start ${file}: ${err.message}`,
+          { daemon: opts.name, file },
+          { cause: err },
+        ),
+      );
     };
     const onSpawn = (): void => {
       child.off('error', onError);
@@ -296,7 +321,11 @@ export function isAlive(record: Pick<DaemonRecord, 'pid' | 'startTime'>): boolea
 
 export type KillOutcome = 'not-running' | 'terminated' | 'killed';
 
-async function waitGone(record: Pick<DaemonRecord, 'pid' | 'startTime'>, ms: number, resignal?: { sig: NodeJS.Signals; everyMs: number }): Promise<boolean> {
+async function waitGone(
+  record: Pick<DaemonRecord, 'pid' | 'startTime'>,
+  ms: number,
+  resignal?: { sig: NodeJS.Signals; everyMs: number },
+): Promise<boolean> {
   const start = Date.now();
   const deadline = start + ms;
   let lastSignal = start;
@@ -332,13 +361,17 @@ export async function killFromRecord(record: DaemonRecord, opts: StopOptions & {
   const grace = opts.graceMs ?? DEFAULT_GRACE_MS;
   if (grace > 0) {
     if (!signalIfSame(record, 'SIGTERM')) return 'not-running';
-    const resignal = opts.termRepeatMs !== undefined && opts.termRepeatMs > 0 ? { sig: 'SIGTERM' as const, everyMs: opts.termRepeatMs } : undefined;
+    const resignal =
+      opts.termRepeatMs !== undefined && opts.termRepeatMs > 0 ? { sig: 'SIGTERM' as const, everyMs: opts.termRepeatMs } : undefined;
     if (await waitGone(record, grace, resignal)) return 'terminated';
     opts.log?.warn({ daemon: record.name, daemonPid: record.pid, graceMs: grace }, `${record.name} ignored SIGTERM; sending SIGKILL`);
   }
   if (!signalIfSame(record, 'SIGKILL')) return grace > 0 ? 'terminated' : 'not-running';
   if (!(await waitGone(record, 5000))) {
-    throw new KataError('E_TIMEOUT', `${record.name} (pid ${record.pid}) still present 5 s after SIGKILL (stuck in D state?)`, { daemon: record.name, pid: record.pid });
+    throw new KataError('E_TIMEOUT', `${record.name} (pid ${record.pid}) still present 5 s after SIGKILL (stuck in D state?)`, {
+      daemon: record.name,
+      pid: record.pid,
+    });
   }
   return 'killed';
 }

@@ -57,9 +57,19 @@ export class ExecError extends KataError {
   readonly stderr: string;
   readonly exitCode: number | undefined;
 
-  constructor(code: 'E_EXEC' | 'E_EXEC_TIMEOUT' | 'E_EXEC_NOT_FOUND', command: string, stderr: string, exitCode: number | undefined, message?: string) {
+  constructor(
+    code: 'E_EXEC' | 'E_EXEC_TIMEOUT' | 'E_EXEC_NOT_FOUND',
+    command: string,
+    stderr: string,
+    exitCode: number | undefined,
+    message?: string,
+  ) {
     const tail = stderr.trim().split('\n').slice(-5).join(' | ');
-    super(code, message ?? `${command}: ${code === 'E_EXEC_TIMEOUT' ? 'timed out' : `exited ${exitCode ?? '?'}`}${tail ? `: ${tail}` : ''}`, { command, exitCode });
+    super(
+      code,
+      message ?? `${command}: ${code === 'E_EXEC_TIMEOUT' ? 'timed out' : `exited ${exitCode ?? '?'}`}${tail ? `: ${tail}` : ''}`,
+      { command, exitCode },
+    );
     this.name = 'ExecError';
     this.command = command;
     this.stderr = stderr;

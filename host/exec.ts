@@ -18,7 +18,7 @@ export interface RunResult {
   exitCode: number;
 }
 
-export const DEFAULT_TIMEOUT_MS = 30_000;
+const DEFAULT_TIMEOUT_MS = 30_000;
 
 let spawns = 0;
 
@@ -33,10 +33,22 @@ export function noteSpawn(): void {
 
 /** Debian package that provides a binary, for the "install X" hint of E_EXEC_NOT_FOUND. */
 const PACKAGE_OF: Record<string, string> = {
-  ip: 'iproute2', tc: 'iproute2', nsenter: 'util-linux', setpriv: 'util-linux', losetup: 'mount',
-  'qemu-system-x86_64': 'qemu-system-x86', 'qemu-img': 'qemu-utils', 'qemu-nbd': 'qemu-utils',
-  mknod: 'coreutils', ethtool: 'ethtool', modprobe: 'kmod', dmsetup: 'dmsetup', 'nbd-client': 'nbd-client',
-  mkfs_ext4: 'e2fsprogs', busybox: 'busybox-static', cpio: 'cpio',
+  ip: 'iproute2',
+  tc: 'iproute2',
+  nsenter: 'util-linux',
+  setpriv: 'util-linux',
+  losetup: 'mount',
+  'qemu-system-x86_64': 'qemu-system-x86',
+  'qemu-img': 'qemu-utils',
+  'qemu-nbd': 'qemu-utils',
+  mknod: 'coreutils',
+  ethtool: 'ethtool',
+  modprobe: 'kmod',
+  dmsetup: 'dmsetup',
+  'nbd-client': 'nbd-client',
+  mkfs_ext4: 'e2fsprogs',
+  busybox: 'busybox-static',
+  cpio: 'cpio',
 };
 
 /**
@@ -62,8 +74,13 @@ export async function run(file: string, args: readonly string[], opts: RunOption
   if ((r as { code?: string }).code === 'ENOENT' || /ENOENT/.test(String(r.originalMessage ?? ''))) {
     const base = file.split('/').pop() ?? file;
     const pkg = PACKAGE_OF[base];
-    throw new ExecError('E_EXEC_NOT_FOUND', command, stderr, undefined,
-      `${file}: not found${pkg ? ` (install the Debian package ${pkg})` : ''}`);
+    throw new ExecError(
+      'E_EXEC_NOT_FOUND',
+      command,
+      stderr,
+      undefined,
+      `${file}: not found${pkg ? ` (install the Debian package ${pkg})` : ''}`,
+    );
   }
   const exitCode = r.exitCode ?? -1;
   if (exitCode !== 0 && opts.reject !== false) throw new ExecError('E_EXEC', command, stderr, exitCode);

@@ -18,10 +18,6 @@ export function rootLogger(): Logger {
   return root;
 }
 
-export function sandboxLogger(sandboxId: string, extra: Record<string, unknown> = {}): Logger {
-  return rootLogger().child({ sandbox: sandboxId, ...extra });
-}
-
 /** A logger that drops everything (for tests that do not care). */
 export function silentLogger(): Logger {
   return pino({ level: 'silent' });

@@ -24,7 +24,7 @@ export interface MountInfo {
 }
 
 /** mountinfo escapes space, tab, newline and backslash as \ooo. */
-function unescape(s: string): string {
+function unescapeMountinfo(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
 }
 
@@ -38,12 +38,12 @@ export function parseMountinfo(text: string): MountInfo[] {
     out.push({
       id: Number(f[0]),
       parentId: Number(f[1]),
-      root: unescape(f[3]!),
-      mountPoint: unescape(f[4]!),
+      root: unescapeMountinfo(f[3]!),
+      mountPoint: unescapeMountinfo(f[4]!),
       options: f[5]!.split(','),
       propagation: f.slice(6, sep),
       fstype: f[sep + 1]!,
-      source: unescape(f[sep + 2]!),
+      source: unescapeMountinfo(f[sep + 2]!),
     });
   }
   return out;
@@ -82,7 +82,7 @@ export function isMountPoint(path: string, table: MountInfo[] = readMountinfo())
   return table.some((m) => m.mountPoint === real);
 }
 
-export type Propagation = 'private' | 'shared' | 'slave' | 'unbindable';
+type Propagation = 'private' | 'shared' | 'slave' | 'unbindable';
 
 export interface BindOptions {
   readonly?: boolean;
@@ -104,15 +104,12 @@ export async function bindMount(src: string, dst: string, opts: BindOptions = {}
   try {
     await run('mount', args, { timeoutMs: 10_000 });
   } catch (e) {
-    throw new KataError('E_MOUNT', `bind mount ${src} -> ${dst}${opts.readonly ? ' (ro)' : ''} failed: ${(e as Error).message}`, { src, dst }, { cause: e });
-  }
-}
-
-export async function setPropagation(path: string, p: Propagation): Promise<void> {
-  try {
-    await run('mount', ['--no-canonicalize', `--make-${p}`, path], { timeoutMs: 10_000 });
-  } catch (e) {
-    throw new KataError('E_MOUNT', `mount --make-${p} ${path} failed: ${(e as Error).message}`, { path }, { cause: e });
+    throw new KataError(
+      'E_MOUNT',
+      `bind mount ${src} -> ${dst}${opts.readonly ? ' (ro)' : ''} failed: ${(e as Error).message}`,
+      { src, dst },
+      { cause: e },
+    );
   }
 }
 
@@ -171,5 +168,9 @@ export async function unmountAllUnder(dir: string, log?: Logger, maxPasses = 8):
   }
   const left = mountsUnder(dir);
   if (left.length === 0) return count;
-  throw new KataError('E_MOUNT', `mounts still present under ${dir} after ${maxPasses} passes: ${left.map((m) => m.mountPoint).join(', ')}`, { dir });
+  throw new KataError(
+    'E_MOUNT',
+    `mounts still present under ${dir} after ${maxPasses} passes: ${left.map((m) => m.mountPoint).join(', ')}`,
+    { dir },
+  );
 }

@@ -1,7 +1,7 @@
 import { KataError } from './errors.js';
 
 /** Linux IFNAMSIZ is 16 including the NUL: 15 bytes at most. */
-export const IFNAME_MAX = 15;
+const IFNAME_MAX = 15;
 
 /**
  * Check an interface name as the kernel would (dev_valid_name) plus what is safe on an ip/tc
@@ -16,15 +16,28 @@ export function validateIfName(name: unknown, what = 'interface name'): string {
     throw new KataError('E_INVALID_NAME', `${what} "${name}" is ${bytes} bytes; Linux allows at most ${IFNAME_MAX}`, { name });
   }
   if (name === '.' || name === '..' || !/^[A-Za-z0-9_.@+-]+$/.test(name)) {
-    throw new KataError('E_INVALID_NAME', `${what} "${name}" has characters that are not allowed (use letters, digits and _ . @ + -)`, { name });
+    throw new KataError('E_INVALID_NAME', `${what} "${name}" has characters that are not allowed (use letters, digits and _ . @ + -)`, {
+      name,
+    });
   }
   return name;
 }
 
 /** Namespace names become file names under /run/netns: same alphabet, up to 200 bytes. */
 export function validateNetnsName(name: unknown): string {
-  if (typeof name !== 'string' || name.length === 0 || name.length > 200 || name === '.' || name === '..' || !/^[A-Za-z0-9_.+-]+$/.test(name)) {
-    throw new KataError('E_INVALID_NAME', `network namespace name ${JSON.stringify(name)} is not valid (letters, digits and _ . + -, up to 200 bytes)`, { name });
+  if (
+    typeof name !== 'string' ||
+    name.length === 0 ||
+    name.length > 200 ||
+    name === '.' ||
+    name === '..' ||
+    !/^[A-Za-z0-9_.+-]+$/.test(name)
+  ) {
+    throw new KataError(
+      'E_INVALID_NAME',
+      `network namespace name ${JSON.stringify(name)} is not valid (letters, digits and _ . + -, up to 200 bytes)`,
+      { name },
+    );
   }
   return name;
 }
@@ -32,7 +45,11 @@ export function validateNetnsName(name: unknown): string {
 /** Sandbox and container ids: used in paths, so no "/" and no "..". */
 export function validateId(id: unknown, what = 'sandbox id'): string {
   if (typeof id !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(id) || id.includes('..')) {
-    throw new KataError('E_INVALID_NAME', `${what} ${JSON.stringify(id)} is not valid (1-128 of letters, digits, _ . -; starting with a letter or digit; no "..")`, { id });
+    throw new KataError(
+      'E_INVALID_NAME',
+      `${what} ${JSON.stringify(id)} is not valid (1-128 of letters, digits, _ . -; starting with a letter or digit; no "..")`,
+      { id },
+    );
   }
   return id;
 }

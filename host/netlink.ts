@@ -33,7 +33,7 @@ export function parseBatchStderr(stderr: string, lineCount: number, firstLine = 
 }
 
 /** Throw the first failure of an outcome as a NetlinkError naming the line. */
-export function throwOnFailure(tool: Tool, ns: NetnsRef | undefined, lines: readonly string[], outcome: BatchOutcome): void {
+function throwOnFailure(tool: Tool, ns: NetnsRef | undefined, lines: readonly string[], outcome: BatchOutcome): void {
   const i = outcome.findIndex((o) => o !== null);
   if (i >= 0) {
     const msg = outcome[i] as string;
@@ -42,7 +42,9 @@ export function throwOnFailure(tool: Tool, ns: NetnsRef | undefined, lines: read
 }
 
 function nsGoneError(ns: NetnsRef | undefined, stderr: string): KataError {
-  return new KataError('E_NETNS_NOT_FOUND', `network namespace ${netnsLabel(ns)} does not exist${stderr ? `: ${stderr.trim()}` : ''}`, { netns: ns?.path });
+  return new KataError('E_NETNS_NOT_FOUND', `network namespace ${netnsLabel(ns)} does not exist${stderr ? `: ${stderr.trim()}` : ''}`, {
+    netns: ns?.path,
+  });
 }
 
 function checkLines(lines: readonly string[]): void {
@@ -59,7 +61,7 @@ export class SpawnNetlink implements Netlink {
     checkLines(lines);
     if (ns && !netnsExists(ns)) throw nsGoneError(ns, '');
     const [file, args] = toolArgv(tool, ns, ['-force', '-batch', '-']);
-    const r = await run(file, args, { input: lines.join('\n') + '\n', reject: false, timeoutMs: this.timeoutMs });
+    const r = await run(file, args, { input: `${lines.join('\n')}\n`, reject: false, timeoutMs: this.timeoutMs });
     const { outcome, preamble } = parseBatchStderr(r.stderr, lines.length);
     if (r.exitCode !== 0 && outcome.every((o) => o === null)) {
       if (/network namespace|setns|nsenter/i.test(preamble)) throw nsGoneError(ns, preamble);
@@ -116,7 +118,12 @@ class Coprocess {
   /** Reads are serialised: a failed read has no stdout, so two in flight could not be told apart. */
   private readChain: Promise<unknown> = Promise.resolve();
 
-  constructor(readonly tool: Tool, readonly ns: NetnsRef | undefined, private readonly idleMs: number, private readonly onExit: () => void) {
+  constructor(
+    readonly tool: Tool,
+    readonly ns: NetnsRef | undefined,
+    private readonly idleMs: number,
+    private readonly onExit: () => void,
+  ) {
     const [file, args] = toolArgv(tool, ns, ['-force', '-json', '-batch', '-']);
     noteSpawn();
     this.child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -147,10 +154,20 @@ class Coprocess {
     return new Promise((resolve, reject) => {
       const firstLine = this.lineNo + 1;
       this.lineNo += lines.length + 1;
-      const p: Pending = { lines, firstLine, sentinelLine: this.lineNo, read, outcome: new Array(lines.length).fill(null), stdout: [], sentinelSeen: false, resolve, reject };
+      const p: Pending = {
+        lines,
+        firstLine,
+        sentinelLine: this.lineNo,
+        read,
+        outcome: new Array(lines.length).fill(null),
+        stdout: [],
+        sentinelSeen: false,
+        resolve,
+        reject,
+      };
       this.queue.push(p);
       if (this.queue.length === 1) this.setRef(true);
-      this.child.stdin!.write(lines.join('\n') + '\n' + SENTINEL[this.tool] + '\n');
+      this.child.stdin!.write(`${lines.join('\n')}\n${SENTINEL[this.tool]}\n`);
     });
   }
 
@@ -263,7 +280,10 @@ export class CoprocessNetlink implements Netlink {
     if (args.length > 0 && args[0]!.startsWith('-')) return this.reads.json<T>(tool, ns, args);
     // `link show` would leave the batch's address family at AF_PACKET (see SENTINEL); `addr show`
     // prints the same link objects (plus addr_info) and leaves nothing behind.
-    const words = tool === 'ip' && args[0] === 'link' && (args[1] === 'show' || args[1] === 'list' || args[1] === undefined) ? ['addr', 'show', ...args.slice(2)] : args;
+    const words =
+      tool === 'ip' && args[0] === 'link' && (args[1] === 'show' || args[1] === 'list' || args[1] === undefined)
+        ? ['addr', 'show', ...args.slice(2)]
+        : args;
     const line = words.join(' ');
     checkLines([line]);
     const { outcome, stdout } = await this.proc(tool, ns).submit([line], true);
@@ -295,10 +315,4 @@ export class CoprocessNetlink implements Netlink {
 /** Run a batch and throw the first failure. */
 export async function batchOrThrow(nl: Netlink, tool: Tool, ns: NetnsRef | undefined, lines: readonly string[]): Promise<void> {
   throwOnFailure(tool, ns, lines, await nl.batch(tool, ns, lines));
-}
-
-/** A plain one-off `ip`/`tc` call through the exec layer (for the rare command that is not batchable). */
-export async function ipOnce(ns: NetnsRef | undefined, args: readonly string[]): Promise<string> {
-  const [file, argv] = toolArgv('ip', ns, args);
-  return (await run(file, argv)).stdout;
 }

@@ -20,7 +20,7 @@ export const NETNS_RUN_DIR = '/run/netns';
 export function netnsRef(nameOrPath: string): NetnsRef {
   if (nameOrPath.includes('/')) {
     const m = /^(?:\/var)?\/run\/netns\/([^/]+)$/.exec(nameOrPath);
-    if (m && m[1]) return { name: validateNetnsName(m[1]), path: `${NETNS_RUN_DIR}/${m[1]}` };
+    if (m?.[1]) return { name: validateNetnsName(m[1]), path: `${NETNS_RUN_DIR}/${m[1]}` };
     if (!nameOrPath.startsWith('/')) {
       throw new KataError('E_INVALID_NAME', `network namespace path "${nameOrPath}" must be absolute`, { netns: nameOrPath });
     }
@@ -31,7 +31,7 @@ export function netnsRef(nameOrPath: string): NetnsRef {
 }
 
 export function netnsLabel(ns: NetnsRef | undefined): string {
-  return ns === undefined ? '(host)' : ns.name ?? ns.path;
+  return ns === undefined ? '(host)' : (ns.name ?? ns.path);
 }
 
 export function netnsExists(ns: NetnsRef): boolean {
@@ -40,7 +40,11 @@ export function netnsExists(ns: NetnsRef): boolean {
 
 export function assertNetnsExists(ns: NetnsRef): void {
   if (!netnsExists(ns)) {
-    throw new KataError('E_NETNS_NOT_FOUND', `network namespace ${netnsLabel(ns)} does not exist (${ns.path}); create it first or pass an existing one`, { netns: ns.path });
+    throw new KataError(
+      'E_NETNS_NOT_FOUND',
+      `network namespace ${netnsLabel(ns)} does not exist (${ns.path}); create it first or pass an existing one`,
+      { netns: ns.path },
+    );
   }
 }
 
@@ -49,12 +53,6 @@ export function toolArgv(tool: 'ip' | 'tc', ns: NetnsRef | undefined, args: read
   if (ns === undefined) return [tool, [...args]];
   if (ns.name !== undefined) return [tool, ['-n', ns.name, ...args]];
   return ['nsenter', [`--net=${ns.path}`, tool, ...args]];
-}
-
-/** argv that runs any program inside ns (one exec of nsenter; `ip netns exec` would also remount /sys). */
-export function inNetnsArgv(ns: NetnsRef | undefined, file: string, args: readonly string[]): [string, string[]] {
-  if (ns === undefined) return [file, [...args]];
-  return ['nsenter', [`--net=${ns.path}`, file, ...args]];
 }
 
 export async function createNetns(name: string): Promise<NetnsRef> {

@@ -24,7 +24,10 @@ export function parseProcStat(text: string): ProcStat | undefined {
   const pid = Number(text.slice(0, open).trim());
   const comm = text.slice(open + 1, close);
   // After ") " come fields 3 (state), 4 (ppid), ..., 22 (starttime) = index 19.
-  const rest = text.slice(close + 2).trim().split(/\s+/);
+  const rest = text
+    .slice(close + 2)
+    .trim()
+    .split(/\s+/);
   const state = rest[0];
   const ppid = Number(rest[1]);
   const startTime = Number(rest[19]);

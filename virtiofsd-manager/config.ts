@@ -7,12 +7,11 @@ import { KataError } from '../host/errors.js';
  */
 
 /** Cache modes as configured. `never` and `none` are the same mode (Rust and C spellings). */
-export const CACHE_MODES = ['auto', 'always', 'never', 'none', 'metadata'] as const;
-export type CacheModeInput = (typeof CACHE_MODES)[number];
+const CACHE_MODES = ['auto', 'always', 'never', 'none', 'metadata'] as const;
 /** Normalised cache mode (C's `none` is `never`). */
 export type CacheMode = 'auto' | 'always' | 'never' | 'metadata';
 
-export const SANDBOX_MODES = ['namespace', 'chroot', 'none'] as const;
+const SANDBOX_MODES = ['namespace', 'chroot', 'none'] as const;
 export type SandboxMode = (typeof SANDBOX_MODES)[number];
 
 export interface RestartPolicy {
@@ -73,17 +72,20 @@ export interface ResolvedVirtiofsConfig {
   volumeRoots: string[];
 }
 
-export const DEFAULT_DAEMON_PATH = '/usr/lib/qemu/virtiofsd';
-export const DEFAULT_ROOT = '/run/kata-resources';
-export const DEFAULT_TAG = 'kataShared';
-export const DEFAULT_QUEUE_SIZE = 1024;
+const DEFAULT_DAEMON_PATH = '/usr/lib/qemu/virtiofsd';
+const DEFAULT_ROOT = '/run/kata-resources';
+const DEFAULT_TAG = 'kataShared';
+const DEFAULT_QUEUE_SIZE = 1024;
 export const GUEST_SHARE_DIR = '/run/kata-containers/shared/containers/';
 
 function bad(key: string, value: unknown, expected: string): KataError {
-  return new KataError('E_CONFIG', `virtiofs.${key} = ${JSON.stringify(value)} is invalid: expected ${expected}`, { key: `virtiofs.${key}`, value });
+  return new KataError('E_CONFIG', `virtiofs.${key} = ${JSON.stringify(value)} is invalid: expected ${expected}`, {
+    key: `virtiofs.${key}`,
+    value,
+  });
 }
 
-export function normaliseCache(value: unknown): CacheMode {
+function normaliseCache(value: unknown): CacheMode {
   if (value === undefined || value === '') return 'auto';
   if (typeof value !== 'string' || !(CACHE_MODES as readonly string[]).includes(value)) {
     throw bad('cache', value, `one of ${CACHE_MODES.join(', ')}`);
@@ -110,8 +112,28 @@ function bool(key: string, v: unknown, dflt: boolean): boolean {
 /** Validate and fill defaults. Does not touch the file system (the daemon checks its binary when it starts). */
 export function resolveVirtiofsConfig(c: VirtiofsConfig = {}): ResolvedVirtiofsConfig {
   if (typeof c !== 'object' || c === null) throw bad('', c, 'a table');
-  const known = new Set(['daemonPath', 'cache', 'threadPoolSize', 'sandbox', 'xattr', 'announceSubmounts', 'extraArgs', 'queueSize', 'tag', 'root', 'socketPath', 'socketOwner', 'startTimeoutMs', 'stopGraceMs', 'restart', 'pdeathsig', 'volumeRoots']);
-  for (const k of Object.keys(c)) if (!known.has(k)) throw new KataError('E_CONFIG', `virtiofs.${k} is not a known key (known: ${[...known].join(', ')})`, { key: `virtiofs.${k}` });
+  const known = new Set([
+    'daemonPath',
+    'cache',
+    'threadPoolSize',
+    'sandbox',
+    'xattr',
+    'announceSubmounts',
+    'extraArgs',
+    'queueSize',
+    'tag',
+    'root',
+    'socketPath',
+    'socketOwner',
+    'startTimeoutMs',
+    'stopGraceMs',
+    'restart',
+    'pdeathsig',
+    'volumeRoots',
+  ]);
+  for (const k of Object.keys(c))
+    if (!known.has(k))
+      throw new KataError('E_CONFIG', `virtiofs.${k} is not a known key (known: ${[...known].join(', ')})`, { key: `virtiofs.${k}` });
 
   const sandbox = c.sandbox ?? 'namespace';
   if (!(SANDBOX_MODES as readonly string[]).includes(sandbox)) throw bad('sandbox', sandbox, `one of ${SANDBOX_MODES.join(', ')}`);
@@ -129,7 +151,10 @@ export function resolveVirtiofsConfig(c: VirtiofsConfig = {}): ResolvedVirtiofsC
   let restart: RestartPolicy = { maxRestarts: 0, windowMs: 60_000 };
   if (c.restart !== undefined) {
     const r = c.restart as { maxRestarts?: unknown; windowMs?: unknown };
-    restart = { maxRestarts: int('restart.maxRestarts', r?.maxRestarts, 0, 100), windowMs: r?.windowMs === undefined ? 60_000 : int('restart.windowMs', r.windowMs, 1, 86_400_000) };
+    restart = {
+      maxRestarts: int('restart.maxRestarts', r?.maxRestarts, 0, 100),
+      windowMs: r?.windowMs === undefined ? 60_000 : int('restart.windowMs', r.windowMs, 1, 86_400_000),
+    };
   }
   const volumeRoots = c.volumeRoots ?? [];
   if (!Array.isArray(volumeRoots)) throw bad('volumeRoots', volumeRoots, 'an array of absolute paths');

@@ -60,7 +60,11 @@ export async function detectFlavor(path: string): Promise<Flavor> {
     accessSync(path, fsc.X_OK);
     key = `${st.ino}:${st.size}:${st.mtimeMs}`;
   } catch (e) {
-    throw new KataError('E_CONFIG', `virtiofs.daemonPath = ${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message} (install qemu-system-x86 for the C virtiofsd or the virtiofsd package for the Rust one, or fix the path)`, { key: 'virtiofs.daemonPath', path });
+    throw new KataError(
+      'E_CONFIG',
+      `virtiofs.daemonPath = ${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message} (install qemu-system-x86 for the C virtiofsd or the virtiofsd package for the Rust one, or fix the path)`,
+      { key: 'virtiofs.daemonPath', path },
+    );
   }
   const hit = cache.get(path);
   if (hit && hit.key === key) return hit.flavor;
@@ -71,12 +75,18 @@ export async function detectFlavor(path: string): Promise<Flavor> {
     ]);
     const f = flavorFromText(h.stdout + h.stderr, v.stdout + v.stderr);
     if (!f) {
-      throw new KataError('E_CONFIG', `virtiofs.daemonPath = ${path} does not look like virtiofsd (its --help names neither -o source= nor --shared-dir)`, { key: 'virtiofs.daemonPath', path });
+      throw new KataError(
+        'E_CONFIG',
+        `virtiofs.daemonPath = ${path} does not look like virtiofsd (its --help names neither -o source= nor --shared-dir)`,
+        { key: 'virtiofs.daemonPath', path },
+      );
     }
     return f;
   })();
   const entry = { key, flavor };
   cache.set(path, entry);
-  flavor.catch(() => { if (cache.get(path) === entry) cache.delete(path); });
+  flavor.catch(() => {
+    if (cache.get(path) === entry) cache.delete(path);
+  });
   return flavor;
 }

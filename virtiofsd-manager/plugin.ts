@@ -35,15 +35,15 @@ export interface VirtiofsCrashEvent extends CrashInfo {
   sandboxId: string;
 }
 
-export const VIRTIOFS_DEVICE_ID = 'virtiofs0';
-export const SOCKET_NAME = 'virtiofsd.sock';
+const VIRTIOFS_DEVICE_ID = 'virtiofs0';
+const SOCKET_NAME = 'virtiofsd.sock';
 
 /** The one Storage the agent mounts at sandbox start (Kata's kataShared). */
-export function guestStorage(tag: string): Storage {
+function guestStorage(tag: string): Storage {
   return { driver: 'virtio-fs', driver_options: [], source: tag, fstype: 'virtiofs', options: [], mount_point: GUEST_SHARE_DIR };
 }
 
-export function fsDeviceSpec(socket: string, tag: string, queueSize: number): FsVhostUserSpec {
+function fsDeviceSpec(socket: string, tag: string, queueSize: number): FsVhostUserSpec {
   return { kind: 'fs-vhost-user', id: VIRTIOFS_DEVICE_ID, socket, tag, queueSize };
 }
 
@@ -63,7 +63,8 @@ export class VirtiofsPlugin
   async attach(ctx: PluginContext, config: VirtiofsConfig): Promise<Attached<VirtiofsResources>> {
     const cfg = resolveVirtiofsConfig(config);
     const sid = validateId(ctx.sandboxId);
-    if (this.live.has(sid)) throw new KataError('E_SANDBOX_EXISTS', `virtio-fs share of sandbox ${sid} is already attached`, { sandboxId: sid });
+    if (this.live.has(sid))
+      throw new KataError('E_SANDBOX_EXISTS', `virtio-fs share of sandbox ${sid} is already attached`, { sandboxId: sid });
     const log = ctx.log.child({ plugin: 'virtiofs' });
     const socketPath = cfg.socketPath ?? join(ctx.runDir, SOCKET_NAME);
     checkSocketPath(socketPath);

@@ -8,7 +8,7 @@ import { sleep } from '../host/retry.js';
  * /proc/net/unix is per network namespace: this sees daemons bound in the caller's namespace.
  */
 
-export const SO_ACCEPTCON = 0x10000;
+const SO_ACCEPTCON = 0x10000;
 
 export interface UnixSocketEntry {
   flags: number;
@@ -27,12 +27,18 @@ export function parseProcNetUnix(text: string): UnixSocketEntry[] {
     // Num RefCount Protocol Flags Type St Inode Path
     const m = /^\s*\S+:\s+\S+\s+\S+\s+([0-9A-Fa-f]+)\s+([0-9A-Fa-f]+)\s+([0-9A-Fa-f]+)\s+(\d+)\s(.+)$/.exec(line);
     if (!m) continue;
-    out.push({ flags: Number.parseInt(m[1]!, 16), type: Number.parseInt(m[2]!, 16), state: Number.parseInt(m[3]!, 16), inode: Number(m[4]), path: m[5]! });
+    out.push({
+      flags: Number.parseInt(m[1]!, 16),
+      type: Number.parseInt(m[2]!, 16),
+      state: Number.parseInt(m[3]!, 16),
+      inode: Number(m[4]),
+      path: m[5]!,
+    });
   }
   return out;
 }
 
-export function readProcNetUnix(): UnixSocketEntry[] {
+function readProcNetUnix(): UnixSocketEntry[] {
   try {
     return parseProcNetUnix(readFileSync('/proc/net/unix', 'utf8'));
   } catch {
@@ -56,7 +62,10 @@ export type ReadyOutcome = 'listening' | 'exited' | 'timeout';
  * Poll until path is listening (by a socket not in `exclude`), `gone()` says the daemon has exited,
  * or timeoutMs passes. Polls fast at first (the C daemon listens within a few ms) then every 10 ms.
  */
-export async function waitListening(path: string, opts: { timeoutMs: number; gone: () => boolean; exclude?: ReadonlySet<number> }): Promise<ReadyOutcome> {
+export async function waitListening(
+  path: string,
+  opts: { timeoutMs: number; gone: () => boolean; exclude?: ReadonlySet<number> },
+): Promise<ReadyOutcome> {
   const deadline = Date.now() + opts.timeoutMs;
   for (let i = 0; ; i++) {
     if (isListening(path, readProcNetUnix(), opts.exclude)) return 'listening';

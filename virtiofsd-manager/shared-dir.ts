@@ -1,5 +1,20 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants as fsc, existsSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, realpathSync, rmdirSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  constants as fsc,
+  existsSync,
+  fstatSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readlinkSync,
+  realpathSync,
+  rmdirSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { KataError } from '../host/errors.js';
 import type { Logger } from '../host/log.js';
@@ -63,7 +78,7 @@ export interface VolumeShareRequest {
   allowedRoots?: string[];
 }
 
-export function sandboxDirOf(root: string, sandboxId: string): string {
+function sandboxDirOf(root: string, sandboxId: string): string {
   return join(root, 'sandboxes', sandboxId);
 }
 
@@ -76,15 +91,17 @@ function inside(path: string, dir: string): boolean {
 }
 
 /** Container ids become path components: "/" and ".." are refused as unsafe, the rest as invalid names. */
-export function checkContainerId(cid: unknown): string {
+function checkContainerId(cid: unknown): string {
   if (typeof cid === 'string' && (cid.includes('/') || cid.includes('..') || cid.includes('\0'))) {
-    throw unsafe(`container id ${JSON.stringify(cid)} would leave the sandbox's mounts directory ("/" or ".." in it)`, { containerId: cid });
+    throw unsafe(`container id ${JSON.stringify(cid)} would leave the sandbox's mounts directory ("/" or ".." in it)`, {
+      containerId: cid,
+    });
   }
   return validateId(cid, 'container id');
 }
 
 /** A share name is a relative path that stays in mounts/: no absolute path, no "." or ".." component. */
-export function checkShareName(name: unknown): string {
+function checkShareName(name: unknown): string {
   if (typeof name !== 'string' || name.length === 0 || name.startsWith('/') || name.includes('\0')) {
     throw unsafe(`share destination ${JSON.stringify(name)} must be a relative path inside mounts/`, { name });
   }
@@ -152,7 +169,11 @@ export class SharedDir {
     const realRoot = realpathSync(root);
     const sd = new SharedDir(realRoot, sandboxId, log);
     if (mountsUnder(sd.sandboxDir).length > 0) {
-      throw new KataError('E_SANDBOX_EXISTS', `shared directory ${sd.sandboxDir} is already mounted (a sandbox ${sandboxId} exists or was left by a crash: recover it first)`, { sandboxId, path: sd.sandboxDir });
+      throw new KataError(
+        'E_SANDBOX_EXISTS',
+        `shared directory ${sd.sandboxDir} is already mounted (a sandbox ${sandboxId} exists or was left by a crash: recover it first)`,
+        { sandboxId, path: sd.sandboxDir },
+      );
     }
     // An unmounted leftover (a crash between unmount and removal) is removed first.
     if (existsSync(sd.sandboxDir)) await SharedDir.teardownAt(sd.sandboxDir, log);
@@ -179,7 +200,15 @@ export class SharedDir {
   }
 
   state(): SharedDirState {
-    return { root: this.root, sandboxId: this.sandboxId, sandboxDir: this.sandboxDir, mountsDir: this.mountsDir, sharedDir: this.sharedDir, privateDir: this.privateDir, shares: this.shareList.map((s) => ({ ...s })) };
+    return {
+      root: this.root,
+      sandboxId: this.sandboxId,
+      sandboxDir: this.sandboxDir,
+      mountsDir: this.mountsDir,
+      sharedDir: this.sharedDir,
+      privateDir: this.privateDir,
+      shares: this.shareList.map((s) => ({ ...s })),
+    };
   }
 
   shares(): ShareRecord[] {
@@ -189,17 +218,41 @@ export class SharedDir {
   /** Bind a container's (host-mounted) rootfs read-write to mounts/<cid>/rootfs. */
   async shareRootfs(containerId: string, rootfs: string, opts: { allowedRoots?: string[] } = {}): Promise<ShareRecord> {
     const cid = checkContainerId(containerId);
-    return this.share({ kind: 'rootfs', containerId: cid, name: `${cid}/rootfs`, source: rootfs, readonly: false, allowedRoots: opts.allowedRoots ?? [] });
+    return this.share({
+      kind: 'rootfs',
+      containerId: cid,
+      name: `${cid}/rootfs`,
+      source: rootfs,
+      readonly: false,
+      allowedRoots: opts.allowedRoots ?? [],
+    });
   }
 
   /** Bind a volume into mounts/ (read-only ones through private/, see the class comment). */
   async shareVolume(req: VolumeShareRequest, defaultRoots: string[] = []): Promise<ShareRecord> {
     const cid = checkContainerId(req.containerId);
-    const name = req.name !== undefined ? checkShareName(req.name) : `${cid}-${randomBytes(8).toString('hex')}-${safeBase(req.destination ?? req.source)}`;
-    return this.share({ kind: 'volume', containerId: cid, name, source: req.source, readonly: req.readonly, allowedRoots: req.allowedRoots ?? defaultRoots });
+    const name =
+      req.name !== undefined
+        ? checkShareName(req.name)
+        : `${cid}-${randomBytes(8).toString('hex')}-${safeBase(req.destination ?? req.source)}`;
+    return this.share({
+      kind: 'volume',
+      containerId: cid,
+      name,
+      source: req.source,
+      readonly: req.readonly,
+      allowedRoots: req.allowedRoots ?? defaultRoots,
+    });
   }
 
-  private async share(r: { kind: ShareRecord['kind']; containerId: string; name: string; source: string; readonly: boolean; allowedRoots: string[] }): Promise<ShareRecord> {
+  private async share(r: {
+    kind: ShareRecord['kind'];
+    containerId: string;
+    name: string;
+    source: string;
+    readonly: boolean;
+    allowedRoots: string[];
+  }): Promise<ShareRecord> {
     checkShareName(r.name);
     if (this.shareList.some((s) => s.name === r.name)) {
       throw new KataError('E_INVALID_ARGUMENT', `${r.name} is already shared in sandbox ${this.sandboxId}`, { name: r.name });
@@ -209,7 +262,9 @@ export class SharedDir {
       // Refuse devices and fifos before opening anything (opening a device can have effects).
       const pre = statSync(r.source);
       if (!pre.isDirectory() && !pre.isFile()) {
-        throw new KataError('E_INVALID_ARGUMENT', `share source ${r.source} is neither a directory nor a regular file`, { source: r.source });
+        throw new KataError('E_INVALID_ARGUMENT', `share source ${r.source} is neither a directory nor a regular file`, {
+          source: r.source,
+        });
       }
       fd = openSync(r.source, fsc.O_RDONLY | fsc.O_NONBLOCK);
     } catch (e) {
@@ -220,7 +275,9 @@ export class SharedDir {
       const real = readlinkSync(`/proc/self/fd/${fd}`);
       const st = fstatSync(fd);
       if (!st.isDirectory() && !st.isFile()) {
-        throw new KataError('E_INVALID_ARGUMENT', `share source ${r.source} is neither a directory nor a regular file`, { source: r.source });
+        throw new KataError('E_INVALID_ARGUMENT', `share source ${r.source} is neither a directory nor a regular file`, {
+          source: r.source,
+        });
       }
       if (r.allowedRoots.length > 0) {
         const roots = r.allowedRoots.map((p) => {
@@ -231,7 +288,11 @@ export class SharedDir {
           }
         });
         if (!roots.some((root) => inside(real, root))) {
-          throw unsafe(`share source ${r.source} resolves to ${real}, outside the allowed directories ${roots.join(', ')}`, { source: r.source, resolved: real, allowedRoots: roots });
+          throw unsafe(`share source ${r.source} resolves to ${real}, outside the allowed directories ${roots.join(', ')}`, {
+            source: r.source,
+            resolved: real,
+            allowedRoots: roots,
+          });
         }
       }
       const fdPath = `/proc/${process.pid}/fd/${fd}`;
@@ -259,7 +320,15 @@ export class SharedDir {
           }
         }
       });
-      const rec: ShareRecord = { kind: r.kind, containerId: r.containerId, name: r.name, hostPath: target, guestPath: `${GUEST_SHARE_DIR}${r.name}`, source: real, readonly: r.readonly };
+      const rec: ShareRecord = {
+        kind: r.kind,
+        containerId: r.containerId,
+        name: r.name,
+        hostPath: target,
+        guestPath: `${GUEST_SHARE_DIR}${r.name}`,
+        source: real,
+        readonly: r.readonly,
+      };
       this.shareList.push(rec);
       this.log.debug({ share: rec }, 'shared into virtio-fs');
       return { ...rec };
@@ -348,7 +417,11 @@ export class SharedDir {
     const left: string[] = [];
     removeTreeSafely(sandboxDir, left);
     if (left.length > 0) {
-      throw new KataError('E_MOUNT', `${sandboxDir} not fully removed: ${left.slice(0, 5).join(', ')} are not empty mount points (left in place)`, { path: sandboxDir, left });
+      throw new KataError(
+        'E_MOUNT',
+        `${sandboxDir} not fully removed: ${left.slice(0, 5).join(', ')} are not empty mount points (left in place)`,
+        { path: sandboxDir, left },
+      );
     }
   }
 }

@@ -20,14 +20,26 @@ export interface VirtiofsdArgsInput {
 }
 
 function unsupported(key: string, value: string, flavor: Flavor, supported: readonly string[]): KataError {
-  const who = flavor.kind === 'c' ? `the C virtiofsd${flavor.version ? ` ${flavor.version}` : ''}` : `the Rust virtiofsd${flavor.version ? ` ${flavor.version}` : ''}`;
-  return new KataError('E_CONFIG', `virtiofs.${key} = ${value} is not supported by ${who} (supported: ${supported.join(', ')})`, { key: `virtiofs.${key}`, value, flavor: flavor.kind });
+  const who =
+    flavor.kind === 'c'
+      ? `the C virtiofsd${flavor.version ? ` ${flavor.version}` : ''}`
+      : `the Rust virtiofsd${flavor.version ? ` ${flavor.version}` : ''}`;
+  return new KataError('E_CONFIG', `virtiofs.${key} = ${value} is not supported by ${who} (supported: ${supported.join(', ')})`, {
+    key: `virtiofs.${key}`,
+    value,
+    flavor: flavor.kind,
+  });
 }
 
 /** Translate a normalised cache mode into the daemon's own word. */
-export function cacheWord(flavor: Flavor, cache: CacheMode): string {
+function cacheWord(flavor: Flavor, cache: CacheMode): string {
   if (!flavor.cacheModes.includes(cache)) {
-    throw unsupported('cache', cache, flavor, flavor.cacheModes.map((m) => (m === 'never' ? 'never/none' : m)));
+    throw unsupported(
+      'cache',
+      cache,
+      flavor,
+      flavor.cacheModes.map((m) => (m === 'never' ? 'never/none' : m)),
+    );
   }
   return flavor.kind === 'c' && cache === 'never' ? 'none' : cache;
 }

@@ -17,7 +17,7 @@ import { daemonPidFiles, virtiofsdArgs, type VirtiofsdArgsInput } from './virtio
  */
 
 /** Linux sun_path is 108 bytes including the terminating NUL. */
-export const MAX_SOCKET_PATH = 107;
+const MAX_SOCKET_PATH = 107;
 
 /** What the daemon is started with: its arguments (sourceDir = the sandbox's `shared`) and how it is run. */
 export interface VirtiofsdOptions extends VirtiofsdArgsInput {
@@ -58,7 +58,11 @@ export interface CrashInfo {
 export function checkSocketPath(socketPath: string): void {
   const n = Buffer.byteLength(socketPath, 'utf8');
   if (n > MAX_SOCKET_PATH) {
-    throw new KataError('E_SOCKET_PATH_TOO_LONG', `virtiofs.socketPath ${socketPath} is ${n} bytes; unix sockets allow at most ${MAX_SOCKET_PATH}: choose a shorter run directory`, { key: 'virtiofs.socketPath', path: socketPath, bytes: n });
+    throw new KataError(
+      'E_SOCKET_PATH_TOO_LONG',
+      `virtiofs.socketPath ${socketPath} is ${n} bytes; unix sockets allow at most ${MAX_SOCKET_PATH}: choose a shorter run directory`,
+      { key: 'virtiofs.socketPath', path: socketPath, bytes: n },
+    );
   }
 }
 
@@ -101,12 +105,19 @@ export class VirtiofsDaemon extends EventEmitter<{ crash: [CrashInfo]; restart: 
       /* missing */
     }
     if (!isDir) {
-      throw new KataError('E_CONFIG', `virtiofs.sourceDir ${opts.sourceDir} does not exist or is not a directory`, { key: 'virtiofs.sourceDir', path: opts.sourceDir });
+      throw new KataError('E_CONFIG', `virtiofs.sourceDir ${opts.sourceDir} does not exist or is not a directory`, {
+        key: 'virtiofs.sourceDir',
+        path: opts.sourceDir,
+      });
     }
     const flavor = await detectFlavor(opts.daemonPath);
     const args = virtiofsdArgs(flavor, { ...opts });
     if (isListening(opts.socketPath)) {
-      throw new KataError('E_DAEMON_START', `virtiofsd: socket ${opts.socketPath} is already in use by a listening process (another sandbox or a stale daemon: recover it first)`, { socket: opts.socketPath });
+      throw new KataError(
+        'E_DAEMON_START',
+        `virtiofsd: socket ${opts.socketPath} is already in use by a listening process (another sandbox or a stale daemon: recover it first)`,
+        { socket: opts.socketPath },
+      );
     }
     mkdirSync(dirname(opts.socketPath), { recursive: true, mode: 0o700 });
     const v = new VirtiofsDaemon(opts, flavor, args);
@@ -133,7 +144,11 @@ export class VirtiofsDaemon extends EventEmitter<{ crash: [CrashInfo]; restart: 
       }
       this.cleanupFiles();
       const tail = d.stderrTail(8);
-      throw new KataError('E_DAEMON_START', `virtiofsd ${opts.daemonPath} ${why}${tail.length ? `; stderr: ${tail.join(' | ')}` : '; no stderr output'}`, { daemon: 'virtiofsd', argv: [opts.daemonPath, ...this.args], stderr: tail });
+      throw new KataError(
+        'E_DAEMON_START',
+        `virtiofsd ${opts.daemonPath} ${why}${tail.length ? `; stderr: ${tail.join(' | ')}` : '; no stderr output'}`,
+        { daemon: 'virtiofsd', argv: [opts.daemonPath, ...this.args], stderr: tail },
+      );
     }
     try {
       chmodSync(opts.socketPath, 0o600);
@@ -141,12 +156,20 @@ export class VirtiofsDaemon extends EventEmitter<{ crash: [CrashInfo]; restart: 
     } catch (e) {
       await d.stop({ graceMs: 0 });
       this.cleanupFiles();
-      throw new KataError('E_DAEMON_START', `virtiofsd: cannot set mode/owner of ${opts.socketPath}: ${(e as Error).message}`, { socket: opts.socketPath }, { cause: e });
+      throw new KataError(
+        'E_DAEMON_START',
+        `virtiofsd: cannot set mode/owner of ${opts.socketPath}: ${(e as Error).message}`,
+        { socket: opts.socketPath },
+        { cause: e },
+      );
     }
     this.daemon = d;
     // Through the promise: an exit that already happened (a client that came and went) still counts.
     void d.exited.then((info) => this.onExit(d, info));
-    opts.log.info({ daemonPid: d.pid, socket: opts.socketPath, flavor: this.flavor.kind, readyMs: Math.round(performance.now() - started) }, 'virtiofsd ready');
+    opts.log.info(
+      { daemonPid: d.pid, socket: opts.socketPath, flavor: this.flavor.kind, readyMs: Math.round(performance.now() - started) },
+      'virtiofsd ready',
+    );
   }
 
   private onExit(d: Daemon, info: DaemonExit): void {
@@ -246,7 +269,9 @@ export class VirtiofsDaemon extends EventEmitter<{ crash: [CrashInfo]; restart: 
    * still the same process, and remove its socket and pid files (unless something else listens there).
    */
   static async recover(state: VirtiofsdState, opts: { graceMs?: number; log?: Logger } = {}): Promise<KillOutcome> {
-    const outcome = state.daemon ? await killFromRecord(state.daemon, { graceMs: opts.graceMs ?? 2000, termRepeatMs: 100, ...(opts.log ? { log: opts.log } : {}) }) : 'not-running';
+    const outcome = state.daemon
+      ? await killFromRecord(state.daemon, { graceMs: opts.graceMs ?? 2000, termRepeatMs: 100, ...(opts.log ? { log: opts.log } : {}) })
+      : 'not-running';
     if (!isListening(state.socketPath)) removeIf(state.socketPath, 'socket');
     for (const f of state.pidFiles) removeIf(f, 'file');
     opts.log?.info({ socket: state.socketPath, outcome }, 'virtiofsd recovered');

@@ -9,7 +9,7 @@ function sorted(xs: readonly number[]): number[] {
 }
 
 /** Nearest-rank percentile, p in [0, 100]; NaN for an empty sample. */
-export function percentile(xs: readonly number[], p: number): number {
+function percentile(xs: readonly number[], p: number): number {
   if (xs.length === 0) return Number.NaN;
   const s = sorted(xs);
   const rank = Math.ceil((p / 100) * s.length);
@@ -17,20 +17,15 @@ export function percentile(xs: readonly number[], p: number): number {
 }
 
 /** Median (the mean of the two middle values for an even count); NaN for an empty sample. */
-export function median(xs: readonly number[]): number {
+function median(xs: readonly number[]): number {
   if (xs.length === 0) return Number.NaN;
   const s = sorted(xs);
   const mid = s.length >> 1;
   return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
-export function p95(xs: readonly number[]): number {
+function p95(xs: readonly number[]): number {
   return percentile(xs, 95);
-}
-
-export function mean(xs: readonly number[]): number {
-  if (xs.length === 0) return Number.NaN;
-  return xs.reduce((a, b) => a + b, 0) / xs.length;
 }
 
 export interface Summary {
@@ -64,7 +59,11 @@ export function msSince(t0: bigint): number {
  * Run `fn` over `items` with at most `limit` in flight, keeping order of results. A rejection does
  * not stop the others: every item runs, and the outcomes come back as settled results.
  */
-export async function pool<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<PromiseSettledResult<R>[]> {
+export async function pool<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T, i: number) => Promise<R>,
+): Promise<PromiseSettledResult<R>[]> {
   const out: PromiseSettledResult<R>[] = new Array(items.length);
   let next = 0;
   async function worker(): Promise<void> {

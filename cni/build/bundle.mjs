@@ -34,9 +34,16 @@ const metafile = opt('--metafile', undefined);
 
 // Same options as cni/config-validator.ts (AJV_OPTIONS), plus code generation.
 // Annotations (title, description) do not validate anything: leave them out of the generated code.
-const stripAnnotations = (v) => Array.isArray(v) ? v.map(stripAnnotations)
-  : v && typeof v === 'object' ? Object.fromEntries(Object.entries(v).filter(([k]) => k !== 'title' && k !== 'description').map(([k, x]) => [k, stripAnnotations(x)]))
-  : v;
+const stripAnnotations = (v) =>
+  Array.isArray(v)
+    ? v.map(stripAnnotations)
+    : v && typeof v === 'object'
+      ? Object.fromEntries(
+          Object.entries(v)
+            .filter(([k]) => k !== 'title' && k !== 'description')
+            .map(([k, x]) => [k, stripAnnotations(x)]),
+        )
+      : v;
 const schema = stripAnnotations(JSON.parse(readFileSync(join(root, 'cni/config-schema.json'), 'utf8')));
 const ajv = new Ajv({ allErrors: true, strict: true, code: { source: true, esm: true } });
 const validatorSource = standaloneCode(ajv, ajv.compile(schema));
@@ -56,18 +63,20 @@ const precompiledValidator = {
 // Even unused, bundled code costs V8 a parse at every start; a string literal costs only a scan.
 // So pino is bundled on its own into a CommonJS string that the 'pino' import evaluates on first
 // use (cni/log.ts imports it dynamically, only when a log file or level is set).
-const pinoCjs = (await esbuild.build({
-  absWorkingDir: root,
-  stdin: { contents: "module.exports = require('pino');", resolveDir: root, loader: 'js' },
-  bundle: true,
-  platform: 'node',
-  format: 'cjs',
-  target: 'node20',
-  minify: true,
-  legalComments: 'none',
-  write: false,
-  logLevel: 'warning',
-})).outputFiles[0].text;
+const pinoCjs = (
+  await esbuild.build({
+    absWorkingDir: root,
+    stdin: { contents: "module.exports = require('pino');", resolveDir: root, loader: 'js' },
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    minify: true,
+    legalComments: 'none',
+    write: false,
+    logLevel: 'warning',
+  })
+).outputFiles[0].text;
 const pinoFromString = {
   name: 'pino-from-string',
   setup(build) {
@@ -89,7 +98,9 @@ const pinoFromString = {
 const cryptoLite = {
   name: 'crypto-lite',
   setup(build) {
-    build.onResolve({ filter: /^(node:)?crypto$/ }, (a) => (a.importer.endsWith('crypto-lite.ts') ? undefined : { path: join(root, 'cni/build/crypto-lite.ts') }));
+    build.onResolve({ filter: /^(node:)?crypto$/ }, (a) =>
+      a.importer.endsWith('crypto-lite.ts') ? undefined : { path: join(root, 'cni/build/crypto-lite.ts') },
+    );
   },
 };
 

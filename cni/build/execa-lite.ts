@@ -58,14 +58,20 @@ export function execa(file: string, args: readonly string[] = [], opts: LiteOpti
     child.stderr!.on('data', (d: Buffer) => err.push(d));
     let timedOut = false;
     let spawnError: NodeJS.ErrnoException | undefined;
-    const timer = opts.timeout && opts.timeout > 0
-      ? setTimeout(() => { timedOut = true; child.kill(opts.killSignal ?? 'SIGTERM'); }, opts.timeout)
-      : undefined;
+    const timer =
+      opts.timeout && opts.timeout > 0
+        ? setTimeout(() => {
+            timedOut = true;
+            child.kill(opts.killSignal ?? 'SIGTERM');
+          }, opts.timeout)
+        : undefined;
     if (child.stdin) {
       child.stdin.on('error', () => {}); // EPIPE when the child exits without reading
       child.stdin.end(opts.input ?? '');
     }
-    child.on('error', (e: NodeJS.ErrnoException) => { spawnError = e; });
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      spawnError = e;
+    });
     child.on('close', (exitCode: number | null, signal: NodeJS.Signals | null) => {
       if (timer) clearTimeout(timer);
       const stripOn = opts.stripFinalNewline !== false;
@@ -73,7 +79,7 @@ export function execa(file: string, args: readonly string[] = [], opts: LiteOpti
         command,
         stdout: strip(Buffer.concat(out).toString('utf8'), stripOn),
         stderr: strip(Buffer.concat(err).toString('utf8'), stripOn),
-        exitCode: spawnError ? undefined : exitCode ?? undefined,
+        exitCode: spawnError ? undefined : (exitCode ?? undefined),
         signal: signal ?? undefined,
         timedOut,
         failed: spawnError !== undefined || timedOut || exitCode !== 0,

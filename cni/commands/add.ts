@@ -30,14 +30,26 @@ export function startLinkRead(req: CniRequest): Promise<ScannedLink | undefined>
  * Any failure leaves nothing behind: the endpoint code rolls its own steps back, and the record
  * (written first as "pending") is removed.
  */
-export async function cmdAdd(req: CniRequest, cfg: KataCniConfig, log: Logger, earlyLink?: Promise<ScannedLink | undefined>): Promise<Record<string, unknown>> {
+export async function cmdAdd(
+  req: CniRequest,
+  cfg: KataCniConfig,
+  log: Logger,
+  earlyLink?: Promise<ScannedLink | undefined>,
+): Promise<Record<string, unknown>> {
   const prev = cfg.prevResult;
   if (!prev) {
-    throw new CniError(CNI_CODES.INVALID_CONFIG, 'field "prevResult" is missing: kata-cni is a chained plugin; list it after an interface-creating plugin (ptp, bridge, macvlan, ...) in a conflist');
+    throw new CniError(
+      CNI_CODES.INVALID_CONFIG,
+      'field "prevResult" is missing: kata-cni is a chained plugin; list it after an interface-creating plugin (ptp, bridge, macvlan, ...) in a conflist',
+    );
   }
   if (findSandboxInterface(prev, req.ifname, req.netns) < 0) {
     const seen = (prev.interfaces ?? []).map((i) => `${i.name}${i.sandbox ? ` (sandbox ${i.sandbox})` : ''}`).join(', ') || 'none';
-    throw new CniError(CNI_CODES.INVALID_CONFIG, `prevResult.interfaces has no interface "${req.ifname}" (CNI_IFNAME) with sandbox "${req.netns}" (CNI_NETNS): the previous plugin did not create it; check the plugin order and CNI_IFNAME`, `interfaces in prevResult: ${seen}`);
+    throw new CniError(
+      CNI_CODES.INVALID_CONFIG,
+      `prevResult.interfaces has no interface "${req.ifname}" (CNI_IFNAME) with sandbox "${req.netns}" (CNI_NETNS): the previous plugin did not create it; check the plugin order and CNI_IFNAME`,
+      `interfaces in prevResult: ${seen}`,
+    );
   }
   const ns = requireNetns(req.netns);
   const tapName = expandTapName(cfg.tapName, req.ifname);
@@ -48,13 +60,24 @@ export async function cmdAdd(req: CniRequest, cfg: KataCniConfig, log: Logger, e
   const netnsId = netnsIdentity(ns.path);
 
   const existing = safeRead(cfg, req);
-  if (existing && existing.netnsId && netnsId && existing.netnsId.ino === netnsId.ino && existing.netnsId.dev === netnsId.dev && existsSync(ns.path)) {
-    throw new CniError(108, `container ${req.containerId} interface ${req.ifname} is already attached by kata-cni (tap ${existing.tapName}) in ${req.netns}; DEL it before adding it again`);
+  if (existing?.netnsId && netnsId && existing.netnsId.ino === netnsId.ino && existing.netnsId.dev === netnsId.dev && existsSync(ns.path)) {
+    throw new CniError(
+      108,
+      `container ${req.containerId} interface ${req.ifname} is already attached by kata-cni (tap ${existing.tapName}) in ${req.netns}; DEL it before adding it again`,
+    );
   }
 
   const rec: AttachmentRecord<Attached<EndpointResources>> = {
-    kind: 'kata-cni-attachment', version: 1, network: cfg.name, containerId: req.containerId, ifname: req.ifname,
-    netns: req.netns, ...(netnsId ? { netnsId } : {}), tapName, model: cfg.model, createdAt: new Date().toISOString(),
+    kind: 'kata-cni-attachment',
+    version: 1,
+    network: cfg.name,
+    containerId: req.containerId,
+    ifname: req.ifname,
+    netns: req.netns,
+    ...(netnsId ? { netnsId } : {}),
+    tapName,
+    model: cfg.model,
+    createdAt: new Date().toISOString(),
   };
   writeRecord(cfg.stateDir, rec);
   let attached: Attached<EndpointResources> | undefined;
@@ -73,7 +96,7 @@ export async function cmdAdd(req: CniRequest, cfg: KataCniConfig, log: Logger, e
     rec.attached = attached;
     writeRecord(cfg.stateDir, rec);
     const res = attached.resources;
-    const tap = prefetch ? (await prefetch.result()) ?? (await readLink(ctx, tapName)) : { mac: res.guestMac, mtu: res.mtu };
+    const tap = prefetch ? ((await prefetch.result()) ?? (await readLink(ctx, tapName))) : { mac: res.guestMac, mtu: res.mtu };
     const result: CniResult = {
       ...prev,
       interfaces: [...(prev.interfaces ?? []), { name: tapName, mac: tap.mac, mtu: tap.mtu, sandbox: req.netns }],
@@ -90,7 +113,11 @@ export async function cmdAdd(req: CniRequest, cfg: KataCniConfig, log: Logger, e
     }
     removeRecord(cfg.stateDir, cfg.name, req.containerId, req.ifname);
     if (isKataError(e, 'E_LINK_EXISTS') && e.message.includes(` name ${tapName} `)) {
-      throw new CniError(108, `the tap name "${tapName}" is already taken in CNI_NETNS ${req.netns}: a previous ADD was not DELeted, or another link has that name; DEL first or change "tapName"`, e.message);
+      throw new CniError(
+        108,
+        `the tap name "${tapName}" is already taken in CNI_NETNS ${req.netns}: a previous ADD was not DELeted, or another link has that name; DEL first or change "tapName"`,
+        e.message,
+      );
     }
     throw e;
   }

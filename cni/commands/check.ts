@@ -26,24 +26,33 @@ export async function cmdCheck(req: CniRequest, cfg: KataCniConfig, log: Logger)
 
   const rec = readRecord<Attached<EndpointResources>>(cfg.stateDir, cfg.name, req.containerId, req.ifname);
   const id = netnsIdentity(ns.path);
-  const recordHere = rec !== undefined && (rec.netnsId === undefined || (id !== undefined && id.ino === rec.netnsId.ino && id.dev === rec.netnsId.dev));
-  if (!rec) problems.push(`no attachment record for container ${req.containerId} interface ${req.ifname} in ${cfg.stateDir} (was ADD run with this config?)`);
-  else if (!recordHere) problems.push(`the attachment record of ${req.containerId}/${req.ifname} was made in another network namespace than ${req.netns}`);
+  const recordHere =
+    rec !== undefined && (rec.netnsId === undefined || (id !== undefined && id.ino === rec.netnsId.ino && id.dev === rec.netnsId.dev));
+  if (!rec)
+    problems.push(
+      `no attachment record for container ${req.containerId} interface ${req.ifname} in ${cfg.stateDir} (was ADD run with this config?)`,
+    );
+  else if (!recordHere)
+    problems.push(`the attachment record of ${req.containerId}/${req.ifname} was made in another network namespace than ${req.netns}`);
   else if (!rec.attached) problems.push(`the ADD of ${req.containerId}/${req.ifname} did not complete (record still pending)`);
 
   const tapName = recordHere && rec ? rec.tapName : expandTapName(cfg.tapName, req.ifname);
-  const attached = recordHere && rec?.attached ? rec.attached : await reconstructAttached(ctx, { ifname: req.ifname, tapName, model: cfg.model });
+  const attached =
+    recordHere && rec?.attached ? rec.attached : await reconstructAttached(ctx, { ifname: req.ifname, tapName, model: cfg.model });
   problems.push(...(await checkEndpoint(ctx, attached)));
 
-  if (findSandboxInterface(prev, req.ifname, req.netns) < 0) problems.push(`prevResult has no interface ${req.ifname} with sandbox ${req.netns}`);
+  if (findSandboxInterface(prev, req.ifname, req.netns) < 0)
+    problems.push(`prevResult has no interface ${req.ifname} with sandbox ${req.netns}`);
   const tapIdx = findSandboxInterface(prev, tapName, req.netns);
   if (tapIdx < 0) {
     problems.push(`prevResult has no tap interface ${tapName} with sandbox ${req.netns}`);
   } else {
     const entry = prev.interfaces![tapIdx]!;
     const tap = (await readLinks(ctx)).find((l) => l.name === tapName);
-    if (tap && entry.mac && entry.mac.toLowerCase() !== tap.mac) problems.push(`MAC mismatch: tap ${tapName} has ${tap.mac}, the result reported ${entry.mac}`);
-    if (tap && entry.mtu !== undefined && entry.mtu !== tap.mtu) problems.push(`MTU mismatch: tap ${tapName} has ${tap.mtu}, the result reported ${entry.mtu}`);
+    if (tap && entry.mac && entry.mac.toLowerCase() !== tap.mac)
+      problems.push(`MAC mismatch: tap ${tapName} has ${tap.mac}, the result reported ${entry.mac}`);
+    if (tap && entry.mtu !== undefined && entry.mtu !== tap.mtu)
+      problems.push(`MTU mismatch: tap ${tapName} has ${tap.mtu}, the result reported ${entry.mtu}`);
   }
   if (problems.length > 0) {
     throw new CniError(120, `kata-cni CHECK failed for ${req.ifname} in ${req.netns}: ${problems.join('; ')}`, problems.join('\n'));

@@ -49,7 +49,7 @@ function chooseNetns(req: CniRequest, rec: Rec | undefined, log: Logger): NetnsR
       throw e;
     }
   }
-  if (rec && rec.netnsId && sameIdentity(netnsIdentity(rec.netns), rec.netnsId)) {
+  if (rec?.netnsId && sameIdentity(netnsIdentity(rec.netns), rec.netnsId)) {
     try {
       return toNetnsRef(rec.netns, 'record netns');
     } catch {
@@ -64,7 +64,14 @@ function sameIdentity(a: NetnsId | undefined, b: NetnsId): boolean {
 }
 
 /** Detach one attachment in ns: from its record when complete, else rebuilt. Throws only real failures. */
-export async function detachIn(ns: NetnsRef, containerId: string, ifname: string, cfg: KataCniConfig, rec: Rec | undefined, log: Logger): Promise<void> {
+export async function detachIn(
+  ns: NetnsRef,
+  containerId: string,
+  ifname: string,
+  cfg: KataCniConfig,
+  rec: Rec | undefined,
+  log: Logger,
+): Promise<void> {
   const ctx = pluginContext(containerId, ns, log, runDirFor(cfg.stateDir, cfg.name, containerId, ifname));
   // A record made in another namespace that happens to sit at this path now is not ours to replay.
   const recordHere = rec !== undefined && (rec.netnsId === undefined || sameIdentity(netnsIdentity(ns.path), rec.netnsId));

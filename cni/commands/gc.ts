@@ -19,7 +19,10 @@ import { detachIn } from './del.js';
 export async function cmdGc(cfg: KataCniConfig, log: Logger): Promise<void> {
   const valid = cfg.validAttachments;
   if (!valid) {
-    throw new CniError(CNI_CODES.INVALID_CONFIG, 'field "cni.dev/valid-attachments" is missing: GC needs the list of attachments still in use');
+    throw new CniError(
+      CNI_CODES.INVALID_CONFIG,
+      'field "cni.dev/valid-attachments" is missing: GC needs the list of attachments still in use',
+    );
   }
   const keep = new Set(valid.map((a) => `${a.containerID}\0${a.ifname}`));
   const { records, errors } = listRecords<Attached<EndpointResources>>(cfg.stateDir, cfg.name);

@@ -9,7 +9,7 @@ import { CNI_CODES, CniError } from '../errors.js';
  * ("plugin not available", spec text after the v1.1.0 tag) listing every reason. No process is
  * spawned: this runs on every kubelet status poll.
  */
-export function statusProblems(cfg: Pick<KataCniConfig, 'stateDir'>, env: NodeJS.ProcessEnv, tunPath = '/dev/net/tun'): string[] {
+function statusProblems(cfg: Pick<KataCniConfig, 'stateDir'>, env: NodeJS.ProcessEnv, tunPath = '/dev/net/tun'): string[] {
   const problems: string[] = [];
   try {
     if (!statSync(tunPath).isCharacterDevice()) problems.push(`${tunPath} is not a character device`);
@@ -47,5 +47,6 @@ function executable(p: string): boolean {
 
 export function cmdStatus(cfg: KataCniConfig, env: NodeJS.ProcessEnv): void {
   const problems = statusProblems(cfg, env);
-  if (problems.length > 0) throw new CniError(CNI_CODES.NOT_AVAILABLE, `kata-cni is not ready: ${problems.join('; ')}`, problems.join('\n'));
+  if (problems.length > 0)
+    throw new CniError(CNI_CODES.NOT_AVAILABLE, `kata-cni is not ready: ${problems.join('; ')}`, problems.join('\n'));
 }

@@ -88,7 +88,8 @@ class ProcessEnded extends AgentError {}
 function checkLine(l: string): void {
   // A line break would split the line; a trailing backslash would join it with the next (ip's
   // line continuation): either would shift the line numbers the replies are matched by.
-  if (/[\n\r\0]/.test(l) || /\\\s*$/.test(l)) throw new AgentError('E_INVALID_ARGUMENT', `ip batch line contains a line break or ends with a backslash: ${JSON.stringify(l)}`);
+  if (/[\n\r\0]/.test(l) || /\\\s*$/.test(l))
+    throw new AgentError('E_INVALID_ARGUMENT', `ip batch line contains a line break or ends with a backslash: ${JSON.stringify(l)}`);
 }
 
 class IpProcess {
@@ -104,15 +105,29 @@ class IpProcess {
   dead = false;
   readonly exited: Promise<void>;
 
-  constructor(file: string, args: readonly string[], private readonly label: string) {
+  constructor(
+    file: string,
+    args: readonly string[],
+    private readonly label: string,
+  ) {
     this.child = spawn(file, [...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.child.stdout!.setEncoding('utf8').on('data', (d: string) => this.out.push(d));
     this.child.stderr!.setEncoding('utf8').on('data', (d: string) => this.err.push(d));
-    this.child.stdin!.on('error', () => { /* the close handler reports */ });
+    this.child.stdin!.on('error', () => {
+      /* the close handler reports */
+    });
     let exited!: () => void;
-    this.exited = new Promise((r) => { exited = r; });
-    this.child.on('error', (e) => { this.end(`cannot run ${file}: ${e.message}`); exited(); });
-    this.child.on('close', (code, signal) => { this.end(this.timedOut ? 'timed out' : `exited (${signal ?? `code ${code}`})`); exited(); });
+    this.exited = new Promise((r) => {
+      exited = r;
+    });
+    this.child.on('error', (e) => {
+      this.end(`cannot run ${file}: ${e.message}`);
+      exited();
+    });
+    this.child.on('close', (code, signal) => {
+      this.end(this.timedOut ? 'timed out' : `exited (${signal ?? `code ${code}`})`);
+      exited();
+    });
     this.setRef(false);
   }
 
@@ -129,7 +144,16 @@ class IpProcess {
     if (this.ending) return Promise.reject(new ProcessEnded('E_NETLINK', `ip coprocess (${this.label}) has exited`));
     if (this.cur) return Promise.reject(new AgentError('E_INTERNAL', 'ip coprocess: a request is already in flight'));
     return new Promise((resolve, reject) => {
-      const req: Request = { firstLine: this.lineNo + 1, lineCount: lines.length, expected: reads + 1, stdout: [], failedAt: -1, message: '', resolve, reject };
+      const req: Request = {
+        firstLine: this.lineNo + 1,
+        lineCount: lines.length,
+        expected: reads + 1,
+        stdout: [],
+        failedAt: -1,
+        message: '',
+        resolve,
+        reject,
+      };
       this.lineNo += lines.length + 1;
       req.timer = setTimeout(() => {
         this.timedOut = true;
@@ -137,7 +161,7 @@ class IpProcess {
       }, timeoutMs);
       this.cur = req;
       this.setRef(true);
-      this.child.stdin!.write(lines.join('\n') + '\n' + SENTINEL + '\n');
+      this.child.stdin!.write(`${lines.join('\n')}\n${SENTINEL}\n`);
     });
   }
 

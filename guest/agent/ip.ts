@@ -27,14 +27,19 @@ export function makeIp(runner: CommandRunner, prefix: readonly string[] = [], la
     label,
     async json<T>(args: readonly string[]): Promise<T> {
       const r = await runner(file, [...prefix, '-json', ...args], { timeoutMs: 20_000 });
-      if (r.exitCode !== 0) throw new AgentError('E_NETLINK', `ip ${args.join(' ')} (${label}): ${r.stderr.trim() || `exit ${r.exitCode}`}`);
+      if (r.exitCode !== 0)
+        throw new AgentError('E_NETLINK', `ip ${args.join(' ')} (${label}): ${r.stderr.trim() || `exit ${r.exitCode}`}`);
       const text = r.stdout.trim();
       return (text === '' ? [] : JSON.parse(text)) as T;
     },
     async batch(lines: readonly string[], opts: { force?: boolean } = {}): Promise<LineOutcome[]> {
       if (lines.length === 0) return [];
-      for (const l of lines) if (/[\n\r\0]/.test(l)) throw new AgentError('E_INVALID_ARGUMENT', `ip batch line contains a line break: ${JSON.stringify(l)}`);
-      const r = await runner(file, [...prefix, ...(opts.force ? ['-force'] : []), '-batch', '-'], { input: lines.join('\n') + '\n', timeoutMs: 20_000 });
+      for (const l of lines)
+        if (/[\n\r\0]/.test(l)) throw new AgentError('E_INVALID_ARGUMENT', `ip batch line contains a line break: ${JSON.stringify(l)}`);
+      const r = await runner(file, [...prefix, ...(opts.force ? ['-force'] : []), '-batch', '-'], {
+        input: `${lines.join('\n')}\n`,
+        timeoutMs: 20_000,
+      });
       const { outcome, rest } = parseBatchStderr(r.stderr, lines.length);
       if (r.exitCode !== 0 && outcome.every((o) => o === null)) {
         throw new AgentError('E_NETLINK', `ip -batch (${label}) failed: ${rest || r.stderr.trim() || `exit ${r.exitCode}`}`);
@@ -49,7 +54,12 @@ export function makeIp(runner: CommandRunner, prefix: readonly string[] = [], la
 }
 
 /** Throw the first failed line as E_NETLINK naming the command. */
-export function throwFirstFailure(ip: Ip, lines: readonly string[], outcome: readonly LineOutcome[], ignore?: (msg: string) => boolean): void {
+export function throwFirstFailure(
+  ip: Ip,
+  lines: readonly string[],
+  outcome: readonly LineOutcome[],
+  ignore?: (msg: string) => boolean,
+): void {
   for (let i = 0; i < outcome.length; i++) {
     const o = outcome[i];
     if (o === null || o === undefined || o === NOT_RUN) continue;

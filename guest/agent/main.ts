@@ -25,7 +25,9 @@ function arg(name: string): string | undefined {
 }
 
 const debug = process.env.KATA_AGENT_LOG === 'debug';
-const log = (m: string): void => { process.stderr.write(`kata-agent: ${m}\n`); };
+const log = (m: string): void => {
+  process.stderr.write(`kata-agent: ${m}\n`);
+};
 const inGuest = process.env.KATA_AGENT_GUEST === '1';
 
 async function powerOff(): Promise<void> {
@@ -48,15 +50,31 @@ async function main(): Promise<void> {
     storage: { run: spawnRunner, sysfs: '/sys', dev: '/dev', mountsFile: '/proc/self/mounts' },
     run: spawnRunner,
     shutdown: powerOff,
-    log: debug ? log : (m) => { if (/ failed: /.test(m)) log(m); },
+    log: debug
+      ? log
+      : (m) => {
+          if (/ failed: /.test(m)) log(m);
+        },
   });
 
   const socketPath = arg('--socket');
   if (socketPath) {
-    try { unlinkSync(socketPath); } catch { /* absent */ }
+    try {
+      unlinkSync(socketPath);
+    } catch {
+      /* absent */
+    }
     const srv = createServer((s) => serveStream(server, s));
     srv.listen(socketPath, () => log(`listening on ${socketPath}`));
-    const stop = (): void => { srv.close(); try { unlinkSync(socketPath); } catch { /* gone */ } process.exit(0); };
+    const stop = (): void => {
+      srv.close();
+      try {
+        unlinkSync(socketPath);
+      } catch {
+        /* gone */
+      }
+      process.exit(0);
+    };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
     return;
@@ -67,7 +85,10 @@ async function main(): Promise<void> {
     const name = arg('--port-name') ?? AGENT_PORT_NAME;
     const deadline = Date.now() + 30_000;
     while (!(device = await findVirtioPort(name))) {
-      if (Date.now() > deadline) throw new Error(`no virtio-serial port named ${name} in /sys/class/virtio-ports (is virtio_console loaded and the virtserialport configured?)`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `no virtio-serial port named ${name} in /sys/class/virtio-ports (is virtio_console loaded and the virtserialport configured?)`,
+        );
       await sleep(20);
     }
   }

@@ -54,21 +54,41 @@ interface IpRoute {
   metrics?: ({ mtu?: number } | Record<string, number>)[];
 }
 
-const IFF: Record<string, number> = { UP: 0x1, BROADCAST: 0x2, DEBUG: 0x4, LOOPBACK: 0x8, POINTOPOINT: 0x10, NOTRAILERS: 0x20, RUNNING: 0x40, NOARP: 0x80, PROMISC: 0x100, ALLMULTI: 0x200, MASTER: 0x400, SLAVE: 0x800, MULTICAST: 0x1000, PORTSEL: 0x2000, AUTOMEDIA: 0x4000, DYNAMIC: 0x8000, LOWER_UP: 0x10000, DORMANT: 0x20000, ECHO: 0x40000 };
+const IFF: Record<string, number> = {
+  UP: 0x1,
+  BROADCAST: 0x2,
+  DEBUG: 0x4,
+  LOOPBACK: 0x8,
+  POINTOPOINT: 0x10,
+  NOTRAILERS: 0x20,
+  RUNNING: 0x40,
+  NOARP: 0x80,
+  PROMISC: 0x100,
+  ALLMULTI: 0x200,
+  MASTER: 0x400,
+  SLAVE: 0x800,
+  MULTICAST: 0x1000,
+  PORTSEL: 0x2000,
+  AUTOMEDIA: 0x4000,
+  DYNAMIC: 0x8000,
+  LOWER_UP: 0x10000,
+  DORMANT: 0x20000,
+  ECHO: 0x40000,
+};
 const IFF_NOARP = 0x80;
 const RTNH_F_ONLINK = 0x4;
 const SCOPE_NUM: Record<string, number> = { global: 0, universe: 0, site: 200, link: 253, host: 254, nowhere: 255 };
-const NUD_NAME: Record<number, string> = { 0x02: 'reachable', 0x04: 'stale', 0x08: 'delay', 0x10: 'probe', 0x40: 'noarp', 0x80: 'permanent' };
+const NUD_NAME: Record<number, string> = { 2: 'reachable', 4: 'stale', 8: 'delay', 16: 'probe', 64: 'noarp', 128: 'permanent' };
 const NTF_PROXY = 0x08;
 const NTF_ROUTER = 0x80;
 const IFNAMSIZ = 15;
 
-export function rawFlags(flags: readonly string[]): number {
+function rawFlags(flags: readonly string[]): number {
   return flags.reduce((acc, f) => acc | (IFF[f] ?? 0), 0);
 }
 
 /** Canonical text of an address so "fd00:0::1" and "FD00::1" compare equal. */
-export function canonicalIp(addr: string): string {
+function canonicalIp(addr: string): string {
   const a = addr.trim();
   if (!a.includes(':')) return a;
   try {
@@ -100,11 +120,12 @@ function validAddr(a: IPAddress): { addr: string; prefix: number; v6: boolean } 
 }
 
 function validMac(mac: string, what: string): string {
-  if (!/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(mac)) throw new AgentError('E_INVALID_ARGUMENT', `${what} "${mac}" is not a MAC address (aa:bb:cc:dd:ee:ff)`);
+  if (!/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(mac))
+    throw new AgentError('E_INVALID_ARGUMENT', `${what} "${mac}" is not a MAC address (aa:bb:cc:dd:ee:ff)`);
   return mac.toLowerCase();
 }
 
-export async function readLinks(ip: Ip): Promise<IpAddrLink[]> {
+async function readLinks(ip: Ip): Promise<IpAddrLink[]> {
   return ip.json<IpAddrLink[]>(['-details', 'addr', 'show']);
 }
 
@@ -132,11 +153,18 @@ async function netdevAtPciPath(ctx: NetworkContext, devicePath: string): Promise
 }
 
 function linkNotFound(iface: Interface): AgentError {
-  return new AgentError('E_LINK_NOT_FOUND', `Link not found: no interface with hwAddr "${iface.hwAddr ?? ''}"${iface.devicePath ? `, devicePath "${iface.devicePath}"` : ''} or name "${iface.device || iface.name}"`);
+  return new AgentError(
+    'E_LINK_NOT_FOUND',
+    `Link not found: no interface with hwAddr "${iface.hwAddr ?? ''}"${iface.devicePath ? `, devicePath "${iface.devicePath}"` : ''} or name "${iface.device || iface.name}"`,
+  );
 }
 
 /** Which link an Interface designates, and whether its MAC must be set. */
-export async function findLink(ctx: NetworkContext, iface: Interface, links: readonly IpAddrLink[]): Promise<{ link: IpAddrLink; setMac: boolean }> {
+export async function findLink(
+  ctx: NetworkContext,
+  iface: Interface,
+  links: readonly IpAddrLink[],
+): Promise<{ link: IpAddrLink; setMac: boolean }> {
   const hw = iface.hwAddr ? validMac(iface.hwAddr, 'hwAddr') : '';
   if (hw) {
     const byMac = links.find((l) => l.link_type !== 'loopback' && (l.address ?? '').toLowerCase() === hw);
@@ -159,7 +187,12 @@ export async function findLink(ctx: NetworkContext, iface: Interface, links: rea
 }
 
 /** The `ip -batch` lines that make `link` look like `iface` (exported for unit tests). */
-export function interfaceLines(iface: Interface, link: IpAddrLink, links: readonly IpAddrLink[], opts: { setMac: boolean; skipV6: boolean }): string[] {
+function interfaceLines(
+  iface: Interface,
+  link: IpAddrLink,
+  links: readonly IpAddrLink[],
+  opts: { setMac: boolean; skipV6: boolean },
+): string[] {
   const cur = link.ifname;
   const target = iface.name ? validName(iface.name, 'interface name') : cur;
   const lines: string[] = [];
@@ -179,7 +212,11 @@ export function interfaceLines(iface: Interface, link: IpAddrLink, links: readon
     if (!wantedKeys.has(`${canonicalIp(a.local)}/${a.prefixlen}`)) lines.push(`addr del ${a.local}/${a.prefixlen} dev ${cur}`);
   }
   for (const a of wanted) {
-    lines.push(a.v6 ? `addr replace ${a.addr}/${a.prefix} dev ${cur} nodad` : `addr replace ${a.addr}/${a.prefix}${a.prefix <= 30 ? ' brd +' : ''} dev ${cur}`);
+    lines.push(
+      a.v6
+        ? `addr replace ${a.addr}/${a.prefix} dev ${cur} nodad`
+        : `addr replace ${a.addr}/${a.prefix}${a.prefix <= 30 ? ' brd +' : ''} dev ${cur}`,
+    );
   }
   const mtu = Number(iface.mtu ?? 0);
   if (!Number.isInteger(mtu) || mtu < 0) throw new AgentError('E_INVALID_ARGUMENT', `mtu ${iface.mtu} is not a non-negative integer`);
@@ -195,7 +232,8 @@ export function interfaceLines(iface: Interface, link: IpAddrLink, links: readon
 }
 
 export async function updateInterface(ctx: NetworkContext, iface: Interface): Promise<Interface> {
-  if (!iface || typeof iface !== 'object') throw new AgentError('E_INVALID_ARGUMENT', 'UpdateInterface needs params.interface (a Kata Interface)');
+  if (!iface || typeof iface !== 'object')
+    throw new AgentError('E_INVALID_ARGUMENT', 'UpdateInterface needs params.interface (a Kata Interface)');
   if (iface.name) validName(iface.name, 'interface name');
   (iface.IPAddresses ?? []).forEach(validAddr);
   const links = await readLinks(ctx.ip);
@@ -213,14 +251,17 @@ export async function updateInterface(ctx: NetworkContext, iface: Interface): Pr
 }
 
 function routeFamilyV6(r: Route): boolean {
-  return isV6(r.dest ?? '') || isV6(r.gateway ?? '') || isV6(r.source ?? '') || (!(r.dest ?? '') && !(r.gateway ?? '') && Number(r.family) === 1);
+  return (
+    isV6(r.dest ?? '') || isV6(r.gateway ?? '') || isV6(r.source ?? '') || (!(r.dest ?? '') && !(r.gateway ?? '') && Number(r.family) === 1)
+  );
 }
 
 /** `route replace ...` for one Kata Route. */
-export function routeLine(r: Route): string {
+function routeLine(r: Route): string {
   const v6 = routeFamilyV6(r);
   const dest = (r.dest ?? '').trim() || (v6 ? '::/0' : '0.0.0.0/0');
-  if (!/^[0-9a-fA-F:.]+(\/\d{1,3})?$/.test(dest)) throw new AgentError('E_INVALID_ARGUMENT', `route dest "${r.dest}" is not an address or CIDR`);
+  if (!/^[0-9a-fA-F:.]+(\/\d{1,3})?$/.test(dest))
+    throw new AgentError('E_INVALID_ARGUMENT', `route dest "${r.dest}" is not an address or CIDR`);
   const parts = ['route', 'replace', dest];
   if (r.gateway) parts.push('via', r.gateway);
   if (r.device) parts.push('dev', validName(r.device, 'route device'));
@@ -231,17 +272,19 @@ export function routeLine(r: Route): string {
   const mtu = Number(r.mtu ?? 0);
   if (mtu > 0) parts.push('mtu', String(mtu));
   if ((Number(r.flags ?? 0) & RTNH_F_ONLINK) !== 0) parts.push('onlink');
-  for (const p of parts) if (/\s/.test(p) || p === '') throw new AgentError('E_INVALID_ARGUMENT', `route ${JSON.stringify(r)} has an empty or blank field`);
+  for (const p of parts)
+    if (/\s/.test(p) || p === '') throw new AgentError('E_INVALID_ARGUMENT', `route ${JSON.stringify(r)} has an empty or blank field`);
   return parts.join(' ');
 }
 
 /** Routes without a gateway first (they make the gateways reachable), then the rest; order kept within each group. */
-export function orderRoutes(routes: readonly Route[]): Route[] {
+function orderRoutes(routes: readonly Route[]): Route[] {
   return [...routes.filter((r) => !r.gateway), ...routes.filter((r) => !!r.gateway)];
 }
 
 export async function updateRoutes(ctx: NetworkContext, routes: readonly Route[]): Promise<{ Routes: Route[] }> {
-  if (!Array.isArray(routes)) throw new AgentError('E_INVALID_ARGUMENT', 'UpdateRoutes needs params.routes.Routes (an array of Kata Routes)');
+  if (!Array.isArray(routes))
+    throw new AgentError('E_INVALID_ARGUMENT', 'UpdateRoutes needs params.routes.Routes (an array of Kata Routes)');
   const ordered = orderRoutes(routes);
   const lines = ordered.map(routeLine);
   // Without -force: a gateway route is not tried once a route before it failed. EEXIST is ignored
@@ -257,9 +300,10 @@ export async function updateRoutes(ctx: NetworkContext, routes: readonly Route[]
   return listRoutes(ctx);
 }
 
-export function neighborLine(n: ARPNeighbor): string {
+function neighborLine(n: ARPNeighbor): string {
   const to = n.toIPAddress?.address;
-  if (!to || !/^[0-9a-fA-F:.]+$/.test(to)) throw new AgentError('E_INVALID_ARGUMENT', `ARP neighbor ${JSON.stringify(n)} lacks toIPAddress.address`);
+  if (!to || !/^[0-9a-fA-F:.]+$/.test(to))
+    throw new AgentError('E_INVALID_ARGUMENT', `ARP neighbor ${JSON.stringify(n)} lacks toIPAddress.address`);
   const dev = validName(n.device ?? '', 'neighbor device');
   const flags = Number(n.flags ?? 0);
   const parts = ['neigh', 'replace'];
@@ -275,7 +319,8 @@ export function neighborLine(n: ARPNeighbor): string {
 }
 
 export async function addArpNeighbors(ctx: NetworkContext, neighbors: readonly ARPNeighbor[]): Promise<Record<string, never>> {
-  if (!Array.isArray(neighbors)) throw new AgentError('E_INVALID_ARGUMENT', 'AddARPNeighbors needs params.neighbors.ARPNeighbors (an array)');
+  if (!Array.isArray(neighbors))
+    throw new AgentError('E_INVALID_ARGUMENT', 'AddARPNeighbors needs params.neighbors.ARPNeighbors (an array)');
   const lines = neighbors.map(neighborLine);
   const outcome = await ctx.ip.batch(lines, { force: true });
   throwFirstFailure(ctx.ip, lines, outcome);
@@ -290,7 +335,9 @@ export async function listInterfaces(ctx: NetworkContext): Promise<{ Interfaces:
     out.push({
       device: l.ifname,
       name: l.ifname,
-      IPAddresses: (l.addr_info ?? []).filter((a) => a.family === 'inet' || a.family === 'inet6').map((a) => ({ family: a.family === 'inet6' ? 1 : 0, address: a.local, mask: String(a.prefixlen) })),
+      IPAddresses: (l.addr_info ?? [])
+        .filter((a) => a.family === 'inet' || a.family === 'inet6')
+        .map((a) => ({ family: a.family === 'inet6' ? 1 : 0, address: a.local, mask: String(a.prefixlen) })),
       mtu: l.mtu,
       hwAddr: l.address ?? '',
       devicePath,
@@ -326,5 +373,7 @@ export async function listRoutes(ctx: NetworkContext): Promise<{ Routes: Route[]
   // One read for both families (the kernel dumps IPv4 before IPv6); -details prints each route's table.
   const all = await ctx.ip.json<IpRoute[]>(['-details', 'route', 'show', 'table', 'all']);
   const main = all.filter((r) => r.table === 'main' && (r.type === undefined || r.type === 'unicast'));
-  return { Routes: [...main.filter((r) => !isV6Route(r)).map((r) => toRoute(r, false)), ...main.filter(isV6Route).map((r) => toRoute(r, true))] };
+  return {
+    Routes: [...main.filter((r) => !isV6Route(r)).map((r) => toRoute(r, false)), ...main.filter(isV6Route).map((r) => toRoute(r, true))],
+  };
 }

@@ -13,22 +13,20 @@
  */
 import type { ARPNeighbor, Interface, Route, Storage } from '../../host/agent-types.js';
 
-export type { ARPNeighbor, Interface, Route, Storage };
-
 /** Name of the virtserialport the agent listens on (QEMU `-device virtserialport,name=...`). */
 export const AGENT_PORT_NAME = 'agent.0';
 /** Version of this protocol, reported by Version. */
 export const PROTOCOL_VERSION = 'kata-resources-line-json/1';
 /** Lines longer than this are rejected (and the connection resynchronises at the next newline). */
-export const MAX_LINE_BYTES = 16 * 1024 * 1024;
+const MAX_LINE_BYTES = 16 * 1024 * 1024;
 
-export interface Routes {
+interface Routes {
   Routes: Route[];
 }
-export interface Interfaces {
+interface Interfaces {
   Interfaces: Interface[];
 }
-export interface ARPNeighbors {
+interface ARPNeighbors {
   ARPNeighbors: ARPNeighbor[];
 }
 
@@ -63,7 +61,7 @@ export interface ExecResult {
 }
 
 /** Every method: its params and its result. */
-export interface AgentMethods {
+interface AgentMethods {
   /** grpc.health.v1-style health check of the Kata agent. */
   Check: { params: Record<string, never>; result: { status: 'SERVING' | 'NOT_SERVING' } };
   Version: { params: Record<string, never>; result: { grpc_version: string; agent_version: string; kernel_release: string } };
@@ -89,17 +87,27 @@ export type ParamsOf<M extends AgentMethod> = AgentMethods[M]['params'];
 export type ResultOf<M extends AgentMethod> = AgentMethods[M]['result'];
 
 export const AGENT_METHODS: readonly AgentMethod[] = [
-  'Check', 'Version', 'UpdateInterface', 'UpdateRoutes', 'AddARPNeighbors', 'ListInterfaces', 'ListRoutes',
-  'AddStorages', 'RemoveStorages', 'ListMounts', 'Exec', 'Shutdown',
+  'Check',
+  'Version',
+  'UpdateInterface',
+  'UpdateRoutes',
+  'AddARPNeighbors',
+  'ListInterfaces',
+  'ListRoutes',
+  'AddStorages',
+  'RemoveStorages',
+  'ListMounts',
+  'Exec',
+  'Shutdown',
 ];
 
 /** Error codes the agent answers with (the host maps all of them to E_AGENT, keeping this code). */
-export const AGENT_ERROR_CODES = {
+const AGENT_ERROR_CODES = {
   E_PARSE: 'the request line is not valid JSON or lacks id/method',
   E_UNIMPLEMENTED: 'no such method',
   E_INVALID_ARGUMENT: 'the params do not have the expected shape',
   E_LINK_NOT_FOUND: 'no link matches the interface (message contains "Link not found", as Kata\'s does)',
-  E_NETLINK: 'an ip command failed; the message carries the command and the kernel\'s answer',
+  E_NETLINK: "an ip command failed; the message carries the command and the kernel's answer",
   E_DEVICE_TIMEOUT: 'a device named by a PCI path, SCSI address or path did not appear in time',
   E_MOUNT: 'a mount or unmount failed',
   E_EXEC: 'a command could not be started',
@@ -113,7 +121,7 @@ export interface AgentRequest {
   params?: unknown;
 }
 
-export interface AgentErrorBody {
+interface AgentErrorBody {
   code: AgentErrorCode | string;
   message: string;
 }
@@ -124,7 +132,10 @@ export type AgentResponse =
 
 /** An error the agent reports to its caller with a code. */
 export class AgentError extends Error {
-  constructor(readonly code: AgentErrorCode, message: string) {
+  constructor(
+    readonly code: AgentErrorCode,
+    message: string,
+  ) {
     super(message);
     this.name = 'AgentError';
   }
@@ -140,7 +151,11 @@ export class LineSplitter {
   private size = 0;
   private overflowing = false;
 
-  constructor(private readonly onLine: (line: string) => void, private readonly onOverflow: () => void = () => {}, private readonly maxBytes = MAX_LINE_BYTES) {}
+  constructor(
+    private readonly onLine: (line: string) => void,
+    private readonly onOverflow: () => void = () => {},
+    private readonly maxBytes = MAX_LINE_BYTES,
+  ) {}
 
   push(chunk: Buffer): void {
     let start = 0;

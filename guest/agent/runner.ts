@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 
-export interface CommandResult {
+interface CommandResult {
   stdout: string;
   stderr: string;
   /** 128 + signal number when killed by a signal; -1 when it could not be started. */
@@ -14,7 +14,7 @@ export interface CommandResult {
   truncated: boolean;
 }
 
-export interface CommandOptions {
+interface CommandOptions {
   input?: string;
   timeoutMs?: number;
   env?: Record<string, string>;
@@ -25,7 +25,23 @@ export interface CommandOptions {
 
 export type CommandRunner = (file: string, args: readonly string[], opts?: CommandOptions) => Promise<CommandResult>;
 
-const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGILL: 4, SIGTRAP: 5, SIGABRT: 6, SIGBUS: 7, SIGFPE: 8, SIGKILL: 9, SIGUSR1: 10, SIGSEGV: 11, SIGUSR2: 12, SIGPIPE: 13, SIGALRM: 14, SIGTERM: 15 };
+const SIGNALS: Record<string, number> = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGQUIT: 3,
+  SIGILL: 4,
+  SIGTRAP: 5,
+  SIGABRT: 6,
+  SIGBUS: 7,
+  SIGFPE: 8,
+  SIGKILL: 9,
+  SIGUSR1: 10,
+  SIGSEGV: 11,
+  SIGUSR2: 12,
+  SIGPIPE: 13,
+  SIGALRM: 14,
+  SIGTERM: 15,
+};
 
 /** Spawns with an argument array (no shell), collects output, kills with SIGKILL at the timeout. Never throws. */
 export const spawnRunner: CommandRunner = (file, args, opts = {}) =>
@@ -59,12 +75,23 @@ export const spawnRunner: CommandRunner = (file, args, opts = {}) =>
       if (errLen + d.length > cap) truncated = true;
       errLen += d.length;
     });
-    const timer = opts.timeoutMs ? setTimeout(() => { timedOut = true; child.kill('SIGKILL'); }, opts.timeoutMs) : undefined;
+    const timer = opts.timeoutMs
+      ? setTimeout(() => {
+          timedOut = true;
+          child.kill('SIGKILL');
+        }, opts.timeoutMs)
+      : undefined;
     const finish = (exitCode: number, extraErr = ''): void => {
       if (settled) return;
       settled = true;
       if (timer) clearTimeout(timer);
-      resolve({ stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') + extraErr, exitCode, timedOut, truncated });
+      resolve({
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8') + extraErr,
+        exitCode,
+        timedOut,
+        truncated,
+      });
     };
     child.on('error', (e) => finish(-1, `${file}: ${e.message}`));
     child.on('close', (code, signal) => finish(code ?? (signal ? 128 + (SIGNALS[signal] ?? 0) : -1)));

@@ -7,11 +7,20 @@
  */
 import { release } from 'node:os';
 import { addArpNeighbors, listInterfaces, listRoutes, updateInterface, updateRoutes, type NetworkContext } from './network.js';
-import { AGENT_METHODS, AgentError, PROTOCOL_VERSION, type AgentMethod, type AgentRequest, type AgentResponse, type ExecParams, type ExecResult } from './protocol.js';
+import {
+  AGENT_METHODS,
+  AgentError,
+  PROTOCOL_VERSION,
+  type AgentMethod,
+  type AgentRequest,
+  type AgentResponse,
+  type ExecParams,
+  type ExecResult,
+} from './protocol.js';
 import type { CommandRunner } from './runner.js';
 import { addStorages, listMounts, removeStorages, type StorageContext } from './storage.js';
 
-export const AGENT_VERSION = '0.1.0';
+const AGENT_VERSION = '0.1.0';
 
 export interface AgentServerOptions {
   network: NetworkContext;
@@ -34,18 +43,26 @@ function obj(v: unknown, what: string): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
-export function checkExecParams(p: Record<string, unknown>): ExecParams {
+function checkExecParams(p: Record<string, unknown>): ExecParams {
   const argv = p.argv;
   if (!Array.isArray(argv) || argv.length === 0 || !argv.every((a) => typeof a === 'string') || argv[0] === '') {
     throw new AgentError('E_INVALID_ARGUMENT', 'Exec needs params.argv: a non-empty array of strings (the program and its arguments)');
   }
   const timeoutMs = p.timeoutMs === undefined ? 30_000 : Number(p.timeoutMs);
-  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0 || timeoutMs > MAX_EXEC_TIMEOUT_MS) throw new AgentError('E_INVALID_ARGUMENT', `Exec timeoutMs ${String(p.timeoutMs)} must be a positive number of milliseconds`);
+  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0 || timeoutMs > MAX_EXEC_TIMEOUT_MS)
+    throw new AgentError('E_INVALID_ARGUMENT', `Exec timeoutMs ${String(p.timeoutMs)} must be a positive number of milliseconds`);
   if (p.input !== undefined && typeof p.input !== 'string') throw new AgentError('E_INVALID_ARGUMENT', 'Exec input must be a string');
   if (p.cwd !== undefined && typeof p.cwd !== 'string') throw new AgentError('E_INVALID_ARGUMENT', 'Exec cwd must be a string');
   const env = p.env === undefined ? undefined : obj(p.env, 'Exec env');
-  if (env && !Object.values(env).every((v) => typeof v === 'string')) throw new AgentError('E_INVALID_ARGUMENT', 'Exec env values must be strings');
-  return { argv: argv as string[], timeoutMs, input: p.input as string | undefined, cwd: p.cwd as string | undefined, env: env as Record<string, string> | undefined };
+  if (env && !Object.values(env).every((v) => typeof v === 'string'))
+    throw new AgentError('E_INVALID_ARGUMENT', 'Exec env values must be strings');
+  return {
+    argv: argv as string[],
+    timeoutMs,
+    input: p.input as string | undefined,
+    cwd: p.cwd as string | undefined,
+    env: env as Record<string, string> | undefined,
+  };
 }
 
 export class AgentServer {
@@ -86,11 +103,19 @@ export class AgentServer {
     let req: AgentRequest;
     try {
       req = JSON.parse(line) as AgentRequest;
-      if (req === null || typeof req !== 'object' || (typeof req.id !== 'number' && typeof req.id !== 'string') || typeof req.method !== 'string') {
+      if (
+        req === null ||
+        typeof req !== 'object' ||
+        (typeof req.id !== 'number' && typeof req.id !== 'string') ||
+        typeof req.method !== 'string'
+      ) {
         throw new Error('a request is {"id": number|string, "method": string, "params": object}');
       }
     } catch (e) {
-      return JSON.stringify({ id: null, error: { code: 'E_PARSE', message: `bad request line: ${(e as Error).message}` } } satisfies AgentResponse);
+      return JSON.stringify({
+        id: null,
+        error: { code: 'E_PARSE', message: `bad request line: ${(e as Error).message}` },
+      } satisfies AgentResponse);
     }
     const response = await this.dispatch(req);
     if (req.method === 'Shutdown' && response.error === undefined) {
@@ -103,7 +128,13 @@ export class AgentServer {
   private async dispatch(req: AgentRequest): Promise<AgentResponse> {
     const method = req.method as AgentMethod;
     if (!AGENT_METHODS.includes(method)) {
-      return { id: req.id, error: { code: 'E_UNIMPLEMENTED', message: `method "${req.method}" is not implemented by this agent (known: ${AGENT_METHODS.join(', ')})` } };
+      return {
+        id: req.id,
+        error: {
+          code: 'E_UNIMPLEMENTED',
+          message: `method "${req.method}" is not implemented by this agent (known: ${AGENT_METHODS.join(', ')})`,
+        },
+      };
     }
     const handler = this.handlers[method];
     const call = async (): Promise<AgentResponse> => {

@@ -29,7 +29,30 @@ export interface StorageContext {
   deviceTimeoutMs?: number;
 }
 
-const PSEUDO_FS = new Set(['proc', 'sysfs', 'devtmpfs', 'devpts', 'securityfs', 'cgroup', 'cgroup2', 'pstore', 'bpf', 'tracefs', 'debugfs', 'mqueue', 'hugetlbfs', 'configfs', 'fusectl', 'binfmt_misc', 'autofs', 'rpc_pipefs', 'nsfs', 'efivarfs', 'ramfs', 'rootfs']);
+const PSEUDO_FS = new Set([
+  'proc',
+  'sysfs',
+  'devtmpfs',
+  'devpts',
+  'securityfs',
+  'cgroup',
+  'cgroup2',
+  'pstore',
+  'bpf',
+  'tracefs',
+  'debugfs',
+  'mqueue',
+  'hugetlbfs',
+  'configfs',
+  'fusectl',
+  'binfmt_misc',
+  'autofs',
+  'rpc_pipefs',
+  'nsfs',
+  'efivarfs',
+  'ramfs',
+  'rootfs',
+]);
 
 function unescapeMount(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
@@ -37,10 +60,13 @@ function unescapeMount(s: string): string {
 
 export async function readMounts(mountsFile: string): Promise<MountInfo[]> {
   const text = await readFile(mountsFile, 'utf8');
-  return text.split('\n').filter((l) => l.trim() !== '').map((l) => {
-    const [source = '', mp = '', fstype = '', opts = ''] = l.split(' ');
-    return { source: unescapeMount(source), mount_point: unescapeMount(mp), fstype, options: opts.split(',').filter(Boolean) };
-  });
+  return text
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => {
+      const [source = '', mp = '', fstype = '', opts = ''] = l.split(' ');
+      return { source: unescapeMount(source), mount_point: unescapeMount(mp), fstype, options: opts.split(',').filter(Boolean) };
+    });
 }
 
 export async function listMounts(ctx: StorageContext): Promise<{ mounts: MountInfo[] }> {
@@ -108,7 +134,11 @@ async function plan(ctx: StorageContext, s: Storage): Promise<MountPlan | 'direc
     case 'virtio-fs':
       return { fstype: s.fstype || 'virtiofs', source: s.source || 'kataShared', options };
     case '9p':
-      return { fstype: '9p', source: s.source || 'kataShared', options: options.some((o) => o.startsWith('trans=')) ? options : ['trans=virtio', ...options] };
+      return {
+        fstype: '9p',
+        source: s.source || 'kataShared',
+        options: options.some((o) => o.startsWith('trans=')) ? options : ['trans=virtio', ...options],
+      };
     case 'blk':
     case 'virtio-blk':
       return { fstype: s.fstype || 'ext4', source: await blkSource(ctx, s), options };
@@ -122,7 +152,10 @@ async function plan(ctx: StorageContext, s: Storage): Promise<MountPlan | 'direc
     case 'local':
       return 'directory';
     default:
-      throw new AgentError('E_INVALID_ARGUMENT', `storage driver "${s.driver}" is not supported (virtio-fs, 9p, blk, mmioblk, nvdimm, scsi, ephemeral, local)`);
+      throw new AgentError(
+        'E_INVALID_ARGUMENT',
+        `storage driver "${s.driver}" is not supported (virtio-fs, 9p, blk, mmioblk, nvdimm, scsi, ephemeral, local)`,
+      );
   }
 }
 
@@ -145,7 +178,10 @@ export async function addStorages(ctx: StorageContext, storages: readonly Storag
     }
     const mounted = (await readMounts(ctx.mountsFile)).find((m) => m.mount_point === mp);
     if (mounted) {
-      if (mounted.fstype === p.fstype) { done.push(mp); continue; } // idempotent retry
+      if (mounted.fstype === p.fstype) {
+        done.push(mp);
+        continue;
+      } // idempotent retry
       throw new AgentError('E_MOUNT', `${mp} is already a ${mounted.fstype} mount of ${mounted.source}; unmount it first`);
     }
     const args = ['-t', p.fstype, ...(p.options.length ? ['-o', p.options.join(',')] : []), p.source, mp];
@@ -156,8 +192,12 @@ export async function addStorages(ctx: StorageContext, storages: readonly Storag
   return { mount_points: done };
 }
 
-export async function removeStorages(ctx: StorageContext, storages: readonly Pick<Storage, 'mount_point'>[]): Promise<Record<string, never>> {
-  if (!Array.isArray(storages)) throw new AgentError('E_INVALID_ARGUMENT', 'RemoveStorages needs params.storages (an array with mount_point)');
+export async function removeStorages(
+  ctx: StorageContext,
+  storages: readonly Pick<Storage, 'mount_point'>[],
+): Promise<Record<string, never>> {
+  if (!Array.isArray(storages))
+    throw new AgentError('E_INVALID_ARGUMENT', 'RemoveStorages needs params.storages (an array with mount_point)');
   for (const s of storages) {
     const mp = checkMountPoint(s.mount_point);
     while ((await readMounts(ctx.mountsFile)).some((m) => m.mount_point === mp)) {

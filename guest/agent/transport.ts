@@ -52,11 +52,13 @@ export async function servePort(server: AgentServer, path: string, log: (m: stri
   let stopped = false;
   let writes: Promise<unknown> = Promise.resolve();
   const send = (line: string): void => {
-    const buf = Buffer.from(line + '\n');
-    writes = writes.then(async () => {
-      let off = 0;
-      while (off < buf.length) off += (await fh.write(buf, off, buf.length - off, null)).bytesWritten;
-    }).catch((e) => log(`write to ${path} failed: ${(e as Error).message}`));
+    const buf = Buffer.from(`${line}\n`);
+    writes = writes
+      .then(async () => {
+        let off = 0;
+        while (off < buf.length) off += (await fh.write(buf, off, buf.length - off, null)).bytesWritten;
+      })
+      .catch((e) => log(`write to ${path} failed: ${(e as Error).message}`));
   };
   const splitter = new LineSplitter(
     (line) => void server.handleLine(line).then(send),
@@ -86,14 +88,25 @@ export async function servePort(server: AgentServer, path: string, log: (m: stri
     await writes;
     await fh.close();
   })();
-  return { stop: () => { stopped = true; }, done };
+  return {
+    stop: () => {
+      stopped = true;
+    },
+    done,
+  };
 }
 
 /** Serve the agent on one stream connection (host tests, or a unix socket inside the guest). */
 export function serveStream(server: AgentServer, sock: Socket): void {
   const splitter = new LineSplitter(
-    (line) => void server.handleLine(line).then((out) => { if (!sock.destroyed) sock.write(out + '\n'); }),
-    () => { if (!sock.destroyed) sock.write(JSON.stringify({ id: null, error: { code: 'E_PARSE', message: 'request line too long; dropped' } }) + '\n'); },
+    (line) =>
+      void server.handleLine(line).then((out) => {
+        if (!sock.destroyed) sock.write(`${out}\n`);
+      }),
+    () => {
+      if (!sock.destroyed)
+        sock.write(`${JSON.stringify({ id: null, error: { code: 'E_PARSE', message: 'request line too long; dropped' } })}\n`);
+    },
   );
   sock.on('data', (d: Buffer) => splitter.push(d));
   sock.on('error', () => sock.destroy());

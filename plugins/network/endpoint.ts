@@ -17,9 +17,8 @@ import { findVhostUserSocket, validateSocketPath } from './endpoints/vhost-user.
 import type { EndpointResources } from './resources.js';
 import type { EndpointRequest, EndpointType, ScannedLink } from './types.js';
 
-export type { EndpointResources, RedirectFilter } from './resources.js';
-export { createTap, deleteTap, type TapRequest } from './endpoints/tap.js';
-export { DEFAULT_VHOST_USER_DIR } from './endpoints/vhost-user.js';
+export type { EndpointResources } from './resources.js';
+export { createTap, deleteTap } from './endpoints/tap.js';
 
 /**
  * Network endpoints: detect the Kata endpoint type of a scanned link, attach it (host plumbing +
@@ -38,14 +37,6 @@ export { DEFAULT_VHOST_USER_DIR } from './endpoints/vhost-user.js';
  * Model "none" creates nothing on the host for the link: the result has no device spec, only the
  * guest interface descriptor (the caller plumbs the VM itself, as Kata's none + disable_new_netns).
  */
-
-/**
- * Whether the VMM may hot-plug an endpoint of each type (Kata: veth, macvlan, ipvlan, tuntap, tap and
- * physical yes; an existing macvtap and vhost-user no). The host plumbing is the same cold or hot.
- */
-export const ENDPOINT_HOTPLUG: Readonly<Record<EndpointType, boolean>> = {
-  virtual: true, macvlan: true, ipvlan: true, tuntap: true, tap: true, physical: true, macvtap: false, 'vhost-user': false,
-};
 
 export interface DetectOptions {
   /** Where vhost-user sockets are looked for (Kata: /tmp, as /tmp/vhostuser_<IP>/vhu.sock). */
@@ -73,10 +64,21 @@ export function detectEndpointType(link: ScannedLink, opts: DetectOptions = {}):
       return 'macvtap';
     case 'tun':
       if (link.tunMode === 'tap') return 'tuntap';
-      if (link.tunMode === 'tun') throw new KataError('E_UNSUPPORTED', `link ${link.name}: TUN devices are not supported, only TAP (layer 2) devices`, { link: link.name, kind: 'tun' });
-      throw new KataError('E_UNSUPPORTED', `link ${link.name}: tun device of unknown mode; mount sysfs in the caller and rescan`, { link: link.name, kind: 'tun' });
+      if (link.tunMode === 'tun')
+        throw new KataError('E_UNSUPPORTED', `link ${link.name}: TUN devices are not supported, only TAP (layer 2) devices`, {
+          link: link.name,
+          kind: 'tun',
+        });
+      throw new KataError('E_UNSUPPORTED', `link ${link.name}: tun device of unknown mode; mount sysfs in the caller and rescan`, {
+        link: link.name,
+        kind: 'tun',
+      });
     default:
-      throw new KataError('E_UNSUPPORTED', `link ${link.name}: unsupported network interface kind "${link.kind || 'device'}" (supported: veth, macvlan, ipvlan, tun in tap mode, macvtap, a PCI NIC, a vhost-user placeholder)`, { link: link.name, kind: link.kind });
+      throw new KataError(
+        'E_UNSUPPORTED',
+        `link ${link.name}: unsupported network interface kind "${link.kind || 'device'}" (supported: veth, macvlan, ipvlan, tun in tap mode, macvtap, a PCI NIC, a vhost-user placeholder)`,
+        { link: link.name, kind: link.kind },
+      );
   }
 }
 
@@ -86,18 +88,28 @@ function validateRequest(req: EndpointRequest): void {
   const l = req.link;
   if (!l || typeof l !== 'object') throw new KataError('E_INVALID_ARGUMENT', 'endpoint request has no link');
   validateIfName(l.name, 'link name');
-  if (!Number.isInteger(req.index) || req.index < 0 || req.index > 99999) throw new KataError('E_INVALID_ARGUMENT', `endpoint index ${req.index} must be an integer 0..99999`, { index: req.index });
-  if (!Number.isInteger(req.queues) || req.queues < 1 || req.queues > 256) throw new KataError('E_INVALID_ARGUMENT', `queues ${req.queues} must be an integer 1..256`, { queues: req.queues });
-  if (!['tcfilter', 'macvtap', 'none'].includes(req.model)) throw new KataError('E_UNSUPPORTED', `internetworking model "${req.model}" is not supported (tcfilter, macvtap, none)`, { model: req.model });
-  for (const [k, v] of [['uid', req.uid], ['gid', req.gid]] as const) {
-    if (v !== undefined && (!Number.isInteger(v) || v < 0)) throw new KataError('E_INVALID_ARGUMENT', `${k} ${v} must be a non-negative integer`);
+  if (!Number.isInteger(req.index) || req.index < 0 || req.index > 99999)
+    throw new KataError('E_INVALID_ARGUMENT', `endpoint index ${req.index} must be an integer 0..99999`, { index: req.index });
+  if (!Number.isInteger(req.queues) || req.queues < 1 || req.queues > 256)
+    throw new KataError('E_INVALID_ARGUMENT', `queues ${req.queues} must be an integer 1..256`, { queues: req.queues });
+  if (!['tcfilter', 'macvtap', 'none'].includes(req.model))
+    throw new KataError('E_UNSUPPORTED', `internetworking model "${req.model}" is not supported (tcfilter, macvtap, none)`, {
+      model: req.model,
+    });
+  for (const [k, v] of [
+    ['uid', req.uid],
+    ['gid', req.gid],
+  ] as const) {
+    if (v !== undefined && (!Number.isInteger(v) || v < 0))
+      throw new KataError('E_INVALID_ARGUMENT', `${k} ${v} must be a non-negative integer`);
   }
-  if (!Number.isInteger(l.mtu) || l.mtu < 68 || l.mtu > 65535) throw new KataError('E_INVALID_ARGUMENT', `link ${l.name}: MTU ${l.mtu} is not valid`, { link: l.name });
+  if (!Number.isInteger(l.mtu) || l.mtu < 68 || l.mtu > 65535)
+    throw new KataError('E_INVALID_ARGUMENT', `link ${l.name}: MTU ${l.mtu} is not valid`, { link: l.name });
   if (req.tapName !== undefined) validateIfName(req.tapName, 'tap name');
 }
 
 /** The guest interface descriptor for a link (agent Interface; the guest MAC is the link's MAC). */
-export function guestInterface(link: ScannedLink, type: EndpointType, guestMac: string): Interface {
+function guestInterface(link: ScannedLink, type: EndpointType, guestMac: string): Interface {
   return {
     device: link.name,
     name: link.name,
@@ -111,7 +123,11 @@ export function guestInterface(link: ScannedLink, type: EndpointType, guestMac: 
 }
 
 /** Attach one endpoint. On failure every finished step is undone (newest first) and the error rethrown. */
-export async function attachEndpoint(ctx: PluginContext, req: EndpointRequest, opts: AttachOptions = {}): Promise<Attached<EndpointResources>> {
+export async function attachEndpoint(
+  ctx: PluginContext,
+  req: EndpointRequest,
+  opts: AttachOptions = {},
+): Promise<Attached<EndpointResources>> {
   validateRequest(req);
   if (ctx.netns) assertNetnsExists(ctx.netns);
   const link = req.link;
@@ -139,10 +155,23 @@ export async function attachEndpoint(ctx: PluginContext, req: EndpointRequest, o
     } else if (type === 'virtual' || type === 'macvlan' || type === 'ipvlan' || type === 'tuntap') {
       if (req.model === 'macvtap') {
         if (type === 'ipvlan' || type === 'tuntap') {
-          throw new KataError('E_UNSUPPORTED', `link ${link.name} (${type}): the macvtap internetworking model does not work for ${type} endpoints; use tcfilter`, { link: link.name, type });
+          throw new KataError(
+            'E_UNSUPPORTED',
+            `link ${link.name} (${type}): the macvtap internetworking model does not work for ${type} endpoints; use tcfilter`,
+            { link: link.name, type },
+          );
         }
         await attachMacvtapModel(ctx, { link, tap, queues: req.queues, uid: req.uid, gid: req.gid }, res, undo);
-        const spec: NetMacvtapSpec = { kind: 'net-macvtap', id, devPath: res.devNode!, ifname: tap, mac: res.guestMac, mtu: link.mtu, queues: req.queues, vhost: req.vhost };
+        const spec: NetMacvtapSpec = {
+          kind: 'net-macvtap',
+          id,
+          devPath: res.devNode!,
+          ifname: tap,
+          mac: res.guestMac,
+          mtu: link.mtu,
+          queues: req.queues,
+          vhost: req.vhost,
+        };
         devices.push(spec);
       } else {
         await attachTcFilter(ctx, { link: link.name, name: tap, mtu: link.mtu, queues: req.queues, uid: req.uid, gid: req.gid }, res, undo);
@@ -150,13 +179,29 @@ export async function attachEndpoint(ctx: PluginContext, req: EndpointRequest, o
         devices.push(spec);
       }
     } else if (type === 'macvtap') {
-      const node = await makeMacvtapNode(ctx, link.name, join(ctx.runDir, macvtapNodeName(link.name, req.index)), { uid: req.uid, gid: req.gid }, undo);
+      const node = await makeMacvtapNode(
+        ctx,
+        link.name,
+        join(ctx.runDir, macvtapNodeName(link.name, req.index)),
+        { uid: req.uid, gid: req.gid },
+        undo,
+      );
       res.devNode = node.path;
       res.devNumber = `${node.major}:${node.minor}`;
-      const spec: NetMacvtapSpec = { kind: 'net-macvtap', id, devPath: node.path, ifname: link.name, mac: link.mac, mtu: link.mtu, queues: req.queues, vhost: req.vhost };
+      const spec: NetMacvtapSpec = {
+        kind: 'net-macvtap',
+        id,
+        devPath: node.path,
+        ifname: link.name,
+        mac: link.mac,
+        mtu: link.mtu,
+        queues: req.queues,
+        vhost: req.vhost,
+      };
       devices.push(spec);
     } else if (type === 'vhost-user') {
-      const socket = req.vhostUserSocket !== undefined ? validateSocketPath(req.vhostUserSocket) : findVhostUserSocket(link, opts.vhostUserSearchDir)!;
+      const socket =
+        req.vhostUserSocket !== undefined ? validateSocketPath(req.vhostUserSocket) : findVhostUserSocket(link, opts.vhostUserSearchDir)!;
       res.vhostUserSocket = socket;
       const spec: NetVhostUserSpec = { kind: 'net-vhost-user', id, socket, mac: link.mac, queues: req.queues };
       devices.push(spec);
@@ -165,7 +210,9 @@ export async function attachEndpoint(ctx: PluginContext, req: EndpointRequest, o
       const spec: VfioSpec = { kind: 'vfio', id, bdf: link.pciAddress!, mac: link.mac };
       devices.push(spec);
     } else {
-      throw new KataError('E_UNSUPPORTED', `endpoint type ${type} cannot be attached from a scanned link (use createTap)`, { link: link.name });
+      throw new KataError('E_UNSUPPORTED', `endpoint type ${type} cannot be attached from a scanned link (use createTap)`, {
+        link: link.name,
+      });
     }
     await checkpoint(ctx, 'endpoint:complete');
   } catch (e) {
@@ -208,12 +255,24 @@ export async function detachEndpoint(ctx: PluginContext, attached: Attached<Endp
     }
   }
   if (problems.length > 0) {
-    throw new KataError('E_NETLINK', `detach of endpoint ${res.link} (${res.type}) in network namespace ${netnsLabel(ctx.netns)} left problems: ${problems.join('; ')}`, { link: res.link, problems });
+    throw new KataError(
+      'E_NETLINK',
+      `detach of endpoint ${res.link} (${res.type}) in network namespace ${netnsLabel(ctx.netns)} left problems: ${problems.join('; ')}`,
+      { link: res.link, problems },
+    );
   }
 }
 
-interface QdiscJson { kind?: string; dev?: string; handle?: string }
-interface FilterJson { kind?: string; pref?: number; options?: { actions?: { kind?: string; mirred_action?: string; direction?: string; to_dev?: string }[] } }
+interface QdiscJson {
+  kind?: string;
+  dev?: string;
+  handle?: string;
+}
+interface FilterJson {
+  kind?: string;
+  pref?: number;
+  options?: { actions?: { kind?: string; mirred_action?: string; direction?: string; to_dev?: string }[] };
+}
 
 async function redirectProblems(ctx: PluginContext, dev: string, target: string): Promise<string[]> {
   let filters: FilterJson[];
@@ -222,11 +281,24 @@ async function redirectProblems(ctx: PluginContext, dev: string, target: string)
   } catch (e) {
     return [`cannot list filters of ${dev}: ${(e as Error).message}`];
   }
-  const ok = filters.some((f) => f.kind === 'u32' && f.pref === REDIRECT_FILTER_PREF &&
-    (f.options?.actions ?? []).some((a) => a.kind === 'mirred' && a.mirred_action === 'redirect' && a.direction === 'egress' && a.to_dev === target));
+  const ok = filters.some(
+    (f) =>
+      f.kind === 'u32' &&
+      f.pref === REDIRECT_FILTER_PREF &&
+      (f.options?.actions ?? []).some(
+        (a) => a.kind === 'mirred' && a.mirred_action === 'redirect' && a.direction === 'egress' && a.to_dev === target,
+      ),
+  );
   if (ok) return [];
-  const others = filters.flatMap((f) => f.options?.actions ?? []).filter((a) => a.kind === 'mirred').map((a) => a.to_dev);
-  return [others.length > 0 ? `redirect filter on ${dev} points to ${others.join(',')} instead of ${target}` : `redirect filter ${dev} -> ${target} is missing`];
+  const others = filters
+    .flatMap((f) => f.options?.actions ?? [])
+    .filter((a) => a.kind === 'mirred')
+    .map((a) => a.to_dev);
+  return [
+    others.length > 0
+      ? `redirect filter on ${dev} points to ${others.join(',')} instead of ${target}`
+      : `redirect filter ${dev} -> ${target} is missing`,
+  ];
 }
 
 /**

@@ -22,9 +22,10 @@ export interface Step {
 type Ctx = Pick<PluginContext, 'netlink' | 'netns' | 'log'>;
 
 /** Kernel answers that mean "already gone" (or "already there" for a restore), tolerated by teardown. */
-const GONE = /Cannot find|does not exist|Invalid handle|No such (device|file|process)|not found|Parent Qdisc doesn't exist|Cannot delete qdisc with handle of zero|Address already assigned|File exists/i;
+const GONE =
+  /Cannot find|does not exist|Invalid handle|No such (device|file|process)|not found|Parent Qdisc doesn't exist|Cannot delete qdisc with handle of zero|Address already assigned|File exists/i;
 
-export function isGoneMessage(msg: string): boolean {
+function isGoneMessage(msg: string): boolean {
   return GONE.test(msg);
 }
 
@@ -38,7 +39,11 @@ const BUSY = /Device or resource busy|EBUSY/i;
 export async function runSteps(ctx: Ctx, tool: Tool, steps: readonly Step[], undo: UndoStack, busyAttempts = 1): Promise<void> {
   let pending = steps.map((_, i) => i);
   for (let attempt = 1; ; attempt++) {
-    const outcome: BatchOutcome = await ctx.netlink.batch(tool, ctx.netns, pending.map((i) => steps[i]!.line));
+    const outcome: BatchOutcome = await ctx.netlink.batch(
+      tool,
+      ctx.netns,
+      pending.map((i) => steps[i]!.line),
+    );
     const failed: { i: number; msg: string }[] = [];
     pending.forEach((i, k) => {
       const msg = outcome[k];
@@ -65,10 +70,10 @@ export async function runSteps(ctx: Ctx, tool: Tool, steps: readonly Step[], und
 }
 
 /** A failed batch line as a typed error; a missing device names the link and the namespace. */
-export function lineError(ctx: Pick<PluginContext, 'netns'>, tool: Tool, line: string, msg: string): KataError {
+function lineError(ctx: Pick<PluginContext, 'netns'>, tool: Tool, line: string, msg: string): KataError {
   const err = new NetlinkError(tool, netnsLabel(ctx.netns), line, msg, codeForKernelMessage(msg));
   const missing = /Cannot find device "([^"]+)"/.exec(msg);
-  if (missing && missing[1]) {
+  if (missing?.[1]) {
     const e = linkNotFound(missing[1], ctx.netns, err);
     return new KataError(e.code, `${e.message} (${tool} ${line})`, e.details, { cause: err });
   }
@@ -102,7 +107,7 @@ export async function teardownLines(ctx: Ctx, tool: Tool, lines: readonly string
 }
 
 /** Teardown lines whose failures are only logged (rollback of a failed attach). */
-export async function bestEffort(ctx: Ctx, tool: Tool, lines: readonly string[]): Promise<void> {
+async function bestEffort(ctx: Ctx, tool: Tool, lines: readonly string[]): Promise<void> {
   const problems = await teardownLines(ctx, tool, lines);
   if (problems.length > 0) ctx.log.warn({ problems }, 'rollback left something behind');
 }

@@ -1,4 +1,4 @@
-import { IPFamily, type IPAddress } from '../../host/agent-types.js';
+import { IPFamily } from '../../host/agent-types.js';
 import { KataError, isKataError } from '../../host/errors.js';
 import { validateIfName } from '../../host/names.js';
 import { netnsLabel } from '../../host/netns.js';
@@ -12,7 +12,7 @@ import type { ScannedLink } from './types.js';
  */
 
 /** Kernel IFF_* bits by the names `ip -json` prints in "flags". */
-export const IFF_BITS: Readonly<Record<string, number>> = {
+const IFF_BITS: Readonly<Record<string, number>> = {
   UP: 0x1,
   BROADCAST: 0x2,
   DEBUG: 0x4,
@@ -64,7 +64,7 @@ export function flagsFromNames(names: readonly string[] | undefined): number {
 const PCI_BDF = /^[0-9a-fA-F]{4,}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$/;
 
 /** One entry of `ip -json -details addr show` as a ScannedLink. */
-export function parseLink(e: IpAddrJson): ScannedLink {
+function parseLink(e: IpAddrJson): ScannedLink {
   const kind = e.linkinfo?.info_kind ?? '';
   const rawFlags = flagsFromNames(e.flags);
   const link: ScannedLink = {
@@ -94,9 +94,12 @@ export function parseLink(e: IpAddrJson): ScannedLink {
 
 /** The output of `ip -json -details addr show` (parsed or text) as ScannedLinks, in kernel order. */
 export function parseLinks(ipJsonDetailedAddrOutput: string | readonly IpAddrJson[]): ScannedLink[] {
-  const arr: unknown = typeof ipJsonDetailedAddrOutput === 'string'
-    ? (ipJsonDetailedAddrOutput.trim() === '' ? [] : JSON.parse(ipJsonDetailedAddrOutput))
-    : ipJsonDetailedAddrOutput;
+  const arr: unknown =
+    typeof ipJsonDetailedAddrOutput === 'string'
+      ? ipJsonDetailedAddrOutput.trim() === ''
+        ? []
+        : JSON.parse(ipJsonDetailedAddrOutput)
+      : ipJsonDetailedAddrOutput;
   if (!Array.isArray(arr)) throw new KataError('E_INTERNAL', 'ip -json addr show did not print an array');
   return (arr as IpAddrJson[]).filter((e) => e && typeof e.ifname === 'string' && typeof e.ifindex === 'number').map(parseLink);
 }
@@ -113,7 +116,10 @@ export async function readLink(ctx: Pick<PluginContext, 'netlink' | 'netns'>, na
   try {
     out = await ctx.netlink.json<IpAddrJson[]>('ip', ctx.netns, ['-details', 'addr', 'show', 'dev', name]);
   } catch (e) {
-    if (isKataError(e, 'E_LINK_NOT_FOUND') || (isKataError(e) && /does not exist|Cannot find device/i.test(e.message) && !isKataError(e, 'E_NETNS_NOT_FOUND'))) {
+    if (
+      isKataError(e, 'E_LINK_NOT_FOUND') ||
+      (isKataError(e) && /does not exist|Cannot find device/i.test(e.message) && !isKataError(e, 'E_NETNS_NOT_FOUND'))
+    ) {
       throw linkNotFound(name, ctx.netns, e);
     }
     throw e;
@@ -124,10 +130,10 @@ export async function readLink(ctx: Pick<PluginContext, 'netlink' | 'netns'>, na
 }
 
 export function linkNotFound(name: string, ns: PluginContext['netns'], cause?: unknown): KataError {
-  return new KataError('E_LINK_NOT_FOUND', `link ${name} does not exist in network namespace ${netnsLabel(ns)} (it may have been deleted meanwhile); rescan the namespace`, { link: name, netns: ns?.path }, cause === undefined ? undefined : { cause });
-}
-
-/** `a.b.c.d/len` or `x::y/len`. */
-export function cidr(a: IPAddress): string {
-  return `${a.address}/${a.mask}`;
+  return new KataError(
+    'E_LINK_NOT_FOUND',
+    `link ${name} does not exist in network namespace ${netnsLabel(ns)} (it may have been deleted meanwhile); rescan the namespace`,
+    { link: name, netns: ns?.path },
+    cause === undefined ? undefined : { cause },
+  );
 }

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 
 /** Suffix of every host device this suite creates for an endpoint (as Kata: tap<idx>_kata). */
-export const KATA_SUFFIX = '_kata';
+const KATA_SUFFIX = '_kata';
 
 /** Host tap / macvtap name for endpoint `index`: Kata's tap<idx>_kata. */
 export function tapName(index: number): string {

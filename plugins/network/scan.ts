@@ -38,11 +38,18 @@ export interface SkippedLink {
 const IFF_LOOPBACK = 0x8;
 
 /** rt_scope_t values (linux/rtnetlink.h). */
-export const ROUTE_SCOPE: Readonly<Record<string, number>> = { universe: 0, global: 0, site: 200, link: 253, host: 254, nowhere: 255 };
+const ROUTE_SCOPE: Readonly<Record<string, number>> = { universe: 0, global: 0, site: 200, link: 253, host: 254, nowhere: 255 };
 
 /** Next-hop flags as iproute2 names them (RTNH_F_*, linux/rtnetlink.h). */
-export const ROUTE_FLAG: Readonly<Record<string, number>> = {
-  dead: 0x1, pervasive: 0x2, onlink: 0x4, offload: 0x8, linkdown: 0x10, unresolved: 0x20, trap: 0x40, rt_offload_failed: 0x80,
+const ROUTE_FLAG: Readonly<Record<string, number>> = {
+  dead: 0x1,
+  pervasive: 0x2,
+  onlink: 0x4,
+  offload: 0x8,
+  linkdown: 0x10,
+  unresolved: 0x20,
+  trap: 0x40,
+  rt_offload_failed: 0x80,
 };
 
 /**
@@ -50,10 +57,10 @@ export const ROUTE_FLAG: Readonly<Record<string, number>> = {
  * ("Invalid rtm_flags"), and offload/trap state belongs to the host's hardware, so only ONLINK
  * (a gateway outside every on-link prefix, as ptp/Calico-style `via 169.254.1.1 onlink`) is copied.
  */
-export const GUEST_ROUTE_FLAGS = ROUTE_FLAG.onlink!;
+const GUEST_ROUTE_FLAGS = ROUTE_FLAG.onlink!;
 
 /** Neighbour flags as iproute2 prints them (keys with a null value), NTF_* (linux/neighbour.h). */
-export const NEIGH_FLAG: Readonly<Record<string, number>> = { proxy: 0x08, extern_learn: 0x10, router: 0x80 };
+const NEIGH_FLAG: Readonly<Record<string, number>> = { proxy: 0x08, extern_learn: 0x10, router: 0x80 };
 
 /** Neighbour states (NUD_*) by the names iproute2 prints. */
 const NUD_BY_NAME: Readonly<Record<string, number>> = NUD;
@@ -201,7 +208,7 @@ function isSocket(path: string): boolean {
 }
 
 /** Kata's vhost-user convention: a socket at <dir>/vhostuser_<IP>/vhu.sock for one of the link's addresses. */
-export function vhostUserSocketFor(addresses: readonly IPAddress[], dir = '/tmp'): string | undefined {
+function vhostUserSocketFor(addresses: readonly IPAddress[], dir = '/tmp'): string | undefined {
   for (const a of addresses) {
     const p = join(dir, `vhostuser_${a.address}`, 'vhu.sock');
     if (isSocket(p)) return p;
@@ -215,7 +222,7 @@ export function vhostUserSocketFor(addresses: readonly IPAddress[], dir = '/tmp'
  * device without kind (e.g. an mlx5 sub-function) is handled like a veth (kata#12891).
  * undefined: a kind Kata has no endpoint for (bridge, vxlan, vlan, bond, netkit, ...).
  */
-export function endpointTypeOf(link: ScannedLink, addresses: readonly IPAddress[], vhostUserDir?: string): EndpointType | undefined {
+function endpointTypeOf(link: ScannedLink, addresses: readonly IPAddress[], vhostUserDir?: string): EndpointType | undefined {
   if (link.pciAddress) return 'physical';
   if (vhostUserSocketFor(addresses, vhostUserDir) !== undefined) return 'vhost-user';
   switch (link.kind) {
@@ -241,7 +248,10 @@ export function endpointTypeOf(link: ScannedLink, addresses: readonly IPAddress[
  * Scanned links -> the links that become endpoints and their guest Interface descriptors, sorted
  * by name (as Kata sorts endpoints), plus the links left out and why.
  */
-export function buildInterfaces(links: readonly ScannedLink[], opts: ScanOptions = {}): { links: ScannedLink[]; interfaces: Interface[]; skipped: SkippedLink[] } {
+export function buildInterfaces(
+  links: readonly ScannedLink[],
+  opts: ScanOptions = {},
+): { links: ScannedLink[]; interfaces: Interface[]; skipped: SkippedLink[] } {
   const kept: ScannedLink[] = [];
   const interfaces: Interface[] = [];
   const skipped: SkippedLink[] = [];
@@ -284,18 +294,25 @@ function cmp(a: string | number, b: string | number): number {
 }
 
 /** Deterministic order: by device, family, then destination (default first), gateway, source. */
-export function sortRoutes(routes: Route[]): Route[] {
-  return routes.sort((a, b) => cmp(a.device, b.device) || a.family - b.family || cmp(a.dest, b.dest) || cmp(a.gateway, b.gateway) || cmp(a.source, b.source));
+function sortRoutes(routes: Route[]): Route[] {
+  return routes.sort(
+    (a, b) => cmp(a.device, b.device) || a.family - b.family || cmp(a.dest, b.dest) || cmp(a.gateway, b.gateway) || cmp(a.source, b.source),
+  );
 }
 
-export function sortNeighbours(neighbours: ARPNeighbor[]): ARPNeighbor[] {
-  return neighbours.sort((a, b) => cmp(a.device, b.device) || a.toIPAddress.family - b.toIPAddress.family || cmp(a.toIPAddress.address, b.toIPAddress.address));
+function sortNeighbours(neighbours: ARPNeighbor[]): ARPNeighbor[] {
+  return neighbours.sort(
+    (a, b) => cmp(a.device, b.device) || a.toIPAddress.family - b.toIPAddress.family || cmp(a.toIPAddress.address, b.toIPAddress.address),
+  );
 }
 
 function logSkipped(log: Logger, skipped: readonly SkippedLink[]): void {
   for (const s of skipped) {
     if (s.reason === 'unsupported-kind') {
-      log.warn({ link: s.name, kind: s.detail }, `scan: link ${s.name} of kind "${s.detail}" has no Kata endpoint type; it is not passed to the guest`);
+      log.warn(
+        { link: s.name, kind: s.detail },
+        `scan: link ${s.name} of kind "${s.detail}" has no Kata endpoint type; it is not passed to the guest`,
+      );
     } else {
       log.debug({ link: s.name, reason: s.reason }, `scan: link ${s.name} skipped (${s.reason})`);
     }

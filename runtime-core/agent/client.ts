@@ -16,9 +16,17 @@ import { createConnection, type Socket } from 'node:net';
 import type { ARPNeighbor, Interface, Route, Storage } from '../../host/agent-types.js';
 import { KataError } from '../../host/errors.js';
 import { rootLogger, type Logger } from '../../host/log.js';
-import { LineSplitter, type AgentMethod, type AgentResponse, type ExecParams, type ExecResult, type MountInfo, type ParamsOf, type ResultOf } from '../../guest/agent/protocol.js';
+import {
+  LineSplitter,
+  type AgentMethod,
+  type AgentResponse,
+  type ExecResult,
+  type MountInfo,
+  type ParamsOf,
+  type ResultOf,
+} from '../../guest/agent/protocol.js';
 
-export type { AgentMethod, ExecParams, ExecResult, MountInfo };
+export type { AgentMethod, ExecResult, MountInfo };
 
 export interface AgentClientOptions {
   /** The chardev socket path. */
@@ -73,7 +81,9 @@ export class AgentClient {
     if (this.closed) return Promise.reject(new KataError('E_AGENT', `agent client for ${this.socketPath} is closed`));
     if (this.sock && !this.sock.destroyed) return Promise.resolve(this.sock);
     if (!this.connecting) {
-      this.connecting = this.dial(timeoutMs).finally(() => { this.connecting = undefined; });
+      this.connecting = this.dial(timeoutMs).finally(() => {
+        this.connecting = undefined;
+      });
     }
     return this.connecting;
   }
@@ -85,7 +95,10 @@ export class AgentClient {
       try {
         const s = await new Promise<Socket>((resolve, reject) => {
           const c = createConnection(this.socketPath);
-          c.once('connect', () => { c.off('error', reject); resolve(c); });
+          c.once('connect', () => {
+            c.off('error', reject);
+            resolve(c);
+          });
           c.once('error', reject);
         });
         this.attach(s);
@@ -98,17 +111,28 @@ export class AgentClient {
       }
     }
     const code = lastErr?.code === 'ENOENT' || lastErr?.code === 'ECONNREFUSED' ? 'E_TIMEOUT' : 'E_AGENT';
-    throw new KataError(code, `cannot connect to the agent socket ${this.socketPath} within ${timeoutMs} ms: ${lastErr?.message ?? 'closed'} (is QEMU running with the agent virtserialport?)`, { socket: this.socketPath });
+    throw new KataError(
+      code,
+      `cannot connect to the agent socket ${this.socketPath} within ${timeoutMs} ms: ${lastErr?.message ?? 'closed'} (is QEMU running with the agent virtserialport?)`,
+      { socket: this.socketPath },
+    );
   }
 
   private attach(s: Socket): void {
     this.sock = s;
-    const splitter = new LineSplitter((line) => this.onLine(line), () => this.log.warn('agent sent an over-long line; dropped'));
+    const splitter = new LineSplitter(
+      (line) => this.onLine(line),
+      () => this.log.warn('agent sent an over-long line; dropped'),
+    );
     s.on('data', (d: Buffer) => splitter.push(d));
     s.on('error', (e) => this.log.debug({ err: e.message }, 'agent socket error'));
     s.on('close', () => {
       if (this.sock === s) this.sock = undefined;
-      this.failAll(new KataError('E_AGENT', `the agent connection ${this.socketPath} closed with the call in flight (did QEMU exit?)`, { socket: this.socketPath }));
+      this.failAll(
+        new KataError('E_AGENT', `the agent connection ${this.socketPath} closed with the call in flight (did QEMU exit?)`, {
+          socket: this.socketPath,
+        }),
+      );
     });
   }
 
@@ -131,7 +155,12 @@ export class AgentClient {
     this.pending.delete(msg.id);
     if (p.timer) clearTimeout(p.timer);
     if (msg.error !== undefined) {
-      p.reject(new KataError('E_AGENT', `agent ${p.method}: ${msg.error.message} (${msg.error.code})`, { method: p.method, agentCode: msg.error.code }));
+      p.reject(
+        new KataError('E_AGENT', `agent ${p.method}: ${msg.error.message} (${msg.error.code})`, {
+          method: p.method,
+          agentCode: msg.error.code,
+        }),
+      );
     } else {
       p.resolve(msg.result);
     }
@@ -146,17 +175,29 @@ export class AgentClient {
   }
 
   /** Send one request; the returned promise settles with the answer, E_AGENT, or E_TIMEOUT (timeoutMs 0: no timeout). */
-  private send(sock: Socket, method: string, params: unknown, timeoutMs: number, statedTimeoutMs = timeoutMs): { id: number; promise: Promise<unknown> } {
+  private send(
+    sock: Socket,
+    method: string,
+    params: unknown,
+    timeoutMs: number,
+    statedTimeoutMs = timeoutMs,
+  ): { id: number; promise: Promise<unknown> } {
     const id = this.nextId++;
     const promise = new Promise<unknown>((resolve, reject) => {
-      const timer = timeoutMs > 0
-        ? setTimeout(() => {
-          this.pending.delete(id);
-          reject(new KataError('E_TIMEOUT', `agent ${method} did not answer within ${statedTimeoutMs} ms (socket ${this.socketPath})`, { method, socket: this.socketPath }));
-        }, timeoutMs)
-        : undefined;
+      const timer =
+        timeoutMs > 0
+          ? setTimeout(() => {
+              this.pending.delete(id);
+              reject(
+                new KataError('E_TIMEOUT', `agent ${method} did not answer within ${statedTimeoutMs} ms (socket ${this.socketPath})`, {
+                  method,
+                  socket: this.socketPath,
+                }),
+              );
+            }, timeoutMs)
+          : undefined;
       this.pending.set(id, { method, resolve, reject, timer });
-      sock.write(JSON.stringify({ id, method, params: params ?? {} }) + '\n');
+      sock.write(`${JSON.stringify({ id, method, params: params ?? {} })}\n`);
     });
     return { id, promise };
   }
@@ -183,11 +224,21 @@ export class AgentClient {
     const resendMs = opts.resendMs ?? 3_000;
     const sent: number[] = [];
     let ready = false;
-    const servingPromise = new Promise<void>((resolve) => { this.onServing = () => { ready = true; resolve(); }; });
+    const servingPromise = new Promise<void>((resolve) => {
+      this.onServing = () => {
+        ready = true;
+        resolve();
+      };
+    });
     const aborted = new Promise<void>((resolve) => opts.signal?.addEventListener('abort', () => resolve(), { once: true }));
     try {
       while (!ready) {
-        if (opts.signal?.aborted) throw new KataError('E_AGENT', `waiting for the agent on ${this.socketPath} was aborted: ${String(opts.signal.reason ?? 'aborted')}`, { socket: this.socketPath });
+        if (opts.signal?.aborted)
+          throw new KataError(
+            'E_AGENT',
+            `waiting for the agent on ${this.socketPath} was aborted: ${String(opts.signal.reason ?? 'aborted')}`,
+            { socket: this.socketPath },
+          );
         const remaining = deadline - Date.now();
         if (remaining <= 0) break;
         let sock: Socket;
@@ -211,22 +262,47 @@ export class AgentClient {
         if (p) this.pending.delete(id);
       }
     }
-    if (!ready) throw new KataError('E_TIMEOUT', `the guest agent did not become ready within ${timeoutMs} ms (socket ${this.socketPath}); see the guest console log`, { socket: this.socketPath });
+    if (!ready)
+      throw new KataError(
+        'E_TIMEOUT',
+        `the guest agent did not become ready within ${timeoutMs} ms (socket ${this.socketPath}); see the guest console log`,
+        { socket: this.socketPath },
+      );
     const ms = Date.now() - started;
     this.log.info({ ms }, 'agent ready');
     return ms;
   }
 
-  check(opts?: CallOptions): Promise<ResultOf<'Check'>> { return this.call('Check', {}, opts); }
-  version(opts?: CallOptions): Promise<ResultOf<'Version'>> { return this.call('Version', {}, opts); }
-  updateInterface(iface: Interface, opts?: CallOptions): Promise<Interface> { return this.call('UpdateInterface', { interface: iface }, opts); }
-  updateRoutes(routes: Route[], opts?: CallOptions): Promise<{ Routes: Route[] }> { return this.call('UpdateRoutes', { routes: { Routes: routes } }, opts); }
-  addARPNeighbors(neighbors: ARPNeighbor[], opts?: CallOptions): Promise<Record<string, never>> { return this.call('AddARPNeighbors', { neighbors: { ARPNeighbors: neighbors } }, opts); }
-  listInterfaces(opts?: CallOptions): Promise<{ Interfaces: Interface[] }> { return this.call('ListInterfaces', {}, opts); }
-  listRoutes(opts?: CallOptions): Promise<{ Routes: Route[] }> { return this.call('ListRoutes', {}, opts); }
-  addStorages(storages: Storage[], opts?: CallOptions): Promise<{ mount_points: string[] }> { return this.call('AddStorages', { storages }, opts); }
-  removeStorages(mountPoints: string[], opts?: CallOptions): Promise<Record<string, never>> { return this.call('RemoveStorages', { storages: mountPoints.map((mount_point) => ({ mount_point })) }, opts); }
-  listMounts(opts?: CallOptions): Promise<{ mounts: MountInfo[] }> { return this.call('ListMounts', {}, opts); }
+  check(opts?: CallOptions): Promise<ResultOf<'Check'>> {
+    return this.call('Check', {}, opts);
+  }
+  version(opts?: CallOptions): Promise<ResultOf<'Version'>> {
+    return this.call('Version', {}, opts);
+  }
+  updateInterface(iface: Interface, opts?: CallOptions): Promise<Interface> {
+    return this.call('UpdateInterface', { interface: iface }, opts);
+  }
+  updateRoutes(routes: Route[], opts?: CallOptions): Promise<{ Routes: Route[] }> {
+    return this.call('UpdateRoutes', { routes: { Routes: routes } }, opts);
+  }
+  addARPNeighbors(neighbors: ARPNeighbor[], opts?: CallOptions): Promise<Record<string, never>> {
+    return this.call('AddARPNeighbors', { neighbors: { ARPNeighbors: neighbors } }, opts);
+  }
+  listInterfaces(opts?: CallOptions): Promise<{ Interfaces: Interface[] }> {
+    return this.call('ListInterfaces', {}, opts);
+  }
+  listRoutes(opts?: CallOptions): Promise<{ Routes: Route[] }> {
+    return this.call('ListRoutes', {}, opts);
+  }
+  addStorages(storages: Storage[], opts?: CallOptions): Promise<{ mount_points: string[] }> {
+    return this.call('AddStorages', { storages }, opts);
+  }
+  removeStorages(mountPoints: string[], opts?: CallOptions): Promise<Record<string, never>> {
+    return this.call('RemoveStorages', { storages: mountPoints.map((mount_point) => ({ mount_point })) }, opts);
+  }
+  listMounts(opts?: CallOptions): Promise<{ mounts: MountInfo[] }> {
+    return this.call('ListMounts', {}, opts);
+  }
 
   /** Run a command in the guest. The call's own timeout is the command's plus a margin. */
   exec(argv: string[], opts: { timeoutMs?: number; input?: string; env?: Record<string, string>; cwd?: string } = {}): Promise<ExecResult> {
@@ -235,7 +311,9 @@ export class AgentClient {
   }
 
   /** Ask the guest to power off. Resolves once the agent acknowledged (the VM exits shortly after). */
-  shutdown(opts?: CallOptions): Promise<Record<string, never>> { return this.call('Shutdown', {}, opts); }
+  shutdown(opts?: CallOptions): Promise<Record<string, never>> {
+    return this.call('Shutdown', {}, opts);
+  }
 
   /** Close the connection; calls in flight fail with E_AGENT. Idempotent. */
   close(): void {

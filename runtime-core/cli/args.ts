@@ -11,7 +11,10 @@ export interface ParsedArgs {
  * Parse argv. `valueFlags` lists the flags that take a value; any other --flag is boolean. An
  * unknown flag is an error naming it (and the command's --help).
  */
-export function parseArgs(argv: readonly string[], spec: { valueFlags?: readonly string[]; boolFlags?: readonly string[]; command: string }): ParsedArgs {
+export function parseArgs(
+  argv: readonly string[],
+  spec: { valueFlags?: readonly string[]; boolFlags?: readonly string[]; command: string },
+): ParsedArgs {
   const valueFlags = new Set(spec.valueFlags ?? []);
   const boolFlags = new Set([...(spec.boolFlags ?? []), 'help', 'json']);
   const out: ParsedArgs = { positionals: [], flags: {}, rest: [] };
@@ -30,7 +33,8 @@ export function parseArgs(argv: readonly string[], spec: { valueFlags?: readonly
       const name = eq >= 0 ? a.slice(2, eq) : a.slice(2);
       if (valueFlags.has(name)) {
         const v = eq >= 0 ? a.slice(eq + 1) : argv[++i];
-        if (v === undefined || v === '') throw new KataError('E_INVALID_ARGUMENT', `${spec.command}: --${name} needs a value`, { usage: true });
+        if (v === undefined || v === '')
+          throw new KataError('E_INVALID_ARGUMENT', `${spec.command}: --${name} needs a value`, { usage: true });
         out.flags[name] = v;
       } else if (boolFlags.has(name) && eq < 0) {
         out.flags[name] = true;

@@ -8,15 +8,20 @@ import { createNetns, deleteNetns, type NetnsRef } from '../../host/netns.js';
 import { sandboxDown, sandboxExec, sandboxShare, sandboxStatus, sandboxUnshare, sandboxUp } from './sandbox-commands.js';
 
 /** The demo's pod network, as a CNI ptp plugin would leave it. */
-export const DEMO_NET = { pod: '10.88.0.2/24', gateway: '10.88.0.1', host: '10.88.0.1/24', mtu: 1450 };
+const DEMO_NET = { pod: '10.88.0.2/24', gateway: '10.88.0.1', host: '10.88.0.1/24', mtu: 1450 };
 
 type Out = (line: string) => void;
 
 async function residue(tag: string): Promise<string[]> {
   const left: string[] = [];
-  const ns = (await run('ip', ['netns', 'list'])).stdout.split('\n').map((l) => l.split(' ')[0]!).filter((n) => n.includes(tag));
+  const ns = (await run('ip', ['netns', 'list'])).stdout
+    .split('\n')
+    .map((l) => l.split(' ')[0]!)
+    .filter((n) => n.includes(tag));
   if (ns.length) left.push(`namespaces: ${ns.join(' ')}`);
-  const procs = (await run('ps', ['-eo', 'pid=,args='])).stdout.split('\n').filter((l) => l.includes(tag) && /qemu-system|virtiofsd|supervisor/.test(l));
+  const procs = (await run('ps', ['-eo', 'pid=,args='])).stdout
+    .split('\n')
+    .filter((l) => l.includes(tag) && /qemu-system|virtiofsd|supervisor/.test(l));
   if (procs.length) left.push(`processes: ${procs.join('; ')}`);
   const mounts = (await readFile('/proc/self/mounts', 'utf8')).split('\n').filter((l) => l.includes(tag));
   if (mounts.length) left.push(`mounts: ${mounts.length}`);
@@ -37,20 +42,46 @@ export async function demo(out: Out, progress: Out, log: Logger, opts: { config?
   let ok = true;
   const hostDir = await mkdtemp(join(tmpdir(), `kr-demo-${tag}-`));
   try {
-    out(`1. pod network: namespace kr-demo-${tag} with eth0 ${DEMO_NET.pod} (mtu ${DEMO_NET.mtu}), default route via ${DEMO_NET.gateway}; its veth peer in kr-demoh-${tag}`);
+    out(
+      `1. pod network: namespace kr-demo-${tag} with eth0 ${DEMO_NET.pod} (mtu ${DEMO_NET.mtu}), default route via ${DEMO_NET.gateway}; its veth peer in kr-demoh-${tag}`,
+    );
     pod = await createNetns(`kr-demo-${tag}`);
     host = await createNetns(`kr-demoh-${tag}`);
-    await run('ip', ['-n', host.name!, 'link', 'add', 'veth0', 'mtu', String(DEMO_NET.mtu), 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pod.name!]);
-    await run('ip', ['-n', host.name!, '-batch', '-'], { input: `link set lo up\nlink set veth0 up\naddr add ${DEMO_NET.host} dev veth0\n` });
-    await run('ip', ['-n', pod.name!, '-batch', '-'], { input: `link set lo up\nlink set eth0 mtu ${DEMO_NET.mtu}\naddr add ${DEMO_NET.pod} dev eth0\nlink set eth0 up\nroute add default via ${DEMO_NET.gateway} dev eth0\n` });
+    await run('ip', [
+      '-n',
+      host.name!,
+      'link',
+      'add',
+      'veth0',
+      'mtu',
+      String(DEMO_NET.mtu),
+      'type',
+      'veth',
+      'peer',
+      'name',
+      'eth0',
+      'netns',
+      pod.name!,
+    ]);
+    await run('ip', ['-n', host.name!, '-batch', '-'], {
+      input: `link set lo up\nlink set veth0 up\naddr add ${DEMO_NET.host} dev veth0\n`,
+    });
+    await run('ip', ['-n', pod.name!, '-batch', '-'], {
+      input: `link set lo up\nlink set eth0 mtu ${DEMO_NET.mtu}\naddr add ${DEMO_NET.pod} dev eth0\nlink set eth0 up\nroute add default via ${DEMO_NET.gateway} dev eth0\n`,
+    });
 
     out(`2. sandbox up ${id} (QEMU + virtiofsd + tc redirect; the first run builds the guest kit)`);
     const t0 = Date.now();
     const r = await sandboxUp({ id, netns: pod.name!, ...(opts.config ? { config: opts.config } : {}), progress }, log);
     up = true;
     const sb = r.sandbox;
-    out(`   running after ${((Date.now() - t0) / 1000).toFixed(1)} s: accel ${sb.accel ?? '?'}, pids ${Object.entries(sb.pids).map(([k, v]) => `${k}=${v}`).join(' ')}`);
-    for (const e of sb.endpoints) out(`   endpoint ${e.name} (${e.type}) -> ${e.tap ?? '-'}  mac ${e.mac}  mtu ${e.mtu}  ${e.addresses.join(' ')}`);
+    out(
+      `   running after ${((Date.now() - t0) / 1000).toFixed(1)} s: accel ${sb.accel ?? '?'}, pids ${Object.entries(sb.pids)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(' ')}`,
+    );
+    for (const e of sb.endpoints)
+      out(`   endpoint ${e.name} (${e.type}) -> ${e.tap ?? '-'}  mac ${e.mac}  mtu ${e.mtu}  ${e.addresses.join(' ')}`);
     const share = sb.shares[0];
     if (share) out(`   share ${share.tag}: host ${share.hostDir} -> guest ${share.guestMountPoint}`);
 
@@ -77,7 +108,9 @@ export async function demo(out: Out, progress: Out, log: Logger, opts: { config?
     if (back.trim() !== 'written by the guest') ok = false;
     const ro = await sandboxShare(id, { source: hostDir, name: 'demo-ro', readonly: true }, opts.config, log);
     const roWrite = await guestCmd(['touch', `${ro.guestPath}/nope`], false);
-    out(`   the same directory shared read-only as ${ro.name}: a write from the guest ${roWrite === 0 ? 'SUCCEEDED (wrong)' : 'is refused'}`);
+    out(
+      `   the same directory shared read-only as ${ro.name}: a write from the guest ${roWrite === 0 ? 'SUCCEEDED (wrong)' : 'is refused'}`,
+    );
     if (roWrite === 0) ok = false;
     await sandboxUnshare(id, 'demo-ro', opts.config, log);
     await sandboxUnshare(id, 'demo', opts.config, log);
@@ -105,10 +138,16 @@ export async function demo(out: Out, progress: Out, log: Logger, opts: { config?
       if (pod) await deleteNetns(pod);
       if (host) await deleteNetns(host);
       const left = await residue(tag);
-      out(left.length === 0 ? '7. nothing left: no namespace, process, tap or mount of the demo remains' : `7. LEFT BEHIND: ${left.join('; ')}`);
+      out(
+        left.length === 0
+          ? '7. nothing left: no namespace, process, tap or mount of the demo remains'
+          : `7. LEFT BEHIND: ${left.join('; ')}`,
+      );
       if (left.length) ok = false;
     } else {
-      out(`kept: sandbox ${id}, namespaces kr-demo-${tag} kr-demoh-${tag} (take down with: kata-resources sandbox down ${id}; ip netns del ...)`);
+      out(
+        `kept: sandbox ${id}, namespaces kr-demo-${tag} kr-demoh-${tag} (take down with: kata-resources sandbox down ${id}; ip netns del ...)`,
+      );
     }
   }
   out(ok ? 'demo: OK' : 'demo: FAILED');

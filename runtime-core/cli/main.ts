@@ -77,13 +77,27 @@ function printSandbox(v: SandboxView & { guest?: unknown; supervisor?: string })
   out(`sandbox ${v.id}: ${v.state}${v.supervisor ? ` (supervisor ${v.supervisor})` : ''}${v.accel ? `, accel ${v.accel}` : ''}`);
   if (v.error) out(`  error: ${v.error.code}: ${v.error.message}`);
   if (v.netns) out(`  netns: ${v.netns.name ?? v.netns.path}${v.netns.created ? ' (created by the sandbox)' : ''}`);
-  if (Object.keys(v.pids).length) out(`  pids: ${Object.entries(v.pids).map(([k, p]) => `${k}=${p}`).join(' ')}`);
-  for (const e of v.endpoints) out(`  endpoint: ${e.name} ${e.type}${e.tap ? ` -> ${e.tap}` : ''} mac ${e.mac} mtu ${e.mtu} ${e.addresses.join(' ')}`);
+  if (Object.keys(v.pids).length)
+    out(
+      `  pids: ${Object.entries(v.pids)
+        .map(([k, p]) => `${k}=${p}`)
+        .join(' ')}`,
+    );
+  for (const e of v.endpoints)
+    out(`  endpoint: ${e.name} ${e.type}${e.tap ? ` -> ${e.tap}` : ''} mac ${e.mac} mtu ${e.mtu} ${e.addresses.join(' ')}`);
   for (const s of v.shares) out(`  share: ${s.tag} ${s.hostDir} -> ${s.guestMountPoint}`);
   for (const s of v.volumes ?? []) out(`  volume: ${s.source} -> ${s.guestPath}${s.readonly ? ' (read-only)' : ''}`);
-  const g = v.guest as { interfaces?: { name: string; hwAddr: string; mtu: number; IPAddresses: { address: string; mask: string }[] }[]; routes?: { dest: string; gateway: string; device: string }[]; mounts?: { source: string; mount_point: string; fstype: string }[]; error?: string } | undefined;
+  const g = v.guest as
+    | {
+        interfaces?: { name: string; hwAddr: string; mtu: number; IPAddresses: { address: string; mask: string }[] }[];
+        routes?: { dest: string; gateway: string; device: string }[];
+        mounts?: { source: string; mount_point: string; fstype: string }[];
+        error?: string;
+      }
+    | undefined;
   if (g?.error) out(`  guest: ${g.error}`);
-  for (const i of g?.interfaces ?? []) out(`  guest interface: ${i.name} ${i.hwAddr} mtu ${i.mtu} ${i.IPAddresses.map((a) => `${a.address}/${a.mask}`).join(' ')}`);
+  for (const i of g?.interfaces ?? [])
+    out(`  guest interface: ${i.name} ${i.hwAddr} mtu ${i.mtu} ${i.IPAddresses.map((a) => `${a.address}/${a.mask}`).join(' ')}`);
   for (const r of g?.routes ?? []) out(`  guest route: ${r.dest || 'default'}${r.gateway ? ` via ${r.gateway}` : ''} dev ${r.device}`);
   for (const m of g?.mounts ?? []) out(`  guest mount: ${m.source} on ${m.mount_point} (${m.fstype})`);
 }
@@ -104,8 +118,13 @@ async function dispatch(argv: string[]): Promise<number> {
   if (cmd === 'sandbox') {
     if (sub === undefined || sub === '--help' || sub === '-h') return help('sandbox') ? 0 : 0;
     const key = `sandbox ${sub}`;
-    if (!(key in HELP)) throw new KataError('E_INVALID_ARGUMENT', `unknown command "sandbox ${sub}" (see kata-resources --help)`, { usage: true });
-    const a = parseArgs(argv.slice(2), { command: `kata-resources ${key}`, valueFlags: ['id', 'netns', 'config', 'source', 'name'], boolFlags: ['readonly'] });
+    if (!(key in HELP))
+      throw new KataError('E_INVALID_ARGUMENT', `unknown command "sandbox ${sub}" (see kata-resources --help)`, { usage: true });
+    const a = parseArgs(argv.slice(2), {
+      command: `kata-resources ${key}`,
+      valueFlags: ['id', 'netns', 'config', 'source', 'name'],
+      boolFlags: ['readonly'],
+    });
     if (a.flags.help) return help(key) ? 0 : 0;
     const json = a.flags.json === true;
     const config = stringFlag(a, 'config');
@@ -116,7 +135,15 @@ async function dispatch(argv: string[]): Promise<number> {
       return id;
     };
     if (sub === 'up') {
-      const r = await cmds.sandboxUp({ ...(stringFlag(a, 'id') ? { id: stringFlag(a, 'id')! } : {}), ...(stringFlag(a, 'netns') ? { netns: stringFlag(a, 'netns')! } : {}), ...(config ? { config } : {}), progress: (m) => err(`.. ${m}`) }, log);
+      const r = await cmds.sandboxUp(
+        {
+          ...(stringFlag(a, 'id') ? { id: stringFlag(a, 'id')! } : {}),
+          ...(stringFlag(a, 'netns') ? { netns: stringFlag(a, 'netns')! } : {}),
+          ...(config ? { config } : {}),
+          progress: (m) => err(`.. ${m}`),
+        },
+        log,
+      );
       if (json) out(JSON.stringify(r.sandbox));
       else printSandbox(r.sandbox);
       return 0;
@@ -137,7 +164,16 @@ async function dispatch(argv: string[]): Promise<number> {
       const source = stringFlag(a, 'source');
       if (!source) throw new KataError('E_INVALID_ARGUMENT', 'kata-resources sandbox share needs --source DIR', { usage: true });
       const { resolve } = await import('node:path');
-      const r = await cmds.sandboxShare(needId(), { source: resolve(source), readonly: a.flags.readonly === true, ...(stringFlag(a, 'name') ? { name: stringFlag(a, 'name')! } : {}) }, config, log);
+      const r = await cmds.sandboxShare(
+        needId(),
+        {
+          source: resolve(source),
+          readonly: a.flags.readonly === true,
+          ...(stringFlag(a, 'name') ? { name: stringFlag(a, 'name')! } : {}),
+        },
+        config,
+        log,
+      );
       if (json) out(JSON.stringify(r));
       else out(`shared ${r.source} as ${r.name}${r.readonly ? ' (read-only)' : ''}: guest ${r.guestPath}`);
       return 0;
@@ -154,7 +190,11 @@ async function dispatch(argv: string[]): Promise<number> {
       const l = await cmds.sandboxList(config, log);
       if (json) out(JSON.stringify(l));
       else if (l.length === 0) out('no sandboxes');
-      else for (const v of l) out(`${v.id}\t${v.state}\tsupervisor ${v.supervisor}\t${v.netns?.name ?? v.netns?.path ?? '-'}\t${v.endpoints.length} endpoint(s)`);
+      else
+        for (const v of l)
+          out(
+            `${v.id}\t${v.state}\tsupervisor ${v.supervisor}\t${v.netns?.name ?? v.netns?.path ?? '-'}\t${v.endpoints.length} endpoint(s)`,
+          );
       return 0;
     }
   }
@@ -172,7 +212,18 @@ async function dispatch(argv: string[]): Promise<number> {
     const readJson = async (src: string | undefined, what: string): Promise<unknown> => {
       if (!src) throw new KataError('E_INVALID_ARGUMENT', `kata-resources ${key} needs ${what} (a file, or - for stdin)`, { usage: true });
       const { readFile } = await import('node:fs/promises');
-      const text = src === '-' ? await new Promise<string>((r) => { let d = ''; process.stdin.setEncoding('utf8').on('data', (c) => { d += c; }).on('end', () => r(d)); }) : await readFile(src, 'utf8');
+      const text =
+        src === '-'
+          ? await new Promise<string>((r) => {
+              let d = '';
+              process.stdin
+                .setEncoding('utf8')
+                .on('data', (c) => {
+                  d += c;
+                })
+                .on('end', () => r(d));
+            })
+          : await readFile(src, 'utf8');
       try {
         return JSON.parse(text);
       } catch (e) {
@@ -182,7 +233,11 @@ async function dispatch(argv: string[]): Promise<number> {
     if (key === 'iface add') {
       const link = stringFlag(a, 'link');
       const r = await cmds.ifaceAdd(id, link ? { link } : { interface: await readJson(arg, 'an Interface') }, config, log);
-      out(json ? JSON.stringify(r) : `added ${r.name} ${r.hwAddr} mtu ${r.mtu} ${r.IPAddresses.map((x) => `${x.address}/${x.mask}`).join(' ')} at ${r.devicePath || '?'}`);
+      out(
+        json
+          ? JSON.stringify(r)
+          : `added ${r.name} ${r.hwAddr} mtu ${r.mtu} ${r.IPAddresses.map((x) => `${x.address}/${x.mask}`).join(' ')} at ${r.devicePath || '?'}`,
+      );
       return 0;
     }
     if (key === 'iface del') {
@@ -200,13 +255,16 @@ async function dispatch(argv: string[]): Promise<number> {
     if (key === 'route list') {
       const l = await cmds.routeList(id, config, log);
       if (json) out(JSON.stringify(l));
-      else for (const r of l) out(`${r.dest || 'default'}${r.gateway ? ` via ${r.gateway}` : ''} dev ${r.device}${r.mtu ? ` mtu ${r.mtu}` : ''}`);
+      else
+        for (const r of l)
+          out(`${r.dest || 'default'}${r.gateway ? ` via ${r.gateway}` : ''} dev ${r.device}${r.mtu ? ` mtu ${r.mtu}` : ''}`);
       return 0;
     }
     if (key === 'route update') {
       const v = await readJson(arg, 'routes');
       const routes = Array.isArray(v) ? v : (v as { Routes?: unknown }).Routes;
-      if (!Array.isArray(routes)) throw new KataError('E_INVALID_ARGUMENT', 'routes must be a JSON array of Route objects or {"Routes": [...]}');
+      if (!Array.isArray(routes))
+        throw new KataError('E_INVALID_ARGUMENT', 'routes must be a JSON array of Route objects or {"Routes": [...]}');
       const r = await cmds.routeUpdate(id, routes as never, config, log);
       out(json ? JSON.stringify(r) : `${r.length} route(s) applied`);
       return 0;
@@ -216,7 +274,8 @@ async function dispatch(argv: string[]): Promise<number> {
     const a = parseArgs(argv.slice(1), { command: 'kata-resources exec', valueFlags: ['config', 'timeout'] });
     if (a.flags.help) return help('exec') ? 0 : 0;
     const id = a.positionals[0];
-    if (!id || a.rest.length === 0) throw new KataError('E_INVALID_ARGUMENT', 'usage: kata-resources exec ID -- CMD [ARGS...]', { usage: true });
+    if (!id || a.rest.length === 0)
+      throw new KataError('E_INVALID_ARGUMENT', 'usage: kata-resources exec ID -- CMD [ARGS...]', { usage: true });
     const timeout = stringFlag(a, 'timeout');
     const { sandboxExec } = await import('./sandbox-commands.js');
     const r = await sandboxExec(id, a.rest, stringFlag(a, 'config'), log, timeout ? Number(timeout) : undefined);
@@ -231,7 +290,11 @@ async function dispatch(argv: string[]): Promise<number> {
     const { loadConfig } = await import('../config/load-config.js');
     const cfg = loadConfig(stringFlag(a, 'config'), { log, checkFiles: false });
     const { kvmProbe } = await import('../sandbox/qemu-vm.js');
-    const items = await hostCheck({ qemuPath: cfg.hypervisor.path, virtiofsdPath: cfg.hypervisor.virtioFsDaemon, kvmProbe: () => kvmProbe(cfg.hypervisor.path) });
+    const items = await hostCheck({
+      qemuPath: cfg.hypervisor.path,
+      virtiofsdPath: cfg.hypervisor.virtioFsDaemon,
+      kvmProbe: () => kvmProbe(cfg.hypervisor.path),
+    });
     if (a.flags.json) out(JSON.stringify(items));
     else out(formatCheck(items));
     return items.some((i) => !i.ok && i.severity === 'fail') ? 1 : 0;
@@ -240,7 +303,10 @@ async function dispatch(argv: string[]): Promise<number> {
     const a = parseArgs(argv.slice(1), { command: 'kata-resources demo', valueFlags: ['config'], boolFlags: ['keep'] });
     if (a.flags.help) return help('demo') ? 0 : 0;
     const { demo } = await import('./demo.js');
-    const ok = await demo(out, (m) => err(`.. ${m}`), log, { ...(stringFlag(a, 'config') ? { config: stringFlag(a, 'config')! } : {}), keep: a.flags.keep === true });
+    const ok = await demo(out, (m) => err(`.. ${m}`), log, {
+      ...(stringFlag(a, 'config') ? { config: stringFlag(a, 'config')! } : {}),
+      keep: a.flags.keep === true,
+    });
     return ok ? 0 : 1;
   }
   if (cmd === 'guest-kit') {
@@ -249,7 +315,10 @@ async function dispatch(argv: string[]): Promise<number> {
     const { ensureGuestKit } = await import('../guest-kit/index.js');
     const kit = await ensureGuestKit({ ...(a.flags.quiet ? {} : { onProgress: (m: string) => err(`.. ${m}`) }) });
     if (a.flags.json) out(JSON.stringify(kit));
-    else out(`guest kit ${kit.hash}\n  kernel ${kit.kernel} (${kit.kernelVersion}${kit.pvh ? ', PVH' : ''})\n  initrd ${kit.initrd}\n  rootfs ${kit.rootfs}`);
+    else
+      out(
+        `guest kit ${kit.hash}\n  kernel ${kit.kernel} (${kit.kernelVersion}${kit.pvh ? ', PVH' : ''})\n  initrd ${kit.initrd}\n  rootfs ${kit.rootfs}`,
+      );
     return 0;
   }
   throw new KataError('E_INVALID_ARGUMENT', `unknown command "${cmd}" (see kata-resources --help)`, { usage: true });

@@ -19,13 +19,13 @@ import type { ExecResult } from '../agent/client.js';
 import type { Interface, Route } from '../../host/agent-types.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-export const SUPERVISOR_MAIN = join(here, '..', 'supervisor', 'main.js');
+const SUPERVISOR_MAIN = join(here, '..', 'supervisor', 'main.js');
 
-export function newSandboxId(): string {
+function newSandboxId(): string {
   return `sb-${randomBytes(4).toString('hex')}`;
 }
 
-export function logPath(cfg: SandboxConfig, id: string): string {
+function logPath(cfg: SandboxConfig, id: string): string {
   return join(cfg.runtime.stateDir, 'logs', `${id}.log`);
 }
 
@@ -38,15 +38,28 @@ export interface UpResult {
  * Start the supervisor of a new sandbox and wait until it reports the sandbox running (or failed,
  * after its own rollback). Progress lines go to `progress`.
  */
-export async function sandboxUp(opts: { id?: string; netns?: string; config?: string; progress?: (m: string) => void; env?: NodeJS.ProcessEnv }, log: Logger): Promise<UpResult> {
+export async function sandboxUp(
+  opts: { id?: string; netns?: string; config?: string; progress?: (m: string) => void; env?: NodeJS.ProcessEnv },
+  log: Logger,
+): Promise<UpResult> {
   const cfg = loadConfig(opts.config, { log });
   const id = validateId(opts.id ?? newSandboxId());
   const store = new StateStore(cfg.runtime.stateDir, log);
-  if (await store.tryLoad(id)) throw new KataError('E_SANDBOX_EXISTS', `sandbox ${id} already exists; take it down first (kata-resources sandbox down ${id}) or choose another id`);
+  if (await store.tryLoad(id))
+    throw new KataError(
+      'E_SANDBOX_EXISTS',
+      `sandbox ${id} already exists; take it down first (kata-resources sandbox down ${id}) or choose another id`,
+    );
   const lp = logPath(cfg, id);
   mkdirSync(dirname(lp), { recursive: true, mode: 0o700 });
   const logFd = openSync(lp, 'a', 0o600);
-  const args = [SUPERVISOR_MAIN, '--id', id, ...(opts.netns ? ['--netns', opts.netns] : []), ...(cfg.source ? ['--config', cfg.source] : [])];
+  const args = [
+    SUPERVISOR_MAIN,
+    '--id',
+    id,
+    ...(opts.netns ? ['--netns', opts.netns] : []),
+    ...(cfg.source ? ['--config', cfg.source] : []),
+  ];
   const child = spawn(process.execPath, args, {
     detached: true,
     stdio: ['ignore', 'ignore', logFd, 'pipe'],
@@ -87,13 +100,29 @@ function supervisorAlive(s: SandboxState): boolean {
   return sup !== undefined && isSameProcessAlive(sup.pid, sup.startTime);
 }
 
-export async function sandboxStatus(id: string, configFile: string | undefined, log: Logger): Promise<SandboxView & { guest?: unknown; supervisor: 'running' | 'gone' }> {
+export async function sandboxStatus(
+  id: string,
+  configFile: string | undefined,
+  log: Logger,
+): Promise<SandboxView & { guest?: unknown; supervisor: 'running' | 'gone' }> {
   const cfg = loadConfig(configFile, { log });
   const store = new StateStore(cfg.runtime.stateDir, log);
   const s = await store.load(validateId(id));
   if (!supervisorAlive(s)) {
     const v = sandboxView(s);
-    return { ...v, state: s.phase === 'running' ? 'failed' : v.state, supervisor: 'gone', ...(s.phase === 'running' ? { error: { code: 'E_DAEMON_CRASHED', message: `the supervisor of ${id} is gone; run \`kata-resources sandbox down ${id}\` to clean up` } } : {}) };
+    return {
+      ...v,
+      state: s.phase === 'running' ? 'failed' : v.state,
+      supervisor: 'gone',
+      ...(s.phase === 'running'
+        ? {
+            error: {
+              code: 'E_DAEMON_CRASHED',
+              message: `the supervisor of ${id} is gone; run \`kata-resources sandbox down ${id}\` to clean up`,
+            },
+          }
+        : {}),
+    };
   }
   const sock = join(store.sandboxDir(id), MGMT_SOCKET);
   const view = await mgmtCall<SandboxView>(sock, 'GET', '/sandbox');
@@ -124,7 +153,11 @@ async function supervisorExited(s: SandboxState, timeoutMs = 5000): Promise<void
 }
 
 /** Take a sandbox down: through its supervisor when alive, else from its persisted state. Idempotent. */
-export async function sandboxDown(id: string, configFile: string | undefined, log: Logger): Promise<{ id: string; state: 'removed' | 'absent'; via: 'supervisor' | 'state' | 'none'; timings?: Record<string, number> }> {
+export async function sandboxDown(
+  id: string,
+  configFile: string | undefined,
+  log: Logger,
+): Promise<{ id: string; state: 'removed' | 'absent'; via: 'supervisor' | 'state' | 'none'; timings?: Record<string, number> }> {
   const cfg = loadConfig(configFile, { log });
   const store = new StateStore(cfg.runtime.stateDir, log);
   validateId(id);
@@ -136,7 +169,13 @@ export async function sandboxDown(id: string, configFile: string | undefined, lo
     }
     if (supervisorAlive(s)) {
       try {
-        const r = await mgmtCall<{ timings?: Record<string, number> }>(join(store.sandboxDir(id), MGMT_SOCKET), 'POST', '/shutdown', {}, 120_000);
+        const r = await mgmtCall<{ timings?: Record<string, number> }>(
+          join(store.sandboxDir(id), MGMT_SOCKET),
+          'POST',
+          '/shutdown',
+          {},
+          120_000,
+        );
         await supervisorExited(s);
         rmSync(logPath(cfg, id), { force: true });
         return { id, state: 'removed' as const, via: 'supervisor' as const, ...(r.timings ? { timings: r.timings } : {}) };
@@ -158,13 +197,26 @@ export async function sandboxDown(id: string, configFile: string | undefined, lo
   });
 }
 
-export async function sandboxList(configFile: string | undefined, log: Logger): Promise<(SandboxView & { supervisor: 'running' | 'gone' })[]> {
+export async function sandboxList(
+  configFile: string | undefined,
+  log: Logger,
+): Promise<(SandboxView & { supervisor: 'running' | 'gone' })[]> {
   const cfg = loadConfig(configFile, { log });
   const store = new StateStore(cfg.runtime.stateDir, log);
   const out: (SandboxView & { supervisor: 'running' | 'gone' })[] = [];
   for (const l of await store.list()) {
     if (!l.state) {
-      out.push({ id: l.id, state: 'failed', netns: undefined, pids: {}, endpoints: [], shares: [], volumes: [], error: { code: 'E_STATE', message: l.error ?? 'unreadable state' }, supervisor: 'gone' });
+      out.push({
+        id: l.id,
+        state: 'failed',
+        netns: undefined,
+        pids: {},
+        endpoints: [],
+        shares: [],
+        volumes: [],
+        error: { code: 'E_STATE', message: l.error ?? 'unreadable state' },
+        supervisor: 'gone',
+      });
       continue;
     }
     out.push({ ...sandboxView(l.state), supervisor: supervisorAlive(l.state) ? 'running' : 'gone' });
@@ -172,7 +224,13 @@ export async function sandboxList(configFile: string | undefined, log: Logger): 
   return out;
 }
 
-export async function sandboxExec(id: string, argv: string[], configFile: string | undefined, log: Logger, timeoutMs?: number): Promise<ExecResult> {
+export async function sandboxExec(
+  id: string,
+  argv: string[],
+  configFile: string | undefined,
+  log: Logger,
+  timeoutMs?: number,
+): Promise<ExecResult> {
   const sock = await runningSocket(id, configFile, log);
   return mgmtCall<ExecResult>(sock, 'POST', '/exec', { argv, ...(timeoutMs ? { timeoutMs } : {}) }, (timeoutMs ?? 30_000) + 10_000);
 }
@@ -181,7 +239,11 @@ async function runningSocket(id: string, configFile: string | undefined, log: Lo
   const cfg = loadConfig(configFile, { log });
   const store = new StateStore(cfg.runtime.stateDir, log);
   const s = await store.load(validateId(id));
-  if (!supervisorAlive(s)) throw new KataError('E_SANDBOX_NOT_FOUND', `sandbox ${id} is not running (its supervisor is gone); see \`kata-resources sandbox status ${id}\``);
+  if (!supervisorAlive(s))
+    throw new KataError(
+      'E_SANDBOX_NOT_FOUND',
+      `sandbox ${id} is not running (its supervisor is gone); see \`kata-resources sandbox status ${id}\``,
+    );
   return join(store.sandboxDir(id), MGMT_SOCKET);
 }
 
@@ -193,7 +255,12 @@ export interface ShareResult {
 }
 
 /** Share a host directory into a running sandbox's virtio-fs export. */
-export async function sandboxShare(id: string, req: { source: string; name?: string; readonly: boolean }, configFile: string | undefined, log: Logger): Promise<ShareResult> {
+export async function sandboxShare(
+  id: string,
+  req: { source: string; name?: string; readonly: boolean },
+  configFile: string | undefined,
+  log: Logger,
+): Promise<ShareResult> {
   const sock = await runningSocket(id, configFile, log);
   return mgmtCall<ShareResult>(sock, 'POST', '/shares', req);
 }
@@ -204,7 +271,12 @@ export async function sandboxUnshare(id: string, name: string, configFile: strin
 }
 
 /** `iface add`: a new tap from an interface description, or an existing link of the sandbox netns. */
-export async function ifaceAdd(id: string, req: { link: string } | { interface: unknown }, configFile: string | undefined, log: Logger): Promise<Interface> {
+export async function ifaceAdd(
+  id: string,
+  req: { link: string } | { interface: unknown },
+  configFile: string | undefined,
+  log: Logger,
+): Promise<Interface> {
   return mgmtCall<Interface>(await runningSocket(id, configFile, log), 'POST', '/interfaces', req, 120_000);
 }
 

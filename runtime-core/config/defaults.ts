@@ -8,10 +8,10 @@ import { MAX_VCPUS } from './schema.js';
  * Where a value differs from Kata's default it says why.
  */
 
-export const DEFAULT_QEMU_PATH = '/usr/bin/qemu-system-x86_64';
+const DEFAULT_QEMU_PATH = '/usr/bin/qemu-system-x86_64';
 /** Debian 12 ships the C virtiofsd with QEMU 7.2 here. */
-export const DEFAULT_VIRTIOFSD_PATH = '/usr/lib/qemu/virtiofsd';
-export const DEFAULT_STATE_DIR = '/run/kata-resources';
+const DEFAULT_VIRTIOFSD_PATH = '/usr/lib/qemu/virtiofsd';
+const DEFAULT_STATE_DIR = '/run/kata-resources';
 /** Where loadConfig looks when no file is named (and KATA_RESOURCES_CONFIG is unset). */
 export const DEFAULT_CONFIG_PATHS = ['/etc/kata-resources/configuration.toml'];
 

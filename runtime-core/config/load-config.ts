@@ -42,7 +42,7 @@ function validate(raw: unknown): ErrorObject[] {
 }
 
 /** "/hypervisor/qemu/virtio_fs_extra_args/1" -> "hypervisor.qemu.virtio_fs_extra_args[1]". */
-export function keyPath(instancePath: string): string {
+function keyPath(instancePath: string): string {
   let out = '';
   for (const part of instancePath.split('/').slice(1)) {
     const p = part.replace(/~1/g, '/').replace(/~0/g, '~');
@@ -51,7 +51,14 @@ export function keyPath(instancePath: string): string {
   return out;
 }
 
-const TYPE_NAMES: Record<string, string> = { object: 'a table', integer: 'an integer', string: 'a string', boolean: 'a boolean (true/false)', array: 'an array', number: 'a number' };
+const TYPE_NAMES: Record<string, string> = {
+  object: 'a table',
+  integer: 'an integer',
+  string: 'a string',
+  boolean: 'a boolean (true/false)',
+  array: 'an array',
+  number: 'a number',
+};
 
 function describe(v: unknown): string {
   if (Array.isArray(v)) return 'an array';
@@ -85,13 +92,16 @@ function problemOf(e: ErrorObject, raw: unknown): ConfigProblem & { expected: st
       break;
     }
     case 'enum':
-      expected = `one of ${((e.params as { allowedValues: unknown[] }).allowedValues).map((v) => JSON.stringify(v)).join(', ')}`;
+      expected = `one of ${(e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}`;
       break;
     case 'minimum':
     case 'maximum': {
       const lo = node?.minimum;
       const hi = node?.maximum;
-      expected = lo !== undefined && hi !== undefined ? `an integer from ${lo} to ${hi}` : `${e.keyword === 'minimum' ? '>=' : '<='} ${(e.params as { limit: number }).limit}`;
+      expected =
+        lo !== undefined && hi !== undefined
+          ? `an integer from ${lo} to ${hi}`
+          : `${e.keyword === 'minimum' ? '>=' : '<='} ${(e.params as { limit: number }).limit}`;
       break;
     }
     case 'minLength':
@@ -132,7 +142,12 @@ export function parseConfig(text: string, file: string, opts: ConfigOptions = {}
   } catch (e) {
     if (e instanceof TomlError) {
       const first = e.message.split('\n')[0] ?? 'syntax error';
-      throw new KataError('E_CONFIG', `${file}:${e.line}:${e.column}: TOML syntax error: ${first}`, { file, line: e.line, column: e.column }, { cause: e });
+      throw new KataError(
+        'E_CONFIG',
+        `${file}:${e.line}:${e.column}: TOML syntax error: ${first}`,
+        { file, line: e.line, column: e.column },
+        { cause: e },
+      );
     }
     throw new KataError('E_CONFIG', `${file}: cannot parse: ${(e as Error).message}`, { file }, { cause: e });
   }
@@ -226,10 +241,15 @@ function checkFiles(r: RawConfig, cfg: SandboxConfig): ConfigProblem[] {
       out.push({ key: `hypervisor.qemu.${key}`, message: `names ${p}, which does not exist` });
       return;
     }
-    if (!st.isFile() && !st.isBlockDevice()) out.push({ key: `hypervisor.qemu.${key}`, message: `names ${p}, which is not a regular file` });
+    if (!st.isFile() && !st.isBlockDevice())
+      out.push({ key: `hypervisor.qemu.${key}`, message: `names ${p}, which is not a regular file` });
   };
   const executable = (key: string, p: string): void => {
-    if (resolveExecutable(p) === undefined) out.push({ key: `hypervisor.qemu.${key}`, message: `names ${p}, which is not an executable file${p.includes('/') ? '' : ' in PATH'}` });
+    if (resolveExecutable(p) === undefined)
+      out.push({
+        key: `hypervisor.qemu.${key}`,
+        message: `names ${p}, which is not an executable file${p.includes('/') ? '' : ' in PATH'}`,
+      });
   };
   regular('kernel', h.kernel);
   regular('initrd', h.initrd);
@@ -240,7 +260,7 @@ function checkFiles(r: RawConfig, cfg: SandboxConfig): ConfigProblem[] {
 }
 
 /** Which file loadConfig reads when none is named: KATA_RESOURCES_CONFIG, else the first default path that exists. */
-export function resolveConfigPath(file?: string): string | undefined {
+function resolveConfigPath(file?: string): string | undefined {
   if (file !== undefined) return file;
   const env = process.env.KATA_RESOURCES_CONFIG;
   if (env) return env;
@@ -264,7 +284,12 @@ export function loadConfig(file?: string, opts: ConfigOptions = {}): SandboxConf
     accessSync(path, fsc.R_OK);
     text = readFileSync(path, 'utf8');
   } catch (e) {
-    throw new KataError('E_CONFIG', `${path}: cannot read the configuration file: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}; check the --config path`, { file: path }, { cause: e });
+    throw new KataError(
+      'E_CONFIG',
+      `${path}: cannot read the configuration file: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}; check the --config path`,
+      { file: path },
+      { cause: e },
+    );
   }
   return parseConfig(text, path, opts);
 }

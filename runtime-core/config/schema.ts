@@ -10,8 +10,8 @@ const path = { type: 'string', minLength: 1 } as const;
 const absPath = { type: 'string', pattern: '^/' } as const;
 
 export const MAX_VCPUS = 240;
-export const MAX_PCIE_ROOT_PORTS = 16;
-export const MAX_NETWORK_QUEUES = 16;
+const MAX_PCIE_ROOT_PORTS = 16;
+const MAX_NETWORK_QUEUES = 16;
 
 export const CONFIG_SCHEMA = {
   type: 'object',

@@ -5,11 +5,11 @@
  * kit paths, where `undefined` means "use the embedded guest kit" (resolved by the caller).
  */
 
-export type SharedFs = 'virtio-fs' | 'none';
-export type VirtioFsCache = 'never' | 'metadata' | 'auto' | 'always';
-export type BlockDeviceDriver = 'virtio-blk' | 'virtio-scsi';
+type SharedFs = 'virtio-fs' | 'none';
+type VirtioFsCache = 'never' | 'metadata' | 'auto' | 'always';
+type BlockDeviceDriver = 'virtio-blk' | 'virtio-scsi';
 export type AccelChoice = 'auto' | 'kvm' | 'tcg';
-export type InternetworkingModel = 'tcfilter' | 'macvtap' | 'none';
+type InternetworkingModel = 'tcfilter' | 'macvtap' | 'none';
 
 export interface QemuConfig {
   kind: 'qemu';
@@ -47,13 +47,13 @@ export interface QemuConfig {
   accel: AccelChoice;
 }
 
-export interface AgentConfig {
+interface AgentConfig {
   /** How long to wait for the guest agent to answer after the VM started (`dial_timeout`, seconds in the file). */
   dialTimeoutMs: number;
   enableDebug: boolean;
 }
 
-export interface RuntimeConfig {
+interface RuntimeConfig {
   internetworkingModel: InternetworkingModel;
   disableNewNetns: boolean;
   sandboxCgroupOnly: boolean;

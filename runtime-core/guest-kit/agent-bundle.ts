@@ -9,11 +9,11 @@ import { fileURLToPath } from 'node:url';
 import { KataError } from '../../host/errors.js';
 
 /** The repository root (this file is dist/runtime-core/guest-kit/agent-bundle.js once built). */
-export function projectRoot(): string {
+function projectRoot(): string {
   return join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 }
 
-export function agentEntry(root = projectRoot()): string {
+function agentEntry(root = projectRoot()): string {
   return join(root, 'dist', 'guest', 'agent', 'main.js');
 }
 
@@ -69,4 +69,3 @@ export async function bundleAgent(root = projectRoot()): Promise<Buffer> {
   if (!file) throw new KataError('E_INTERNAL', 'esbuild produced no output for the guest agent');
   return Buffer.from(file.contents);
 }
-

@@ -23,15 +23,23 @@ export interface GuestCmdlineOptions {
   extra?: readonly string[];
 }
 
-export const DEFAULT_ROOT_DEVICE = '/dev/vda';
-export const GUEST_CONSOLE = 'ttyS0';
+const DEFAULT_ROOT_DEVICE = '/dev/vda';
+const GUEST_CONSOLE = 'ttyS0';
 
 const BOOT_SPEEDUPS = [
-  'tsc=reliable', 'no_timer_check', 'noreplace-smp', 'rcupdate.rcu_expedited=1', 'cryptomgr.notests',
-  'i8042.direct=1', 'i8042.dumbkbd=1', 'i8042.nopnp=1', 'i8042.noaux=1', 'random.trust_cpu=on',
+  'tsc=reliable',
+  'no_timer_check',
+  'noreplace-smp',
+  'rcupdate.rcu_expedited=1',
+  'cryptomgr.notests',
+  'i8042.direct=1',
+  'i8042.dumbkbd=1',
+  'i8042.nopnp=1',
+  'i8042.noaux=1',
+  'random.trust_cpu=on',
 ];
 
-export function guestKernelParams(opts: GuestCmdlineOptions = {}): string[] {
+function guestKernelParams(opts: GuestCmdlineOptions = {}): string[] {
   const p: string[] = [];
   const console = opts.console === undefined ? GUEST_CONSOLE : opts.console;
   if (console) p.push(`console=${console}`);

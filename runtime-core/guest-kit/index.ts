@@ -19,20 +19,17 @@ import { join } from 'node:path';
 import { KataError, isKataError } from '../../host/errors.js';
 import { run } from '../../host/exec.js';
 import { rootLogger, type Logger } from '../../host/log.js';
-import { agentSourceStats, bundleAgent, projectRoot } from './agent-bundle.js';
+import { agentSourceStats, bundleAgent } from './agent-bundle.js';
 import { DEFAULT_GUEST_CMDLINE } from './cmdline.js';
 import { INIT_SCRIPT, buildInitramfs } from './initramfs.js';
 import { downloadKernel, extractKernel, extractVmlinux, hasPvhNote, resolveKernelPackage, type KernelPackage } from './kernel.js';
 import { GUEST_MODULES, parseModulesBuiltin, parseModulesDep, resolveModules } from './modules.js';
 import { ROOTFS_INIT_SCRIPT, makeExt4Image, parseLdd, stageRootfs } from './rootfs.js';
-
-export { DEFAULT_GUEST_CMDLINE, guestKernelCmdline, guestKernelParams, type GuestCmdlineOptions } from './cmdline.js';
-export { AGENT_PATH } from './rootfs.js';
-export { TCG_CPU, agentPortArgs, entropyArgs, kitBootArgs, kitRootfsArgs, minimalQemuArgs, type MinimalQemuOptions } from './qemu-args.js';
+export { minimalQemuArgs } from './qemu-args.js';
 
 /** Bump when the build changes in a way the other inputs do not capture. */
-export const GUEST_KIT_BUILD_VERSION = 1;
-export const DEFAULT_GUEST_KIT_DIR = '/var/cache/kata-resources/guest-kit';
+const GUEST_KIT_BUILD_VERSION = 1;
+const DEFAULT_GUEST_KIT_DIR = '/var/cache/kata-resources/guest-kit';
 
 export interface GuestKit {
   /** Kernel to pass to -kernel: the uncompressed vmlinux (PVH entry), or the bzImage when it has no PVH note. */
@@ -92,7 +89,10 @@ export function guestKitDir(opts: { cacheDir?: string } = {}): string {
 }
 
 async function exists(p: string): Promise<boolean> {
-  return stat(p).then(() => true, () => false);
+  return stat(p).then(
+    () => true,
+    () => false,
+  );
 }
 
 async function firstExisting(what: string, pkg: string, paths: string[]): Promise<string> {
@@ -114,7 +114,10 @@ async function findTools(): Promise<Tools> {
   const busybox = await firstExisting('static busybox', 'busybox-static', ['/usr/bin/busybox', '/bin/busybox']);
   const bb = await run('ldd', [busybox], { reject: false });
   if (!/not a dynamic executable|statically linked/.test(bb.stdout + bb.stderr)) {
-    throw new KataError('E_EXEC_NOT_FOUND', `${busybox} is dynamically linked; the initramfs needs a static one: apt-get install busybox-static`);
+    throw new KataError(
+      'E_EXEC_NOT_FOUND',
+      `${busybox} is dynamically linked; the initramfs needs a static one: apt-get install busybox-static`,
+    );
   }
   const libs = new Set<string>();
   for (const b of [node, ip]) for (const l of parseLdd((await run('ldd', [b])).stdout)) libs.add(l);
@@ -123,7 +126,12 @@ async function findTools(): Promise<Tools> {
 
 async function computeInputs(tools: Tools, kernel: KernelPackage, agent: Buffer): Promise<Inputs> {
   const binaries: Record<string, string> = {};
-  for (const [k, p] of [['node', tools.node], ['ip', tools.ip], ['busybox', tools.busybox]] as const) binaries[k] = await sha256File(p);
+  for (const [k, p] of [
+    ['node', tools.node],
+    ['ip', tools.ip],
+    ['busybox', tools.busybox],
+  ] as const)
+    binaries[k] = await sha256File(p);
   const libraries: Record<string, string> = {};
   for (const l of tools.libs) libraries[l] = await sha256File(l);
   return {
@@ -133,7 +141,7 @@ async function computeInputs(tools: Tools, kernel: KernelPackage, agent: Buffer)
     libraries,
     agent: sha256(agent),
     modules: GUEST_MODULES,
-    scripts: sha256(INIT_SCRIPT + '\0' + ROOTFS_INIT_SCRIPT + '\0' + DEFAULT_GUEST_CMDLINE),
+    scripts: sha256(`${INIT_SCRIPT}\0${ROOTFS_INIT_SCRIPT}\0${DEFAULT_GUEST_CMDLINE}`),
   };
 }
 
@@ -162,9 +170,16 @@ const APT_STATE = ['/var/lib/apt/lists', '/var/lib/dpkg/status', '/etc/apt/sourc
 
 function kitFromRecord(dir: string, r: KitRecord): GuestKit {
   return {
-    kernel: join(dir, r.files.kernel), initrd: join(dir, r.files.initrd), rootfs: join(dir, r.files.rootfs),
-    kernelVersion: r.kernelVersion, hash: r.hash, dir, kernelPackage: r.kernelPackage, kernelPackageVersion: r.kernelPackageVersion,
-    pvh: r.pvh, cmdline: DEFAULT_GUEST_CMDLINE,
+    kernel: join(dir, r.files.kernel),
+    initrd: join(dir, r.files.initrd),
+    rootfs: join(dir, r.files.rootfs),
+    kernelVersion: r.kernelVersion,
+    hash: r.hash,
+    dir,
+    kernelPackage: r.kernelPackage,
+    kernelPackageVersion: r.kernelPackageVersion,
+    pvh: r.pvh,
+    cmdline: DEFAULT_GUEST_CMDLINE,
   };
 }
 
@@ -197,7 +212,9 @@ async function lock(path: string, onWait: (pid: number) => void): Promise<() => 
       const fh = await open(path, 'wx');
       await fh.writeFile(String(process.pid));
       await fh.close();
-      return async () => { await unlink(path).catch(() => {}); };
+      return async () => {
+        await unlink(path).catch(() => {});
+      };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
@@ -209,7 +226,10 @@ async function lock(path: string, onWait: (pid: number) => void): Promise<() => 
       if (again === pid || !again) await unlink(path).catch(() => {});
       continue;
     }
-    if (!announced) { onWait(pid); announced = true; }
+    if (!announced) {
+      onWait(pid);
+      announced = true;
+    }
     await new Promise((r) => setTimeout(r, 500));
   }
 }
@@ -219,7 +239,7 @@ async function lock(path: string, onWait: (pid: number) => void): Promise<() => 
  * kits beyond the `keep` most recently built ones (never `current`). A running VM keeps the files it
  * opened, so removing an old kit does not disturb it.
  */
-export async function pruneGuestKits(cacheDir: string, current: string, keep = 3): Promise<string[]> {
+async function pruneGuestKits(cacheDir: string, current: string, keep = 3): Promise<string[]> {
   const { readdir } = await import('node:fs/promises');
   const removed: string[] = [];
   const entries = await readdir(cacheDir, { withFileTypes: true }).catch(() => []);
@@ -228,7 +248,10 @@ export async function pruneGuestKits(cacheDir: string, current: string, keep = 3
     if (!e.isDirectory()) continue;
     const m = /^\.build-[0-9a-f]+-(\d+)$/.exec(e.name);
     if (m) {
-      if (!pidAlive(Number(m[1]))) { await rm(join(cacheDir, e.name), { recursive: true, force: true }); removed.push(e.name); }
+      if (!pidAlive(Number(m[1]))) {
+        await rm(join(cacheDir, e.name), { recursive: true, force: true });
+        removed.push(e.name);
+      }
       continue;
     }
     if (!/^[0-9a-f]{20}$/.test(e.name) || e.name === current) continue;
@@ -247,18 +270,23 @@ export async function pruneGuestKits(cacheDir: string, current: string, keep = 3
 export async function ensureGuestKit(opts: EnsureGuestKitOptions = {}): Promise<GuestKit> {
   const cacheDir = guestKitDir(opts);
   const log = (opts.log ?? rootLogger()).child({ component: 'guest-kit' });
-  const progress = (m: string): void => { log.info(m); opts.onProgress?.(m); };
+  const progress = (m: string): void => {
+    log.info(m);
+    opts.onProgress?.(m);
+  };
   await mkdir(cacheDir, { recursive: true });
   const currentFile = join(cacheDir, 'current.json');
 
   // Fast path: same file stats as when the current kit was resolved.
   try {
     const cur = JSON.parse(await readFile(currentFile, 'utf8')) as { hash: string; fingerprint: string; paths: string[] };
-    if (cur.fingerprint === await fingerprint(cur.paths)) {
+    if (cur.fingerprint === (await fingerprint(cur.paths))) {
       const kit = await readKit(cacheDir, cur.hash);
       if (kit) return kit;
     }
-  } catch { /* no or unreadable record: take the slow path */ }
+  } catch {
+    /* no or unreadable record: take the slow path */
+  }
 
   const [tools, kernel, agent] = await Promise.all([findTools(), resolveKernelPackage(progress), bundleAgent()]);
   const inputs = await computeInputs(tools, kernel, agent);
@@ -288,7 +316,15 @@ export async function ensureGuestKit(opts: EnsureGuestKitOptions = {}): Promise<
   return kit;
 }
 
-async function build(cacheDir: string, hash: string, inputs: Inputs, tools: Tools, kernel: KernelPackage, agent: Buffer, progress: (m: string) => void): Promise<GuestKit> {
+async function build(
+  cacheDir: string,
+  hash: string,
+  inputs: Inputs,
+  tools: Tools,
+  kernel: KernelPackage,
+  agent: Buffer,
+  progress: (m: string) => void,
+): Promise<GuestKit> {
   const started = Date.now();
   progress(`building the guest kit ${hash} (kernel ${kernel.name} ${kernel.version}); this happens once`);
   const out = join(cacheDir, `.build-${hash}-${process.pid}`);
@@ -326,9 +362,13 @@ async function build(cacheDir: string, hash: string, inputs: Inputs, tools: Tool
       parseModulesBuiltin(await readFile(join(modDir, 'modules.builtin'), 'utf8').catch(() => '')),
     );
     for (const m of resolved.load) {
-      if (!m.endsWith('.ko')) throw new KataError('E_UNSUPPORTED', `kernel module ${m} is compressed; this build only packs uncompressed modules`);
+      if (!m.endsWith('.ko'))
+        throw new KataError('E_UNSUPPORTED', `kernel module ${m} is compressed; this build only packs uncompressed modules`);
     }
-    await writeFile(join(out, 'initrd.cpio'), await buildInitramfs({ busybox: tools.busybox, kernelRoot: kroot, release: kernel.release, modules: resolved.load }));
+    await writeFile(
+      join(out, 'initrd.cpio'),
+      await buildInitramfs({ busybox: tools.busybox, kernelRoot: kroot, release: kernel.release, modules: resolved.load }),
+    );
     await rm(kroot, { recursive: true, force: true });
 
     progress('building the rootfs image (node, guest agent, ip, busybox) with mkfs.ext4 -d');
@@ -337,9 +377,15 @@ async function build(cacheDir: string, hash: string, inputs: Inputs, tools: Tool
     const { sizeMiB } = await makeExt4Image(stage, join(out, 'rootfs.ext4'));
 
     const record: KitRecord = {
-      hash, kernelVersion: kernel.release, kernelPackage: kernel.name, kernelPackageVersion: kernel.version, pvh,
+      hash,
+      kernelVersion: kernel.release,
+      kernelPackage: kernel.name,
+      kernelPackageVersion: kernel.version,
+      pvh,
       files: { kernel: kernelFile, initrd: 'initrd.cpio', rootfs: 'rootfs.ext4' },
-      inputs, builtAt: new Date().toISOString(), buildMs: Date.now() - started,
+      inputs,
+      builtAt: new Date().toISOString(),
+      buildMs: Date.now() - started,
     };
     await writeFile(join(out, 'kit.json'), JSON.stringify({ ...record, modules: resolved, rootfsMiB: sizeMiB }, null, 2));
     const final = join(cacheDir, hash);
@@ -362,5 +408,3 @@ async function build(cacheDir: string, hash: string, inputs: Inputs, tools: Tool
     await rm(work, { recursive: true, force: true }).catch(() => {});
   }
 }
-
-export { projectRoot };

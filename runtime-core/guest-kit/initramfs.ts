@@ -74,7 +74,7 @@ export async function buildInitramfs(inp: InitramfsInputs): Promise<Buffer> {
     names.push(base);
     entries.push({ type: 'file', path: `lib/modules/${base}`, data: await readFile(join(modDir, rel)), mode: 0o644 });
   }
-  entries.push({ type: 'file', path: 'lib/modules/load-order', data: Buffer.from(names.join('\n') + '\n') });
+  entries.push({ type: 'file', path: 'lib/modules/load-order', data: Buffer.from(`${names.join('\n')}\n`) });
   entries.push({ type: 'file', path: 'init', data: Buffer.from(INIT_SCRIPT), mode: 0o755 });
   return cpioNewc(entries);
 }

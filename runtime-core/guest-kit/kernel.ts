@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { KataError, isKataError } from '../../host/errors.js';
 import { run } from '../../host/exec.js';
 
-export const KERNEL_METAPACKAGE = 'linux-image-amd64';
+const KERNEL_METAPACKAGE = 'linux-image-amd64';
 
 export interface KernelPackage {
   /** e.g. linux-image-6.1.0-56-amd64 */
@@ -57,7 +57,10 @@ export async function resolveKernelPackage(progress: (m: string) => void = () =>
   }
   const dep = parseKernelDepends(field(meta, 'Depends') ?? '');
   if (!dep) {
-    throw new KataError('E_EXEC', `apt-cache does not know ${KERNEL_METAPACKAGE} or its kernel dependency; check /etc/apt/sources.list for Debian main and run apt-get update`);
+    throw new KataError(
+      'E_EXEC',
+      `apt-cache does not know ${KERNEL_METAPACKAGE} or its kernel dependency; check /etc/apt/sources.list for Debian main and run apt-get update`,
+    );
   }
   let version = dep.version;
   if (!version) version = field(await aptCacheShow(dep.name), 'Version');
@@ -68,13 +71,15 @@ export async function resolveKernelPackage(progress: (m: string) => void = () =>
 /** apt-get download the package into dir; returns the .deb path. */
 export async function downloadKernel(pkg: KernelPackage, dir: string, progress: (m: string) => void = () => {}): Promise<string> {
   progress(`downloading ${pkg.name} ${pkg.version} with apt-get download`);
-  const attempt = (): Promise<unknown> => run('apt-get', [...APT_OPTS, 'download', `${pkg.name}=${pkg.version}`], { cwd: dir, timeoutMs: 900_000 });
+  const attempt = (): Promise<unknown> =>
+    run('apt-get', [...APT_OPTS, 'download', `${pkg.name}=${pkg.version}`], { cwd: dir, timeoutMs: 900_000 });
   try {
     await attempt();
   } catch (e) {
     // Missing or stale package lists (the version is gone from the mirror): refresh once and retry.
     const stderr = (e as { stderr?: string }).stderr ?? '';
-    if (!isKataError(e, 'E_EXEC') || !/Unable to locate|Can't select|no installation candidate|Failed to fetch|404|not found/i.test(stderr)) throw e;
+    if (!isKataError(e, 'E_EXEC') || !/Unable to locate|Can't select|no installation candidate|Failed to fetch|404|not found/i.test(stderr))
+      throw e;
     await aptUpdate(progress);
     await attempt();
   }
@@ -100,7 +105,13 @@ const PAYLOADS: { name: string; magic: Buffer; argv: [string, ...string[]] }[] =
 const ELF = Buffer.from([0x7f, 0x45, 0x4c, 0x46]);
 
 /** Decompress `from` starting at offset into `to` with argv; resolves whatever the exit code (the caller checks the output). */
-function decompressTo(argv: readonly string[], from: string, offset: number, to: string, timeoutMs: number): Promise<{ exitCode: number | null; stderr: string }> {
+function decompressTo(
+  argv: readonly string[],
+  from: string,
+  offset: number,
+  to: string,
+  timeoutMs: number,
+): Promise<{ exitCode: number | null; stderr: string }> {
   return new Promise((resolve, reject) => {
     const out = createWriteStream(to);
     out.on('error', reject);
@@ -108,9 +119,18 @@ function decompressTo(argv: readonly string[], from: string, offset: number, to:
       const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', out, 'pipe'] });
       let stderr = '';
       const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-      child.stderr!.setEncoding('utf8').on('data', (d: string) => { if (stderr.length < 4096) stderr += d; });
-      child.on('error', (e) => { clearTimeout(timer); out.close(); reject(e); });
-      child.on('close', (code) => { clearTimeout(timer); out.close(() => resolve({ exitCode: code, stderr })); });
+      child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+        if (stderr.length < 4096) stderr += d;
+      });
+      child.on('error', (e) => {
+        clearTimeout(timer);
+        out.close();
+        reject(e);
+      });
+      child.on('close', (code) => {
+        clearTimeout(timer);
+        out.close(() => resolve({ exitCode: code, stderr }));
+      });
       const input = createReadStream(from, { start: offset });
       input.on('error', () => child.stdin!.destroy());
       child.stdin!.on('error', () => input.destroy()); // the tool stops reading after its stream ends
@@ -141,7 +161,11 @@ export function findMagic(buf: Buffer, magic: Buffer): number[] {
  * Find the compressed kernel inside a bzImage and unpack it to an ELF vmlinux. Each candidate
  * magic is tried until the output is an ELF file; the result is checked for the PVH entry note.
  */
-export async function extractVmlinux(vmlinuz: string, out: string, progress: (m: string) => void = () => {}): Promise<{ format: string; offset: number }> {
+export async function extractVmlinux(
+  vmlinuz: string,
+  out: string,
+  progress: (m: string) => void = () => {},
+): Promise<{ format: string; offset: number }> {
   const img = await readFile(vmlinuz);
   const tried: string[] = [];
   for (const p of PAYLOADS) {
@@ -159,7 +183,10 @@ export async function extractVmlinux(vmlinuz: string, out: string, progress: (m:
     }
   }
   await rm(out, { force: true });
-  throw new KataError('E_UNSUPPORTED', `no decompressible ELF kernel found in ${vmlinuz} (tried ${tried.join('; ') || 'no known magic'}); install xz-utils`);
+  throw new KataError(
+    'E_UNSUPPORTED',
+    `no decompressible ELF kernel found in ${vmlinuz} (tried ${tried.join('; ') || 'no known magic'}); install xz-utils`,
+  );
 }
 
 /** Whether an ELF vmlinux carries the Xen PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY) that QEMU's -kernel uses. */
@@ -179,7 +206,10 @@ export async function hasPvhNote(vmlinux: string): Promise<boolean> {
       const namesz = b.readUInt32LE(p);
       const descsz = b.readUInt32LE(p + 4);
       const type = b.readUInt32LE(p + 8);
-      const name = b.subarray(p + 12, p + 12 + namesz).toString('latin1').replace(/\0+$/, '');
+      const name = b
+        .subarray(p + 12, p + 12 + namesz)
+        .toString('latin1')
+        .replace(/\0+$/, '');
       if (name === 'Xen' && type === 18) return true;
       p += 12 + Math.ceil(namesz / 4) * 4 + Math.ceil(descsz / 4) * 4;
     }

@@ -11,11 +11,19 @@ import { KataError } from '../../host/errors.js';
  * (QEMU's default TCG CPU has none) a virtio-rng device is what seeds it early.
  */
 export const GUEST_MODULES: readonly string[] = [
-  'virtio_pci', 'virtio_blk', 'virtio_console', 'virtio_net', 'virtio_rng',
-  'crc32c_generic', 'ext4',
+  'virtio_pci',
+  'virtio_blk',
+  'virtio_console',
+  'virtio_net',
+  'virtio_rng',
+  'crc32c_generic',
+  'ext4',
   'virtiofs',
-  'libnvdimm', 'nfit', 'nd_pmem',
-  'virtio_scsi', 'sd_mod',
+  'libnvdimm',
+  'nfit',
+  'nd_pmem',
+  'virtio_scsi',
+  'sd_mod',
   'af_packet',
 ];
 
@@ -36,14 +44,25 @@ export function parseModulesDep(text: string): ModulesDep {
     const i = line.indexOf(':');
     if (i <= 0) continue;
     const path = line.slice(0, i).trim();
-    const deps = line.slice(i + 1).trim().split(/\s+/).filter(Boolean).map(moduleName);
+    const deps = line
+      .slice(i + 1)
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(moduleName);
     modules.set(moduleName(path), { path, deps });
   }
   return { modules };
 }
 
 export function parseModulesBuiltin(text: string): Set<string> {
-  return new Set(text.split('\n').map((l) => l.trim()).filter(Boolean).map(moduleName));
+  return new Set(
+    text
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean)
+      .map(moduleName),
+  );
 }
 
 export interface ResolvedModules {
@@ -68,7 +87,11 @@ export function resolveModules(wanted: readonly string[], dep: ModulesDep, built
         done.add(name);
         return;
       }
-      throw new KataError('E_KERNEL_FEATURE', `kernel module ${name}${chain.length ? ` (needed by ${chain.join(' <- ')})` : ''} is neither in modules.dep nor built in; this kernel cannot run the default guest`, { module: name });
+      throw new KataError(
+        'E_KERNEL_FEATURE',
+        `kernel module ${name}${chain.length ? ` (needed by ${chain.join(' <- ')})` : ''} is neither in modules.dep nor built in; this kernel cannot run the default guest`,
+        { module: name },
+      );
     }
     if (visiting.has(name)) throw new KataError('E_INTERNAL', `module dependency cycle through ${[...chain, name].join(' -> ')}`);
     visiting.add(name);

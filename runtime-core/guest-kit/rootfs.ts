@@ -10,7 +10,7 @@ import { run } from '../../host/exec.js';
 import { ROOTFS_INIT } from './initramfs.js';
 
 /** In-guest path of the agent bundle. */
-export const AGENT_PATH = '/opt/kata-agent/agent.cjs';
+const AGENT_PATH = '/opt/kata-agent/agent.cjs';
 
 export const ROOTFS_INIT_SCRIPT = `#!/bin/sh
 # kata-resources guest init (PID 1 after switch_root): writable /run and /tmp, then the agent, restarted if it dies.
@@ -41,7 +41,10 @@ export function parseLdd(out: string): string[] {
   const paths: string[] = [];
   for (const line of out.split('\n')) {
     const arrow = /=>\s*(\/\S+)\s+\(/.exec(line);
-    if (arrow) { paths.push(arrow[1]!); continue; }
+    if (arrow) {
+      paths.push(arrow[1]!);
+      continue;
+    }
     const interp = /^\s*(\/\S+)\s+\(0x/.exec(line);
     if (interp) paths.push(interp[1]!);
     if (/=>\s*not found/.test(line)) throw new KataError('E_EXEC', `ldd: a library is missing: ${line.trim()}`);
@@ -54,7 +57,8 @@ async function copyWithLibs(stage: string, bin: string, dest: string, libs: Set<
   await copyFile(bin, join(stage, dest));
   await chmod(join(stage, dest), 0o755);
   const r = await run('ldd', [bin], { reject: false });
-  if (r.exitCode !== 0 && !/not a dynamic executable/.test(r.stdout + r.stderr)) throw new KataError('E_EXEC', `ldd ${bin}: ${r.stderr.trim()}`);
+  if (r.exitCode !== 0 && !/not a dynamic executable/.test(r.stdout + r.stderr))
+    throw new KataError('E_EXEC', `ldd ${bin}: ${r.stderr.trim()}`);
   for (const l of parseLdd(r.stdout)) libs.add(l);
 }
 
@@ -68,7 +72,24 @@ export interface RootfsInputs {
 
 /** Lay out the rootfs tree in `stage`. */
 export async function stageRootfs(stage: string, inp: RootfsInputs): Promise<void> {
-  for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'lib', 'lib64', 'etc', 'dev', 'proc', 'sys', 'run', 'tmp', 'mnt', 'root', 'var', 'opt/kata-agent']) {
+  for (const d of [
+    'bin',
+    'sbin',
+    'usr/bin',
+    'usr/sbin',
+    'lib',
+    'lib64',
+    'etc',
+    'dev',
+    'proc',
+    'sys',
+    'run',
+    'tmp',
+    'mnt',
+    'root',
+    'var',
+    'opt/kata-agent',
+  ]) {
     await mkdir(join(stage, d), { recursive: true });
   }
   await chmod(join(stage, 'tmp'), 0o1777);
@@ -88,12 +109,21 @@ export async function stageRootfs(stage: string, inp: RootfsInputs): Promise<voi
 
   await copyFile(inp.busybox, join(stage, 'bin/busybox'));
   await chmod(join(stage, 'bin/busybox'), 0o755);
-  const list = (await run(inp.busybox, ['--list-full'])).stdout.split('\n').map((l) => l.trim()).filter(Boolean);
+  const list = (await run(inp.busybox, ['--list-full'])).stdout
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
   for (const full of list) {
     const name = full.split('/').pop()!;
     if (APPLET_EXCLUDE.has(name) || full.includes('..')) continue;
     const dest = join(stage, full);
-    if (await stat(dest).then(() => true, () => false)) continue;
+    if (
+      await stat(dest).then(
+        () => true,
+        () => false,
+      )
+    )
+      continue;
     await mkdir(dirname(dest), { recursive: true });
     await symlink('/bin/busybox', dest).catch(() => {});
   }
@@ -117,7 +147,12 @@ async function treeBytes(dir: string): Promise<{ bytes: number; inodes: number }
     for (const e of await readdir(d, { withFileTypes: true })) {
       inodes++;
       const p = join(d, e.name);
-      if (e.isDirectory()) { bytes += 4096; await walk(p); } else { bytes += Math.ceil((await lstat(p)).size / 4096) * 4096; }
+      if (e.isDirectory()) {
+        bytes += 4096;
+        await walk(p);
+      } else {
+        bytes += Math.ceil((await lstat(p)).size / 4096) * 4096;
+      }
     }
   };
   await walk(dir);
@@ -131,7 +166,34 @@ async function treeBytes(dir: string): Promise<{ bytes: number; inodes: number }
 export async function makeExt4Image(stage: string, image: string): Promise<{ sizeMiB: number }> {
   const { bytes, inodes } = await treeBytes(stage);
   const sizeMiB = Math.ceil((bytes * 1.1) / (1024 * 1024)) + 16;
-  await run('mkfs.ext4', ['-q', '-F', '-t', 'ext4', '-L', 'kata-guest', '-b', '4096', '-m', '0', '-O', '^has_journal', '-N', String(inodes + 1024), '-E', 'root_owner=0:0', '-d', stage, image, `${sizeMiB}M`], { timeoutMs: 600_000 });
-  await stat(image).catch(() => { throw new KataError('E_EXEC', `mkfs.ext4 did not create ${image}`); });
+  await run(
+    'mkfs.ext4',
+    [
+      '-q',
+      '-F',
+      '-t',
+      'ext4',
+      '-L',
+      'kata-guest',
+      '-b',
+      '4096',
+      '-m',
+      '0',
+      '-O',
+      '^has_journal',
+      '-N',
+      String(inodes + 1024),
+      '-E',
+      'root_owner=0:0',
+      '-d',
+      stage,
+      image,
+      `${sizeMiB}M`,
+    ],
+    { timeoutMs: 600_000 },
+  );
+  await stat(image).catch(() => {
+    throw new KataError('E_EXEC', `mkfs.ext4 did not create ${image}`);
+  });
   return { sizeMiB };
 }

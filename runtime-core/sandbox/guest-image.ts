@@ -16,7 +16,10 @@ export async function resolveGuestImage(cfg: SandboxConfig, progress: (m: string
     return { kernel: q.kernel!, initrd: q.initrd!, image: q.image!, kernelParams: [] };
   }
   if (given !== 0) {
-    throw new KataError('E_CONFIG', `${cfg.source ?? 'configuration'}: hypervisor.qemu kernel, initrd and image go together (set all three, or none to use the embedded guest kit)`);
+    throw new KataError(
+      'E_CONFIG',
+      `${cfg.source ?? 'configuration'}: hypervisor.qemu kernel, initrd and image go together (set all three, or none to use the embedded guest kit)`,
+    );
   }
   const kit = await ensureGuestKit({ onProgress: progress });
   return { kernel: kit.kernel, initrd: kit.initrd, image: kit.rootfs, kernelParams: [] };

@@ -10,18 +10,21 @@ export function qemuVmDriver(opts: { faults?: FaultHook } = {}): VmDriver {
   return {
     async start(req: VmStartRequest): Promise<RunningVm> {
       const hv = new QemuHypervisor(opts.faults ? { faults: opts.faults } : {});
-      await hv.start({
-        sandboxId: req.sandboxId,
-        config: req.config.hypervisor,
-        kernel: req.kernel,
-        initrd: req.initrd,
-        image: req.image,
-        kernelParams: req.kernelParams,
-        devices: req.devices,
-        runDir: req.runDir,
-        ...(req.netns ? { netns: req.netns } : {}),
-        ...(req.config.agent.enableDebug ? { agentDebug: true } : {}),
-      }, { log: req.log, accelCacheDir: req.config.runtime.stateDir });
+      await hv.start(
+        {
+          sandboxId: req.sandboxId,
+          config: req.config.hypervisor,
+          kernel: req.kernel,
+          initrd: req.initrd,
+          image: req.image,
+          kernelParams: req.kernelParams,
+          devices: req.devices,
+          runDir: req.runDir,
+          ...(req.netns ? { netns: req.netns } : {}),
+          ...(req.config.agent.enableDebug ? { agentDebug: true } : {}),
+        },
+        { log: req.log, accelCacheDir: req.config.runtime.stateDir },
+      );
       return {
         hypervisor: hv,
         pid: hv.pid!,

@@ -56,16 +56,32 @@ export interface NetworkOptions {
 }
 
 export function networkOptions(cfg: SandboxConfig): NetworkOptions {
-  return { model: cfg.runtime.internetworkingModel, queues: cfg.hypervisor.networkQueues, vhost: !cfg.hypervisor.disableVhostNet && existsSync('/dev/vhost-net') };
+  return {
+    model: cfg.runtime.internetworkingModel,
+    queues: cfg.hypervisor.networkQueues,
+    vhost: !cfg.hypervisor.disableVhostNet && existsSync('/dev/vhost-net'),
+  };
 }
 
 /** The "container id" under which sandbox-level volumes are shared. */
-export const SANDBOX_VOLUMES = 'volumes';
+const SANDBOX_VOLUMES = 'volumes';
 
 /** The named steps of `up`, in order; fault-injection tests fail each in turn. */
-export const STEPS = ['netns', 'scan', 'endpoint', 'virtiofs', 'guest-kit', 'vm', 'agent', 'interfaces', 'routes', 'neighbours', 'storages'] as const;
+export const STEPS = [
+  'netns',
+  'scan',
+  'endpoint',
+  'virtiofs',
+  'guest-kit',
+  'vm',
+  'agent',
+  'interfaces',
+  'routes',
+  'neighbours',
+  'storages',
+] as const;
 
-export interface EndpointView {
+interface EndpointView {
   name: string;
   type: string;
   tap?: string;
@@ -133,7 +149,15 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> {
     });
     const runDir = o.store.sandboxDir(id);
     const netlink: Netlink = new CoprocessNetlink();
-    const ctx: PluginContext = { sandboxId: id, netns: nsRef, log, netlink, sysfs: new Sysfs(), runDir, ...(o.faults ? { faults: o.faults } : {}) };
+    const ctx: PluginContext = {
+      sandboxId: id,
+      netns: nsRef,
+      log,
+      netlink,
+      sysfs: new Sysfs(),
+      runDir,
+      ...(o.faults ? { faults: o.faults } : {}),
+    };
     const virtiofs = new VirtiofsPlugin();
     const sb = new Sandbox(id, state, o.store, ctx, virtiofs, o.vm, log);
     try {
@@ -181,7 +205,8 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> {
         const net = networkOptions(cfg);
         for (const [i, link] of scan.links.entries()) {
           const att = await this.step('endpoint', () =>
-            attachEndpoint(this.ctx, { link, index: i, model: net.model, queues: net.queues, vhost: net.vhost }));
+            attachEndpoint(this.ctx, { link, index: i, model: net.model, queues: net.queues, vhost: net.vhost }),
+          );
           await this.journal(`net:${link.name}`, 'endpoint', att);
           interfaces.push(...(att.guest.interfaces ?? []));
         }
@@ -191,15 +216,23 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> {
     })();
     const share = (async (): Promise<{ devices: DeviceSpec[]; storages: Storage[] }> => {
       if (cfg.hypervisor.sharedFs !== 'virtio-fs') return { devices: [], storages: [] };
-      const att = await this.step('virtiofs', () => this.virtiofs.attach(this.ctx, {
-        daemonPath: cfg.hypervisor.virtioFsDaemon,
-        cache: cfg.hypervisor.virtioFsCache,
-        extraArgs: cfg.hypervisor.virtioFsExtraArgs,
-        queueSize: cfg.hypervisor.virtioFsQueueSize,
-        root: o.sharedRoot ?? join(cfg.runtime.stateDir, 'shared'),
-      }));
+      const att = await this.step('virtiofs', () =>
+        this.virtiofs.attach(this.ctx, {
+          daemonPath: cfg.hypervisor.virtioFsDaemon,
+          cache: cfg.hypervisor.virtioFsCache,
+          extraArgs: cfg.hypervisor.virtioFsExtraArgs,
+          queueSize: cfg.hypervisor.virtioFsQueueSize,
+          root: o.sharedRoot ?? join(cfg.runtime.stateDir, 'shared'),
+        }),
+      );
       this.virtiofs.on('crash', (c) => {
-        if (c.sandboxId === this.id) void this.fail(new KataError('E_DAEMON_CRASHED', `virtiofsd of sandbox ${this.id} exited unexpectedly (${c.code ?? c.signal}); the guest's share would hang, so the VM is stopped`));
+        if (c.sandboxId === this.id)
+          void this.fail(
+            new KataError(
+              'E_DAEMON_CRASHED',
+              `virtiofsd of sandbox ${this.id} exited unexpectedly (${c.code ?? c.signal}); the guest's share would hang, so the VM is stopped`,
+            ),
+          );
       });
       if (att.resources.daemon.daemon) this.state.processes.virtiofsd = att.resources.daemon.daemon;
       await this.journal('virtiofs', 'virtiofs', att);
@@ -218,16 +251,29 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> {
     const devices = [...this.endpoints().flatMap((a) => a.devices), ...fsDevices];
 
     progress('vm: starting QEMU');
-    const vm = await this.step('vm', () => this.vmDriver.start({
-      sandboxId: this.id, config: cfg, runDir: this.ctx.runDir, netns: ns,
-      kernel: guest.kernel, initrd: guest.initrd, image: guest.image, kernelParams: guest.kernelParams, devices, log: this.log,
-    }));
+    const vm = await this.step('vm', () =>
+      this.vmDriver.start({
+        sandboxId: this.id,
+        config: cfg,
+        runDir: this.ctx.runDir,
+        netns: ns,
+        kernel: guest.kernel,
+        initrd: guest.initrd,
+        image: guest.image,
+        kernelParams: guest.kernelParams,
+        devices,
+        log: this.log,
+      }),
+    );
     this.vmHandle = vm;
     await this.journal('vm', 'vm', vm.record());
     this.state.processes.qemu = vm.record().daemon;
     await this.store.save(this.state);
     vm.on('exit', (x) => {
-      if (!x.expected) void this.fail(new KataError('E_DAEMON_CRASHED', `QEMU of sandbox ${this.id} exited unexpectedly (code ${x.code}, signal ${x.signal})`));
+      if (!x.expected)
+        void this.fail(
+          new KataError('E_DAEMON_CRASHED', `QEMU of sandbox ${this.id} exited unexpectedly (code ${x.code}, signal ${x.signal})`),
+        );
     });
 
     progress('guest: booting, waiting for the agent');
@@ -258,7 +304,6 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> {
     return this.state.resources.filter((r) => r.kind === 'endpoint').map((r) => r.data as Attached<EndpointResources>);
   }
 
-
   /** A daemon died or something else made the sandbox unusable: report failed and clean everything. */
   private async fail(err: KataError): Promise<void> {
     if (this.stopping) return;
@@ -280,7 +325,12 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> {
       this.stopping = true;
       const t0 = process.hrtime.bigint();
       this.agentClient?.close();
-      await teardownFromState(this.state, this.store, this.log, { vm: this.vmHandle, virtiofs: this.virtiofs, ctx: this.ctx, vmDriver: this.vmDriver });
+      await teardownFromState(this.state, this.store, this.log, {
+        vm: this.vmHandle,
+        virtiofs: this.virtiofs,
+        ctx: this.ctx,
+        vmDriver: this.vmDriver,
+      });
       await this.ctx.netlink.close();
       this.timings.down = ms(t0);
     })();
@@ -302,7 +352,12 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> {
    */
   async shareVolume(req: { source: string; name?: string; readonly: boolean }): Promise<ShareRecord> {
     if (this.state.phase !== 'running') throw new KataError('E_STATE', `sandbox ${this.id} is ${this.state.phase}, not running`);
-    const rec = await this.virtiofs.shareVolume(this.id, { containerId: SANDBOX_VOLUMES, source: req.source, readonly: req.readonly, ...(req.name ? { name: req.name } : {}) });
+    const rec = await this.virtiofs.shareVolume(this.id, {
+      containerId: SANDBOX_VOLUMES,
+      source: req.source,
+      readonly: req.readonly,
+      ...(req.name ? { name: req.name } : {}),
+    });
     await this.persistVirtiofs();
     await this.waitGuestSees(rec.guestPath);
     return rec;
@@ -345,7 +400,8 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> {
   }
 
   private requireRunning(what: string): RunningVm {
-    if (this.state.phase !== 'running' || !this.vmHandle) throw new KataError('E_STATE', `cannot ${what}: sandbox ${this.id} is ${this.state.phase}, not running`);
+    if (this.state.phase !== 'running' || !this.vmHandle)
+      throw new KataError('E_STATE', `cannot ${what}: sandbox ${this.id} is ${this.state.phase}, not running`);
     return this.vmHandle;
   }
 
@@ -356,19 +412,32 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> {
    * configured model. Then QMP hotplug on a free root port, then the agent configures it with its
    * PCI path. Each step is undone if a later one fails.
    */
-  async addInterface(req: { link: string } | { interface: { name: string; hwAddr?: string; mtu?: number; IPAddresses?: Interface['IPAddresses']; raw_flags?: number } }, opts: NetworkOptions): Promise<Interface> {
+  async addInterface(
+    req:
+      | { link: string }
+      | { interface: { name: string; hwAddr?: string; mtu?: number; IPAddresses?: Interface['IPAddresses']; raw_flags?: number } },
+    opts: NetworkOptions,
+  ): Promise<Interface> {
     const vm = this.requireRunning('add an interface');
     const index = this.nextEndpointIndex();
     let att: Attached<EndpointResources>;
     if ('link' in req) {
       const link = await readLink(this.ctx, req.link);
-      if (this.endpoints().some((a) => a.resources.link === link.name)) throw new KataError('E_INVALID_ARGUMENT', `link ${link.name} of sandbox ${this.id} is already attached`, { link: link.name });
+      if (this.endpoints().some((a) => a.resources.link === link.name))
+        throw new KataError('E_INVALID_ARGUMENT', `link ${link.name} of sandbox ${this.id} is already attached`, { link: link.name });
       att = await attachEndpoint(this.ctx, { link, index, model: opts.model, queues: opts.queues, vhost: opts.vhost });
     } else {
       const i = req.interface;
       att = await createTap(this.ctx, {
-        name: tapName(index), guestName: i.name, index, queues: opts.queues, vhost: opts.vhost,
-        ...(i.hwAddr ? { mac: i.hwAddr } : {}), ...(i.mtu ? { mtu: i.mtu } : {}), ...(i.IPAddresses ? { addresses: i.IPAddresses } : {}), ...(i.raw_flags !== undefined ? { rawFlags: i.raw_flags } : {}),
+        name: tapName(index),
+        guestName: i.name,
+        index,
+        queues: opts.queues,
+        vhost: opts.vhost,
+        ...(i.hwAddr ? { mac: i.hwAddr } : {}),
+        ...(i.mtu ? { mtu: i.mtu } : {}),
+        ...(i.IPAddresses ? { addresses: i.IPAddresses } : {}),
+        ...(i.raw_flags !== undefined ? { rawFlags: i.raw_flags } : {}),
       });
     }
     const undo = new UndoStack(this.log);
@@ -400,11 +469,20 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> {
   async removeInterface(nameOrMac: string): Promise<void> {
     const vm = this.requireRunning('remove an interface');
     const key = nameOrMac.toLowerCase();
-    const rec = this.state.resources.find((r) => r.kind === 'endpoint' && (() => {
-      const i = (r.data as Attached<EndpointResources>).guest.interfaces?.[0];
-      return i !== undefined && (i.name === nameOrMac || i.hwAddr.toLowerCase() === key);
-    })());
-    if (!rec) throw new KataError('E_LINK_NOT_FOUND', `sandbox ${this.id} has no interface named or with MAC ${nameOrMac}; see \`kata-resources iface list ${this.id}\``, { iface: nameOrMac });
+    const rec = this.state.resources.find(
+      (r) =>
+        r.kind === 'endpoint' &&
+        (() => {
+          const i = (r.data as Attached<EndpointResources>).guest.interfaces?.[0];
+          return i !== undefined && (i.name === nameOrMac || i.hwAddr.toLowerCase() === key);
+        })(),
+    );
+    if (!rec)
+      throw new KataError(
+        'E_LINK_NOT_FOUND',
+        `sandbox ${this.id} has no interface named or with MAC ${nameOrMac}; see \`kata-resources iface list ${this.id}\``,
+        { iface: nameOrMac },
+      );
     const att = rec.data as Attached<EndpointResources>;
     for (const d of att.devices) await vm.hypervisor.unplug(d.id);
     await detachEndpoint(this.ctx, att);
@@ -424,16 +502,30 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> {
 
 /** The printable form of a state (also used by the CLI when the supervisor is gone). */
 export function sandboxView(state: SandboxState, timings?: Record<string, number>): SandboxView {
-  const endpoints: EndpointView[] = state.resources.filter((r) => r.kind === 'endpoint').map((r) => {
-    const a = r.data as Attached<EndpointResources>;
-    const i = a.guest.interfaces?.[0];
-    const tap = a.resources.tap;
-    return { name: i?.name ?? r.id, type: i?.type ?? a.kind, ...(tap ? { tap } : {}), mac: i?.hwAddr ?? '', mtu: i?.mtu ?? 0, addresses: (i?.IPAddresses ?? []).map((x) => `${x.address}/${x.mask}`) };
-  });
+  const endpoints: EndpointView[] = state.resources
+    .filter((r) => r.kind === 'endpoint')
+    .map((r) => {
+      const a = r.data as Attached<EndpointResources>;
+      const i = a.guest.interfaces?.[0];
+      const tap = a.resources.tap;
+      return {
+        name: i?.name ?? r.id,
+        type: i?.type ?? a.kind,
+        ...(tap ? { tap } : {}),
+        mac: i?.hwAddr ?? '',
+        mtu: i?.mtu ?? 0,
+        addresses: (i?.IPAddresses ?? []).map((x) => `${x.address}/${x.mask}`),
+      };
+    });
   const vfs = state.resources.find((r) => r.kind === 'virtiofs')?.data as Attached<VirtiofsResources> | undefined;
   const guestDir = vfs?.guest.storages?.[0]?.mount_point ?? '';
   const shares = vfs ? [{ tag: vfs.resources.tag, hostDir: vfs.resources.shared.mountsDir, guestMountPoint: guestDir }] : [];
-  const volumes = (vfs?.resources.shared.shares ?? []).map((v) => ({ name: v.name, source: v.source, readonly: v.readonly, guestPath: v.guestPath }));
+  const volumes = (vfs?.resources.shared.shares ?? []).map((v) => ({
+    name: v.name,
+    source: v.source,
+    readonly: v.readonly,
+    guestPath: v.guestPath,
+  }));
   const vm = state.resources.find((r) => r.kind === 'vm')?.data as VmRecord | undefined;
   const pids: Record<string, number> = {};
   for (const [k, v] of Object.entries(state.processes)) pids[k] = v.pid;
@@ -447,7 +539,11 @@ export function sandboxView(state: SandboxState, timings?: Record<string, number
     volumes,
     ...(vm ? { accel: vm.accel } : {}),
     ...(state.error ? { error: state.error } : {}),
-    ...(timings && Object.keys(timings).length ? { timings } : state.extra.timings ? { timings: state.extra.timings as Record<string, number> } : {}),
+    ...(timings && Object.keys(timings).length
+      ? { timings }
+      : state.extra.timings
+        ? { timings: state.extra.timings as Record<string, number> }
+        : {}),
   };
 }
 
@@ -464,7 +560,14 @@ export async function teardownFromState(
 ): Promise<void> {
   const nsRec = state.netns;
   const ns: NetnsRef | undefined = nsRec ? { path: nsRec.path, ...(nsRec.name ? { name: nsRec.name } : {}) } : undefined;
-  const ctx: PluginContext = live.ctx ?? { sandboxId: state.id, netns: ns, log, netlink: new CoprocessNetlink(), sysfs: new Sysfs(), runDir: store.sandboxDir(state.id) };
+  const ctx: PluginContext = live.ctx ?? {
+    sandboxId: state.id,
+    netns: ns,
+    log,
+    netlink: new CoprocessNetlink(),
+    sysfs: new Sysfs(),
+    runDir: store.sandboxDir(state.id),
+  };
   const virtiofs = live.virtiofs ?? new VirtiofsPlugin();
   const attempt = async (what: string, fn: () => Promise<void>): Promise<void> => {
     try {

@@ -42,7 +42,12 @@ export class FileLock {
   private released = false;
 
   /** @internal use acquireLock */
-  constructor(readonly path: string, readonly owner: LockOwner, private readonly content: string, private readonly log?: Logger) {}
+  constructor(
+    readonly path: string,
+    readonly owner: LockOwner,
+    private readonly content: string,
+    private readonly log?: Logger,
+  ) {}
 
   get held(): boolean {
     return !this.released;
@@ -138,7 +143,12 @@ async function breakStale(path: string, staleText: string, log?: Logger): Promis
 export async function acquireLock(path: string, opts: LockOptions = {}): Promise<FileLock> {
   const waitMs = opts.waitMs ?? 10_000;
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  const owner: LockOwner = { pid: process.pid, startTime: ownStartTime(), acquiredAt: new Date().toISOString(), ...(opts.purpose ? { purpose: opts.purpose } : {}) };
+  const owner: LockOwner = {
+    pid: process.pid,
+    startTime: ownStartTime(),
+    acquiredAt: new Date().toISOString(),
+    ...(opts.purpose ? { purpose: opts.purpose } : {}),
+  };
   const content = JSON.stringify(owner);
   const deadline = Date.now() + waitMs;
   for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {

@@ -82,7 +82,10 @@ export class StateStore {
   readonly sandboxesDir: string;
   readonly locksDir: string;
 
-  constructor(readonly stateDir: string, private readonly log?: Logger) {
+  constructor(
+    readonly stateDir: string,
+    private readonly log?: Logger,
+  ) {
     this.sandboxesDir = join(stateDir, 'sandboxes');
     this.locksDir = join(stateDir, 'locks');
   }
@@ -121,7 +124,11 @@ export class StateStore {
     await mkdir(this.sandboxesDir, { recursive: true, mode: 0o700 });
     await mkdir(dir, { recursive: true, mode: 0o700 });
     if (await this.tryLoad(id)) {
-      throw new KataError('E_SANDBOX_EXISTS', `sandbox ${id} already exists (${this.statePath(id)}); take it down first or choose another id`, { sandbox: id });
+      throw new KataError(
+        'E_SANDBOX_EXISTS',
+        `sandbox ${id} already exists (${this.statePath(id)}); take it down first or choose another id`,
+        { sandbox: id },
+      );
     }
     const now = new Date().toISOString();
     const state: SandboxState = {
@@ -154,7 +161,12 @@ export class StateStore {
       fh = await open(tmp, 'wx', 0o600);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-        throw new KataError('E_STATE', `cannot write state of sandbox ${state.id}: ${this.sandboxDir(state.id)} does not exist (removed?)`, { sandbox: state.id }, { cause: e });
+        throw new KataError(
+          'E_STATE',
+          `cannot write state of sandbox ${state.id}: ${this.sandboxDir(state.id)} does not exist (removed?)`,
+          { sandbox: state.id },
+          { cause: e },
+        );
       }
       throw new KataError('E_STATE', `cannot write ${tmp}: ${(e as Error).message}`, { sandbox: state.id }, { cause: e });
     }
@@ -187,7 +199,12 @@ export class StateStore {
     try {
       s = JSON.parse(text) as SandboxState;
     } catch (e) {
-      throw new KataError('E_STATE', `${p} is not valid JSON (${(e as Error).message}); remove the sandbox directory by hand after checking nothing of it runs`, { sandbox: id }, { cause: e });
+      throw new KataError(
+        'E_STATE',
+        `${p} is not valid JSON (${(e as Error).message}); remove the sandbox directory by hand after checking nothing of it runs`,
+        { sandbox: id },
+        { cause: e },
+      );
     }
     if (s === null || typeof s !== 'object' || s.version !== STATE_VERSION || s.id !== id || !Array.isArray(s.resources)) {
       throw new KataError('E_STATE', `${p} is not a version ${STATE_VERSION} state of sandbox ${id}`, { sandbox: id });
@@ -235,7 +252,10 @@ export class StateStore {
   /** Journal: add a resource (after it was created) and persist. */
   async addResource(state: SandboxState, rec: Omit<ResourceRecord, 'createdAt'>): Promise<void> {
     if (state.resources.some((r) => r.id === rec.id)) {
-      throw new KataError('E_INTERNAL', `sandbox ${state.id}: resource ${rec.id} is already recorded`, { sandbox: state.id, resource: rec.id });
+      throw new KataError('E_INTERNAL', `sandbox ${state.id}: resource ${rec.id} is already recorded`, {
+        sandbox: state.id,
+        resource: rec.id,
+      });
     }
     state.resources.push({ ...rec, createdAt: new Date().toISOString() });
     await this.save(state);
@@ -264,7 +284,10 @@ export class StateStore {
     const dir = this.sandboxDir(id);
     const mounted = mountsUnder(dir);
     if (mounted.length > 0) {
-      throw new KataError('E_STATE', `sandbox ${id}: ${mounted.join(', ')} still mounted under ${dir}; unmount first`, { sandbox: id, mounts: mounted });
+      throw new KataError('E_STATE', `sandbox ${id}: ${mounted.join(', ')} still mounted under ${dir}; unmount first`, {
+        sandbox: id,
+        mounts: mounted,
+      });
     }
     // State first, so a crash half-way leaves no state pointing at removed files.
     await unlink(join(dir, STATE_FILE)).catch((e: NodeJS.ErrnoException) => {

@@ -40,7 +40,9 @@ async function main(): Promise<void> {
   let report: WriteStream | undefined;
   try {
     report = createWriteStream('', { fd: 3 });
-    report.on('error', () => { report = undefined; });
+    report.on('error', () => {
+      report = undefined;
+    });
   } catch {
     report = undefined;
   }
@@ -56,7 +58,12 @@ async function main(): Promise<void> {
   let sandbox: Sandbox;
   try {
     sandbox = await Sandbox.up({
-      id, ...(netns ? { netns } : {}), config, store, log, vm: qemuVmDriver(),
+      id,
+      ...(netns ? { netns } : {}),
+      config,
+      store,
+      log,
+      vm: qemuVmDriver(),
       guest: () => resolveGuestImage(config, (m) => say({ progress: m })),
       ...faultFromEnv(),
       onProgress: (m) => say({ progress: m }),
@@ -69,11 +76,22 @@ async function main(): Promise<void> {
     return;
   }
   const stat = readProcStat(process.pid);
-  await sandbox.recordProcess('supervisor', { name: 'supervisor', pid: process.pid, startTime: stat?.startTime ?? 0, file: process.execPath });
-  const server = await serveManagement(join(store.sandboxDir(id), MGMT_SOCKET), sandbox, log, () => {
-    server.close();
-    process.exit(0);
-  }, () => networkOptions(config));
+  await sandbox.recordProcess('supervisor', {
+    name: 'supervisor',
+    pid: process.pid,
+    startTime: stat?.startTime ?? 0,
+    file: process.execPath,
+  });
+  const server = await serveManagement(
+    join(store.sandboxDir(id), MGMT_SOCKET),
+    sandbox,
+    log,
+    () => {
+      server.close();
+      process.exit(0);
+    },
+    () => networkOptions(config),
+  );
   sandbox.on('failed', () => {
     server.close();
     process.exit(1);

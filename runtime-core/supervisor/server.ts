@@ -32,7 +32,13 @@ function send(res: ServerResponse, status: number, value: unknown): void {
  * Serve the sandbox's management API on a unix socket (mode 0600). `onShutdown` runs after the
  * answer to POST /shutdown has been sent.
  */
-export async function serveManagement(socketPath: string, sandbox: Sandbox, log: Logger, onShutdown: () => void, netOpts: () => NetworkOptions): Promise<Server> {
+export async function serveManagement(
+  socketPath: string,
+  sandbox: Sandbox,
+  log: Logger,
+  onShutdown: () => void,
+  netOpts: () => NetworkOptions,
+): Promise<Server> {
   await unlink(socketPath).catch(() => {});
   let shuttingDown: Promise<void> | undefined;
   const server = createServer((req, res) => {
@@ -41,7 +47,11 @@ export async function serveManagement(socketPath: string, sandbox: Sandbox, log:
         const route = `${req.method} ${req.url}`;
         if (route === 'GET /sandbox') return send(res, 200, sandbox.view());
         if (route === 'GET /sandbox/guest') {
-          const [ifs, routes, mounts] = await Promise.all([sandbox.agent.listInterfaces(), sandbox.agent.listRoutes(), sandbox.agent.listMounts()]);
+          const [ifs, routes, mounts] = await Promise.all([
+            sandbox.agent.listInterfaces(),
+            sandbox.agent.listRoutes(),
+            sandbox.agent.listMounts(),
+          ]);
           return send(res, 200, { interfaces: ifs.Interfaces, routes: routes.Routes, mounts: mounts.mounts });
         }
         if (route === 'POST /exec') {
@@ -56,7 +66,15 @@ export async function serveManagement(socketPath: string, sandbox: Sandbox, log:
           if (typeof r.source !== 'string' || (r.name !== undefined && typeof r.name !== 'string')) {
             throw new KataError('E_INVALID_ARGUMENT', 'share needs {source: string, name?: string, readonly?: boolean}');
           }
-          return send(res, 200, await sandbox.shareVolume({ source: r.source, readonly: r.readonly === true, ...(typeof r.name === 'string' ? { name: r.name } : {}) }));
+          return send(
+            res,
+            200,
+            await sandbox.shareVolume({
+              source: r.source,
+              readonly: r.readonly === true,
+              ...(typeof r.name === 'string' ? { name: r.name } : {}),
+            }),
+          );
         }
         if (route === 'POST /unshare') {
           const r = (await body(req)) as { name?: unknown };
@@ -68,7 +86,8 @@ export async function serveManagement(socketPath: string, sandbox: Sandbox, log:
         if (route === 'GET /routes') return send(res, 200, await sandbox.agent.listRoutes());
         if (route === 'POST /routes') {
           const r = (await body(req)) as { Routes?: unknown };
-          if (!Array.isArray(r.Routes)) throw new KataError('E_INVALID_ARGUMENT', 'route update needs {Routes: [Route...]} (Kata agent shape)');
+          if (!Array.isArray(r.Routes))
+            throw new KataError('E_INVALID_ARGUMENT', 'route update needs {Routes: [Route...]} (Kata agent shape)');
           return send(res, 200, await sandbox.agent.updateRoutes(r.Routes as never));
         }
         if (route === 'POST /interfaces') {
@@ -77,7 +96,10 @@ export async function serveManagement(socketPath: string, sandbox: Sandbox, log:
           if (typeof r.link === 'string') return send(res, 200, await sandbox.addInterface({ link: r.link }, cfg));
           const i = r.interface as { name?: unknown } | undefined;
           if (!i || typeof i !== 'object' || typeof i.name !== 'string') {
-            throw new KataError('E_INVALID_ARGUMENT', 'interface add needs {link: NAME} or {interface: {name, hwAddr?, mtu?, IPAddresses?}} (Kata agent Interface shape)');
+            throw new KataError(
+              'E_INVALID_ARGUMENT',
+              'interface add needs {link: NAME} or {interface: {name, hwAddr?, mtu?, IPAddresses?}} (Kata agent Interface shape)',
+            );
           }
           return send(res, 200, await sandbox.addInterface({ interface: i as never }, cfg));
         }
@@ -98,7 +120,16 @@ export async function serveManagement(socketPath: string, sandbox: Sandbox, log:
       } catch (e) {
         const err = isKataError(e) ? e : new KataError('E_INTERNAL', (e as Error).message);
         log.warn({ code: err.code, err: err.message, url: req.url }, 'management request failed');
-        send(res, err.code === 'E_INVALID_ARGUMENT' || err.code === 'E_PATH_UNSAFE' || err.code === 'E_LINK_NOT_FOUND' || err.code === 'E_INVALID_NAME' ? 400 : 500, { error: { code: err.code, message: err.message } });
+        send(
+          res,
+          err.code === 'E_INVALID_ARGUMENT' ||
+            err.code === 'E_PATH_UNSAFE' ||
+            err.code === 'E_LINK_NOT_FOUND' ||
+            err.code === 'E_INVALID_NAME'
+            ? 400
+            : 500,
+          { error: { code: err.code, message: err.message } },
+        );
       }
     })();
   });

@@ -31,7 +31,10 @@ async function pod(tt: { teardown(fn: () => unknown): void }, mtu = 1450): Promi
   const { peer } = await vethPair(pod, host, { mtu, mac });
   const prev = {
     cniVersion: '1.1.0',
-    interfaces: [{ name: peer, mac: '02:00:00:00:00:01' }, { name: 'eth0', mac, mtu, sandbox: pod.path }],
+    interfaces: [
+      { name: peer, mac: '02:00:00:00:00:01' },
+      { name: 'eth0', mac, mtu, sandbox: pod.path },
+    ],
     ips: [{ address: '10.77.0.2/24', gateway: '10.77.0.1', interface: 1 }],
     routes: [{ dst: '0.0.0.0/0', gw: '10.77.0.1', mtu: 1400, advmss: 1360, priority: 10, table: 100, scope: 0 }],
     dns: { nameservers: ['10.77.0.1'], domain: 'cluster.local', search: ['svc.cluster.local'], options: ['ndots:2'] },
@@ -43,7 +46,12 @@ function conf(stateDir: string, extra: Record<string, unknown> = {}): Record<str
   return { cniVersion: '1.1.0', name: 'krt-k11', type: 'kata-cni', stateDir, ...extra };
 }
 
-async function kata(command: string, p: Pod, c: Record<string, unknown>, att: { containerId?: string; netns?: string; ifname?: string; args?: string } = {}): Promise<Invocation> {
+async function kata(
+  command: string,
+  p: Pod,
+  c: Record<string, unknown>,
+  att: { containerId?: string; netns?: string; ifname?: string; args?: string } = {},
+): Promise<Invocation> {
   return invoke(KATA, command, { containerId: 'krtc11', netns: p.pod.path, ifname: 'eth0', ...att }, JSON.stringify(c), p.opts);
 }
 
@@ -59,7 +67,11 @@ t.test('ADD returns prevResult with its 1.1.0 fields plus the tap with mtu; tap 
     interfaces: [...(p.prev.interfaces as object[]), { name: 'eth0_kt', mac: st.tap?.mac, mtu: 1450, sandbox: p.pod.path }],
   };
   t.same(add.json, expected, 'prevResult unchanged (route mtu/advmss/priority/table/scope, interface mtu, dns) + the tap with mtu');
-  t.match(st.tap, { kind: 'tun', mode: 'tap', mtu: 1450, up: true, multiQueue: true, owner: 1234, group: 2345 }, 'multi-queue tap owned by uid/gid from the config');
+  t.match(
+    st.tap,
+    { kind: 'tun', mode: 'tap', mtu: 1450, up: true, multiQueue: true, owner: 1234, group: 2345 },
+    'multi-queue tap owned by uid/gid from the config',
+  );
   t.same(st.redirects, ['eth0>eth0_kt', 'eth0_kt>eth0']);
   t.equal(st.link?.mac, p.mac, 'eth0 keeps its MAC');
 
@@ -82,7 +94,10 @@ t.test('CHECK names what is missing or wrong: a redirect filter, the tap MTU, th
   await run('tc', ['-n', p.pod.name!, 'filter', 'del', 'dev', 'eth0', 'parent', 'ffff:', 'pref', '19265']);
   await run('ip', ['-n', p.pod.name!, 'link', 'set', 'tap0_kata', 'mtu', '1300']);
   const result = add.json as { interfaces: { name: string; mac?: string }[] };
-  const doctored = { ...result, interfaces: result.interfaces.map((i) => (i.name === 'tap0_kata' ? { ...i, mac: '02:11:22:33:44:55' } : i)) };
+  const doctored = {
+    ...result,
+    interfaces: result.interfaces.map((i) => (i.name === 'tap0_kata' ? { ...i, mac: '02:11:22:33:44:55' } : i)),
+  };
   const check = await kata('CHECK', p, conf(stateDir, { prevResult: doctored }));
   t.equal(check.exitCode, 1);
   t.equal(check.json?.code, 120);
@@ -95,19 +110,22 @@ t.test('CHECK names what is missing or wrong: a redirect filter, the tap MTU, th
   t.same(await namesIn(p.pod), ['eth0', 'lo']);
 });
 
-t.test('DEL without the attachment record (state wiped) still removes filters, qdiscs and the tap, with or without prevResult', async (t) => {
-  for (const withPrev of [true, false]) {
-    const p = await pod(t);
-    const stateDir = tempDir(t, 'k11s');
-    const add = await kata('ADD', p, conf(stateDir, { prevResult: p.prev }));
-    t.equal(add.exitCode, 0, add.stdout);
-    rmSync(join(stateDir, 'krt-k11'), { recursive: true });
-    const del = await kata('DEL', p, conf(stateDir, withPrev ? { prevResult: add.json } : {}));
-    t.equal(del.exitCode, 0, del.stdout);
-    t.same(await namesIn(p.pod), ['eth0', 'lo'], `tap removed (${withPrev ? 'with' : 'without'} prevResult)`);
-    t.same(await ingressDevs(p.pod), [], 'ingress qdiscs removed');
-  }
-});
+t.test(
+  'DEL without the attachment record (state wiped) still removes filters, qdiscs and the tap, with or without prevResult',
+  async (t) => {
+    for (const withPrev of [true, false]) {
+      const p = await pod(t);
+      const stateDir = tempDir(t, 'k11s');
+      const add = await kata('ADD', p, conf(stateDir, { prevResult: p.prev }));
+      t.equal(add.exitCode, 0, add.stdout);
+      rmSync(join(stateDir, 'krt-k11'), { recursive: true });
+      const del = await kata('DEL', p, conf(stateDir, withPrev ? { prevResult: add.json } : {}));
+      t.equal(del.exitCode, 0, del.stdout);
+      t.same(await namesIn(p.pod), ['eth0', 'lo'], `tap removed (${withPrev ? 'with' : 'without'} prevResult)`);
+      t.same(await ingressDevs(p.pod), [], 'ingress qdiscs removed');
+    }
+  },
+);
 
 t.test('DEL without a record leaves a foreign ingress qdisc and foreign filters alone', async (t) => {
   const p = await pod(t);
@@ -116,11 +134,33 @@ t.test('DEL without a record leaves a foreign ingress qdisc and foreign filters 
   t.equal(add.exitCode, 0, add.stdout);
   rmSync(join(stateDir, 'krt-k11'), { recursive: true });
   // Somebody else's filter on eth0's ingress (another priority; a plain classifying u32, no action module needed).
-  await run('tc', ['-n', p.pod.name!, 'filter', 'add', 'dev', 'eth0', 'parent', 'ffff:', 'protocol', 'all', 'pref', '7', 'u32', 'match', 'u8', '0', '0', 'flowid', ':1']);
+  await run('tc', [
+    '-n',
+    p.pod.name!,
+    'filter',
+    'add',
+    'dev',
+    'eth0',
+    'parent',
+    'ffff:',
+    'protocol',
+    'all',
+    'pref',
+    '7',
+    'u32',
+    'match',
+    'u8',
+    '0',
+    '0',
+    'flowid',
+    ':1',
+  ]);
   const del = await kata('DEL', p, conf(stateDir));
   t.equal(del.exitCode, 0, del.stdout);
   t.same(await ingressDevs(p.pod), ['eth0'], 'the ingress qdisc with a foreign filter stays');
-  const f = JSON.parse((await run('tc', ['-n', p.pod.name!, '-j', 'filter', 'show', 'dev', 'eth0', 'parent', 'ffff:'])).stdout) as { pref: number }[];
+  const f = JSON.parse((await run('tc', ['-n', p.pod.name!, '-j', 'filter', 'show', 'dev', 'eth0', 'parent', 'ffff:'])).stdout) as {
+    pref: number;
+  }[];
   t.same([...new Set(f.map((x) => x.pref))], [7], 'only our filter (pref 19265) was removed');
   t.same(await namesIn(p.pod), ['eth0', 'lo'], 'our tap was removed');
 });
@@ -132,7 +172,7 @@ t.test('DEL succeeds repeated, with CNI_NETNS empty, without prevResult, and aft
   t.equal(add.exitCode, 0, add.stdout);
   const empty = await kata('DEL', p, conf(stateDir), { netns: '' });
   t.equal(empty.exitCode, 0, empty.stdout);
-  t.same(await namesIn(p.pod), ['eth0', 'lo'], 'with CNI_NETNS empty the record\'s namespace (same inode) is cleaned');
+  t.same(await namesIn(p.pod), ['eth0', 'lo'], "with CNI_NETNS empty the record's namespace (same inode) is cleaned");
   t.same(filesUnder(stateDir), []);
   for (const att of [{}, { netns: '' }, { netns: '/run/netns/krt-never-existed' }]) {
     const again = await kata('DEL', p, conf(stateDir), att);
@@ -160,7 +200,13 @@ t.test('GC removes the taps and redirects of attachments not listed, under eithe
   t.match(nolist.json?.msg, /cni\.dev\/valid-attachments/);
   t.same(filesUnder(stateDir).length, 2, 'nothing removed');
 
-  const gc = await invoke(KATA, 'GC', {}, JSON.stringify(conf(stateDir, { 'cni.dev/valid-attachments': [{ containerID: 'krtgc-a', ifname: 'eth0' }] })), a.opts);
+  const gc = await invoke(
+    KATA,
+    'GC',
+    {},
+    JSON.stringify(conf(stateDir, { 'cni.dev/valid-attachments': [{ containerID: 'krtgc-a', ifname: 'eth0' }] })),
+    a.opts,
+  );
   t.equal(gc.exitCode, 0, gc.stdout);
   t.same(await namesIn(b.pod), ['eth0', 'lo'], 'unlisted attachment: tap removed');
   t.same(await ingressDevs(b.pod), [], 'unlisted attachment: qdiscs removed');
@@ -207,7 +253,12 @@ t.test('CNI_ARGS and args.cni override the config (args.cni last); unknown CNI_A
   const p = await pod(t);
   const stateDir = tempDir(t, 'k11s');
   const base = conf(stateDir, { tapName: 'tapcfg{index}', owner: 1, prevResult: p.prev });
-  const add = await kata('ADD', p, { ...base, args: { cni: { owner: 4242 } } }, { args: 'IgnoreUnknown=1;K8S_POD_NAME=x;KATA_TAP_NAME=vm{index}tap;KATA_TAP_UID=77;TC_REDIRECT_TAP_GID=88;SOMETHING=else' });
+  const add = await kata(
+    'ADD',
+    p,
+    { ...base, args: { cni: { owner: 4242 } } },
+    { args: 'IgnoreUnknown=1;K8S_POD_NAME=x;KATA_TAP_NAME=vm{index}tap;KATA_TAP_UID=77;TC_REDIRECT_TAP_GID=88;SOMETHING=else' },
+  );
   t.equal(add.exitCode, 0, add.stdout);
   const st = await redirectState(p.pod, 'eth0', 'vm0tap');
   t.match(st.tap, { kind: 'tun', owner: 4242, group: 88 }, 'tap name from CNI_ARGS, uid from args.cni over CNI_ARGS, gid from CNI_ARGS');
@@ -223,46 +274,59 @@ t.test('CNI_ARGS and args.cni override the config (args.cni last); unknown CNI_A
   t.same(filesUnder(stateDir), []);
 });
 
-t.test('model macvtap: a macvtap with the pod MAC and a private device node; CHECK healthy; DEL gives eth0 its MAC and address back', async (t) => {
-  const p = await pod(t);
-  const stateDir = tempDir(t, 'k11s');
-  const c = conf(stateDir, { model: 'macvtap', prevResult: p.prev });
-  const add = await kata('ADD', p, c);
-  t.equal(add.exitCode, 0, add.stdout);
-  const st = await redirectState(p.pod, 'eth0', 'tap0_kata');
-  t.equal(st.tap?.kind, 'macvtap', 'tap0_kata is a macvtap');
-  t.equal(st.tap?.mac, p.mac, 'the macvtap carries the pod MAC (the guest MAC)');
-  t.not(st.link?.mac, p.mac, 'eth0 got another MAC');
-  const entry = (add.json?.interfaces as { name: string; mac?: string; mtu?: number }[]).at(-1);
-  t.match(entry, { name: 'tap0_kata', mac: p.mac, mtu: 1450 });
-  t.ok(filesUnder(stateDir).some((f) => /krtc11@eth0\.d\/macvtap-0-tap0_kata$/.test(f)), 'device node in the attachment run dir');
-  const check = await kata('CHECK', p, { ...c, prevResult: add.json });
-  t.equal(check.exitCode, 0, check.stdout);
-  const del = await kata('DEL', p, { ...c, prevResult: add.json });
-  t.equal(del.exitCode, 0, del.stdout);
-  const after = await redirectState(p.pod, 'eth0', 'tap0_kata');
-  t.equal(after.tap, undefined, 'macvtap removed');
-  t.equal(after.link?.mac, p.mac, 'eth0 has its MAC back');
-  t.match(await run('ip', ['-n', p.pod.name!, 'addr', 'show', 'dev', 'eth0']).then((r) => r.stdout), /10\.77\.0\.2\/24/, 'and its address');
-  t.same(filesUnder(stateDir), [], 'record and device node removed');
-});
+t.test(
+  'model macvtap: a macvtap with the pod MAC and a private device node; CHECK healthy; DEL gives eth0 its MAC and address back',
+  async (t) => {
+    const p = await pod(t);
+    const stateDir = tempDir(t, 'k11s');
+    const c = conf(stateDir, { model: 'macvtap', prevResult: p.prev });
+    const add = await kata('ADD', p, c);
+    t.equal(add.exitCode, 0, add.stdout);
+    const st = await redirectState(p.pod, 'eth0', 'tap0_kata');
+    t.equal(st.tap?.kind, 'macvtap', 'tap0_kata is a macvtap');
+    t.equal(st.tap?.mac, p.mac, 'the macvtap carries the pod MAC (the guest MAC)');
+    t.not(st.link?.mac, p.mac, 'eth0 got another MAC');
+    const entry = (add.json?.interfaces as { name: string; mac?: string; mtu?: number }[] | undefined)?.at(-1);
+    t.match(entry, { name: 'tap0_kata', mac: p.mac, mtu: 1450 });
+    t.ok(
+      filesUnder(stateDir).some((f) => /krtc11@eth0\.d\/macvtap-0-tap0_kata$/.test(f)),
+      'device node in the attachment run dir',
+    );
+    const check = await kata('CHECK', p, { ...c, prevResult: add.json });
+    t.equal(check.exitCode, 0, check.stdout);
+    const del = await kata('DEL', p, { ...c, prevResult: add.json });
+    t.equal(del.exitCode, 0, del.stdout);
+    const after = await redirectState(p.pod, 'eth0', 'tap0_kata');
+    t.equal(after.tap, undefined, 'macvtap removed');
+    t.equal(after.link?.mac, p.mac, 'eth0 has its MAC back');
+    t.match(
+      await run('ip', ['-n', p.pod.name!, 'addr', 'show', 'dev', 'eth0']).then((r) => r.stdout),
+      /10\.77\.0\.2\/24/,
+      'and its address',
+    );
+    t.same(filesUnder(stateDir), [], 'record and device node removed');
+  },
+);
 
-t.test('a corrupt attachment record: DEL rebuilds from the kernel and succeeds; GC reports it (code 121) and still removes the others', async (t) => {
-  const p = await pod(t);
-  const q = await pod(t);
-  const stateDir = tempDir(t, 'k11s');
-  t.equal((await kata('ADD', p, conf(stateDir, { prevResult: p.prev }), { containerId: 'krtbroken' })).exitCode, 0);
-  writeFileSync(join(stateDir, 'krt-k11', 'krtbroken@eth0.json'), '{not json');
-  const del = await kata('DEL', p, conf(stateDir), { containerId: 'krtbroken' });
-  t.equal(del.exitCode, 0, del.stdout);
-  t.same(await namesIn(p.pod), ['eth0', 'lo'], 'tap removed');
-  t.same(filesUnder(stateDir), [], 'the corrupt record is removed too');
+t.test(
+  'a corrupt attachment record: DEL rebuilds from the kernel and succeeds; GC reports it (code 121) and still removes the others',
+  async (t) => {
+    const p = await pod(t);
+    const q = await pod(t);
+    const stateDir = tempDir(t, 'k11s');
+    t.equal((await kata('ADD', p, conf(stateDir, { prevResult: p.prev }), { containerId: 'krtbroken' })).exitCode, 0);
+    writeFileSync(join(stateDir, 'krt-k11', 'krtbroken@eth0.json'), '{not json');
+    const del = await kata('DEL', p, conf(stateDir), { containerId: 'krtbroken' });
+    t.equal(del.exitCode, 0, del.stdout);
+    t.same(await namesIn(p.pod), ['eth0', 'lo'], 'tap removed');
+    t.same(filesUnder(stateDir), [], 'the corrupt record is removed too');
 
-  t.equal((await kata('ADD', q, conf(stateDir, { prevResult: q.prev }), { containerId: 'krtstale' })).exitCode, 0);
-  writeFileSync(join(stateDir, 'krt-k11', 'krtjunk@eth0.json'), 'junk');
-  const gc = await invoke(KATA, 'GC', {}, JSON.stringify(conf(stateDir, { 'cni.dev/valid-attachments': [] })), q.opts);
-  t.equal(gc.json?.code, 121, gc.stdout);
-  t.match(gc.json?.details, /krtjunk@eth0\.json.*not valid JSON/);
-  t.same(await namesIn(q.pod), ['eth0', 'lo'], 'the stale attachment was still removed');
-  t.same(filesUnder(stateDir), ['krt-k11/krtjunk@eth0.json'], 'only the unreadable file is left for a human');
-});
+    t.equal((await kata('ADD', q, conf(stateDir, { prevResult: q.prev }), { containerId: 'krtstale' })).exitCode, 0);
+    writeFileSync(join(stateDir, 'krt-k11', 'krtjunk@eth0.json'), 'junk');
+    const gc = await invoke(KATA, 'GC', {}, JSON.stringify(conf(stateDir, { 'cni.dev/valid-attachments': [] })), q.opts);
+    t.equal(gc.json?.code, 121, gc.stdout);
+    t.match(gc.json?.details, /krtjunk@eth0\.json.*not valid JSON/);
+    t.same(await namesIn(q.pod), ['eth0', 'lo'], 'the stale attachment was still removed');
+    t.same(filesUnder(stateDir), ['krt-k11/krtjunk@eth0.json'], 'only the unreadable file is left for a human');
+  },
+);

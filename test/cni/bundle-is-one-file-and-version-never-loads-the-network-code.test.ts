@@ -21,8 +21,12 @@ function exec(file: string, env: Record<string, string>, stdin: string): Promise
     const c = spawn(file, [], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env }, cwd: dir });
     let stdout = '';
     let stderr = '';
-    c.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    c.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    c.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    c.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
     c.on('error', reject);
     c.on('close', (code) => resolve({ code, stdout, stderr }));
     c.stdin.end(stdin);
@@ -42,19 +46,46 @@ t.test('the static import graph of the entry holds no network, validation or log
   }
   const eager = [...seen].sort();
   t.ok(eager.includes('cni/version.ts') && eager.includes('cni/skel.ts'), `eager: ${eager.join(', ')}`);
-  for (const lazy of [/^plugins\//, /^host\/netlink\.ts$/, /^host\/exec\.ts$/, /^cni\/config-validator\.ts$/, /^cni\/config\.ts$/, /^cni\/commands\//, /^pino-from-string:/]) {
-    t.same(eager.filter((f) => lazy.test(f)), [], `${lazy} is only reached through a dynamic import`);
+  for (const lazy of [
+    /^plugins\//,
+    /^host\/netlink\.ts$/,
+    /^host\/exec\.ts$/,
+    /^cni\/config-validator\.ts$/,
+    /^cni\/config\.ts$/,
+    /^cni\/commands\//,
+    /^pino-from-string:/,
+  ]) {
+    t.same(
+      eager.filter((f) => lazy.test(f)),
+      [],
+      `${lazy} is only reached through a dynamic import`,
+    );
   }
   const all = Object.keys(meta.inputs);
-  t.ok(all.some((f) => f.startsWith('plugins/network/')), 'the network code is in the bundle (lazily)');
+  t.ok(
+    all.some((f) => f.startsWith('plugins/network/')),
+    'the network code is in the bundle (lazily)',
+  );
   t.ok(all.includes('pino-from-string:pino'), 'pino is in the bundle, as a string evaluated on first use');
-  t.same(all.filter((f) => f.includes('node_modules/pino/')), [], 'no pino code parsed at start');
+  t.same(
+    all.filter((f) => f.includes('node_modules/pino/')),
+    [],
+    'no pino code parsed at start',
+  );
 });
 
 t.test('no execa and no ajv compiler in the bundle: the schema is compiled ahead of time', async (t) => {
   const all = Object.keys(meta.inputs);
-  t.same(all.filter((f) => f.includes('node_modules/execa/')), [], 'execa replaced by cni/build/execa-lite.ts');
-  t.same(all.filter((f) => /node_modules\/ajv\/dist\/(core|compile|vocabularies)\//.test(f)), [], 'no ajv compiler');
+  t.same(
+    all.filter((f) => f.includes('node_modules/execa/')),
+    [],
+    'execa replaced by cni/build/execa-lite.ts',
+  );
+  t.same(
+    all.filter((f) => /node_modules\/ajv\/dist\/(core|compile|vocabularies)\//.test(f)),
+    [],
+    'no ajv compiler',
+  );
   const text = readFileSync(out, 'utf8');
   t.match(text, /kata-resources\.local\/schemas\/kata-cni-request\.json/, 'the precompiled validator carries the schema id');
   t.notMatch(text, /require\("(node:)?(crypto|tty)"\)/, 'neither node:crypto nor node:tty is loaded by the bundle');
@@ -75,18 +106,29 @@ t.test('the bundle runs alone: as an extensionless executable (CommonJS) and as 
     const r = await new Promise<{ code: number | null; stdout: string }>((resolve, reject) => {
       const c = spawn(cmd, args, { env: { PATH: process.env.PATH ?? '', CNI_COMMAND: 'VERSION' }, cwd: alone });
       let stdout = '';
-      c.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+      c.stdout.on('data', (d: Buffer) => {
+        stdout += d.toString();
+      });
       c.on('error', reject);
       c.on('close', (code) => resolve({ code, stdout }));
       c.stdin.end('{"cniVersion":"0.4.0"}');
     });
     t.equal(r.code, 0, file);
-    t.same(JSON.parse(r.stdout), { cniVersion: '0.4.0', supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] }, `${file}: VERSION`);
+    t.same(
+      JSON.parse(r.stdout),
+      { cniVersion: '0.4.0', supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] },
+      `${file}: VERSION`,
+    );
   }
 });
 
 t.test('VERSION echoes the input version, or 1.1.0 when there is none', async (t) => {
-  for (const [stdin, v] of [['{"cniVersion":"1.0.0"}', '1.0.0'], ['', '1.1.0'], ['not json', '1.1.0'], ['{"cniVersion":"0.2.0"}', '0.2.0']] as const) {
+  for (const [stdin, v] of [
+    ['{"cniVersion":"1.0.0"}', '1.0.0'],
+    ['', '1.1.0'],
+    ['not json', '1.1.0'],
+    ['{"cniVersion":"0.2.0"}', '0.2.0'],
+  ] as const) {
     const r = await exec(out, { CNI_COMMAND: 'VERSION' }, stdin);
     t.equal(r.code, 0);
     t.equal((JSON.parse(r.stdout) as { cniVersion: string }).cniVersion, v, JSON.stringify(stdin));

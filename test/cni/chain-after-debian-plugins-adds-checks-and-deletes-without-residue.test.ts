@@ -1,7 +1,18 @@
 import t from 'tap';
 import { run } from '../../host/exec.js';
 import { tempNetns } from '../helpers/netns.js';
-import { addList, checkList, delList, DEBIAN_CNI_DIR, filesUnder, installKataCni, tempDir, type NetworkList, type PluginConf, type RuntimeOptions } from './helpers/cni-runtime.js';
+import {
+  addList,
+  checkList,
+  delList,
+  DEBIAN_CNI_DIR,
+  filesUnder,
+  installKataCni,
+  tempDir,
+  type NetworkList,
+  type PluginConf,
+  type RuntimeOptions,
+} from './helpers/cni-runtime.js';
 import { namesIn, redirectState } from './helpers/inspect.js';
 
 /**
@@ -27,12 +38,24 @@ const CASES: Case[] = [
   {
     label: 'ptp + host-local',
     mtu: 1400,
-    first: ({ ipamDir, subnet }) => ({ type: 'ptp', ipMasq: false, mtu: 1400, ipam: { type: 'host-local', dataDir: ipamDir, ranges: [[{ subnet }]], routes: [{ dst: '0.0.0.0/0' }] }, dns: { nameservers: ['10.0.0.53'] } }),
+    first: ({ ipamDir, subnet }) => ({
+      type: 'ptp',
+      ipMasq: false,
+      mtu: 1400,
+      ipam: { type: 'host-local', dataDir: ipamDir, ranges: [[{ subnet }]], routes: [{ dst: '0.0.0.0/0' }] },
+      dns: { nameservers: ['10.0.0.53'] },
+    }),
   },
   {
     label: 'bridge + host-local',
     mtu: 1500,
-    first: ({ ipamDir, subnet }) => ({ type: 'bridge', bridge: 'krtbr0', isGateway: true, ipMasq: false, ipam: { type: 'host-local', dataDir: ipamDir, ranges: [[{ subnet }]], routes: [{ dst: '0.0.0.0/0' }] } }),
+    first: ({ ipamDir, subnet }) => ({
+      type: 'bridge',
+      bridge: 'krtbr0',
+      isGateway: true,
+      ipMasq: false,
+      ipam: { type: 'host-local', dataDir: ipamDir, ranges: [[{ subnet }]], routes: [{ dst: '0.0.0.0/0' }] },
+    }),
   },
   {
     label: 'macvlan (master: a veth in the test host namespace) + host-local',
@@ -42,7 +65,12 @@ const CASES: Case[] = [
       await run('ip', ['-n', hostNs, 'link', 'set', master, 'up']);
       await run('ip', ['-n', hostNs, 'link', 'set', `${master}p`, 'up']);
     },
-    first: ({ ipamDir, subnet, master }) => ({ type: 'macvlan', master, mode: 'bridge', ipam: { type: 'host-local', dataDir: ipamDir, ranges: [[{ subnet }]] } }),
+    first: ({ ipamDir, subnet, master }) => ({
+      type: 'macvlan',
+      master,
+      mode: 'bridge',
+      ipam: { type: 'host-local', dataDir: ipamDir, ranges: [[{ subnet }]] },
+    }),
   },
 ];
 
@@ -58,7 +86,11 @@ for (const cniVersion of ['0.4.0', '1.0.0']) {
       const stateDir = tempDir(t, 'state');
       const master = 'krtm0';
       if (c.hostSetup) await c.hostSetup(host.name!, master);
-      const list: NetworkList = { cniVersion, name: `krt-chain-${n}`, plugins: [c.first({ ipamDir, subnet, master }), { type: 'kata-cni', stateDir }] };
+      const list: NetworkList = {
+        cniVersion,
+        name: `krt-chain-${n}`,
+        plugins: [c.first({ ipamDir, subnet, master }), { type: 'kata-cni', stateDir }],
+      };
       const opts: RuntimeOptions = { hostNs: host, path: [DEBIAN_CNI_DIR, bin] };
       // containerd's CRI passes /var/run/netns/...; ptp then reports that spelling as the sandbox.
       const netnsPath = cniVersion === '1.0.0' ? `/var/run/netns/${ctr.name}` : ctr.path;
@@ -68,9 +100,16 @@ for (const cniVersion of ['0.4.0', '1.0.0']) {
       t.equal(result.cniVersion, cniVersion, 'result in the config version');
       const ifs = result.interfaces as Interfaces;
       const tapEntry = ifs[ifs.length - 1]!;
-      t.match(tapEntry, { name: 'tap0_kata', sandbox: netnsPath, mac: /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/ }, 'the tap is appended with its sandbox and MAC');
+      t.match(
+        tapEntry,
+        { name: 'tap0_kata', sandbox: netnsPath, mac: /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/ },
+        'the tap is appended with its sandbox and MAC',
+      );
       t.notOk('mtu' in tapEntry, `no mtu field before 1.1.0`);
-      t.ok(ifs.some((i) => i.name === 'eth0' && i.sandbox === netnsPath), 'the container interface is still listed');
+      t.ok(
+        ifs.some((i) => i.name === 'eth0' && i.sandbox === netnsPath),
+        'the container interface is still listed',
+      );
       const ips = result.ips as Ips;
       t.ok(ips.length >= 1, 'the IPs pass through');
       t.equal(ifs[ips[0]!.interface!]?.name, 'eth0', 'ips[].interface still points at eth0');
@@ -91,9 +130,16 @@ for (const cniVersion of ['0.4.0', '1.0.0']) {
       await delList(list, att, result, opts);
       t.same(await namesIn(ctr), ['lo'], 'container namespace: only lo left');
       t.same(filesUnder(stateDir), [], 'no attachment record left');
-      t.same(filesUnder(ipamDir).filter((f) => IP_FILE.test(f)), [], 'the IP is released');
+      t.same(
+        filesUnder(ipamDir).filter((f) => IP_FILE.test(f)),
+        [],
+        'the IP is released',
+      );
       const hostLinks = await namesIn(host);
-      t.notOk(hostLinks.some((l) => l.startsWith('veth')), 'no host-side veth left');
+      t.notOk(
+        hostLinks.some((l) => l.startsWith('veth')),
+        'no host-side veth left',
+      );
 
       await delList(list, att, result, opts);
       t.pass('a second DEL of the list succeeds');

@@ -21,13 +21,23 @@ function cniError(fn: () => unknown): CniError {
 
 t.test('defaults', async (t) => {
   const c = buildConfig({ ...base }, 'ADD', '');
-  t.match(c, { cniVersion: '1.0.0', name: 'net', model: 'tcfilter', tapName: 'tap{index}_kata', queues: 1, vhostNet: true, stateDir: '/run/kata-cni' });
+  t.match(c, {
+    cniVersion: '1.0.0',
+    name: 'net',
+    model: 'tcfilter',
+    tapName: 'tap{index}_kata',
+    queues: 1,
+    vhostNet: true,
+    stateDir: '/run/kata-cni',
+  });
   t.same(DEFAULTS.model, 'tcfilter');
   t.notOk('owner' in c);
 });
 
 t.test('unknown keys (runtimes add their own) are accepted and ignored', async (t) => {
-  t.doesNotThrow(() => buildConfig({ ...base, capabilities: { mac: true }, runtimeConfig: { mac: 'x' }, somethingNew: [1], ipMasq: true }, 'ADD', ''));
+  t.doesNotThrow(() =>
+    buildConfig({ ...base, capabilities: { mac: true }, runtimeConfig: { mac: 'x' }, somethingNew: [1], ipMasq: true }, 'ADD', ''),
+  );
 });
 
 t.test('errors name the field, wrong types are code 7, unsupported enum values code 2 with key and value', async (t) => {
@@ -81,14 +91,22 @@ t.test('GC keys: cni.dev/valid-attachments, else the older cni.dev/attachments',
   const v = [{ containerID: 'a', ifname: 'eth0' }];
   t.same(buildConfig({ ...base, cniVersion: '1.1.0', 'cni.dev/valid-attachments': v }, 'GC', '').validAttachments, v);
   t.same(buildConfig({ ...base, cniVersion: '1.1.0', 'cni.dev/attachments': v }, 'GC', '').validAttachments, v);
-  t.same(buildConfig({ ...base, cniVersion: '1.1.0', 'cni.dev/valid-attachments': [], 'cni.dev/attachments': v }, 'GC', '').validAttachments, [], 'the new key wins');
+  t.same(
+    buildConfig({ ...base, cniVersion: '1.1.0', 'cni.dev/valid-attachments': [], 'cni.dev/attachments': v }, 'GC', '').validAttachments,
+    [],
+    'the new key wins',
+  );
   t.equal(buildConfig({ ...base, cniVersion: '1.1.0' }, 'GC', '').validAttachments, undefined);
 });
 
 t.test('CNI_ARGS parsing', async (t) => {
   t.same(parseCniArgs('', TAP_NAME_PATTERN), {});
   t.same(parseCniArgs('TC_REDIRECT_TAP_NAME=x{index};TC_REDIRECT_TAP_UID=5;;', TAP_NAME_PATTERN), { tapName: 'x{index}', owner: 5 });
-  t.same(parseCniArgs('K8S_POD_NAME=a;K8S_POD_NAMESPACE=b;K8S_POD_INFRA_CONTAINER_ID=c;K8S_POD_UID=d', TAP_NAME_PATTERN), {}, 'Kubernetes keys always pass');
+  t.same(
+    parseCniArgs('K8S_POD_NAME=a;K8S_POD_NAMESPACE=b;K8S_POD_INFRA_CONTAINER_ID=c;K8S_POD_UID=d', TAP_NAME_PATTERN),
+    {},
+    'Kubernetes keys always pass',
+  );
   t.same(parseCniArgs('FOO=1;IgnoreUnknown=true', TAP_NAME_PATTERN), {}, 'IgnoreUnknown anywhere in the list');
   for (const [args, msg] of [
     ['FOO=1', /unknown key "FOO"/],

@@ -31,7 +31,10 @@ t.test('the table exists', async (t) => {
 
 t.test('every spec code kata-cni uses and every own code is documented, and nothing else', async (t) => {
   const produced = new Set<number>([...Object.values(CNI_CODES), ...Object.keys(OWN_CODES).map(Number)]);
-  t.same([...table.keys()].sort((a, b) => a - b), [...produced].sort((a, b) => a - b));
+  t.same(
+    [...table.keys()].sort((a, b) => a - b),
+    [...produced].sort((a, b) => a - b),
+  );
   for (const [code, { name }] of Object.entries(OWN_CODES)) t.equal(table.get(Number(code)), name, `code ${code} is documented as ${name}`);
 });
 

@@ -1,6 +1,15 @@
 import t from 'tap';
 import { tempNetns } from '../helpers/netns.js';
-import { addList, delList, DEBIAN_CNI_DIR, filesUnder, installKataCni, tempDir, type NetworkList, type RuntimeOptions } from './helpers/cni-runtime.js';
+import {
+  addList,
+  delList,
+  DEBIAN_CNI_DIR,
+  filesUnder,
+  installKataCni,
+  tempDir,
+  type NetworkList,
+  type RuntimeOptions,
+} from './helpers/cni-runtime.js';
 import { namesIn, redirectState } from './helpers/inspect.js';
 
 /**
@@ -35,14 +44,26 @@ t.test(`${N} parallel ADDs then ${N} parallel DELs through [ptp, kata-cni]`, asy
   t.equal(new Set(addrs).size, N, 'distinct addresses');
 
   const states = await Promise.all(ctrs.map((c) => redirectState(c, 'eth0', 'tap0_kata')));
-  t.equal(states.filter((s) => s.tap?.kind === 'tun' && s.redirects.join() === 'eth0>tap0_kata,tap0_kata>eth0').length, N, 'each namespace has its tap and both redirects');
+  t.equal(
+    states.filter((s) => s.tap?.kind === 'tun' && s.redirects.join() === 'eth0>tap0_kata,tap0_kata>eth0').length,
+    N,
+    'each namespace has its tap and both redirects',
+  );
   t.equal(filesUnder(stateDir).length, N, 'one record per attachment');
 
   const dels = await Promise.allSettled(atts.map((a, i) => delList(list, a, results[i], opts)));
-  t.same(dels.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason)), [], 'every DEL succeeds');
+  t.same(
+    dels.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason)),
+    [],
+    'every DEL succeeds',
+  );
   const left = await Promise.all(ctrs.map((c) => namesIn(c)));
   t.equal(left.filter((l) => l.join() === 'lo').length, N, 'every container namespace is back to lo only');
   t.same(await namesIn(host), ['lo'], 'no host-side veth left');
   t.same(filesUnder(stateDir), [], 'no record left');
-  t.same(filesUnder(ipamDir).filter((f) => /\d+\.\d+\.\d+\.\d+$/.test(f)), [], 'every address released');
+  t.same(
+    filesUnder(ipamDir).filter((f) => /\d+\.\d+\.\d+\.\d+$/.test(f)),
+    [],
+    'every address released',
+  );
 });

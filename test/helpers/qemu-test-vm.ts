@@ -2,7 +2,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { tempDir } from './runtime-core.js';
 
-interface Teardownable { teardown(fn: () => unknown): void }
+interface Teardownable {
+  teardown(fn: () => unknown): void;
+}
 
 export interface TestQemu {
   proc: ChildProcess;
@@ -21,15 +23,32 @@ export interface TestQemu {
 export function startTestQemu(t: Teardownable, extra: string[] = [], opts: { qmpPath?: string; delayMs?: number } = {}): TestQemu {
   const dir = tempDir(t, 'qemu');
   const qmpPath = opts.qmpPath ?? join(dir, 'qmp.sock');
-  const args = ['-machine', 'q35,accel=tcg', '-nodefaults', '-no-user-config', '-display', 'none', '-m', '64',
-    '-qmp', `unix:${qmpPath},server=on,wait=off`, ...extra];
+  const args = [
+    '-machine',
+    'q35,accel=tcg',
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-m',
+    '64',
+    '-qmp',
+    `unix:${qmpPath},server=on,wait=off`,
+    ...extra,
+  ];
   // With a delay, a shell sleeps first (to test connect retries before the socket exists); exec keeps the pid.
   const proc = opts.delayMs
-    ? spawn('sh', ['-c', `sleep ${opts.delayMs / 1000}; exec qemu-system-x86_64 "$@"`, 'sh', ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
+    ? spawn('sh', ['-c', `sleep ${opts.delayMs / 1000}; exec qemu-system-x86_64 "$@"`, 'sh', ...args], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      })
     : spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
-  proc.stderr!.setEncoding('utf8').on('data', (d: string) => { err += d; });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => proc.on('exit', (code, signal) => r({ code, signal })));
+  proc.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    err += d;
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    proc.on('exit', (code, signal) => r({ code, signal })),
+  );
   t.teardown(async () => {
     if (proc.exitCode === null && proc.signalCode === null) {
       process.kill(proc.pid!, 'SIGKILL');

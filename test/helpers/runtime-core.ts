@@ -5,16 +5,30 @@ import { pino } from 'pino';
 import { silentLogger } from '../../host/log.js';
 import { ensureGuestKit, type GuestKit } from '../../runtime-core/guest-kit/index.js';
 
-export interface LogLine { level: number; msg: string; key?: string; file?: string }
+export interface LogLine {
+  level: number;
+  msg: string;
+  key?: string;
+  file?: string;
+}
 
 /** A pino logger that keeps what it writes, for assertions on warnings. */
 export function capturingLogger(): { log: pino.Logger; lines: LogLine[] } {
   const lines: LogLine[] = [];
-  const log = pino({ level: 'debug' }, { write: (s: string) => { lines.push(JSON.parse(s) as LogLine); } });
+  const log = pino(
+    { level: 'debug' },
+    {
+      write: (s: string) => {
+        lines.push(JSON.parse(s) as LogLine);
+      },
+    },
+  );
   return { log, lines };
 }
 
-interface Teardownable { teardown(fn: () => unknown): void }
+interface Teardownable {
+  teardown(fn: () => unknown): void;
+}
 
 /** A temp dir (prefix krt-) removed when the test ends. */
 export function tempDir(t: Teardownable, tag = 'cfg'): string {

@@ -24,7 +24,7 @@ interface Teardownable {
 }
 
 /** The built CLI (dist/runtime-core/cli/main.js), next to this helper's dist/test/helpers/. */
-export const CLI = fileURLToPath(new URL('../../runtime-core/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../runtime-core/cli/main.js', import.meta.url));
 
 export interface Runtime {
   /** The unique temp dir (/tmp/krt-rt-XXXX): config, state, shared tree all below it. */
@@ -105,7 +105,7 @@ function readStates(stateDir: string): { id: string; state: StateLike }[] {
 }
 
 /** Kill what is ours by pid, delete namespaces our sandboxes created, unmount, remove the dir. */
-export async function cleanupRuntime(rt: Runtime): Promise<void> {
+async function cleanupRuntime(rt: Runtime): Promise<void> {
   const pids = new Set<number>();
   const states = readStates(rt.stateDir);
   for (const { state } of states) {
@@ -136,7 +136,10 @@ export interface CliResult {
  * added to this process's environment (KATA_RESOURCES_FAULT is never inherited); on timeout the
  * CLI is killed by its pid and the result says so through `signal`.
  */
-export function cli(args: readonly string[], opts: { env?: Record<string, string>; timeoutMs?: number; nodeEnv?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
+export function cli(
+  args: readonly string[],
+  opts: { env?: Record<string, string>; timeoutMs?: number; nodeEnv?: NodeJS.ProcessEnv } = {},
+): Promise<CliResult> {
   const env: NodeJS.ProcessEnv = { ...(opts.nodeEnv ?? process.env) };
   delete env.KATA_RESOURCES_FAULT;
   delete env.KATA_RESOURCES_CONFIG;
@@ -145,10 +148,17 @@ export function cli(args: readonly string[], opts: { env?: Record<string, string
     const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
     let stdout = '';
     let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+    });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
     const timer = setTimeout(() => killPid(child.pid!), opts.timeoutMs ?? 180_000);
-    child.on('error', (e) => { clearTimeout(timer); reject(e); });
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       resolve({ code, signal, stdout, stderr });
@@ -211,7 +221,10 @@ export interface PodNetwork {
  * DAD off so nothing is tentative), the MTU, default routes, optionally a permanent neighbour. Both
  * namespaces are deleted when the test ends.
  */
-export async function podNetwork(t: Teardownable, o: { mtu?: number; v4?: string; gw4?: string; v6?: string; gw6?: string; neighbour?: { ip: string; lladdr: string } } = {}): Promise<PodNetwork> {
+export async function podNetwork(
+  t: Teardownable,
+  o: { mtu?: number; v4?: string; gw4?: string; v6?: string; gw6?: string; neighbour?: { ip: string; lladdr: string } } = {},
+): Promise<PodNetwork> {
   const host = await tempNetns(t, 'host');
   const pod = await tempNetns(t, 'pod');
   const mtu = o.mtu ?? 1500;
@@ -230,7 +243,19 @@ export async function podNetwork(t: Teardownable, o: { mtu?: number; v4?: string
   if (hostLines.length) await run('ip', ['-n', host.name!, '-batch', '-'], { input: `${hostLines.join('\n')}\n` });
   await run('ip', ['-n', pod.name!, '-batch', '-'], { input: `${podLines.join('\n')}\n` });
   const link = JSON.parse((await run('ip', ['-n', pod.name!, '-j', 'link', 'show', ifname])).stdout) as { address: string }[];
-  return { pod, host, ifname, peer, mac: link[0]!.address, mtu, v4, gw4, ...(o.v6 ? { v6: o.v6 } : {}), ...(o.gw6 ? { gw6: o.gw6 } : {}), ...(o.neighbour ? { neighbour: o.neighbour } : {}) };
+  return {
+    pod,
+    host,
+    ifname,
+    peer,
+    mac: link[0]!.address,
+    mtu,
+    v4,
+    gw4,
+    ...(o.v6 ? { v6: o.v6 } : {}),
+    ...(o.gw6 ? { gw6: o.gw6 } : {}),
+    ...(o.neighbour ? { neighbour: o.neighbour } : {}),
+  };
 }
 
 /** Links of a namespace the runtime makes (taps and macvtaps of the tcfilter/macvtap models). */
@@ -247,7 +272,7 @@ export async function ourQdiscs(ns: NetnsRef, dev: string): Promise<string[]> {
 }
 
 /** Socket files below a directory (not descending into mount points: a shared host dir is not ours). */
-export function socketsUnder(dir: string): string[] {
+function socketsUnder(dir: string): string[] {
   const out: string[] = [];
   const table = readMountinfo();
   const walk = (d: string): void => {

@@ -5,11 +5,24 @@ import { isAlive, startDaemon, wrapArgv, type DaemonExit } from '../../host/daem
 import { parseProcStat, readProcStat } from '../../host/proc.js';
 import { sleep } from '../../host/retry.js';
 
-interface LogLine { msg: string; daemon?: string; daemonPid?: number; stream?: string; level: number }
+interface LogLine {
+  msg: string;
+  daemon?: string;
+  daemonPid?: number;
+  stream?: string;
+  level: number;
+}
 
 function capturingLogger(): { log: pino.Logger; lines: LogLine[] } {
   const lines: LogLine[] = [];
-  const log = pino({ level: 'debug' }, { write: (s: string) => { lines.push(JSON.parse(s) as LogLine); } });
+  const log = pino(
+    { level: 'debug' },
+    {
+      write: (s: string) => {
+        lines.push(JSON.parse(s) as LogLine);
+      },
+    },
+  );
   return { log, lines };
 }
 
@@ -21,7 +34,7 @@ async function until(what: string, cond: () => boolean, ms = 5000): Promise<void
   }
 }
 
-t.test('the pid is the daemon\'s own through the setpriv wrapper, and stop() ends it as expected', async (t) => {
+t.test("the pid is the daemon's own through the setpriv wrapper, and stop() ends it as expected", async (t) => {
   const { log } = capturingLogger();
   const d = await startDaemon({ name: 'sleeper', file: 'sleep', args: ['1000'], log });
   t.teardown(() => d.stop({ graceMs: 0 }));
@@ -45,7 +58,8 @@ t.test('the pid is the daemon\'s own through the setpriv wrapper, and stop() end
 
 t.test('an unexpected exit fires the exit event at once with the stderr tail, lines logged with name and pid', async (t) => {
   const { log, lines } = capturingLogger();
-  const script = 'process.stdout.write("out-line\\n"); for (let i = 0; i < 80; i++) process.stderr.write(`err ${i}\\n`); setTimeout(() => process.exit(3), 50);';
+  const script =
+    'process.stdout.write("out-line\\n"); for (let i = 0; i < 80; i++) process.stderr.write(`err ${i}\\n`); setTimeout(() => process.exit(3), 50);';
   const d = await startDaemon({ name: 'crasher', file: process.execPath, args: ['-e', script], log, stderrLines: 20 });
   const exit = await new Promise<DaemonExit>((r) => d.once('exit', r));
   t.same(exit, { code: 3, signal: null, expected: false });
@@ -57,7 +71,10 @@ t.test('an unexpected exit fires the exit event at once with the stderr tail, li
   t.equal(out?.daemonPid, d.pid);
   t.equal(out?.stream, 'stdout');
   t.equal(lines.filter((l) => l.stream === 'stderr').length, 80, 'every stderr line forwarded');
-  t.ok(lines.some((l) => l.level >= 50 && /exited unexpectedly/.test(l.msg)), 'crash logged as error');
+  t.ok(
+    lines.some((l) => l.level >= 50 && /exited unexpectedly/.test(l.msg)),
+    'crash logged as error',
+  );
   t.same(await d.stop(), exit, 'stop after a crash is harmless');
 });
 
@@ -92,13 +109,21 @@ t.test('repeated SIGTERM reaches a daemon that missed the first one, so no SIGKI
 
 t.test('a missing program or namespace is a typed error before anything runs', async (t) => {
   const log = capturingLogger().log;
-  await t.rejects(startDaemon({ name: 'ghost', file: '/nonexistent/krt-daemon', args: [], log }), { code: 'E_EXEC_NOT_FOUND', message: /krt-daemon/ });
-  await t.rejects(startDaemon({ name: 'ghost', file: 'sleep', args: ['1'], log, netnsPath: '/run/netns/krt-missing-ns' }), { code: 'E_NETNS_NOT_FOUND', message: /krt-missing-ns/ });
+  await t.rejects(startDaemon({ name: 'ghost', file: '/nonexistent/krt-daemon', args: [], log }), {
+    code: 'E_EXEC_NOT_FOUND',
+    message: /krt-daemon/,
+  });
+  await t.rejects(startDaemon({ name: 'ghost', file: 'sleep', args: ['1'], log, netnsPath: '/run/netns/krt-missing-ns' }), {
+    code: 'E_NETNS_NOT_FOUND',
+    message: /krt-missing-ns/,
+  });
 });
 
 t.test('wrapper argv: setpriv outermost, then nsenter, then the daemon', async (t) => {
-  t.same(wrapArgv('qemu', ['-S'], { pdeathsig: true, netnsPath: '/run/netns/x' }),
-    ['setpriv', ['--pdeathsig', 'SIGKILL', '--', 'nsenter', '--net=/run/netns/x', '--', 'qemu', '-S']]);
+  t.same(wrapArgv('qemu', ['-S'], { pdeathsig: true, netnsPath: '/run/netns/x' }), [
+    'setpriv',
+    ['--pdeathsig', 'SIGKILL', '--', 'nsenter', '--net=/run/netns/x', '--', 'qemu', '-S'],
+  ]);
   t.same(wrapArgv('qemu', ['-S'], { pdeathsig: false }), ['qemu', ['-S']]);
 });
 

@@ -45,11 +45,15 @@ t.test('a record whose pid now belongs to another process is never signalled', a
 
 const hasSetpriv = await setprivAvailable();
 
-t.test('with pdeathsig the daemon dies when its parent is SIGKILLed', { skip: hasSetpriv ? false : 'setpriv --pdeathsig not available (util-linux)' }, async (t) => {
-  const rec = await orphan('crash', true);
-  t.teardown(() => killFromRecord(rec, { graceMs: 0 }));
-  t.ok(await eventually(() => !isAlive(rec), 5000), 'daemon gone after the parent was killed');
-});
+t.test(
+  'with pdeathsig the daemon dies when its parent is SIGKILLed',
+  { skip: hasSetpriv ? false : 'setpriv --pdeathsig not available (util-linux)' },
+  async (t) => {
+    const rec = await orphan('crash', true);
+    t.teardown(() => killFromRecord(rec, { graceMs: 0 }));
+    t.ok(await eventually(() => !isAlive(rec), 5000), 'daemon gone after the parent was killed');
+  },
+);
 
 t.test('without pdeathsig the daemon survives a SIGKILLed parent (what killFromRecord is for)', async (t) => {
   const rec = await orphan('crash', false);
@@ -64,7 +68,16 @@ t.test('netnsPath runs the daemon inside that namespace, with its own pid', asyn
   const ns = await tempNetns(t, 'dmn');
   const d = await startDaemon({ name: 'in-ns', file: 'sleep', args: ['1000'], log: silentLogger(), netnsPath: ns.path });
   t.teardown(() => d.stop({ graceMs: 0 }));
-  t.ok(await eventually(() => { try { return /sleep$/.test(readlinkSync(`/proc/${d.pid}/exe`)); } catch { return false; } }, 5000), 'pid runs sleep after setpriv and nsenter exec');
+  t.ok(
+    await eventually(() => {
+      try {
+        return /sleep$/.test(readlinkSync(`/proc/${d.pid}/exe`));
+      } catch {
+        return false;
+      }
+    }, 5000),
+    'pid runs sleep after setpriv and nsenter exec',
+  );
   t.equal(statSync(`/proc/${d.pid}/ns/net`).ino, statSync(ns.path).ino, 'in the namespace');
   t.not(statSync(`/proc/${d.pid}/ns/net`).ino, statSync('/proc/self/ns/net').ino, 'not in ours');
   await d.stop({ graceMs: 1000 });

@@ -9,12 +9,19 @@ t.test('parseBatchStderr assigns each message to its failed line', async (t) => 
   t.same(outcome, [null, 'Cannot find device "x"', 'Error: boom']);
 });
 
-for (const [label, make] of [['spawn', () => new SpawnNetlink()], ['coprocess', () => new CoprocessNetlink(500)]] as const) {
+for (const [label, make] of [
+  ['spawn', () => new SpawnNetlink()],
+  ['coprocess', () => new CoprocessNetlink(500)],
+] as const) {
   t.test(`${label}: every line runs and failures are reported per line`, async (t) => {
     const ns = await tempNetns(t, 'nl');
     const nl: Netlink = make();
     t.teardown(() => nl.close());
-    const out = await nl.batch('ip', ns, ['tuntap add dev tapx_kata mode tap', 'link set dev missing0 up', 'link set dev tapx_kata mtu 1400 up']);
+    const out = await nl.batch('ip', ns, [
+      'tuntap add dev tapx_kata mode tap',
+      'link set dev missing0 up',
+      'link set dev tapx_kata mtu 1400 up',
+    ]);
     t.equal(out[0], null);
     t.match(out[1], /missing0/);
     t.equal(out[2], null);
@@ -57,7 +64,10 @@ t.test('coprocess: address reads keep their addresses after link reads and senti
   await nl.json('ip', ns, ['link', 'show', 'dev', 'lo']);
   await nl.batch('ip', ns, ['link set lo up']);
   const a = await nl.json<{ addr_info?: { local: string }[] }[]>('ip', ns, ['addr', 'show', 'dev', 'lo']);
-  t.same(a[0]?.addr_info?.map((x) => x.local), ['127.0.0.1', '::1']);
+  t.same(
+    a[0]?.addr_info?.map((x) => x.local),
+    ['127.0.0.1', '::1'],
+  );
 });
 
 t.test('netnsRef maps /run/netns paths to names and keeps other paths', async (t) => {

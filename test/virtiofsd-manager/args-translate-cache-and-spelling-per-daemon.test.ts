@@ -6,8 +6,14 @@ import { parseProcNetUnix, isListening } from '../../virtiofsd-manager/readiness
 import { daemonPidFiles, virtiofsdArgs } from '../../virtiofsd-manager/virtiofsd-args.js';
 import { C_VIRTIOFSD, RUST_HELP } from './helpers.js';
 
-
-const base = { socketPath: '/run/x/vfs.sock', sourceDir: '/run/x/shared', threadPoolSize: 1, xattr: false, announceSubmounts: false, extraArgs: [] as string[] };
+const base = {
+  socketPath: '/run/x/vfs.sock',
+  sourceDir: '/run/x/shared',
+  threadPoolSize: 1,
+  xattr: false,
+  announceSubmounts: false,
+  extraArgs: [] as string[],
+};
 
 t.test('the real C daemon is detected as C 7.2 from its help and version', async (t) => {
   const h = await run(C_VIRTIOFSD, ['--help'], { reject: false });
@@ -21,7 +27,12 @@ t.test('the real C daemon is detected as C 7.2 from its help and version', async
 
 t.test('Rust help text is detected as Rust with metadata and sandbox none', async (t) => {
   const f = flavorFromText(RUST_HELP, 'virtiofsd 1.10.1\n');
-  t.same(f, { kind: 'rust', version: '1.10.1', cacheModes: ['auto', 'always', 'never', 'metadata'], sandboxModes: ['namespace', 'chroot', 'none'] });
+  t.same(f, {
+    kind: 'rust',
+    version: '1.10.1',
+    cacheModes: ['auto', 'always', 'never', 'metadata'],
+    sandboxModes: ['namespace', 'chroot', 'none'],
+  });
   t.equal(flavorFromText('usage: true [ignored]', 'true (GNU coreutils) 9.1'), undefined, 'not a virtiofsd');
 });
 
@@ -29,25 +40,81 @@ const C: Flavor = { kind: 'c', version: '7.2.22', cacheModes: ['auto', 'always',
 const RUST = flavorFromText(RUST_HELP, 'virtiofsd 1.10.1')!;
 
 t.test('C spelling: -o options, = forms, never becomes none', async (t) => {
-  t.same(virtiofsdArgs(C, { ...base, cache: 'never', sandbox: 'chroot', xattr: true, announceSubmounts: true, extraArgs: ['-o', 'log_level=warn'] }), [
-    '--socket-path=/run/x/vfs.sock', '-o', 'source=/run/x/shared', '-o', 'cache=none', '-o', 'sandbox=chroot', '--thread-pool-size=1', '-o', 'xattr', '-o', 'announce_submounts', '-o', 'log_level=warn',
+  t.same(
+    virtiofsdArgs(C, {
+      ...base,
+      cache: 'never',
+      sandbox: 'chroot',
+      xattr: true,
+      announceSubmounts: true,
+      extraArgs: ['-o', 'log_level=warn'],
+    }),
+    [
+      '--socket-path=/run/x/vfs.sock',
+      '-o',
+      'source=/run/x/shared',
+      '-o',
+      'cache=none',
+      '-o',
+      'sandbox=chroot',
+      '--thread-pool-size=1',
+      '-o',
+      'xattr',
+      '-o',
+      'announce_submounts',
+      '-o',
+      'log_level=warn',
+    ],
+  );
+  t.same(virtiofsdArgs(C, { ...base, cache: 'auto', sandbox: 'namespace', threadPoolSize: undefined }), [
+    '--socket-path=/run/x/vfs.sock',
+    '-o',
+    'source=/run/x/shared',
+    '-o',
+    'cache=auto',
+    '-o',
+    'sandbox=namespace',
   ]);
-  t.same(virtiofsdArgs(C, { ...base, cache: 'auto', sandbox: 'namespace', threadPoolSize: undefined }), ['--socket-path=/run/x/vfs.sock', '-o', 'source=/run/x/shared', '-o', 'cache=auto', '-o', 'sandbox=namespace']);
   t.same(daemonPidFiles(C, '/run/x/vfs.sock'), ['/run/virtiofsd/.run.x.vfs.sock.pid']);
 });
 
-t.test('Rust spelling: separate values, --shared-dir, never stays never (and C\'s none is accepted as never)', async (t) => {
+t.test("Rust spelling: separate values, --shared-dir, never stays never (and C's none is accepted as never)", async (t) => {
   const cache = resolveVirtiofsConfig({ cache: 'none' }).cache;
   t.equal(cache, 'never');
-  t.same(virtiofsdArgs(RUST, { ...base, cache, sandbox: 'none', xattr: true, announceSubmounts: true, extraArgs: ['--inode-file-handles=prefer'] }), [
-    '--socket-path', '/run/x/vfs.sock', '--shared-dir', '/run/x/shared', '--cache', 'never', '--sandbox', 'none', '--thread-pool-size', '1', '--xattr', '--announce-submounts', '--inode-file-handles=prefer',
-  ]);
+  t.same(
+    virtiofsdArgs(RUST, {
+      ...base,
+      cache,
+      sandbox: 'none',
+      xattr: true,
+      announceSubmounts: true,
+      extraArgs: ['--inode-file-handles=prefer'],
+    }),
+    [
+      '--socket-path',
+      '/run/x/vfs.sock',
+      '--shared-dir',
+      '/run/x/shared',
+      '--cache',
+      'never',
+      '--sandbox',
+      'none',
+      '--thread-pool-size',
+      '1',
+      '--xattr',
+      '--announce-submounts',
+      '--inode-file-handles=prefer',
+    ],
+  );
   t.same(virtiofsdArgs(RUST, { ...base, cache: 'metadata', sandbox: 'namespace' }).slice(4, 6), ['--cache', 'metadata']);
   t.same(daemonPidFiles(RUST, '/run/x/vfs.sock'), ['/run/x/vfs.sock.pid']);
 });
 
 t.test('a mode the binary lacks is a config error naming the key and the daemon', async (t) => {
-  t.throws(() => virtiofsdArgs(C, { ...base, cache: 'metadata', sandbox: 'namespace' }), { code: 'E_CONFIG', message: /virtiofs\.cache = metadata .*C virtiofsd 7\.2\.22.*auto, always, never\/none/ });
+  t.throws(() => virtiofsdArgs(C, { ...base, cache: 'metadata', sandbox: 'namespace' }), {
+    code: 'E_CONFIG',
+    message: /virtiofs\.cache = metadata .*C virtiofsd 7\.2\.22.*auto, always, never\/none/,
+  });
   t.throws(() => virtiofsdArgs(C, { ...base, cache: 'auto', sandbox: 'none' }), { code: 'E_CONFIG', message: /virtiofs\.sandbox = none/ });
 });
 

@@ -18,7 +18,10 @@ function opts(root: string, over: Record<string, unknown> = {}) {
 function nextCrash(v: VirtiofsDaemon, ms = 5000): Promise<CrashInfo> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no crash event within ${ms} ms`)), ms);
-    v.once('crash', (c) => { clearTimeout(timer); resolve(c); });
+    v.once('crash', (c) => {
+      clearTimeout(timer);
+      resolve(c);
+    });
   });
 }
 
@@ -66,7 +69,10 @@ t.test('with a restart policy the daemon comes back on the same socket, and the 
 t.test('a daemon that exits before listening fails start with E_DAEMON_START carrying its stderr', async (t) => {
   const root = tempRoot(t);
   const o = opts(root, { sandbox: 'chroot', extraArgs: ['-o', 'no_such_option_krt'] });
-  await t.rejects(VirtiofsDaemon.start(o), { code: 'E_DAEMON_START', message: /exited \(code \d+\) before listening.*stderr:.*no_such_option_krt/ });
+  await t.rejects(VirtiofsDaemon.start(o), {
+    code: 'E_DAEMON_START',
+    message: /exited \(code \d+\) before listening.*stderr:.*no_such_option_krt/,
+  });
   t.notOk(existsSync(o.socketPath));
   t.same(virtiofsdPidsMentioning(root), []);
 });
@@ -82,7 +88,9 @@ t.test('a sandbox left by a crashed runtime (daemon, mounts, socket) is found fr
   const state = JSON.parse(r.stdout.trim().split('\n')[0] ?? 'null') as VirtiofsResources;
   t.ok(state, `fixture printed its state (stderr: ${r.stderr.slice(-300)})`);
   const rec = state.daemon.daemon!;
-  t.teardown(async () => { if (isAlive(rec)) process.kill(rec.pid, 'SIGKILL'); });
+  t.teardown(async () => {
+    if (isAlive(rec)) process.kill(rec.pid, 'SIGKILL');
+  });
   t.ok(isAlive(rec), 'the daemon outlived its runtime (pdeathsig off)');
   t.ok(isListening(state.daemon.socketPath), 'still listening');
   t.ok(mountsUnder(state.shared.sandboxDir).length >= 5, 'mounts left behind');
@@ -91,7 +99,11 @@ t.test('a sandbox left by a crashed runtime (daemon, mounts, socket) is found fr
   t.notOk(isAlive(rec), 'daemon stopped');
   t.notOk(existsSync(state.daemon.socketPath), 'socket removed');
   for (const f of state.daemon.pidFiles) t.notOk(existsSync(f), `pid file ${f} removed`);
-  t.same(mountsUnder(root).map((m) => m.mountPoint), [], 'no mount left');
+  t.same(
+    mountsUnder(root).map((m) => m.mountPoint),
+    [],
+    'no mount left',
+  );
   t.notOk(existsSync(state.shared.sandboxDir), 'sandbox dir removed');
   t.equal(readFileSync(`${root}/vol/data`, 'utf8'), 'keep me', 'the volume itself is untouched');
   t.ok(existsSync(`${root}/vol/empty`) && existsSync(`${root}/vol/emptydir`), 'even its empty files and dirs');

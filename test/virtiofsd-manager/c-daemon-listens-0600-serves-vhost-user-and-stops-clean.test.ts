@@ -14,32 +14,35 @@ function opts(root: string, over: Record<string, unknown> = {}) {
 }
 
 for (const sandbox of ['chroot', 'namespace'] as const) {
-  t.test(`C daemon (sandbox=${sandbox}) is ready when listening, socket 0600, stop removes socket and pid file, twice is harmless`, async (t) => {
-    const root = tempRoot(t);
-    const o = opts(root, { sandbox });
-    const v = await VirtiofsDaemon.start(o);
-    t.teardown(() => v.stop(0));
-    t.ok(v.running);
-    t.ok(isListening(o.socketPath), 'listening when start() resolves');
-    const st = statSync(o.socketPath);
-    t.ok(st.isSocket());
-    t.equal(st.mode & 0o777, 0o600, 'socket mode 0600');
-    const state = v.state();
-    t.equal(state.flavor, 'c');
-    t.ok(state.daemon && isAlive(state.daemon), 'record is alive');
-    t.ok(state.args.includes(`sandbox=${sandbox}`));
-    t.ok(existsSync(state.pidFiles[0]!), `the daemon's own pid file ${state.pidFiles[0]} exists`);
-    let crashes = 0;
-    v.on('crash', () => crashes++);
-    await v.stop();
-    t.notOk(v.running);
-    t.notOk(isAlive(state.daemon!), 'process gone');
-    t.notOk(existsSync(o.socketPath), 'socket removed');
-    t.notOk(existsSync(state.pidFiles[0]!), 'pid file removed');
-    t.same(virtiofsdPidsMentioning(root), [], 'no virtiofsd (nor its sandboxed child) left');
-    await v.stop();
-    t.equal(crashes, 0, 'a requested stop is not a crash');
-  });
+  t.test(
+    `C daemon (sandbox=${sandbox}) is ready when listening, socket 0600, stop removes socket and pid file, twice is harmless`,
+    async (t) => {
+      const root = tempRoot(t);
+      const o = opts(root, { sandbox });
+      const v = await VirtiofsDaemon.start(o);
+      t.teardown(() => v.stop(0));
+      t.ok(v.running);
+      t.ok(isListening(o.socketPath), 'listening when start() resolves');
+      const st = statSync(o.socketPath);
+      t.ok(st.isSocket());
+      t.equal(st.mode & 0o777, 0o600, 'socket mode 0600');
+      const state = v.state();
+      t.equal(state.flavor, 'c');
+      t.ok(state.daemon && isAlive(state.daemon), 'record is alive');
+      t.ok(state.args.includes(`sandbox=${sandbox}`));
+      t.ok(existsSync(state.pidFiles[0]!), `the daemon's own pid file ${state.pidFiles[0]} exists`);
+      let crashes = 0;
+      v.on('crash', () => crashes++);
+      await v.stop();
+      t.notOk(v.running);
+      t.notOk(isAlive(state.daemon!), 'process gone');
+      t.notOk(existsSync(o.socketPath), 'socket removed');
+      t.notOk(existsSync(state.pidFiles[0]!), 'pid file removed');
+      t.same(virtiofsdPidsMentioning(root), [], 'no virtiofsd (nor its sandboxed child) left');
+      await v.stop();
+      t.equal(crashes, 0, 'a requested stop is not a crash');
+    },
+  );
 }
 
 t.test('the daemon serves a real vhost-user client; its one-shot exit after the client leaves is reported as a crash', async (t) => {

@@ -24,12 +24,27 @@ export function tempRoot(t: Teardownable, tag = 'vfs'): string {
 /** A logger that keeps every record (for checking what was logged). */
 export function memLogger(): { log: Logger; lines: Record<string, unknown>[] } {
   const lines: Record<string, unknown>[] = [];
-  const log = pino({ level: process.env.KATA_LOG_LEVEL ?? 'debug' }, { write: (s: string) => { lines.push(JSON.parse(s) as Record<string, unknown>); } });
+  const log = pino(
+    { level: process.env.KATA_LOG_LEVEL ?? 'debug' },
+    {
+      write: (s: string) => {
+        lines.push(JSON.parse(s) as Record<string, unknown>);
+      },
+    },
+  );
   return { log, lines };
 }
 
 export function pluginCtx(sandboxId: string, runDir: string, log: Logger, faults?: PluginContext['faults']): PluginContext {
-  return { sandboxId, netns: undefined, log, netlink: undefined as never, sysfs: undefined as never, runDir, ...(faults ? { faults } : {}) };
+  return {
+    sandboxId,
+    netns: undefined,
+    log,
+    netlink: undefined as never,
+    sysfs: undefined as never,
+    runDir,
+    ...(faults ? { faults } : {}),
+  };
 }
 
 /** Pids of virtiofsd processes whose command line mentions `needle`. */
@@ -54,7 +69,10 @@ export function virtiofsdPidsMentioning(needle: string): number[] {
 export function vhostUserGetFeatures(socketPath: string, timeoutMs = 5000): Promise<bigint> {
   return new Promise((resolve, reject) => {
     const sock = connect(socketPath);
-    const timer = setTimeout(() => { sock.destroy(); reject(new Error('no vhost-user reply')); }, timeoutMs);
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error('no vhost-user reply'));
+    }, timeoutMs);
     let buf = Buffer.alloc(0);
     sock.on('connect', () => {
       const hdr = Buffer.alloc(12);
@@ -75,7 +93,10 @@ export function vhostUserGetFeatures(socketPath: string, timeoutMs = 5000): Prom
         else resolve(buf.readBigUInt64LE(12));
       }
     });
-    sock.on('error', (e) => { clearTimeout(timer); reject(e); });
+    sock.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
   });
 }
 

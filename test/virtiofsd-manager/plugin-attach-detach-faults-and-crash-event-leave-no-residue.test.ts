@@ -1,5 +1,5 @@
 import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { isAlive } from '../../host/daemon.js';
 import { mountsUnder } from '../../host/mounts.js';
 import { isListening } from '../../virtiofsd-manager/readiness.js';
@@ -7,48 +7,71 @@ import { VirtiofsPlugin, type VirtiofsCrashEvent } from '../../virtiofsd-manager
 import { memLogger, pluginCtx, tempRoot, vhostUserGetFeatures, virtiofsdPidsMentioning, waitFor } from './helpers.js';
 
 function assertNoResidue(t: Tap, root: string): void {
-  t.same(mountsUnder(root).map((m) => m.mountPoint), [], 'no mount under the test root');
+  t.same(
+    mountsUnder(root).map((m) => m.mountPoint),
+    [],
+    'no mount under the test root',
+  );
   t.same(virtiofsdPidsMentioning(root), [], 'no virtiofsd for the test root');
   t.notOk(existsSync(`${root}/kr/sandboxes/sb1`), 'no sandbox dir');
   t.same(existsSync(`${root}/run`) ? readdirSync(`${root}/run`) : [], [], 'no socket');
 }
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Tap = { same: (...a: any[]) => unknown; notOk: (...a: any[]) => unknown };
+type Tap = Pick<Test, 'same' | 'notOk'>;
 
-t.test('attach gives the device spec, the kataShared Storage and a live daemon; detach removes everything, twice is harmless', async (t) => {
-  const root = tempRoot(t);
-  const p = new VirtiofsPlugin();
-  const ctx = pluginCtx('sb1', `${root}/run`, memLogger().log);
-  const a = await p.attach(ctx, { root: `${root}/kr` });
-  t.teardown(() => p.detach(ctx, a));
-  const sock = `${root}/run/virtiofsd.sock`;
-  t.equal(a.kind, 'virtiofs');
-  t.same(a.devices, [{ kind: 'fs-vhost-user', id: 'virtiofs0', socket: sock, tag: 'kataShared', queueSize: 1024 }]);
-  t.same(a.guest, { storages: [{ driver: 'virtio-fs', driver_options: [], source: 'kataShared', fstype: 'virtiofs', options: [], mount_point: '/run/kata-containers/shared/containers/' }] });
-  t.ok(isListening(sock));
-  t.equal(statSync(sock).mode & 0o777, 0o600);
-  t.equal(a.resources.daemon.sourceDir, `${root}/kr/sandboxes/sb1/shared`, 'the daemon exports shared/');
-  t.ok(a.resources.daemon.args.includes('source=' + a.resources.shared.sharedDir));
-  t.ok(isAlive(a.resources.daemon.daemon!));
-  t.same(JSON.parse(JSON.stringify(a.resources)), a.resources, 'resources are plain JSON');
+t.test(
+  'attach gives the device spec, the kataShared Storage and a live daemon; detach removes everything, twice is harmless',
+  async (t) => {
+    const root = tempRoot(t);
+    const p = new VirtiofsPlugin();
+    const ctx = pluginCtx('sb1', `${root}/run`, memLogger().log);
+    const a = await p.attach(ctx, { root: `${root}/kr` });
+    t.teardown(() => p.detach(ctx, a));
+    const sock = `${root}/run/virtiofsd.sock`;
+    t.equal(a.kind, 'virtiofs');
+    t.same(a.devices, [{ kind: 'fs-vhost-user', id: 'virtiofs0', socket: sock, tag: 'kataShared', queueSize: 1024 }]);
+    t.same(a.guest, {
+      storages: [
+        {
+          driver: 'virtio-fs',
+          driver_options: [],
+          source: 'kataShared',
+          fstype: 'virtiofs',
+          options: [],
+          mount_point: '/run/kata-containers/shared/containers/',
+        },
+      ],
+    });
+    t.ok(isListening(sock));
+    t.equal(statSync(sock).mode & 0o777, 0o600);
+    t.equal(a.resources.daemon.sourceDir, `${root}/kr/sandboxes/sb1/shared`, 'the daemon exports shared/');
+    t.ok(a.resources.daemon.args.includes(`source=${a.resources.shared.sharedDir}`));
+    t.ok(isAlive(a.resources.daemon.daemon!));
+    t.same(JSON.parse(JSON.stringify(a.resources)), a.resources, 'resources are plain JSON');
 
-  mkdirSync(`${root}/vol`);
-  const v = await p.shareVolume('sb1', { containerId: 'c1', source: `${root}/vol`, destination: '/data', readonly: true });
-  t.same(p.state('sb1').shared.shares.map((s) => s.name), [v.name], 'state() reflects shares for persistence');
-  await t.rejects(p.attach(ctx, { root: `${root}/kr` }), { code: 'E_SANDBOX_EXISTS' });
+    mkdirSync(`${root}/vol`);
+    const v = await p.shareVolume('sb1', { containerId: 'c1', source: `${root}/vol`, destination: '/data', readonly: true });
+    t.same(
+      p.state('sb1').shared.shares.map((s) => s.name),
+      [v.name],
+      'state() reflects shares for persistence',
+    );
+    await t.rejects(p.attach(ctx, { root: `${root}/kr` }), { code: 'E_SANDBOX_EXISTS' });
 
-  await p.detach(ctx, a);
-  assertNoResidue(t, root);
-  t.notOk(isAlive(a.resources.daemon.daemon!));
-  await p.detach(ctx, a);
-  t.throws(() => p.state('sb1'), { code: 'E_SANDBOX_NOT_FOUND' });
-});
+    await p.detach(ctx, a);
+    assertNoResidue(t, root);
+    t.notOk(isAlive(a.resources.daemon.daemon!));
+    await p.detach(ctx, a);
+    t.throws(() => p.state('sb1'), { code: 'E_SANDBOX_NOT_FOUND' });
+  },
+);
 
 for (const step of ['virtiofs.shared-dir', 'virtiofs.daemon', 'virtiofs.ready']) {
   t.test(`a failure at ${step} undoes what attach did`, async (t) => {
     const root = tempRoot(t);
     const p = new VirtiofsPlugin();
-    const ctx = pluginCtx('sb1', `${root}/run`, memLogger().log, (s) => { if (s === step) throw new Error(`injected at ${s}`); });
+    const ctx = pluginCtx('sb1', `${root}/run`, memLogger().log, (s) => {
+      if (s === step) throw new Error(`injected at ${s}`);
+    });
     await t.rejects(p.attach(ctx, { root: `${root}/kr` }), { message: `injected at ${step}` });
     assertNoResidue(t, root);
     t.equal(p.sandbox('sb1'), undefined);

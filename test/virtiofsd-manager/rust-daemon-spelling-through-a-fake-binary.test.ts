@@ -14,18 +14,22 @@ import { memLogger, RUST_HELP, tempRoot } from './helpers.js';
 function fakeRust(dir: string): string {
   const path = `${dir}/virtiofsd-rust`;
   writeFileSync(`${dir}/help.txt`, RUST_HELP);
-  writeFileSync(path, [
-    '#!/bin/sh',
-    'case "$1" in',
-    `  --help) echo help >> "$0.calls"; cat "${dir}/help.txt"; exit 0;;`,
-    '  --version) echo "virtiofsd 1.10.1"; exit 0;;',
-    'esac',
-    'printf "%s\\n" "$@" > "$0.args"',
-    'sock=""; prev=""',
-    'for a in "$@"; do [ "$prev" = "--socket-path" ] && sock="$a"; prev="$a"; done',
-    'echo "[INFO virtiofsd] Waiting for vhost-user socket connection..." >&2',
-    'exec socat UNIX-LISTEN:"$sock" /dev/null',
-  ].join('\n'), { mode: 0o755 });
+  writeFileSync(
+    path,
+    [
+      '#!/bin/sh',
+      'case "$1" in',
+      `  --help) echo help >> "$0.calls"; cat "${dir}/help.txt"; exit 0;;`,
+      '  --version) echo "virtiofsd 1.10.1"; exit 0;;',
+      'esac',
+      'printf "%s\\n" "$@" > "$0.args"',
+      'sock=""; prev=""',
+      'for a in "$@"; do [ "$prev" = "--socket-path" ] && sock="$a"; prev="$a"; done',
+      'echo "[INFO virtiofsd] Waiting for vhost-user socket connection..." >&2',
+      'exec socat UNIX-LISTEN:"$sock" /dev/null',
+    ].join('\n'),
+    { mode: 0o755 },
+  );
   return path;
 }
 
@@ -36,16 +40,41 @@ t.test('the same config drives the Rust daemon in its own spelling', async (t) =
   const f = await detectFlavor(bin);
   t.equal(f.kind, 'rust');
   mkdirSync(`${root}/src`);
-  const cfg = resolveVirtiofsConfig({ daemonPath: bin, cache: 'none', sandbox: 'none', threadPoolSize: 2, xattr: true, extraArgs: ['--inode-file-handles=prefer'] });
+  const cfg = resolveVirtiofsConfig({
+    daemonPath: bin,
+    cache: 'none',
+    sandbox: 'none',
+    threadPoolSize: 2,
+    xattr: true,
+    extraArgs: ['--inode-file-handles=prefer'],
+  });
   const { log, lines } = memLogger();
   const v = await VirtiofsDaemon.start({ ...cfg, sourceDir: `${root}/src`, socketPath: `${root}/run/vfs.sock`, log });
   t.teardown(() => v.stop(0));
   t.ok(isListening(`${root}/run/vfs.sock`));
   t.equal(statSync(`${root}/run/vfs.sock`).mode & 0o777, 0o600);
-  t.same(readFileSync(`${bin}.args`, 'utf8').trim().split('\n'), [
-    '--socket-path', `${root}/run/vfs.sock`, '--shared-dir', `${root}/src`, '--cache', 'never', '--sandbox', 'none', '--thread-pool-size', '2', '--xattr', '--inode-file-handles=prefer',
-  ], 'argv as the Rust daemon spells it');
-  t.ok(lines.some((l) => l.msg === '[INFO virtiofsd] Waiting for vhost-user socket connection...' && l.daemonPid === v.pid), 'stderr logged with the pid');
+  t.same(
+    readFileSync(`${bin}.args`, 'utf8').trim().split('\n'),
+    [
+      '--socket-path',
+      `${root}/run/vfs.sock`,
+      '--shared-dir',
+      `${root}/src`,
+      '--cache',
+      'never',
+      '--sandbox',
+      'none',
+      '--thread-pool-size',
+      '2',
+      '--xattr',
+      '--inode-file-handles=prefer',
+    ],
+    'argv as the Rust daemon spells it',
+  );
+  t.ok(
+    lines.some((l) => l.msg === '[INFO virtiofsd] Waiting for vhost-user socket connection...' && l.daemonPid === v.pid),
+    'stderr logged with the pid',
+  );
   t.same(v.state().pidFiles, [`${root}/run/vfs.sock.pid`]);
   await v.stop();
   t.notOk(existsSync(`${root}/run/vfs.sock`));

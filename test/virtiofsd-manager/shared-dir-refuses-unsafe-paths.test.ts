@@ -16,11 +16,23 @@ t.test('unsafe sources, container ids and destinations are refused with E_PATH_U
   const mountsBefore = mountsUnder(root).length;
   const allowedRoots = [`${root}/allowed`];
 
-  await t.rejects(sd.shareVolume({ containerId: 'c1', source: `${root}/allowed/escape`, destination: '/x', readonly: true, allowedRoots }),
-    { code: 'E_PATH_UNSAFE', message: /resolves to .*\/secret, outside the allowed directories/ }, 'symlink escaping the allowed root');
-  await t.rejects(sd.shareVolume({ containerId: 'c1', source: `${root}/secret`, destination: '/x', readonly: false }, allowedRoots),
-    { code: 'E_PATH_UNSAFE' }, 'manager-wide roots apply when the request has none');
-  const inside = await sd.shareVolume({ containerId: 'c1', source: `${root}/allowed/inside`, destination: '/ok', readonly: true, allowedRoots });
+  await t.rejects(
+    sd.shareVolume({ containerId: 'c1', source: `${root}/allowed/escape`, destination: '/x', readonly: true, allowedRoots }),
+    { code: 'E_PATH_UNSAFE', message: /resolves to .*\/secret, outside the allowed directories/ },
+    'symlink escaping the allowed root',
+  );
+  await t.rejects(
+    sd.shareVolume({ containerId: 'c1', source: `${root}/secret`, destination: '/x', readonly: false }, allowedRoots),
+    { code: 'E_PATH_UNSAFE' },
+    'manager-wide roots apply when the request has none',
+  );
+  const inside = await sd.shareVolume({
+    containerId: 'c1',
+    source: `${root}/allowed/inside`,
+    destination: '/ok',
+    readonly: true,
+    allowedRoots,
+  });
   t.equal(inside.source, `${root}/allowed/vol`, 'a symlink that stays inside is fine (and recorded resolved)');
   await sd.unshare(inside);
 
@@ -30,16 +42,33 @@ t.test('unsafe sources, container ids and destinations are refused with E_PATH_U
   await t.rejects(sd.shareRootfs('-bad id', `${root}/allowed/vol`), { code: 'E_INVALID_NAME' }, 'other bad ids are invalid names');
 
   for (const name of ['../outside', '/abs/path', 'a/../../x', './x', 'a//b', '']) {
-    await t.rejects(sd.shareVolume({ containerId: 'c1', source: `${root}/allowed/vol`, name, readonly: false }), { code: 'E_PATH_UNSAFE' }, `destination ${JSON.stringify(name)}`);
+    await t.rejects(
+      sd.shareVolume({ containerId: 'c1', source: `${root}/allowed/vol`, name, readonly: false }),
+      { code: 'E_PATH_UNSAFE' },
+      `destination ${JSON.stringify(name)}`,
+    );
   }
   // A symlink planted inside mounts/ that points out of it.
   mkdirSync(`${root}/elsewhere`);
   symlinkSync(`${root}/elsewhere`, `${sd.mountsDir}/trap`);
-  await t.rejects(sd.shareVolume({ containerId: 'c1', source: `${root}/allowed/vol`, name: 'trap/x', readonly: false }), { code: 'E_PATH_UNSAFE', message: /outside/ }, 'destination through a symlink in mounts');
-  await t.rejects(sd.shareVolume({ containerId: 'c1', source: `${root}/allowed/vol`, name: 'trap', readonly: false }), { code: 'E_PATH_UNSAFE', message: /symlink/ }, 'destination that is a symlink');
+  await t.rejects(
+    sd.shareVolume({ containerId: 'c1', source: `${root}/allowed/vol`, name: 'trap/x', readonly: false }),
+    { code: 'E_PATH_UNSAFE', message: /outside/ },
+    'destination through a symlink in mounts',
+  );
+  await t.rejects(
+    sd.shareVolume({ containerId: 'c1', source: `${root}/allowed/vol`, name: 'trap', readonly: false }),
+    { code: 'E_PATH_UNSAFE', message: /symlink/ },
+    'destination that is a symlink',
+  );
 
-  await t.rejects(sd.shareVolume({ containerId: 'c1', source: '/dev/null', destination: '/n', readonly: false }), { code: 'E_INVALID_ARGUMENT', message: /neither a directory nor a regular file/ });
-  await t.rejects(sd.shareVolume({ containerId: 'c1', source: `${root}/missing`, destination: '/n', readonly: false }), { code: 'E_INVALID_ARGUMENT' });
+  await t.rejects(sd.shareVolume({ containerId: 'c1', source: '/dev/null', destination: '/n', readonly: false }), {
+    code: 'E_INVALID_ARGUMENT',
+    message: /neither a directory nor a regular file/,
+  });
+  await t.rejects(sd.shareVolume({ containerId: 'c1', source: `${root}/missing`, destination: '/n', readonly: false }), {
+    code: 'E_INVALID_ARGUMENT',
+  });
 
   t.equal(mountsUnder(root).length, mountsBefore, 'no mount made by a refused share');
   t.same(readdirSync(`${root}/elsewhere`), [], 'nothing created through the planted symlink');

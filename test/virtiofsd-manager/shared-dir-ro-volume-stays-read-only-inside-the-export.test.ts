@@ -53,7 +53,10 @@ t.test('a read-only volume is read-only inside shared (EROFS) while a rw volume 
   t.equal(writeFails(`${sd.sharedDir}/c1/rootfs/from-rootfs`), undefined, 'rootfs writable through the export');
   t.ok(existsSync(`${vol}/from-rw`) && existsSync(`${vol}/from-rootfs`), 'writes reach the host source');
   t.same(readdirSync(sd.privateDir), [], 'private scratch emptied');
-  t.same(sd.shares().map((s) => s.name), [ro.name, rw.name, 'c1/rootfs']);
+  t.same(
+    sd.shares().map((s) => s.name),
+    [ro.name, rw.name, 'c1/rootfs'],
+  );
 });
 
 t.test('a single-file read-only volume is read-only inside shared too', async (t) => {
@@ -63,20 +66,28 @@ t.test('a single-file read-only volume is read-only inside shared too', async (t
   t.equal(writeFails(`${sd.sharedDir}/${f.name}`), 'EROFS');
 });
 
-t.test('control: a naive rw bind + ro remount in mounts would leave the copy in shared writable (what the private step prevents)', async (t) => {
-  const { vol, sd } = await setup(t);
-  const target = `${sd.mountsDir}/naive`;
-  mkdirSync(target);
-  await bindMount(vol, target);
-  await remountReadonly(target);
-  t.teardown(async () => { await unmount(target); await unmount(`${sd.sharedDir}/naive`); });
-  t.equal(writeFails(`${target}/x`), 'EROFS', 'ro in mounts');
-  t.equal(writeFails(`${sd.sharedDir}/naive/x`), undefined, 'but still writable in shared: CVE-2020-28914');
-});
+t.test(
+  'control: a naive rw bind + ro remount in mounts would leave the copy in shared writable (what the private step prevents)',
+  async (t) => {
+    const { vol, sd } = await setup(t);
+    const target = `${sd.mountsDir}/naive`;
+    mkdirSync(target);
+    await bindMount(vol, target);
+    await remountReadonly(target);
+    t.teardown(async () => {
+      await unmount(target);
+      await unmount(`${sd.sharedDir}/naive`);
+    });
+    t.equal(writeFails(`${target}/x`), 'EROFS', 'ro in mounts');
+    t.equal(writeFails(`${sd.sharedDir}/naive/x`), undefined, 'but still writable in shared: CVE-2020-28914');
+  },
+);
 
 t.test('unshare is the exact inverse: same mount table, mount points removed', async (t) => {
   const { vol, sd } = await setup(t);
-  const before = mountsUnder(sd.sandboxDir).map((m) => `${m.mountPoint} ${m.options.join(',')}`).sort();
+  const before = mountsUnder(sd.sandboxDir)
+    .map((m) => `${m.mountPoint} ${m.options.join(',')}`)
+    .sort();
   const ro = await sd.shareVolume({ containerId: 'c1', source: vol, destination: '/a', readonly: true });
   await sd.shareVolume({ containerId: 'c1', source: `${vol}/hello`, destination: '/b', readonly: false });
   await sd.shareRootfs('c1', vol);
@@ -87,7 +98,12 @@ t.test('unshare is the exact inverse: same mount table, mount points removed', a
   await sd.unshareContainer('c1');
   t.notOk(existsSync(`${sd.mountsDir}/c1`), 'rootfs dir and its <cid> parent removed');
   await sd.unshare(c2);
-  t.same(mountsUnder(sd.sandboxDir).map((m) => `${m.mountPoint} ${m.options.join(',')}`).sort(), before);
+  t.same(
+    mountsUnder(sd.sandboxDir)
+      .map((m) => `${m.mountPoint} ${m.options.join(',')}`)
+      .sort(),
+    before,
+  );
   t.same(readdirSync(sd.mountsDir), []);
   t.same(sd.shares(), []);
   t.ok(existsSync(`${vol}/hello`), 'sources untouched');
@@ -103,9 +119,14 @@ t.test('teardown unmounts everything (busy mounts lazily) and removes the sandbo
   // Keep a directory fd open inside a share: a plain umount would say EBUSY for the cwd of a process.
   const { spawn } = await import('node:child_process');
   const holder = spawn('sleep', ['30'], { cwd: `${sd.sharedDir}/${s.name}`, stdio: 'ignore' });
-  t.teardown(() => { holder.kill('SIGKILL'); });
+  t.teardown(() => {
+    holder.kill('SIGKILL');
+  });
   await sd.teardown();
-  t.ok(lines.some((l) => l.msg === 'unmount failed; detaching lazily'), 'the busy mount was detached lazily');
+  t.ok(
+    lines.some((l) => l.msg === 'unmount failed; detaching lazily'),
+    'the busy mount was detached lazily',
+  );
   t.same(mountsUnder(root), [], 'no mount left');
   t.notOk(existsSync(sd.sandboxDir));
   t.ok(existsSync(`${root}/kr/sandboxes`), 'the shared root stays');

@@ -22,8 +22,13 @@ t.test('volumes shared after the daemon sandboxed itself appear in its view, ro 
 
   // Connect like a VMM and stay connected: the daemon then sets up its sandbox in a child.
   const client: Socket = connect(a.resources.daemon.socketPath);
-  t.teardown(() => { client.destroy(); });
-  await new Promise<void>((r, j) => { client.once('connect', () => r()); client.once('error', j); });
+  t.teardown(() => {
+    client.destroy();
+  });
+  await new Promise<void>((r, j) => {
+    client.once('connect', () => r());
+    client.once('error', j);
+  });
   const hdr = Buffer.alloc(12);
   hdr.writeUInt32LE(1, 0);
   hdr.writeUInt32LE(1, 4);
@@ -32,7 +37,9 @@ t.test('volumes shared after the daemon sandboxed itself appear in its view, ro 
   const child = childPids(pid)[0]!;
   await waitFor('child pivoted into shared', () => {
     try {
-      return parseMountinfo(readFileSync(`/proc/${child}/mountinfo`, 'utf8')).some((m) => m.mountPoint === '/' && m.root.endsWith('/sandboxes/sb1/mounts'));
+      return parseMountinfo(readFileSync(`/proc/${child}/mountinfo`, 'utf8')).some(
+        (m) => m.mountPoint === '/' && m.root.endsWith('/sandboxes/sb1/mounts'),
+      );
     } catch {
       return false;
     }
@@ -45,7 +52,7 @@ t.test('volumes shared after the daemon sandboxed itself appear in its view, ro 
   const view = `/proc/${child}/root`;
   const table = parseMountinfo(readFileSync(`/proc/${child}/mountinfo`, 'utf8'));
   const roMount = table.find((m) => m.mountPoint === `/${ro.name}`);
-  t.ok(roMount, 'ro volume mounted in the daemon\'s namespace');
+  t.ok(roMount, "ro volume mounted in the daemon's namespace");
   t.ok(roMount?.options.includes('ro'), 'with the ro flag there');
   t.ok(table.find((m) => m.mountPoint === `/${rw.name}`)?.options.includes('rw'), 'rw volume rw there');
   t.equal(readFileSync(`${view}/${ro.name}/hello`, 'utf8'), 'from host', 'readable in the daemon view');
@@ -54,6 +61,9 @@ t.test('volumes shared after the daemon sandboxed itself appear in its view, ro 
   t.equal(readFileSync(`${root}/vol/from-daemon-view`, 'utf8'), 'yes', 'rw write lands on the host');
 
   await p.unshare('sb1', ro);
-  await waitFor('unshare propagated', () => !parseMountinfo(readFileSync(`/proc/${child}/mountinfo`, 'utf8')).some((m) => m.mountPoint === `/${ro.name}`));
+  await waitFor(
+    'unshare propagated',
+    () => !parseMountinfo(readFileSync(`/proc/${child}/mountinfo`, 'utf8')).some((m) => m.mountPoint === `/${ro.name}`),
+  );
   t.pass('unshare reaches the daemon view too');
 });

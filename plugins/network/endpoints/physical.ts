@@ -10,7 +10,7 @@ import type { UndoStack } from '../../../host/undo.js';
  */
 
 const BDF = /^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$/;
-export const VFIO_DRIVER = 'vfio-pci';
+const VFIO_DRIVER = 'vfio-pci';
 
 export interface PciBinding {
   bdf: string;
@@ -23,7 +23,8 @@ export interface PciBinding {
 }
 
 function checkBdf(bdf: string): string {
-  if (!BDF.test(bdf)) throw new KataError('E_INVALID_ARGUMENT', `PCI address ${JSON.stringify(bdf)} is not of the form 0000:00:00.0`, { bdf });
+  if (!BDF.test(bdf))
+    throw new KataError('E_INVALID_ARGUMENT', `PCI address ${JSON.stringify(bdf)} is not of the form 0000:00:00.0`, { bdf });
   return bdf;
 }
 
@@ -39,7 +40,12 @@ export async function bindToVfio(ctx: PluginContext, bdf: string, undo: UndoStac
   }
   const originalDriver = await pciDriver(ctx, bdf);
   const originalOverride = await ctx.sysfs.tryRead(...dev, 'driver_override');
-  const binding: PciBinding = { bdf, ...(originalDriver ? { originalDriver } : {}), ...(originalOverride !== undefined ? { originalOverride } : {}), bound: false };
+  const binding: PciBinding = {
+    bdf,
+    ...(originalDriver ? { originalDriver } : {}),
+    ...(originalOverride !== undefined ? { originalOverride } : {}),
+    bound: false,
+  };
   if (originalDriver === VFIO_DRIVER) return binding;
   // From here on the function may be off its driver: restore whatever happened.
   undo.push(`vfio bind ${bdf}`, () => restorePciDriver(ctx, { ...binding, bound: true }));

@@ -8,12 +8,12 @@ import type { ScannedLink } from '../types.js';
  * for a vhost-user socket when `/tmp/vhostuser_<IP>/vhu.sock` exists for one of its addresses.
  * Nothing is created on the host; the device spec carries the socket.
  */
-export const DEFAULT_VHOST_USER_DIR = '/tmp';
+const DEFAULT_VHOST_USER_DIR = '/tmp';
 
 /** Linux sun_path is 108 bytes including the NUL. */
-export const SOCKET_PATH_MAX = 107;
+const SOCKET_PATH_MAX = 107;
 
-export function vhostUserSocketPath(address: string, dir = DEFAULT_VHOST_USER_DIR): string {
+function vhostUserSocketPath(address: string, dir = DEFAULT_VHOST_USER_DIR): string {
   return join(dir, `vhostuser_${address}`, 'vhu.sock');
 }
 
@@ -33,7 +33,11 @@ export function validateSocketPath(p: string): string {
     throw new KataError('E_INVALID_ARGUMENT', `vhost-user socket ${JSON.stringify(p)} must be an absolute path`, { socket: p });
   }
   if (Buffer.byteLength(p) > SOCKET_PATH_MAX) {
-    throw new KataError('E_SOCKET_PATH_TOO_LONG', `vhost-user socket ${p} is ${Buffer.byteLength(p)} bytes; a unix socket path may have at most ${SOCKET_PATH_MAX}`, { socket: p });
+    throw new KataError(
+      'E_SOCKET_PATH_TOO_LONG',
+      `vhost-user socket ${p} is ${Buffer.byteLength(p)} bytes; a unix socket path may have at most ${SOCKET_PATH_MAX}`,
+      { socket: p },
+    );
   }
   return p;
 }

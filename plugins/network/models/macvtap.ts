@@ -47,7 +47,10 @@ const FIND_ARGS = (dir: string): string[] => [dir, '-mindepth', '2', '-maxdepth'
  * spawn) for a named namespace; for a namespace known only by path, nsenter + unshare -m with a
  * fixed script that mounts sysfs (the directory is passed as an argument, never in the script).
  */
-export async function readMacvtapDevNumber(ctx: Pick<PluginContext, 'netns' | 'sysfs'>, ifname: string): Promise<{ major: number; minor: number; tapIndex: number }> {
+async function readMacvtapDevNumber(
+  ctx: Pick<PluginContext, 'netns' | 'sysfs'>,
+  ifname: string,
+): Promise<{ major: number; minor: number; tapIndex: number }> {
   validateIfName(ifname);
   const dir = `/sys/class/net/${ifname}/macvtap`;
   let out: string;
@@ -63,10 +66,24 @@ export async function readMacvtapDevNumber(ctx: Pick<PluginContext, 'netns' | 's
     if (!tap) throw new KataError('E_SYSFS', `${base} has no tapN entry: is ${ifname} a macvtap?`, { link: ifname });
     out = `${base}/${tap}/dev\n${await ctx.sysfs.read('class/net', ifname, 'macvtap', tap, 'dev')}\n`;
   } else {
-    const [file, args] = ctx.netns.name !== undefined
-      ? ['ip', ['netns', 'exec', ctx.netns.name, 'find', ...FIND_ARGS(dir)]]
-      : ['nsenter', [`--net=${ctx.netns.path}`, 'unshare', '--mount', '--propagation', 'private', 'sh', '-c',
-        'mount -t sysfs sysfs /sys && exec find "$1" -mindepth 2 -maxdepth 2 -name dev -print -exec cat {} \\;', 'sh', dir]];
+    const [file, args] =
+      ctx.netns.name !== undefined
+        ? ['ip', ['netns', 'exec', ctx.netns.name, 'find', ...FIND_ARGS(dir)]]
+        : [
+            'nsenter',
+            [
+              `--net=${ctx.netns.path}`,
+              'unshare',
+              '--mount',
+              '--propagation',
+              'private',
+              'sh',
+              '-c',
+              'mount -t sysfs sysfs /sys && exec find "$1" -mindepth 2 -maxdepth 2 -name dev -print -exec cat {} \\;',
+              'sh',
+              dir,
+            ],
+          ];
     const r = await run(file, args as string[], { reject: false });
     if (r.exitCode !== 0 || r.stdout.trim() === '') {
       if (/No such file/i.test(r.stderr) || r.stdout.trim() === '') {
@@ -75,11 +92,16 @@ export async function readMacvtapDevNumber(ctx: Pick<PluginContext, 'netns' | 's
       if (/Cannot open network namespace|No such file or directory.*netns/i.test(r.stderr)) {
         throw new KataError('E_NETNS_NOT_FOUND', `network namespace ${netnsLabel(ctx.netns)} does not exist`, { netns: ctx.netns.path });
       }
-      throw new KataError('E_SYSFS', `cannot read ${dir}/tapN/dev in network namespace ${netnsLabel(ctx.netns)}: ${r.stderr.trim()}`, { link: ifname });
+      throw new KataError('E_SYSFS', `cannot read ${dir}/tapN/dev in network namespace ${netnsLabel(ctx.netns)}: ${r.stderr.trim()}`, {
+        link: ifname,
+      });
     }
     out = r.stdout;
   }
-  const lines = out.split('\n').map((l) => l.trim()).filter(Boolean);
+  const lines = out
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
   const pathLine = lines.findIndex((l) => /\/tap\d+\/dev$/.test(l));
   const m = pathLine >= 0 ? /^(\d+):(\d+)$/.exec(lines[pathLine + 1] ?? '') : null;
   const idx = pathLine >= 0 ? /\/tap(\d+)\/dev$/.exec(lines[pathLine]!) : null;
@@ -92,7 +114,13 @@ export async function removeNode(path: string): Promise<void> {
 }
 
 /** A private device node (mode 600, under runDir) for the macvtap `ifname` of ctx.netns. */
-export async function makeMacvtapNode(ctx: PluginContext, ifname: string, path: string, owner: { uid?: number | undefined; gid?: number | undefined }, undo: UndoStack): Promise<{ path: string; major: number; minor: number; tapIndex: number }> {
+export async function makeMacvtapNode(
+  ctx: PluginContext,
+  ifname: string,
+  path: string,
+  owner: { uid?: number | undefined; gid?: number | undefined },
+  undo: UndoStack,
+): Promise<{ path: string; major: number; minor: number; tapIndex: number }> {
   await checkpoint(ctx, 'macvtap:read-dev-number');
   const n = await readMacvtapDevNumber(ctx, ifname);
   await checkpoint(ctx, 'macvtap:mknod');
@@ -104,8 +132,33 @@ export async function makeMacvtapNode(ctx: PluginContext, ifname: string, path: 
   return { path, ...n };
 }
 
-interface AddrInfoJson { family?: string; local?: string; prefixlen?: number; address?: string; broadcast?: string; scope?: string; label?: string; dynamic?: boolean; secondary?: boolean; nodad?: boolean; noprefixroute?: boolean }
-interface RouteJson { type?: string; dst?: string; gateway?: string; table?: string; protocol?: string; metric?: number; scope?: string; prefsrc?: string; flags?: string[]; metrics?: { mtu?: number }[]; pref?: string; nexthops?: unknown[] }
+interface AddrInfoJson {
+  family?: string;
+  local?: string;
+  prefixlen?: number;
+  address?: string;
+  broadcast?: string;
+  scope?: string;
+  label?: string;
+  dynamic?: boolean;
+  secondary?: boolean;
+  nodad?: boolean;
+  noprefixroute?: boolean;
+}
+interface RouteJson {
+  type?: string;
+  dst?: string;
+  gateway?: string;
+  table?: string;
+  protocol?: string;
+  metric?: number;
+  scope?: string;
+  prefsrc?: string;
+  flags?: string[];
+  metrics?: { mtu?: number }[];
+  pref?: string;
+  nexthops?: unknown[];
+}
 
 const SCOPES = new Set(['global', 'link', 'host', 'site']);
 
@@ -144,7 +197,7 @@ const SAFE_TOKEN = /^[A-Za-z0-9_.:/-]+$/;
  * Routes through the link that deleting its addresses removes and the kernel does not bring back
  * (not proto kernel/ra, unicast, not the local table), as `route add` lines.
  */
-export async function readRestorableRoutes(ctx: PluginContext, link: string): Promise<string[]> {
+async function readRestorableRoutes(ctx: PluginContext, link: string): Promise<string[]> {
   const routes = await ctx.netlink.json<RouteJson[]>('ip', ctx.netns, ['route', 'show', 'table', 'all', 'dev', link]);
   const lines: string[] = [];
   for (const r of routes) {
@@ -178,7 +231,12 @@ export interface MacvtapModelParams {
   gid?: number | undefined;
 }
 
-export async function attachMacvtapModel(ctx: PluginContext, p: MacvtapModelParams, res: EndpointResources, undo: UndoStack): Promise<void> {
+export async function attachMacvtapModel(
+  ctx: PluginContext,
+  p: MacvtapModelParams,
+  res: EndpointResources,
+  undo: UndoStack,
+): Promise<void> {
   const link = p.link.name;
   const orig = p.link.mac;
   const swapped = randomPrivateMac();
@@ -187,20 +245,37 @@ export async function attachMacvtapModel(ctx: PluginContext, p: MacvtapModelPara
   const saved = { mac: orig, addresses: [] as IPAddress[], addressLines: [] as string[], routes };
   res.saved = saved;
   // Deleting addresses takes their routes with them: put them back after the addresses (undo runs newest first).
-  if (routes.length > 0) undo.push('restore routes', async () => { await teardownLines(ctx, 'ip', routes); });
+  if (routes.length > 0)
+    undo.push('restore routes', async () => {
+      await teardownLines(ctx, 'ip', routes);
+    });
   await checkpoint(ctx, 'macvtap:create');
   const tmp = scratchIfName();
   const txq = p.link.txqlen > 0 ? p.link.txqlen : 1500;
   const steps: Step[] = [
     { line: `link set dev ${link} address ${swapped}`, undo: [`link set dev ${link} address ${orig}`] },
-    { line: `link add link ${link} name ${tmp} mtu ${p.link.mtu} txqueuelen ${txq} address ${orig} type macvtap mode bridge`, undo: scratchUndo(ctx, tmp, p.tap) },
-    { line: `link set dev ${tmp} name ${p.tap} up`, undo: [`link del dev ${p.tap}`], done: () => { res.tap = p.tap; } },
+    {
+      line: `link add link ${link} name ${tmp} mtu ${p.link.mtu} txqueuelen ${txq} address ${orig} type macvtap mode bridge`,
+      undo: scratchUndo(ctx, tmp, p.tap),
+    },
+    {
+      line: `link set dev ${tmp} name ${p.tap} up`,
+      undo: [`link del dev ${p.tap}`],
+      done: () => {
+        res.tap = p.tap;
+      },
+    },
     // Newest first, so secondaries go before their primary; restored oldest first by the undo order.
-    ...[...addrs].reverse().map((a): Step => ({
-      line: a.del,
-      undo: [a.restore],
-      done: () => { saved.addresses.unshift(a.addr); saved.addressLines.unshift(a.restore); },
-    })),
+    ...[...addrs].reverse().map(
+      (a): Step => ({
+        line: a.del,
+        undo: [a.restore],
+        done: () => {
+          saved.addresses.unshift(a.addr);
+          saved.addressLines.unshift(a.restore);
+        },
+      }),
+    ),
   ];
   await runSteps(ctx, 'ip', steps, undo);
   await makeMacvtapNode(ctx, p.tap, `${ctx.runDir}/${macvtapNodeName(p.tap, res.index)}`, { uid: p.uid, gid: p.gid }, undo).then((n) => {

@@ -46,16 +46,16 @@ export function tapCreateSteps(ctx: PluginContext, spec: TapSpec, onCreated: () 
   ];
 }
 
-export function redirectLine(dev: string, target: string): string {
+function redirectLine(dev: string, target: string): string {
   return `filter add dev ${dev} parent ffff: protocol all pref ${REDIRECT_FILTER_PREF} u32 match u8 0 0 action mirred egress redirect dev ${target}`;
 }
 
-export function redirectDeleteLine(f: RedirectFilter): string {
+function redirectDeleteLine(f: RedirectFilter): string {
   return `filter del dev ${f.dev} parent ffff: pref ${f.pref} protocol all u32`;
 }
 
 /** tc lines setting up the redirect between `link` and `tap`, recording what was added in res. */
-export function redirectSteps(link: string, tap: string, res: EndpointResources): Step[] {
+function redirectSteps(link: string, tap: string, res: EndpointResources): Step[] {
   const filter = (dev: string, target: string): RedirectFilter => ({ dev, target, pref: REDIRECT_FILTER_PREF });
   return [
     // On the tap, deleting the tap removes qdisc and filter: no undo of their own.
@@ -67,21 +67,38 @@ export function redirectSteps(link: string, tap: string, res: EndpointResources)
 }
 
 /** Run the redirect batch with Kata's EBUSY policy (5 attempts, 10 ms x i); a foreign ingress qdisc is a clear error. */
-export async function addRedirect(ctx: PluginContext, link: string, tap: string, res: EndpointResources, undo: UndoStack): Promise<void> {
+async function addRedirect(ctx: PluginContext, link: string, tap: string, res: EndpointResources, undo: UndoStack): Promise<void> {
   try {
     await runSteps(ctx, 'tc', redirectSteps(link, tap, res), undo, 5);
   } catch (e) {
     const m = e instanceof KataError ? /^tc qdisc add dev (\S+) ingress .*Exclusivity flag on/s.exec(e.message) : null;
     if (m) {
-      throw new KataError('E_LINK_EXISTS', `link ${m[1]} in network namespace ${netnsLabel(ctx.netns)} already has an ingress qdisc: another tool redirects its traffic; remove that qdisc or use internetworking model "none"`, { link: m[1], netns: ctx.netns?.path }, { cause: e });
+      throw new KataError(
+        'E_LINK_EXISTS',
+        `link ${m[1]} in network namespace ${netnsLabel(ctx.netns)} already has an ingress qdisc: another tool redirects its traffic; remove that qdisc or use internetworking model "none"`,
+        { link: m[1], netns: ctx.netns?.path },
+        { cause: e },
+      );
     }
     throw e;
   }
 }
 
-export async function attachTcFilter(ctx: PluginContext, p: { link: string } & TapSpec, res: EndpointResources, undo: UndoStack): Promise<void> {
+export async function attachTcFilter(
+  ctx: PluginContext,
+  p: { link: string } & TapSpec,
+  res: EndpointResources,
+  undo: UndoStack,
+): Promise<void> {
   await checkpoint(ctx, 'tcfilter:create-tap');
-  await runSteps(ctx, 'ip', tapCreateSteps(ctx, p, () => { res.tap = p.name; }), undo);
+  await runSteps(
+    ctx,
+    'ip',
+    tapCreateSteps(ctx, p, () => {
+      res.tap = p.name;
+    }),
+    undo,
+  );
   await checkpoint(ctx, 'tcfilter:redirect');
   await addRedirect(ctx, p.link, p.name, res, undo);
 }

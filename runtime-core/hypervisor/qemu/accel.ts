@@ -52,7 +52,7 @@ export interface ChooseAccelOptions {
 
 /** The value the payload writes to the debug-exit port; QEMU exits with (v << 1) | 1. */
 const EXIT_VALUE = 0x31;
-export const PROBE_EXIT_STATUS = (EXIT_VALUE << 1) | 1;
+const PROBE_EXIT_STATUS = (EXIT_VALUE << 1) | 1;
 const DEBUG_EXIT_PORT = 0xf4;
 const ROM_SIZE = 64 * 1024;
 /** The ROM's last 64 KiB are also visible at 0xF0000 (the ISA BIOS window): the code runs there. */
@@ -112,7 +112,7 @@ export function probeFirmware(): Buffer {
   if (off !== 0x88) throw new KataError('E_INTERNAL', `accel probe firmware: code is ${off} bytes, expected 0x88`);
   // 0x88: GDT: null, 0x08 32-bit code, 0x10 data, 0x18 64-bit code (flat, 4 GiB).
   const gdt = [0n, 0x00cf9a000000ffffn, 0x00cf92000000ffffn, 0x00af9a000000ffffn];
-  gdt.forEach((d, i) => rom.writeBigUInt64LE(d, 0x88 + i * 8));
+  for (const [i, d] of gdt.entries()) rom.writeBigUInt64LE(d, 0x88 + i * 8);
   // 0xa8: GDTR = limit, base.
   rom.writeUInt16LE(gdt.length * 8 - 1, 0xa8);
   rom.writeUInt32LE(ROM_LOW_BASE + 0x88, 0xaa);
@@ -131,24 +131,52 @@ export async function runAccelProbe(qemuPath: string, accel: 'kvm' | 'tcg', log:
     const d = await startDaemon({
       name: 'qemu-accel-probe',
       file: qemuPath,
-      args: ['-machine', `q35,accel=${accel}`, '-cpu', accel === 'kvm' ? 'host' : 'max', '-m', '16', '-nodefaults', '-no-user-config', '-display', 'none', '-bios', fw,
-        '-device', `isa-debug-exit,iobase=0x${DEBUG_EXIT_PORT.toString(16)},iosize=0x04`],
+      args: [
+        '-machine',
+        `q35,accel=${accel}`,
+        '-cpu',
+        accel === 'kvm' ? 'host' : 'max',
+        '-m',
+        '16',
+        '-nodefaults',
+        '-no-user-config',
+        '-display',
+        'none',
+        '-bios',
+        fw,
+        '-device',
+        `isa-debug-exit,iobase=0x${DEBUG_EXIT_PORT.toString(16)},iosize=0x04`,
+      ],
       // The probe's exit is its answer, not a crash: keep the daemon quiet and report through the result.
       log: log.child({ probe: accel }, { level: 'silent' }),
       stderrLines: 5,
     });
     let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<'timeout'>((r) => { timer = setTimeout(() => r('timeout'), timeoutMs); });
+    const timedOut = new Promise<'timeout'>((r) => {
+      timer = setTimeout(() => r('timeout'), timeoutMs);
+    });
     const first = await Promise.race([d.exited, timedOut]);
     clearTimeout(timer);
     const ms = Date.now() - started;
     if (first === 'timeout') {
       await d.stop({ graceMs: 0 });
-      return { ok: false, ms, detail: `the probe guest did not finish within ${timeoutMs} ms (it hangs under ${accel}: a real guest would hang too)` };
+      return {
+        ok: false,
+        ms,
+        detail: `the probe guest did not finish within ${timeoutMs} ms (it hangs under ${accel}: a real guest would hang too)`,
+      };
     }
-    if (first.code === PROBE_EXIT_STATUS) return { ok: true, ms, detail: 'the probe guest reached long mode and exited through isa-debug-exit' };
-    const err = d.stderrTail().filter((l) => !/warning: host doesn't support requested feature/.test(l)).join(' | ');
-    return { ok: false, ms, detail: `QEMU ended with ${first.signal ?? `status ${first.code}`} instead of ${PROBE_EXIT_STATUS}${err ? `: ${err}` : ''}` };
+    if (first.code === PROBE_EXIT_STATUS)
+      return { ok: true, ms, detail: 'the probe guest reached long mode and exited through isa-debug-exit' };
+    const err = d
+      .stderrTail()
+      .filter((l) => !/warning: host doesn't support requested feature/.test(l))
+      .join(' | ');
+    return {
+      ok: false,
+      ms,
+      detail: `QEMU ended with ${first.signal ?? `status ${first.code}`} instead of ${PROBE_EXIT_STATUS}${err ? `: ${err}` : ''}`,
+    };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -246,7 +274,13 @@ export async function chooseAccel(o: ChooseAccelOptions): Promise<AccelDecision>
         ? { accel: 'kvm', reason: `KVM probe boot succeeded in ${p.ms} ms`, cached: false, probeMs: p.ms }
         : { accel: 'tcg', reason: `KVM probe failed: ${p.detail}`, cached: false, probeMs: p.ms };
       if (o.cacheDir) {
-        await writeCache(o.cacheDir, { key, accel: result.accel, reason: result.reason, probeMs: p.ms, at: new Date().toISOString() }).catch((err: unknown) => {
+        await writeCache(o.cacheDir, {
+          key,
+          accel: result.accel,
+          reason: result.reason,
+          probeMs: p.ms,
+          at: new Date().toISOString(),
+        }).catch((err: unknown) => {
           log.warn({ err, dir: o.cacheDir }, 'could not cache the accelerator probe result');
         });
       }
@@ -255,7 +289,11 @@ export async function chooseAccel(o: ChooseAccelOptions): Promise<AccelDecision>
   }
 
   if (o.choice === 'kvm' && result.accel !== 'kvm') {
-    throw new KataError('E_KERNEL_FEATURE', `accel = "kvm" is configured but KVM does not work on this host: ${result.reason}; set hypervisor.qemu.accel = "auto" or "tcg"`, { reason: result.reason });
+    throw new KataError(
+      'E_KERNEL_FEATURE',
+      `accel = "kvm" is configured but KVM does not work on this host: ${result.reason}; set hypervisor.qemu.accel = "auto" or "tcg"`,
+      { reason: result.reason },
+    );
   }
   return decide(result);
 }

@@ -1,5 +1,13 @@
 import { statSync } from 'node:fs';
-import type { BlockSpec, DeviceSpec, FsVhostUserSpec, NetMacvtapSpec, NetTapSpec, NetVhostUserSpec, VfioSpec } from '../../../host/device-specs.js';
+import type {
+  BlockSpec,
+  DeviceSpec,
+  FsVhostUserSpec,
+  NetMacvtapSpec,
+  NetTapSpec,
+  NetVhostUserSpec,
+  VfioSpec,
+} from '../../../host/device-specs.js';
 import { KataError } from '../../../host/errors.js';
 import type { QemuConfig } from '../../config/types.js';
 
@@ -47,7 +55,7 @@ export function realHostFacts(): QemuHostFacts {
   };
 }
 
-export interface QemuPaths {
+interface QemuPaths {
   qmp: string;
   /** Socket chardev of the agent's virtserialport (QEMU is the server). */
   agent: string;
@@ -71,7 +79,7 @@ export interface QemuMachine {
   agentDebug?: boolean;
 }
 
-export interface PassedFd {
+interface PassedFd {
   /** The fd number QEMU sees. */
   fd: number;
   path: string;
@@ -101,7 +109,7 @@ export interface RootPort {
   slot: number;
 }
 
-export interface QemuLayout {
+interface QemuLayout {
   rootPorts: RootPort[];
   devices: PlacedDevice[];
   /** The virtio-scsi controller id when there is one. */
@@ -122,20 +130,20 @@ export interface QemuCommandLine {
 /** q35: slot 0 is the host bridge, 0x1f the ICH9 LPC/SATA/SMBus functions. */
 const FIRST_SLOT = 1;
 const LAST_SLOT = 0x1e;
-export const AGENT_PORT_NAME = 'agent.0';
-export const SCSI_CONTROLLER_ID = 'scsi0';
+const AGENT_PORT_NAME = 'agent.0';
+const SCSI_CONTROLLER_ID = 'scsi0';
 const ROOT_PORT_PREFIX = 'rp';
 
 const hex2 = (n: number): string => n.toString(16).padStart(2, '0');
 
 /** Option value with QEMU's escaping: a literal comma is written twice. */
-export function optValue(v: string | number | boolean): string {
+function optValue(v: string | number | boolean): string {
   if (typeof v === 'boolean') return v ? 'on' : 'off';
   return String(v).replace(/,/g, ',,');
 }
 
 /** "driver,key=value,..." with values escaped; undefined values are left out. */
-export function opts(head: string | undefined, kv: Record<string, string | number | boolean | undefined>): string {
+function opts(head: string | undefined, kv: Record<string, string | number | boolean | undefined>): string {
   const parts: string[] = head === undefined ? [] : [head];
   for (const [k, v] of Object.entries(kv)) if (v !== undefined) parts.push(`${k}=${optValue(v)}`);
   return parts.join(',');
@@ -153,7 +161,7 @@ export function qemuId(prefix: string, id: string): string {
  * CRNG (so node's getrandom() in the guest does not block); `reboot=k panic=1` with -no-reboot turn a
  * guest panic or reboot into a QEMU exit.
  */
-export function baseKernelParams(cfg: QemuConfig, rootDevice: string | undefined, nvdimmRoot: boolean, agentDebug: boolean): string[] {
+function baseKernelParams(cfg: QemuConfig, rootDevice: string | undefined, nvdimmRoot: boolean, agentDebug: boolean): string[] {
   const p = ['console=ttyS0'];
   if (!cfg.enableDebug) p.push('quiet');
   else p.push('debug', 'loglevel=7');
@@ -161,9 +169,21 @@ export function baseKernelParams(cfg: QemuConfig, rootDevice: string | undefined
     p.push(`root=${rootDevice}`, 'rootfstype=ext4', 'ro');
     if (nvdimmRoot) p.push('rootflags=dax,errors=remount-ro');
   }
-  p.push('reboot=k', 'panic=1',
-    'tsc=reliable', 'no_timer_check', 'noreplace-smp', 'rcupdate.rcu_expedited=1', 'cryptomgr.notests',
-    'i8042.direct=1', 'i8042.dumbkbd=1', 'i8042.nopnp=1', 'i8042.noaux=1', 'random.trust_cpu=on', 'net.ifnames=0');
+  p.push(
+    'reboot=k',
+    'panic=1',
+    'tsc=reliable',
+    'no_timer_check',
+    'noreplace-smp',
+    'rcupdate.rcu_expedited=1',
+    'cryptomgr.notests',
+    'i8042.direct=1',
+    'i8042.dumbkbd=1',
+    'i8042.nopnp=1',
+    'i8042.noaux=1',
+    'random.trust_cpu=on',
+    'net.ifnames=0',
+  );
   if (agentDebug) p.push('kata.debug=1');
   return p;
 }
@@ -172,7 +192,11 @@ class SlotAllocator {
   private next = FIRST_SLOT;
   take(what: string): number {
     if (this.next > LAST_SLOT) {
-      throw new KataError('E_UNSUPPORTED', `no free PCI slot on pcie.0 for ${what}: ${LAST_SLOT - FIRST_SLOT + 1} slots used; use fewer devices or fewer pcie_root_port`, { what });
+      throw new KataError(
+        'E_UNSUPPORTED',
+        `no free PCI slot on pcie.0 for ${what}: ${LAST_SLOT - FIRST_SLOT + 1} slots used; use fewer devices or fewer pcie_root_port`,
+        { what },
+      );
     }
     return this.next++;
   }
@@ -199,7 +223,10 @@ export function buildQemuCommandLine(m: QemuMachine, host: QemuHostFacts): QemuC
   const layout: QemuLayout = { rootPorts: [], devices: [], nextScsiId: 0 };
   const seen = new Set<string>();
   const uniq = (id: string): string => {
-    if (seen.has(id)) throw new KataError('E_INVALID_ARGUMENT', `device id ${id} is used twice in sandbox ${m.sandboxId}; device spec ids must be unique`, { id });
+    if (seen.has(id))
+      throw new KataError('E_INVALID_ARGUMENT', `device id ${id} is used twice in sandbox ${m.sandboxId}; device spec ids must be unique`, {
+        id,
+      });
     seen.add(id);
     return id;
   };
@@ -258,14 +285,20 @@ export function buildQemuCommandLine(m: QemuMachine, host: QemuHostFacts): QemuC
   let rootDevice: string | undefined;
   if (m.image !== undefined) {
     if (nvdimmImage) {
-      args.push('-object', opts('memory-backend-file', { id: 'mem-image', 'mem-path': m.image, size: host.sizeBytes(m.image), share: true, readonly: true }));
+      args.push(
+        '-object',
+        opts('memory-backend-file', { id: 'mem-image', 'mem-path': m.image, size: host.sizeBytes(m.image), share: true, readonly: true }),
+      );
       args.push('-device', opts('nvdimm', { id: uniq('dev-image'), memdev: 'mem-image', unarmed: true }));
       layout.devices.push({ specId: 'image', kind: 'image', qdevId: 'dev-image' });
       rootDevice = '/dev/pmem0';
     } else {
       const slot = slots.take('the guest image');
       args.push('-blockdev', blockNodes('drive-image', m.image, 'raw', true, host.isBlockDevice(m.image)));
-      args.push('-device', opts('virtio-blk-pci', { id: uniq('dev-image'), drive: 'drive-image', bus: 'pcie.0', addr: `0x${hex2(slot)}`, 'share-rw': true }));
+      args.push(
+        '-device',
+        opts('virtio-blk-pci', { id: uniq('dev-image'), drive: 'drive-image', bus: 'pcie.0', addr: `0x${hex2(slot)}`, 'share-rw': true }),
+      );
       layout.devices.push({ specId: 'image', kind: 'image', qdevId: 'dev-image', nodeName: 'drive-image', slot, pciPath: hex2(slot) });
       rootDevice = '/dev/vda';
     }
@@ -305,7 +338,10 @@ export function buildQemuCommandLine(m: QemuMachine, host: QemuHostFacts): QemuC
     const chr = qemuId('char', d.id);
     const slot = slots.take(`virtio-fs ${d.id}`);
     args.push('-chardev', opts('socket', { id: chr, path: d.socket }));
-    args.push('-device', opts('vhost-user-fs-pci', { id: qdev, chardev: chr, tag: d.tag, 'queue-size': d.queueSize, bus: 'pcie.0', addr: `0x${hex2(slot)}` }));
+    args.push(
+      '-device',
+      opts('vhost-user-fs-pci', { id: qdev, chardev: chr, tag: d.tag, 'queue-size': d.queueSize, bus: 'pcie.0', addr: `0x${hex2(slot)}` }),
+    );
     layout.devices.push({ specId: d.id, kind: d.kind, qdevId: qdev, slot, pciPath: hex2(slot) });
   }
 
@@ -316,27 +352,50 @@ export function buildQemuCommandLine(m: QemuMachine, host: QemuHostFacts): QemuC
     const slot = slots.take(`network device ${d.id}`);
     if (d.kind === 'net-tap') {
       const vhost = d.vhost && !cfg.disableVhostNet && host.vhostNet;
-      args.push('-netdev', opts('tap', { id: netdev, ifname: d.ifname, script: 'no', downscript: 'no', vhost: vhost ? true : undefined, queues: queues > 1 ? queues : undefined }));
+      args.push(
+        '-netdev',
+        opts('tap', {
+          id: netdev,
+          ifname: d.ifname,
+          script: 'no',
+          downscript: 'no',
+          vhost: vhost ? true : undefined,
+          queues: queues > 1 ? queues : undefined,
+        }),
+      );
     } else if (d.kind === 'net-macvtap') {
       const vhost = d.vhost && !cfg.disableVhostNet && host.vhostNet;
       const tapFds = Array.from({ length: queues }, (_v, i) => passFd(d.devPath, `macvtap ${d.ifname} queue ${i}`));
-      const vhostFds = vhost ? Array.from({ length: queues }, (_v, i) => passFd('/dev/vhost-net', `vhost-net for ${d.ifname} queue ${i}`)) : [];
-      args.push('-netdev', opts('tap', {
-        id: netdev,
-        ...(queues > 1 ? { fds: tapFds.join(':') } : { fd: tapFds[0] }),
-        vhost: vhost ? true : undefined,
-        ...(vhost ? (queues > 1 ? { vhostfds: vhostFds.join(':') } : { vhostfd: vhostFds[0] }) : {}),
-      }));
+      const vhostFds = vhost
+        ? Array.from({ length: queues }, (_v, i) => passFd('/dev/vhost-net', `vhost-net for ${d.ifname} queue ${i}`))
+        : [];
+      args.push(
+        '-netdev',
+        opts('tap', {
+          id: netdev,
+          ...(queues > 1 ? { fds: tapFds.join(':') } : { fd: tapFds[0] }),
+          vhost: vhost ? true : undefined,
+          ...(vhost ? (queues > 1 ? { vhostfds: vhostFds.join(':') } : { vhostfd: vhostFds[0] }) : {}),
+        }),
+      );
     } else {
       const chr = qemuId('char', d.id);
       args.push('-chardev', opts('socket', { id: chr, path: d.socket }));
       args.push('-netdev', opts('vhost-user', { id: netdev, chardev: chr, vhostforce: true, queues: queues > 1 ? queues : undefined }));
     }
-    args.push('-device', opts('virtio-net-pci', {
-      id: qdev, netdev, mac: d.mac, bus: 'pcie.0', addr: `0x${hex2(slot)}`,
-      mq: queues > 1 ? true : undefined, vectors: queues > 1 ? 2 * queues + 2 : undefined,
-      romfile: '',
-    }));
+    args.push(
+      '-device',
+      opts('virtio-net-pci', {
+        id: qdev,
+        netdev,
+        mac: d.mac,
+        bus: 'pcie.0',
+        addr: `0x${hex2(slot)}`,
+        mq: queues > 1 ? true : undefined,
+        vectors: queues > 1 ? 2 * queues + 2 : undefined,
+        romfile: '',
+      }),
+    );
     layout.devices.push({ specId: d.id, kind: d.kind, qdevId: qdev, netdevId: netdev, slot, pciPath: hex2(slot) });
   }
 
@@ -345,7 +404,16 @@ export function buildQemuCommandLine(m: QemuMachine, host: QemuHostFacts): QemuC
     const node = qemuId('drive', d.id);
     if (d.driver === 'nvdimm') {
       const mem = qemuId('mem', d.id);
-      args.push('-object', opts('memory-backend-file', { id: mem, 'mem-path': d.path, size: host.sizeBytes(d.path), share: true, readonly: d.readonly ? true : undefined }));
+      args.push(
+        '-object',
+        opts('memory-backend-file', {
+          id: mem,
+          'mem-path': d.path,
+          size: host.sizeBytes(d.path),
+          share: true,
+          readonly: d.readonly ? true : undefined,
+        }),
+      );
       args.push('-device', opts('nvdimm', { id: qdev, memdev: mem, unarmed: d.readonly ? true : undefined }));
       layout.devices.push({ specId: d.id, kind: d.kind, qdevId: qdev });
       return;
@@ -358,7 +426,10 @@ export function buildQemuCommandLine(m: QemuMachine, host: QemuHostFacts): QemuC
       return;
     }
     const slot = slots.take(`block device ${d.id}`);
-    args.push('-device', opts('virtio-blk-pci', { id: qdev, drive: node, bus: 'pcie.0', addr: `0x${hex2(slot)}`, 'share-rw': d.readonly ? true : undefined }));
+    args.push(
+      '-device',
+      opts('virtio-blk-pci', { id: qdev, drive: node, bus: 'pcie.0', addr: `0x${hex2(slot)}`, 'share-rw': d.readonly ? true : undefined }),
+    );
     layout.devices.push({ specId: d.id, kind: d.kind, qdevId: qdev, nodeName: node, slot, pciPath: hex2(slot) });
   }
 

@@ -12,7 +12,15 @@ import { UndoStack } from '../../../host/undo.js';
 import { capabilitiesOf, type HypervisorCapabilities } from '../capabilities.js';
 import type { HotplugResult, Hypervisor, HypervisorEvents, UnplugOptions, VmRecord, VmSpec, VmStartOptions } from '../types.js';
 import { chooseAccel, type AccelDecision } from './accel.js';
-import { buildQemuCommandLine, qemuId, realHostFacts, type PlacedDevice, type QemuCommandLine, type QemuHostFacts, type RootPort } from './cmdline.js';
+import {
+  buildQemuCommandLine,
+  qemuId,
+  realHostFacts,
+  type PlacedDevice,
+  type QemuCommandLine,
+  type QemuHostFacts,
+  type RootPort,
+} from './cmdline.js';
 import { pciPathOf, type QueryPciBus } from './pci-path.js';
 import { QmpClient, QmpError } from './qmp-client.js';
 
@@ -41,8 +49,8 @@ export interface QemuDriverOptions {
 }
 
 /** Grace between QMP quit and SIGKILL (Kata waits a few seconds too). */
-export const DEFAULT_STOP_GRACE_MS = 3000;
-export const DEFAULT_UNPLUG_TIMEOUT_MS = 10_000;
+const DEFAULT_STOP_GRACE_MS = 3000;
+const DEFAULT_UNPLUG_TIMEOUT_MS = 10_000;
 /** Linux sun_path is 108 bytes including the NUL. */
 const MAX_SOCKET_PATH = 107;
 
@@ -142,25 +150,37 @@ export class QemuHypervisor extends EventEmitter<HypervisorEvents> implements Hy
     const paths = { qmp: join(spec.runDir, 'qmp.sock'), agent: join(spec.runDir, 'agent.sock'), console: join(spec.runDir, 'console.log') };
     for (const p of [paths.qmp, paths.agent]) {
       if (Buffer.byteLength(p) > MAX_SOCKET_PATH) {
-        throw new KataError('E_SOCKET_PATH_TOO_LONG', `socket path ${p} is ${Buffer.byteLength(p)} bytes (limit ${MAX_SOCKET_PATH}); use a shorter state_dir`, { path: p });
+        throw new KataError(
+          'E_SOCKET_PATH_TOO_LONG',
+          `socket path ${p} is ${Buffer.byteLength(p)} bytes (limit ${MAX_SOCKET_PATH}); use a shorter state_dir`,
+          { path: p },
+        );
       }
       unlinkQuiet(p); // a stale socket from a dead QEMU would make ours fail to bind
     }
     this.paths = paths;
 
-    this.accelChoice = await chooseAccel({ choice: cfg.accel, qemuPath: cfg.path, log: this.log, ...(o.accelCacheDir ? { cacheDir: o.accelCacheDir } : {}) });
-    const cmd = buildQemuCommandLine({
-      sandboxId: spec.sandboxId,
-      config: cfg,
-      accel: this.accelChoice.accel,
-      kernel: spec.kernel,
-      ...(spec.initrd !== undefined ? { initrd: spec.initrd } : {}),
-      ...(spec.image !== undefined ? { image: spec.image } : {}),
-      ...(spec.kernelParams ? { kernelParams: spec.kernelParams } : {}),
-      devices: spec.devices,
-      paths,
-      ...(spec.agentDebug ? { agentDebug: true } : {}),
-    }, this.host);
+    this.accelChoice = await chooseAccel({
+      choice: cfg.accel,
+      qemuPath: cfg.path,
+      log: this.log,
+      ...(o.accelCacheDir ? { cacheDir: o.accelCacheDir } : {}),
+    });
+    const cmd = buildQemuCommandLine(
+      {
+        sandboxId: spec.sandboxId,
+        config: cfg,
+        accel: this.accelChoice.accel,
+        kernel: spec.kernel,
+        ...(spec.initrd !== undefined ? { initrd: spec.initrd } : {}),
+        ...(spec.image !== undefined ? { image: spec.image } : {}),
+        ...(spec.kernelParams ? { kernelParams: spec.kernelParams } : {}),
+        devices: spec.devices,
+        paths,
+        ...(spec.agentDebug ? { agentDebug: true } : {}),
+      },
+      this.host,
+    );
     this.cmd = cmd;
 
     // Files QEMU gets as open fds: ours are closed as soon as QEMU has its copies.
@@ -170,7 +190,12 @@ export class QemuHypervisor extends EventEmitter<HypervisorEvents> implements Hy
         try {
           opened.push(openSync(f.path, fsc.O_RDWR));
         } catch (e) {
-          throw new KataError('E_DAEMON_START', `cannot open ${f.path} for QEMU (${f.purpose}): ${(e as Error).message}`, { path: f.path }, { cause: e });
+          throw new KataError(
+            'E_DAEMON_START',
+            `cannot open ${f.path} for QEMU (${f.purpose}): ${(e as Error).message}`,
+            { path: f.path },
+            { cause: e },
+          );
         }
       }
       this.log.debug({ argv: cmd.args, fds: cmd.fds }, 'starting QEMU');
@@ -205,12 +230,18 @@ export class QemuHypervisor extends EventEmitter<HypervisorEvents> implements Hy
         if (!d.running) {
           await d.exited;
           const tail = d.stderrTail(5).join(' | ');
-          throw new KataError('E_DAEMON_START', `QEMU for sandbox ${spec.sandboxId} exited at start${tail ? `: ${tail}` : ''}`, { sandbox: spec.sandboxId, stderr: d.stderrTail(20) }, { cause: e });
+          throw new KataError(
+            'E_DAEMON_START',
+            `QEMU for sandbox ${spec.sandboxId} exited at start${tail ? `: ${tail}` : ''}`,
+            { sandbox: spec.sandboxId, stderr: d.stderrTail(20) },
+            { cause: e },
+          );
         }
         throw e;
       }
       this.qmp.on('event', (e) => {
-        if (e.event === 'GUEST_PANICKED' || (e.event === 'SHUTDOWN' && !this.stopping)) this.log.warn({ event: e.event, data: e.data }, `QEMU event ${e.event}`);
+        if (e.event === 'GUEST_PANICKED' || (e.event === 'SHUTDOWN' && !this.stopping))
+          this.log.warn({ event: e.event, data: e.data }, `QEMU event ${e.event}`);
         this.emit('event', e);
       });
       await this.fault('start:qmp');
@@ -224,7 +255,10 @@ export class QemuHypervisor extends EventEmitter<HypervisorEvents> implements Hy
       this.plugged.set(dev.specId, { ...dev, hot: false });
       if (dev.scsiAddr) this.scsiIdsInUse.add(Number(dev.scsiAddr.split(':')[0]));
     }
-    this.log.info({ pid: d.pid, accel: this.accelChoice.accel, devices: spec.devices.length, rootPorts: cmd.layout.rootPorts.length }, 'QEMU started');
+    this.log.info(
+      { pid: d.pid, accel: this.accelChoice.accel, devices: spec.devices.length, rootPorts: cmd.layout.rootPorts.length },
+      'QEMU started',
+    );
   }
 
   /** SIGKILL at once and forget the connection (start failures). */
@@ -313,7 +347,9 @@ export class QemuHypervisor extends EventEmitter<HypervisorEvents> implements Hy
   private async doHotplug(spec: DeviceSpec): Promise<HotplugResult> {
     const qmp = this.requireRunning(`hotplug ${spec.id}`);
     if (this.plugged.has(spec.id)) {
-      throw new KataError('E_INVALID_ARGUMENT', `device ${spec.id} is already plugged into sandbox ${this.spec!.sandboxId}`, { id: spec.id });
+      throw new KataError('E_INVALID_ARGUMENT', `device ${spec.id} is already plugged into sandbox ${this.spec!.sandboxId}`, {
+        id: spec.id,
+      });
     }
     const undo = new UndoStack(this.log);
     return undo.guard(async () => {
@@ -323,9 +359,17 @@ export class QemuHypervisor extends EventEmitter<HypervisorEvents> implements Hy
         case 'block':
           return this.hotplugBlock(qmp, spec, undo);
         case 'net-macvtap':
-          throw new KataError('E_UNSUPPORTED', `hotplug of macvtap ${spec.ifname}: QEMU needs the tap as an fd sent over QMP (SCM_RIGHTS), which this runtime cannot send; attach macvtap endpoints before the VM starts`, { id: spec.id });
+          throw new KataError(
+            'E_UNSUPPORTED',
+            `hotplug of macvtap ${spec.ifname}: QEMU needs the tap as an fd sent over QMP (SCM_RIGHTS), which this runtime cannot send; attach macvtap endpoints before the VM starts`,
+            { id: spec.id },
+          );
         default:
-          throw new KataError('E_UNSUPPORTED', `hotplug of ${spec.kind} devices is not supported by the QEMU driver (net-tap and block are); attach it before the VM starts`, { id: spec.id, kind: spec.kind });
+          throw new KataError(
+            'E_UNSUPPORTED',
+            `hotplug of ${spec.kind} devices is not supported by the QEMU driver (net-tap and block are); attach it before the VM starts`,
+            { id: spec.id, kind: spec.kind },
+          );
       }
     });
   }
@@ -333,10 +377,16 @@ export class QemuHypervisor extends EventEmitter<HypervisorEvents> implements Hy
   private takeRootPort(specId: string, undo: UndoStack): RootPort {
     const rp = this.cmd!.layout.rootPorts.find((p) => this.rootPortUse.get(p.id) === undefined);
     if (!rp) {
-      throw new KataError('E_UNSUPPORTED', `no free PCIe root port for ${specId}: all ${this.cmd!.layout.rootPorts.length} are in use; raise hypervisor.qemu.pcie_root_port`, { id: specId });
+      throw new KataError(
+        'E_UNSUPPORTED',
+        `no free PCIe root port for ${specId}: all ${this.cmd!.layout.rootPorts.length} are in use; raise hypervisor.qemu.pcie_root_port`,
+        { id: specId },
+      );
     }
     this.rootPortUse.set(rp.id, specId);
-    undo.push(`free root port ${rp.id}`, async () => { this.rootPortUse.set(rp.id, undefined); });
+    undo.push(`free root port ${rp.id}`, async () => {
+      this.rootPortUse.set(rp.id, undefined);
+    });
     return rp;
   }
 
@@ -359,10 +409,29 @@ export class QemuHypervisor extends EventEmitter<HypervisorEvents> implements Hy
     const qdev = qemuId('dev', d.id);
     const queues = Math.max(1, d.queues);
     const vhost = d.vhost && !cfg.disableVhostNet && this.host.vhostNet;
-    await qmp.execute('netdev_add', { type: 'tap', id: netdev, ifname: d.ifname, script: 'no', downscript: 'no', ...(vhost ? { vhost: true } : {}), ...(queues > 1 ? { queues } : {}) });
-    undo.push(`netdev_del ${netdev}`, async () => { await qmp.execute('netdev_del', { id: netdev }); });
+    await qmp.execute('netdev_add', {
+      type: 'tap',
+      id: netdev,
+      ifname: d.ifname,
+      script: 'no',
+      downscript: 'no',
+      ...(vhost ? { vhost: true } : {}),
+      ...(queues > 1 ? { queues } : {}),
+    });
+    undo.push(`netdev_del ${netdev}`, async () => {
+      await qmp.execute('netdev_del', { id: netdev });
+    });
     await this.fault('hotplug:netdev-added');
-    await qmp.execute('device_add', { driver: 'virtio-net-pci', id: qdev, netdev, mac: d.mac, bus: rp.id, addr: '0', romfile: '', ...(queues > 1 ? { mq: true, vectors: 2 * queues + 2 } : {}) });
+    await qmp.execute('device_add', {
+      driver: 'virtio-net-pci',
+      id: qdev,
+      netdev,
+      mac: d.mac,
+      bus: rp.id,
+      addr: '0',
+      romfile: '',
+      ...(queues > 1 ? { mq: true, vectors: 2 * queues + 2 } : {}),
+    });
     undo.push(`device_del ${qdev}`, () => this.deviceDelAndWait(qmp, qdev, DEFAULT_UNPLUG_TIMEOUT_MS));
     await this.fault('hotplug:device-added');
     const pciPath = await this.pciPathFor(qmp, qdev, rp);
@@ -374,24 +443,39 @@ export class QemuHypervisor extends EventEmitter<HypervisorEvents> implements Hy
 
   private async hotplugBlock(qmp: QmpClient, d: BlockSpec, undo: UndoStack): Promise<HotplugResult> {
     if (d.driver === 'nvdimm') {
-      throw new KataError('E_UNSUPPORTED', `hotplug of NVDIMM ${d.id}: QEMU cannot unplug an NVDIMM, so it is cold-plug only here`, { id: d.id });
+      throw new KataError('E_UNSUPPORTED', `hotplug of NVDIMM ${d.id}: QEMU cannot unplug an NVDIMM, so it is cold-plug only here`, {
+        id: d.id,
+      });
     }
     const scsi = this.cmd!.layout.scsiController;
     if (d.driver === 'virtio-scsi' && !scsi) {
-      throw new KataError('E_UNSUPPORTED', `block device ${d.id} wants virtio-scsi but the VM has no virtio-scsi controller; set hypervisor.qemu.block_device_driver = "virtio-scsi"`, { id: d.id });
+      throw new KataError(
+        'E_UNSUPPORTED',
+        `block device ${d.id} wants virtio-scsi but the VM has no virtio-scsi controller; set hypervisor.qemu.block_device_driver = "virtio-scsi"`,
+        { id: d.id },
+      );
     }
     const node = qemuId('drive', d.id);
     const qdev = qemuId('dev', d.id);
     const fileDriver = this.host.isBlockDevice(d.path) ? 'host_device' : 'file';
-    await qmp.execute('blockdev-add', { driver: d.format, 'node-name': node, 'read-only': d.readonly, file: { driver: fileDriver, filename: d.path, 'read-only': d.readonly } });
-    undo.push(`blockdev-del ${node}`, async () => { await qmp.execute('blockdev-del', { 'node-name': node }); });
+    await qmp.execute('blockdev-add', {
+      driver: d.format,
+      'node-name': node,
+      'read-only': d.readonly,
+      file: { driver: fileDriver, filename: d.path, 'read-only': d.readonly },
+    });
+    undo.push(`blockdev-del ${node}`, async () => {
+      await qmp.execute('blockdev-del', { 'node-name': node });
+    });
     await this.fault('hotplug:blockdev-added');
     if (d.driver === 'virtio-scsi') {
       let scsiId = 0;
       while (this.scsiIdsInUse.has(scsiId)) scsiId++;
       if (scsiId > 255) throw new KataError('E_UNSUPPORTED', `no free SCSI target id on ${scsi} for ${d.id}`, { id: d.id });
       this.scsiIdsInUse.add(scsiId);
-      undo.push(`free scsi-id ${scsiId}`, async () => { this.scsiIdsInUse.delete(scsiId); });
+      undo.push(`free scsi-id ${scsiId}`, async () => {
+        this.scsiIdsInUse.delete(scsiId);
+      });
       await qmp.execute('device_add', { driver: 'scsi-hd', id: qdev, drive: node, bus: `${scsi}.0`, 'scsi-id': scsiId, lun: 0 });
       undo.push(`device_del ${qdev}`, () => this.deviceDelAndWait(qmp, qdev, DEFAULT_UNPLUG_TIMEOUT_MS));
       await this.fault('hotplug:device-added');
@@ -401,7 +485,14 @@ export class QemuHypervisor extends EventEmitter<HypervisorEvents> implements Hy
       return { id: d.id, deviceId: qdev, scsiAddr };
     }
     const rp = this.takeRootPort(d.id, undo);
-    await qmp.execute('device_add', { driver: 'virtio-blk-pci', id: qdev, drive: node, bus: rp.id, addr: '0', ...(d.readonly ? { 'share-rw': true } : {}) });
+    await qmp.execute('device_add', {
+      driver: 'virtio-blk-pci',
+      id: qdev,
+      drive: node,
+      bus: rp.id,
+      addr: '0',
+      ...(d.readonly ? { 'share-rw': true } : {}),
+    });
     undo.push(`device_del ${qdev}`, () => this.deviceDelAndWait(qmp, qdev, DEFAULT_UNPLUG_TIMEOUT_MS));
     await this.fault('hotplug:device-added');
     const pciPath = await this.pciPathFor(qmp, qdev, rp);
@@ -428,7 +519,12 @@ export class QemuHypervisor extends EventEmitter<HypervisorEvents> implements Hy
       await deleted;
     } catch (e) {
       if (isKataError(e, 'E_TIMEOUT')) {
-        throw new KataError('E_TIMEOUT', `the guest did not release ${qdevId} within ${timeoutMs} ms (no DEVICE_DELETED); it is still plugged, unplug can be retried`, { device: qdevId, timeoutMs }, { cause: e });
+        throw new KataError(
+          'E_TIMEOUT',
+          `the guest did not release ${qdevId} within ${timeoutMs} ms (no DEVICE_DELETED); it is still plugged, unplug can be retried`,
+          { device: qdevId, timeoutMs },
+          { cause: e },
+        );
       }
       throw e;
     }
@@ -443,7 +539,12 @@ export class QemuHypervisor extends EventEmitter<HypervisorEvents> implements Hy
     const qmp = this.requireRunning(`unplug ${id}`);
     if (!p.hot && p.scsiAddr === undefined) {
       // Cold-plugged on pcie.0 (q35's root bus has no hotplug), the guest image, or an NVDIMM.
-      const why = p.kind === 'image' ? 'is the guest image' : p.slot !== undefined ? 'was cold-plugged on the q35 root bus, which cannot hot-unplug' : 'is an NVDIMM, which QEMU cannot unplug';
+      const why =
+        p.kind === 'image'
+          ? 'is the guest image'
+          : p.slot !== undefined
+            ? 'was cold-plugged on the q35 root bus, which cannot hot-unplug'
+            : 'is an NVDIMM, which QEMU cannot unplug';
       throw new KataError('E_UNSUPPORTED', `device ${id} ${why}; it goes away with the VM`, { id });
     }
     await this.deviceDelAndWait(qmp, p.qdevId, timeoutMs);

@@ -4,7 +4,7 @@
  * sysfs path. Found by QEMU device id anywhere in the tree.
  */
 
-export interface QueryPciDevice {
+interface QueryPciDevice {
   bus: number;
   slot: number;
   function: number;
@@ -20,7 +20,7 @@ export interface QueryPciBus {
 const hex2 = (n: number): string => n.toString(16).padStart(2, '0');
 
 /** Slots from the root bus down to the device, or undefined when it is not in the tree. */
-export function findPciSlots(tree: QueryPciBus[], qdevId: string): { slot: number; fn: number }[] | undefined {
+function findPciSlots(tree: QueryPciBus[], qdevId: string): { slot: number; fn: number }[] | undefined {
   const walk = (devs: QueryPciDevice[] | undefined, above: { slot: number; fn: number }[]): { slot: number; fn: number }[] | undefined => {
     for (const d of devs ?? []) {
       const here = [...above, { slot: d.slot, fn: d.function }];

@@ -29,7 +29,7 @@ export interface QmpGreeting {
 }
 
 /** QEMU's error class when the connection, not QEMU, ended the command. */
-export const QMP_DISCONNECTED = 'Disconnected';
+const QMP_DISCONNECTED = 'Disconnected';
 
 export class QmpError extends KataError {
   readonly qmpClass: string;
@@ -37,7 +37,11 @@ export class QmpError extends KataError {
   readonly command: string;
 
   constructor(command: string, qmpClass: string, desc: string) {
-    super('E_QMP', qmpClass === QMP_DISCONNECTED ? `QMP ${command}: ${desc}` : `QMP ${command} failed: ${qmpClass}: ${desc}`, { command, qmpClass, desc });
+    super('E_QMP', qmpClass === QMP_DISCONNECTED ? `QMP ${command}: ${desc}` : `QMP ${command} failed: ${qmpClass}: ${desc}`, {
+      command,
+      qmpClass,
+      desc,
+    });
     this.name = 'QmpError';
     this.qmpClass = qmpClass;
     this.desc = desc;
@@ -95,7 +99,12 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent]; close: [] }> {
   private greetingWaiter: { resolve: (g: QmpGreeting) => void; reject: (e: unknown) => void } | undefined;
   private readonly closedPromise: Promise<void>;
 
-  private constructor(private readonly sock: Socket, readonly path: string, private readonly log: Logger | undefined, private readonly commandTimeoutMs: number) {
+  private constructor(
+    private readonly sock: Socket,
+    readonly path: string,
+    private readonly log: Logger | undefined,
+    private readonly commandTimeoutMs: number,
+  ) {
     super();
     sock.setEncoding('utf8');
     sock.on('data', (d: string) => this.onData(d));
@@ -125,7 +134,10 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent]; close: [] }> {
     const delay = 3;
     for (;;) {
       if (opts.signal?.aborted) {
-        throw new KataError('E_QMP', `QMP ${path}: gave up connecting: ${String(opts.signal.reason ?? 'aborted')}`, { qmp: path, qmpClass: QMP_DISCONNECTED });
+        throw new KataError('E_QMP', `QMP ${path}: gave up connecting: ${String(opts.signal.reason ?? 'aborted')}`, {
+          qmp: path,
+          qmpClass: QMP_DISCONNECTED,
+        });
       }
       try {
         sock = await connectOnce(path);
@@ -133,11 +145,20 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent]; close: [] }> {
       } catch (e) {
         lastErr = e as NodeJS.ErrnoException;
         if (!RETRYABLE.has(lastErr.code ?? '')) {
-          throw new KataError('E_QMP', `QMP ${path}: cannot connect: ${lastErr.message}`, { qmp: path, qmpClass: QMP_DISCONNECTED }, { cause: e });
+          throw new KataError(
+            'E_QMP',
+            `QMP ${path}: cannot connect: ${lastErr.message}`,
+            { qmp: path, qmpClass: QMP_DISCONNECTED },
+            { cause: e },
+          );
         }
       }
       if (Date.now() + delay > deadline) {
-        throw new KataError('E_TIMEOUT', `QMP socket ${path} did not accept a connection within ${timeoutMs} ms (last error ${lastErr?.code ?? '?'}); is QEMU running with -qmp unix:${path},server=on,wait=off?`, { qmp: path });
+        throw new KataError(
+          'E_TIMEOUT',
+          `QMP socket ${path} did not accept a connection within ${timeoutMs} ms (last error ${lastErr?.code ?? '?'}); is QEMU running with -qmp unix:${path},server=on,wait=off?`,
+          { qmp: path },
+        );
       }
       await sleep(delay);
     }
@@ -163,7 +184,12 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent]; close: [] }> {
       const onAbort = (): void => {
         clearTimeout(timer);
         this.greetingWaiter = undefined;
-        reject(new KataError('E_QMP', `QMP ${this.path}: gave up waiting for the greeting: ${String(signal?.reason ?? 'aborted')}`, { qmp: this.path, qmpClass: QMP_DISCONNECTED }));
+        reject(
+          new KataError('E_QMP', `QMP ${this.path}: gave up waiting for the greeting: ${String(signal?.reason ?? 'aborted')}`, {
+            qmp: this.path,
+            qmpClass: QMP_DISCONNECTED,
+          }),
+        );
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       this.greetingWaiter = {
@@ -192,14 +218,21 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent]; close: [] }> {
 
   /** Run a QMP command; resolves with its "return" value. */
   execute<T = unknown>(command: string, args?: Record<string, unknown>, opts: ExecuteOptions = {}): Promise<T> {
-    if (this.closedFlag) return Promise.reject(new QmpError(command, QMP_DISCONNECTED, `connection to ${this.path} is closed (${this.closeReason})`));
+    if (this.closedFlag)
+      return Promise.reject(new QmpError(command, QMP_DISCONNECTED, `connection to ${this.path} is closed (${this.closeReason})`));
     const id = this.nextId++;
     const timeoutMs = opts.timeoutMs ?? this.commandTimeoutMs;
     return new Promise<T>((resolve, reject) => {
       const p: Pending = { command, resolve: resolve as (v: unknown) => void, reject, timer: undefined };
       p.timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new KataError('E_TIMEOUT', `QMP ${command} got no answer within ${timeoutMs} ms (QEMU ${this.path} busy or hung)`, { command, qmp: this.path, timeoutMs }));
+        reject(
+          new KataError('E_TIMEOUT', `QMP ${command} got no answer within ${timeoutMs} ms (QEMU ${this.path} busy or hung)`, {
+            command,
+            qmp: this.path,
+            timeoutMs,
+          }),
+        );
       }, timeoutMs);
       this.pending.set(id, p);
       const msg = JSON.stringify(args === undefined ? { execute: command, id } : { execute: command, arguments: args, id });
@@ -237,7 +270,9 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent]; close: [] }> {
       };
       const timer = setTimeout(() => {
         cleanup();
-        reject(new KataError('E_TIMEOUT', `QMP event ${name} did not arrive within ${timeoutMs} ms`, { event: name, qmp: this.path, timeoutMs }));
+        reject(
+          new KataError('E_TIMEOUT', `QMP event ${name} did not arrive within ${timeoutMs} ms`, { event: name, qmp: this.path, timeoutMs }),
+        );
       }, timeoutMs);
       if (this.closedFlag) {
         onClose();

@@ -16,7 +16,7 @@ import type { NetnsRef } from '../../../host/netns.js';
  * namespace: ptp and bridge create their host-side interfaces where the plugin process runs.
  */
 export const REPO = resolve(fileURLToPath(import.meta.url), '../../../../..');
-export const BUNDLE = join(REPO, 'dist/cni/kata-cni.js');
+const BUNDLE = join(REPO, 'dist/cni/kata-cni.js');
 export const DEBIAN_CNI_DIR = '/usr/lib/cni';
 
 export interface Invocation {
@@ -61,7 +61,14 @@ function baseEnv(extra: Record<string, string> = {}): Record<string, string> {
 }
 
 /** Run one plugin binary as a runtime does, inside opts.hostNs. */
-export function invoke(binary: string, command: string, att: Partial<Attachment>, stdin: string, opts: RuntimeOptions, extraEnv: Record<string, string> = {}): Promise<Invocation> {
+export function invoke(
+  binary: string,
+  command: string,
+  att: Partial<Attachment>,
+  stdin: string,
+  opts: RuntimeOptions,
+  extraEnv: Record<string, string> = {},
+): Promise<Invocation> {
   const env = baseEnv({
     CNI_COMMAND: command,
     CNI_CONTAINERID: att.containerId ?? '',
@@ -94,7 +101,7 @@ export function invoke(binary: string, command: string, att: Partial<Attachment>
   });
 }
 
-export function findPlugin(type: string, path: string[]): string {
+function findPlugin(type: string, path: string[]): string {
   for (const d of path) {
     const p = join(d, type);
     if (existsSync(p)) return p;
@@ -103,14 +110,23 @@ export function findPlugin(type: string, path: string[]): string {
 }
 
 /** The request configuration a runtime derives for one plugin of a list (spec section 3). */
-export function requestConfig(list: NetworkList, plugin: PluginConf, prevResult?: Record<string, unknown>, extra: Record<string, unknown> = {}): string {
+function requestConfig(
+  list: NetworkList,
+  plugin: PluginConf,
+  prevResult?: Record<string, unknown>,
+  extra: Record<string, unknown> = {},
+): string {
   const conf: Record<string, unknown> = { ...plugin, cniVersion: list.cniVersion, name: list.name, ...extra };
   if (prevResult !== undefined) conf.prevResult = prevResult;
   return JSON.stringify(conf);
 }
 
-export class CniFailure extends Error {
-  constructor(readonly plugin: string, readonly command: string, readonly inv: Invocation) {
+class CniFailure extends Error {
+  constructor(
+    readonly plugin: string,
+    readonly command: string,
+    readonly inv: Invocation,
+  ) {
     super(`${plugin} ${command} exited ${inv.exitCode}: ${inv.stdout.trim() || inv.stderr.trim()}`);
   }
 }
@@ -135,7 +151,12 @@ export async function checkList(list: NetworkList, att: Attachment, cached: Reco
 }
 
 /** DEL the list in reverse order with the cached result (omitted when undefined, or before 0.4.0). */
-export async function delList(list: NetworkList, att: Attachment, cached: Record<string, unknown> | undefined, opts: RuntimeOptions): Promise<void> {
+export async function delList(
+  list: NetworkList,
+  att: Attachment,
+  cached: Record<string, unknown> | undefined,
+  opts: RuntimeOptions,
+): Promise<void> {
   const withPrev = cached !== undefined && list.cniVersion !== '0.3.0' && list.cniVersion !== '0.3.1';
   for (const p of [...list.plugins].reverse()) {
     const inv = await invoke(findPlugin(p.type, opts.path), 'DEL', att, requestConfig(list, p, withPrev ? cached : undefined), opts);
@@ -189,12 +210,6 @@ export async function installKataCni(t: Teardownable): Promise<string> {
   const bin = tempDir(t, 'cnibin');
   await run(process.execPath, [join(REPO, 'cni/build/install.mjs'), '--bin-dir', bin]);
   return bin;
-}
-
-/** Names of the links in a namespace. */
-export async function linkNames(ns: NetnsRef): Promise<string[]> {
-  const out = JSON.parse((await run('ip', ['-n', ns.name!, '-j', 'link', 'show'])).stdout) as { ifname: string }[];
-  return out.map((l) => l.ifname).sort();
 }
 
 /** Files left anywhere under dir (recursively), relative. */

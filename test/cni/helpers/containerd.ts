@@ -1,6 +1,19 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync, closeSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+  closeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from '../../../host/exec.js';
@@ -44,13 +57,18 @@ const BINARIES = ['/usr/bin/containerd', '/usr/bin/ctr', '/usr/bin/containerd-sh
 export function containerdUnavailable(): string | undefined {
   const missing = BINARIES.filter((b) => !existsSync(b));
   if (missing.length > 0) return `missing ${missing.join(', ')} (Debian packages containerd, runc)`;
-  if (!readFileSync('/proc/filesystems', 'utf8').includes('\toverlay\n')) return 'the kernel has no overlay filesystem (needed for the private /etc, /opt, /var/lib, /run and the overlayfs snapshotter)';
-  if (!existsSync('/sys/fs/cgroup/memory') && !existsSync('/sys/fs/cgroup/cgroup.controllers')) return 'no cgroup hierarchy mounted at /sys/fs/cgroup (runc needs it)';
+  if (!readFileSync('/proc/filesystems', 'utf8').includes('\toverlay\n'))
+    return 'the kernel has no overlay filesystem (needed for the private /etc, /opt, /var/lib, /run and the overlayfs snapshotter)';
+  if (!existsSync('/sys/fs/cgroup/memory') && !existsSync('/sys/fs/cgroup/cgroup.controllers'))
+    return 'no cgroup hierarchy mounted at /sys/fs/cgroup (runc needs it)';
   return undefined;
 }
 
 async function mountList(): Promise<string[]> {
-  return readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1] ?? '').filter(Boolean);
+  return readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[1] ?? '')
+    .filter(Boolean);
 }
 
 export async function startContainerd(t: Teardownable, hostNs: NetnsRef): Promise<Containerd> {
@@ -79,7 +97,10 @@ export async function startContainerd(t: Teardownable, hostNs: NetnsRef): Promis
     }
     await c.stop();
     // Anything containerd mounted is in its private mount namespace; check the host table anyway.
-    for (const m of (await mountList()).filter((p) => p.startsWith(`${dir}/`) && p !== mntns).sort().reverse()) {
+    for (const m of (await mountList())
+      .filter((p) => p.startsWith(`${dir}/`) && p !== mntns)
+      .sort()
+      .reverse()) {
       await run('umount', ['-l', m], { reject: false });
     }
     if (logFd !== undefined) closeSync(logFd); // an open file would keep the bind mount of dir busy
@@ -94,13 +115,23 @@ export async function startContainerd(t: Teardownable, hostNs: NetnsRef): Promis
     socket,
     hostNs,
     pid: 0,
-    ctr: (args, opts = {}) => run('nsenter', [`--mount=${mntns}`, `--net=${hostNs.path}`, 'ctr', '-a', socket, '-n', 'krt', ...args], { reject: opts.reject ?? true, timeoutMs: 120_000 }),
+    ctr: (args, opts = {}) =>
+      run('nsenter', [`--mount=${mntns}`, `--net=${hostNs.path}`, 'ctr', '-a', socket, '-n', 'krt', ...args], {
+        reject: opts.reject ?? true,
+        timeoutMs: 120_000,
+      }),
     inMnt: async (file, args) => (await run('nsenter', [`--mount=${mntns}`, file, ...args])).stdout,
     spawnCtr: (args) => {
-      const p = spawn('nsenter', [`--mount=${mntns}`, `--net=${hostNs.path}`, 'ctr', '-a', socket, '-n', 'krt', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const p = spawn('nsenter', [`--mount=${mntns}`, `--net=${hostNs.path}`, 'ctr', '-a', socket, '-n', 'krt', ...args], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       let out = '';
-      p.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
-      p.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+      p.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+      });
+      p.stderr!.on('data', (d: Buffer) => {
+        out += d.toString();
+      });
       return Object.assign(p, { output: () => out });
     },
     log: () => (existsSync(join(dir, 'containerd.log')) ? readFileSync(join(dir, 'containerd.log'), 'utf8') : ''),
@@ -126,23 +157,35 @@ export async function startContainerd(t: Teardownable, hostNs: NetnsRef): Promis
   for (const target of ['/etc', '/opt', '/var/lib', '/run']) {
     const n = target.slice(1).replace(/\//g, '_');
     await c.inMnt('mkdir', ['-p', `${ovl}/${n}-up`, `${ovl}/${n}-work`]);
-    await c.inMnt('mount', ['-t', 'overlay', 'krt-ovl', '-o', `lowerdir=${target},upperdir=${ovl}/${n}-up,workdir=${ovl}/${n}-work`, target]);
+    await c.inMnt('mount', [
+      '-t',
+      'overlay',
+      'krt-ovl',
+      '-o',
+      `lowerdir=${target},upperdir=${ovl}/${n}-up,workdir=${ovl}/${n}-work`,
+      target,
+    ]);
   }
 
-  writeFileSync(join(dir, 'config.toml'), [
-    'version = 2',
-    `root = "${dir}/root"`,
-    `state = "${dir}/state"`,
-    // No CRI: it would read /etc/cni/net.d and manage pods of its own.
-    'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]',
-    '[grpc]',
-    `  address = "${socket}"`,
-    '[ttrpc]',
-    `  address = "${socket}.ttrpc"`,
-    '',
-  ].join('\n'));
+  writeFileSync(
+    join(dir, 'config.toml'),
+    [
+      'version = 2',
+      `root = "${dir}/root"`,
+      `state = "${dir}/state"`,
+      // No CRI: it would read /etc/cni/net.d and manage pods of its own.
+      'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]',
+      '[grpc]',
+      `  address = "${socket}"`,
+      '[ttrpc]',
+      `  address = "${socket}.ttrpc"`,
+      '',
+    ].join('\n'),
+  );
   logFd = openSync(join(dir, 'containerd.log'), 'a');
-  child = spawn('nsenter', [`--mount=${mntns}`, `--net=${hostNs.path}`, 'containerd', '--config', join(dir, 'config.toml')], { stdio: ['ignore', logFd, logFd] });
+  child = spawn('nsenter', [`--mount=${mntns}`, `--net=${hostNs.path}`, 'containerd', '--config', join(dir, 'config.toml')], {
+    stdio: ['ignore', logFd, logFd],
+  });
   c.pid = child.pid ?? 0;
   for (let i = 0; i < 150; i++) {
     if (child.exitCode !== null) throw new Error(`containerd exited ${child.exitCode}: ${c.log().split('\n').slice(-8).join(' | ')}`);
@@ -199,21 +242,40 @@ export async function buildBusyboxImage(workDir: string, busybox = '/bin/busybox
     return { digest: `sha256:${h}`, size: data.length };
   };
   const l = blob(layer);
-  const config = blob(Buffer.from(JSON.stringify({
-    architecture: 'amd64', os: 'linux',
-    config: { Env: ['PATH=/bin'], Cmd: ['/bin/sh'] },
-    rootfs: { type: 'layers', diff_ids: [l.digest] },
-  })));
-  const manifest = blob(Buffer.from(JSON.stringify({
-    schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
-    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...l }],
-  })));
-  writeFileSync(join(layout, 'index.json'), JSON.stringify({
-    schemaVersion: 2,
-    manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest, annotations: { 'org.opencontainers.image.ref.name': 'latest' }, platform: { architecture: 'amd64', os: 'linux' } }],
-  }));
+  const config = blob(
+    Buffer.from(
+      JSON.stringify({
+        architecture: 'amd64',
+        os: 'linux',
+        config: { Env: ['PATH=/bin'], Cmd: ['/bin/sh'] },
+        rootfs: { type: 'layers', diff_ids: [l.digest] },
+      }),
+    ),
+  );
+  const manifest = blob(
+    Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
+        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...l }],
+      }),
+    ),
+  );
+  writeFileSync(
+    join(layout, 'index.json'),
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [
+        {
+          mediaType: 'application/vnd.oci.image.manifest.v1+json',
+          ...manifest,
+          annotations: { 'org.opencontainers.image.ref.name': 'latest' },
+          platform: { architecture: 'amd64', os: 'linux' },
+        },
+      ],
+    }),
+  );
   writeFileSync(join(layout, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
   const out = join(workDir, 'image.tar');
   await run('tar', ['-C', layout, '-cf', out, 'oci-layout', 'index.json', 'blobs']);

@@ -12,7 +12,11 @@ import { NOT_RUN } from '../../../guest/agent/ip.js';
 import { makeCoprocessIp, type CoprocessIp } from '../../../guest/agent/ip-coprocess.js';
 import { tempNetns } from '../../helpers/netns.js';
 
-interface Link { ifname: string; addr_info?: { local: string; prefixlen: number }[]; linkinfo?: { info_kind?: string } }
+interface Link {
+  ifname: string;
+  addr_info?: { local: string; prefixlen: number }[];
+  linkinfo?: { info_kind?: string };
+}
 
 async function setup(t: { teardown(fn: () => unknown): void }): Promise<{ ns: string; ip: CoprocessIp }> {
   const ns = (await tempNetns(t, 'gcop')).name!;
@@ -46,13 +50,20 @@ async function until(what: string, cond: () => boolean): Promise<void> {
 
 t.test('with force every line runs and each failure is reported against its line', async (t) => {
   const { ns, ip } = await setup(t);
-  const outcome = await ip.batch(['addr add 10.61.0.2/24 dev v0', 'link set dev missing0 up', 'addr add 10.62.0.2/24 dev v0', 'route add 10.63.0.0/16 via 10.200.0.1'], { force: true });
+  const outcome = await ip.batch(
+    ['addr add 10.61.0.2/24 dev v0', 'link set dev missing0 up', 'addr add 10.62.0.2/24 dev v0', 'route add 10.63.0.0/16 via 10.200.0.1'],
+    { force: true },
+  );
   t.equal(outcome[0], null, 'first line succeeded');
   t.match(outcome[1], /missing0|Cannot find device|does not exist/, 'second line failed with the kernel message');
   t.equal(outcome[2], null, 'the line after a failure still ran');
   t.match(outcome[3], /unreachable|Nexthop|gateway/i, 'each failure keeps its own message');
   t.same(await addrs(ns, 'v0'), ['10.61.0.2/24', '10.62.0.2/24']);
-  t.same(await ip.batch(['addr add 10.64.0.2/24 dev v0', 'addr add 10.65.0.2/24 dev v0'], { force: true }), [null, null], 'a later request is matched to its own lines');
+  t.same(
+    await ip.batch(['addr add 10.64.0.2/24 dev v0', 'addr add 10.65.0.2/24 dev v0'], { force: true }),
+    [null, null],
+    'a later request is matched to its own lines',
+  );
   const pid = ip.pid;
   t.ok(pid, 'a process is running');
   t.same(await ip.batch(['addr add 10.66.0.2/24 dev v0'], { force: true }), [null]);
@@ -73,18 +84,32 @@ t.test('reads return what a spawned ip prints; a failed read is an error and the
   await ip.batch(['addr add 10.81.0.2/24 dev v0', 'link set v0 up', 'link set v1 up', 'route add 10.82.0.0/16 dev v0'], { force: true });
   const viaCoprocess = await ip.json<Link[]>(['-details', 'addr', 'show']);
   const viaSpawn = JSON.parse((await run('ip', ['-n', ns, '-details', '-json', 'addr', 'show'])).stdout) as Link[];
-  t.same(viaCoprocess.map((l) => l.ifname), viaSpawn.map((l) => l.ifname), 'same links in the same order');
+  t.same(
+    viaCoprocess.map((l) => l.ifname),
+    viaSpawn.map((l) => l.ifname),
+    'same links in the same order',
+  );
   t.equal(viaCoprocess.find((l) => l.ifname === 'v0')?.linkinfo?.info_kind, 'veth', '-details is in effect (linkinfo printed)');
   const v4 = (l: Link | undefined): string[] | undefined => l?.addr_info?.filter((a) => !a.local.includes(':')).map((a) => a.local);
   t.same(v4(viaCoprocess.find((l) => l.ifname === 'v0')), ['10.81.0.2']);
 
-  await t.rejects(ip.json(['addr', 'show', 'dev', 'missing0']), { code: 'E_NETLINK', message: /missing0/ }, 'a read that fails names the command');
+  await t.rejects(
+    ip.json(['addr', 'show', 'dev', 'missing0']),
+    { code: 'E_NETLINK', message: /missing0/ },
+    'a read that fails names the command',
+  );
   const routes = await ip.json<{ dst: string }[]>(['route', 'show', 'table', 'main']);
-  t.ok(routes.some((r) => r.dst === '10.82.0.0/16'), 'a read after a failed one gets its own output');
+  t.ok(
+    routes.some((r) => r.dst === '10.82.0.0/16'),
+    'a read after a failed one gets its own output',
+  );
   const pid = ip.pid;
 
   const only4 = await ip.json<{ dst: string }[]>(['-4', 'route', 'show']);
-  t.ok(only4.some((r) => r.dst === '10.82.0.0/16'), 'a read with another global option (-4) still works (spawned)');
+  t.ok(
+    only4.some((r) => r.dst === '10.82.0.0/16'),
+    'a read with another global option (-4) still works (spawned)',
+  );
 
   // Calls made together are answered in order, each with its own result.
   const [a, b, c, d] = await Promise.all([
@@ -95,13 +120,20 @@ t.test('reads return what a spawned ip prints; a failed read is an error and the
   ]);
   t.equal(a[0]?.ifname, 'v0');
   t.same(b, [null]);
-  t.ok(c.some((r) => r.dst === '10.83.0.0/24'), 'a route read between them gets route JSON, with the new prefix route');
+  t.ok(
+    c.some((r) => r.dst === '10.83.0.0/24'),
+    'a route read between them gets route JSON, with the new prefix route',
+  );
   t.same(v4(d[0]), ['10.83.0.2'], 'the read queued after the write sees it');
   // ip keeps state between batch lines: `link show` would hide addresses from every later `addr show`
   // of the same process (so it is spawned), and the sentinel after each request must not do that either.
   await ip.json(['link', 'show', 'dev', 'v0']);
   await ip.batch(['link set dev v1 up', 'link set dev v0 up']);
-  t.same(v4((await ip.json<Link[]>(['addr', 'show', 'dev', 'v1']))[0]), ['10.83.0.2'], 'addresses still reported after link reads and several requests');
+  t.same(
+    v4((await ip.json<Link[]>(['addr', 'show', 'dev', 'v1']))[0]),
+    ['10.83.0.2'],
+    'addresses still reported after link reads and several requests',
+  );
   t.equal(ip.pid, pid, 'all of it by the same process');
 });
 
@@ -113,7 +145,10 @@ t.test('a killed process is replaced by a new one on the next call', async (t) =
   process.kill(pid, 'SIGKILL');
   await until('the killed ip to be gone', () => !alive(pid) && ip.pid === undefined);
   const links = await ip.json<Link[]>(['addr', 'show']);
-  t.ok(links.some((l) => l.ifname === 'v0'), 'the next read is answered');
+  t.ok(
+    links.some((l) => l.ifname === 'v0'),
+    'the next read is answered',
+  );
   t.ok(ip.pid && ip.pid !== pid, 'by a new process');
   t.same(await ip.batch(['addr add 10.91.0.2/24 dev v0'], { force: true }), [null], 'writes work again');
   t.same(await addrs(ns, 'v0'), ['10.91.0.2/24']);
@@ -154,5 +189,9 @@ t.test('a process that stops answering is killed at the timeout and replaced', a
   t.teardown(() => ip.close());
   await t.rejects(ip.batch(['link set lo up'], { force: true }), { code: 'E_NETLINK', message: /timed out/ });
   t.equal(ip.pid, undefined, 'the silent process was killed');
-  await t.rejects(ip.json(['addr', 'show']), { code: 'E_NETLINK', message: /timed out/ }, 'the next call starts another (which times out too)');
+  await t.rejects(
+    ip.json(['addr', 'show']),
+    { code: 'E_NETLINK', message: /timed out/ },
+    'the next call starts another (which times out too)',
+  );
 });

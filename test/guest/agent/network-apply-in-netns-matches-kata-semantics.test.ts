@@ -8,11 +8,20 @@ import type { Interface, Route } from '../../../host/agent-types.js';
 import { run } from '../../../host/exec.js';
 import { makeIp, type Ip } from '../../../guest/agent/ip.js';
 import { makeCoprocessIp } from '../../../guest/agent/ip-coprocess.js';
-import { addArpNeighbors, listInterfaces, listRoutes, updateInterface, updateRoutes, type NetworkContext } from '../../../guest/agent/network.js';
+import {
+  addArpNeighbors,
+  listInterfaces,
+  listRoutes,
+  updateInterface,
+  updateRoutes,
+  type NetworkContext,
+} from '../../../guest/agent/network.js';
 import { spawnRunner } from '../../../guest/agent/runner.js';
 import { tempNetns } from '../../helpers/netns.js';
 
-interface Recorded { lines: string[] }
+interface Recorded {
+  lines: string[];
+}
 
 type Kind = 'spawned' | 'coprocess';
 
@@ -37,7 +46,16 @@ function ctxIn(t: { teardown(fn: () => unknown): void }, kind: Kind, ns: string,
   return { ip: recording, ipv6Disabled: async () => false };
 }
 
-async function linkJson(ns: string, dev: string): Promise<{ ifname: string; address: string; mtu: number; flags: string[]; addr_info: { local: string; prefixlen: number; family: string }[] }> {
+async function linkJson(
+  ns: string,
+  dev: string,
+): Promise<{
+  ifname: string;
+  address: string;
+  mtu: number;
+  flags: string[];
+  addr_info: { local: string; prefixlen: number; family: string }[];
+}> {
   const out = JSON.parse((await run('ip', ['-n', ns, '-j', 'addr', 'show', 'dev', dev])).stdout);
   return out[0];
 }
@@ -46,8 +64,17 @@ const MAC = '02:aa:bb:cc:dd:01';
 
 function iface(over: Partial<Interface> = {}): Interface {
   return {
-    device: 'eth0', name: 'eth0', hwAddr: MAC, devicePath: '', type: 'veth', raw_flags: 0, mtu: 1400,
-    IPAddresses: [{ family: 0, address: '10.9.0.2', mask: '24' }, { family: 1, address: 'fd00:9::2', mask: '64' }],
+    device: 'eth0',
+    name: 'eth0',
+    hwAddr: MAC,
+    devicePath: '',
+    type: 'veth',
+    raw_flags: 0,
+    mtu: 1400,
+    IPAddresses: [
+      { family: 0, address: '10.9.0.2', mask: '24' },
+      { family: 1, address: 'fd00:9::2', mask: '64' },
+    ],
     ...over,
   };
 }
@@ -74,9 +101,15 @@ for (const kind of ['spawned', 'coprocess'] as const) {
     t.equal(l.address, MAC, 'the link found by MAC was renamed to eth0');
     t.equal(l.mtu, 1400);
     t.ok(l.flags.includes('UP'), 'link is up');
-    const addrs = l.addr_info.filter((a) => !(a.family === 'inet6' && a.local.startsWith('fe80'))).map((a) => `${a.local}/${a.prefixlen}`).sort();
+    const addrs = l.addr_info
+      .filter((a) => !(a.family === 'inet6' && a.local.startsWith('fe80')))
+      .map((a) => `${a.local}/${a.prefixlen}`)
+      .sort();
     t.same(addrs, ['10.9.0.2/24', 'fd00:9::2/64'], 'requested addresses set, the stale one removed');
-    t.ok(rec.some((r) => r.lines.includes('link set dev veth-odd down')), 'the link is set down before it is changed');
+    t.ok(
+      rec.some((r) => r.lines.includes('link set dev veth-odd down')),
+      'the link is set down before it is changed',
+    );
 
     // Applying the same interface again is a no-op in effect (addresses replaced, not duplicated).
     await updateInterface(ctx, iface());
@@ -91,7 +124,17 @@ for (const kind of ['spawned', 'coprocess'] as const) {
     await run('ip', ['-n', ns, 'link', 'set', 'eth1', 'up']);
     const ctx = ctxIn(t, kind, ns);
     // Unknown MAC: found by device name "first"; its MAC is retargeted; the name eth1 is taken by another link.
-    await updateInterface(ctx, iface({ device: 'first', name: 'eth1', hwAddr: '02:aa:bb:cc:dd:09', raw_flags: 0x80, IPAddresses: [{ family: 0, address: '10.8.0.2', mask: '24' }], mtu: 1300 }));
+    await updateInterface(
+      ctx,
+      iface({
+        device: 'first',
+        name: 'eth1',
+        hwAddr: '02:aa:bb:cc:dd:09',
+        raw_flags: 0x80,
+        IPAddresses: [{ family: 0, address: '10.8.0.2', mask: '24' }],
+        mtu: 1300,
+      }),
+    );
     const renamed = await linkJson(ns, 'eth1');
     t.equal(renamed.address, '02:aa:bb:cc:dd:09', 'MAC retargeted on the link found by name');
     t.equal(renamed.mtu, 1300);
@@ -100,7 +143,10 @@ for (const kind of ['spawned', 'coprocess'] as const) {
     t.equal(other.address, '02:aa:bb:cc:dd:03', 'the link that held eth1 now carries the old name');
     t.ok(other.flags.includes('UP'), 'and is up again as it was');
 
-    await t.rejects(updateInterface(ctx, iface({ device: 'nope0', name: 'nope0', hwAddr: '02:00:00:00:00:42' })), { code: 'E_LINK_NOT_FOUND', message: /Link not found/ });
+    await t.rejects(updateInterface(ctx, iface({ device: 'nope0', name: 'nope0', hwAddr: '02:00:00:00:00:42' })), {
+      code: 'E_LINK_NOT_FOUND',
+      message: /Link not found/,
+    });
     await t.rejects(updateInterface(ctx, iface({ name: 'way-too-long-name0' })), { code: 'E_INVALID_ARGUMENT' });
   });
 
@@ -135,7 +181,11 @@ for (const kind of ['spawned', 'coprocess'] as const) {
     t.equal(again.Routes.filter((r) => r.dest === '' && r.family === 0).length, 1);
     t.same((await listRoutes(ctx)).Routes.length, again.Routes.length);
 
-    await t.rejects(updateRoutes(ctx, [{ ...base, dest: '10.50.0.0/16', gateway: '10.123.0.1', device: 'eth0' }]), { code: 'E_NETLINK', message: /10\.123\.0\.1|unreachable|Nexthop/i }, 'an unreachable gateway is an error naming the route');
+    await t.rejects(
+      updateRoutes(ctx, [{ ...base, dest: '10.50.0.0/16', gateway: '10.123.0.1', device: 'eth0' }]),
+      { code: 'E_NETLINK', message: /10\.123\.0\.1|unreachable|Nexthop/i },
+      'an unreachable gateway is an error naming the route',
+    );
   });
 
   t.test(`${kind}: AddARPNeighbors adds permanent entries; ListInterfaces reports the links`, async (t) => {
@@ -143,12 +193,23 @@ for (const kind of ['spawned', 'coprocess'] as const) {
     await vethWithMac(ns, 'eth0', MAC, 'peer0');
     const ctx = ctxIn(t, kind, ns);
     await updateInterface(ctx, iface());
-    await addArpNeighbors(ctx, [{ toIPAddress: { family: 0, address: '10.9.0.1', mask: '' }, device: 'eth0', lladdr: '02:11:22:33:44:55', state: 0, flags: 0 }]);
-    const neigh = JSON.parse((await run('ip', ['-n', ns, '-j', 'neigh', 'show', 'dev', 'eth0'])).stdout) as { dst: string; lladdr: string; state: string[] }[];
+    await addArpNeighbors(ctx, [
+      { toIPAddress: { family: 0, address: '10.9.0.1', mask: '' }, device: 'eth0', lladdr: '02:11:22:33:44:55', state: 0, flags: 0 },
+    ]);
+    const neigh = JSON.parse((await run('ip', ['-n', ns, '-j', 'neigh', 'show', 'dev', 'eth0'])).stdout) as {
+      dst: string;
+      lladdr: string;
+      state: string[];
+    }[];
     const n = neigh.find((x) => x.dst === '10.9.0.1');
     t.equal(n?.lladdr, '02:11:22:33:44:55');
     t.ok(n?.state.includes('PERMANENT'), 'state 0 means PERMANENT');
-    await t.rejects(addArpNeighbors(ctx, [{ toIPAddress: { family: 0, address: '10.9.0.3', mask: '' }, device: 'missing0', lladdr: '02:11:22:33:44:56', state: 0, flags: 0 }]), { code: 'E_NETLINK', message: /missing0/ });
+    await t.rejects(
+      addArpNeighbors(ctx, [
+        { toIPAddress: { family: 0, address: '10.9.0.3', mask: '' }, device: 'missing0', lladdr: '02:11:22:33:44:56', state: 0, flags: 0 },
+      ]),
+      { code: 'E_NETLINK', message: /missing0/ },
+    );
 
     const list = await listInterfaces(ctx);
     const eth0 = list.Interfaces.find((i) => i.name === 'eth0');

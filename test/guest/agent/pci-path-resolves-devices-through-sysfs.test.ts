@@ -21,7 +21,10 @@ async function fakeSysfs(t: { teardown(fn: () => unknown): void }): Promise<stri
 }
 
 t.test('parsePciPath accepts Kata slot paths and rejects junk', async (t) => {
-  t.same(parsePciPath('02/00'), [{ slot: 2, fn: 0 }, { slot: 0, fn: 0 }]);
+  t.same(parsePciPath('02/00'), [
+    { slot: 2, fn: 0 },
+    { slot: 0, fn: 0 },
+  ]);
   t.same(parsePciPath('1f.2'), [{ slot: 0x1f, fn: 2 }]);
   t.throws(() => parsePciPath('02/zz'), { code: 'E_INVALID_ARGUMENT' });
   t.throws(() => parsePciPath('20'), { code: 'E_INVALID_ARGUMENT' }, 'slot above 1f');
@@ -48,13 +51,25 @@ t.test('UpdateInterface by devicePath waits for the hotplugged netdev', async (t
     { ifindex: 3, ifname: 'eth1', flags: [], mtu: 1500, link_type: 'ether', address: '52:54:00:00:00:01' },
   ];
   const ip = makeIp(async () => ({ stdout: JSON.stringify(links), stderr: '', exitCode: 0, timedOut: false, truncated: false }));
-  const iface = { device: 'eth0', name: 'eth0', hwAddr: '02:00:00:00:00:07', devicePath: '02/00', IPAddresses: [], mtu: 0, type: '', raw_flags: 0 };
+  const iface = {
+    device: 'eth0',
+    name: 'eth0',
+    hwAddr: '02:00:00:00:00:07',
+    devicePath: '02/00',
+    IPAddresses: [],
+    mtu: 0,
+    type: '',
+    raw_flags: 0,
+  };
   const found = await findLink({ ip, sysfs, deviceTimeoutMs: 500 }, iface, links);
   t.equal(found.link.ifname, 'eth1', 'the netdev at 02/00');
   t.equal(found.setMac, true, 'its MAC differs from hwAddr: it will be set');
 
   const started = Date.now();
-  await t.rejects(findLink({ ip, sysfs, deviceTimeoutMs: 200 }, { ...iface, devicePath: '05/00' }, links), { code: 'E_DEVICE_TIMEOUT', message: /05\/00/ });
+  await t.rejects(findLink({ ip, sysfs, deviceTimeoutMs: 200 }, { ...iface, devicePath: '05/00' }, links), {
+    code: 'E_DEVICE_TIMEOUT',
+    message: /05\/00/,
+  });
   t.ok(Date.now() - started >= 150, 'it waited before giving up');
 });
 

@@ -34,10 +34,24 @@ t.test('malformed lines get E_PARSE with a null id; bad params E_INVALID_ARGUMEN
   const s = server();
   t.match(await ask(s, '{not json'), { id: null, error: { code: 'E_PARSE' } });
   t.match(await ask(s, { method: 'Check' }), { id: null, error: { code: 'E_PARSE' } }, 'no id');
-  t.match(await ask(s, { id: 3, method: 'UpdateInterface', params: {} }), { id: 3, error: { code: 'E_INVALID_ARGUMENT', message: /interface/ } });
+  t.match(await ask(s, { id: 3, method: 'UpdateInterface', params: {} }), {
+    id: 3,
+    error: { code: 'E_INVALID_ARGUMENT', message: /interface/ },
+  });
   t.match(await ask(s, { id: 4, method: 'Exec', params: { argv: [] } }), { id: 4, error: { code: 'E_INVALID_ARGUMENT', message: /argv/ } });
-  t.match(await ask(s, { id: 5, method: 'AddStorages', params: { storages: [{ driver: 'bogus', mount_point: '/x', source: '', fstype: '', options: [], driver_options: [] }] } }), { id: 5, error: { code: 'E_INVALID_ARGUMENT', message: /bogus/ } });
-  t.match(await ask(s, { id: 6, method: 'Check', params: [1] }), { id: 6, error: { code: 'E_INVALID_ARGUMENT' } }, 'params must be an object');
+  t.match(
+    await ask(s, {
+      id: 5,
+      method: 'AddStorages',
+      params: { storages: [{ driver: 'bogus', mount_point: '/x', source: '', fstype: '', options: [], driver_options: [] }] },
+    }),
+    { id: 5, error: { code: 'E_INVALID_ARGUMENT', message: /bogus/ } },
+  );
+  t.match(
+    await ask(s, { id: 6, method: 'Check', params: [1] }),
+    { id: 6, error: { code: 'E_INVALID_ARGUMENT' } },
+    'params must be an object',
+  );
 });
 
 t.test('Exec returns exit code and output, kills at the timeout, reports a missing program', async (t) => {
@@ -50,13 +64,17 @@ t.test('Exec returns exit code and output, kills at the timeout, reports a missi
   const slow = await ask(s, { id: 3, method: 'Exec', params: { argv: ['sleep', '10'], timeoutMs: 200 } });
   t.match(slow.result, { timedOut: true, exitCode: 137 }, 'SIGKILL at the timeout: 128+9');
   t.ok(Date.now() - started < 5000, 'did not wait for the command');
-  t.match(await ask(s, { id: 4, method: 'Exec', params: { argv: ['/nonexistent/prog'] } }), { error: { code: 'E_EXEC', message: /nonexistent/ } });
+  t.match(await ask(s, { id: 4, method: 'Exec', params: { argv: ['/nonexistent/prog'] } }), {
+    error: { code: 'E_EXEC', message: /nonexistent/ },
+  });
 });
 
 t.test('state-changing calls run one at a time; Check is not held behind them', async (t) => {
   const events: string[] = [];
   let release!: () => void;
-  const gate = new Promise<void>((r) => { release = r; });
+  const gate = new Promise<void>((r) => {
+    release = r;
+  });
   const ipRunner: CommandRunner = async (_f, args, opts) => {
     if (args.includes('-batch')) {
       const first = (opts?.input ?? '').split('\n')[0]!;
@@ -76,12 +94,20 @@ t.test('state-changing calls run one at a time; Check is not held behind them', 
   t.same(events, ['start route replace 10.1.0.0/16 dev eth0 proto boot'], 'the second call has not started');
   release();
   await Promise.all([a, b]);
-  t.same(events.map((e) => e.split(' ')[0]), ['start', 'end', 'start', 'end'], 'strictly one after the other');
+  t.same(
+    events.map((e) => e.split(' ')[0]),
+    ['start', 'end', 'start', 'end'],
+    'strictly one after the other',
+  );
 });
 
 t.test('Shutdown is answered before the shutdown action runs; then Check says NOT_SERVING', async (t) => {
   let called = false;
-  const s = server({ shutdown: () => { called = true; } });
+  const s = server({
+    shutdown: () => {
+      called = true;
+    },
+  });
   const r = await ask(s, { id: 1, method: 'Shutdown' });
   t.same(r, { id: 1, result: {} });
   t.equal(called, false, 'not yet: the answer goes out first');
@@ -93,11 +119,15 @@ t.test('Shutdown is answered before the shutdown action runs; then Check says NO
 t.test('LineSplitter joins chunks, skips blank lines, drops over-long lines', async (t) => {
   const lines: string[] = [];
   let overflows = 0;
-  const sp = new LineSplitter((l) => lines.push(l), () => overflows++, 16);
+  const sp = new LineSplitter(
+    (l) => lines.push(l),
+    () => overflows++,
+    16,
+  );
   sp.push(Buffer.from('{"a":'));
   sp.push(Buffer.from('1}\n\n{"b":2}\r\n{"c"'));
   t.same(lines, ['{"a":1}', '{"b":2}']);
-  sp.push(Buffer.from(':3}\n' + 'x'.repeat(40) + '\nafter\n'));
+  sp.push(Buffer.from(`:3}\n${'x'.repeat(40)}\nafter\n`));
   t.same(lines, ['{"a":1}', '{"b":2}', '{"c":3}', 'after'], 'the long line is dropped up to its newline');
   t.equal(overflows, 1);
   // A multi-byte character split across chunks survives.

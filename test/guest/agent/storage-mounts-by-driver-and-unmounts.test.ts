@@ -6,7 +6,15 @@ import type { Storage } from '../../../host/agent-types.js';
 import { spawnRunner, type CommandRunner } from '../../../guest/agent/runner.js';
 import { addStorages, listMounts, readMounts, removeStorages, type StorageContext } from '../../../guest/agent/storage.js';
 
-const storage = (over: Partial<Storage>): Storage => ({ driver: 'virtio-fs', driver_options: [], source: '', fstype: '', options: [], mount_point: '', ...over });
+const storage = (over: Partial<Storage>): Storage => ({
+  driver: 'virtio-fs',
+  driver_options: [],
+  source: '',
+  fstype: '',
+  options: [],
+  mount_point: '',
+  ...over,
+});
 
 async function tempDir(t: { teardown(fn: () => unknown): void }, tag: string): Promise<string> {
   const d = await mkdtemp(join(tmpdir(), `krt-${tag}-`));
@@ -19,7 +27,9 @@ t.test('ephemeral storage is a real tmpfs mount; repeating is idempotent; Remove
   const mp = join(dir, 'eph', 'nested');
   const ctx: StorageContext = { run: spawnRunner, sysfs: '/sys', dev: '/dev', mountsFile: '/proc/self/mounts' };
   t.teardown(() => spawnRunner('umount', [mp]));
-  const r = await addStorages(ctx, [storage({ driver: 'ephemeral', source: 'tmpfs', fstype: 'tmpfs', options: ['size=1m', 'mode=0700'], mount_point: mp })]);
+  const r = await addStorages(ctx, [
+    storage({ driver: 'ephemeral', source: 'tmpfs', fstype: 'tmpfs', options: ['size=1m', 'mode=0700'], mount_point: mp }),
+  ]);
   t.same(r.mount_points, [mp]);
   const m = (await listMounts(ctx)).mounts.find((x) => x.mount_point === mp);
   t.equal(m?.fstype, 'tmpfs', 'mounted, and the mount point was created');
@@ -27,7 +37,10 @@ t.test('ephemeral storage is a real tmpfs mount; repeating is idempotent; Remove
   await addStorages(ctx, [storage({ driver: 'ephemeral', fstype: 'tmpfs', mount_point: mp })]);
   t.equal((await readMounts(ctx.mountsFile)).filter((x) => x.mount_point === mp).length, 1, 'not mounted twice');
   await removeStorages(ctx, [{ mount_point: mp }]);
-  t.notOk((await readMounts(ctx.mountsFile)).some((x) => x.mount_point === mp), 'unmounted');
+  t.notOk(
+    (await readMounts(ctx.mountsFile)).some((x) => x.mount_point === mp),
+    'unmounted',
+  );
   await removeStorages(ctx, [{ mount_point: mp }]);
   t.pass('removing an absent mount is not an error');
 });
@@ -73,11 +86,22 @@ t.test('each driver resolves its source into the mount command', async (t) => {
   await addStorages(ctx, [storage({ driver: 'local', mount_point: mp('local'), options: ['mode=0777'] })]);
   t.equal((await stat(mp('local'))).mode & 0o777, 0o777, 'local storage is a directory with the asked mode');
 
-  await t.rejects(addStorages(ctx, [storage({ driver: 'blk', source: '03/00', mount_point: mp('x') })]), { code: 'E_DEVICE_TIMEOUT', message: /03\/00/ });
+  await t.rejects(addStorages(ctx, [storage({ driver: 'blk', source: '03/00', mount_point: mp('x') })]), {
+    code: 'E_DEVICE_TIMEOUT',
+    message: /03\/00/,
+  });
   await t.rejects(addStorages(ctx, [storage({ driver: 'virtio-fs', mount_point: 'relative/path' })]), { code: 'E_INVALID_ARGUMENT' });
   await t.rejects(addStorages(ctx, [storage({ driver: 'virtio-fs', mount_point: '/a/../b' })]), { code: 'E_INVALID_ARGUMENT' });
-  await t.rejects(addStorages(ctx, [storage({ driver: 'virtio-fs', mount_point: mp('y'), options: ['a,b'] })]), { code: 'E_INVALID_ARGUMENT' });
+  await t.rejects(addStorages(ctx, [storage({ driver: 'virtio-fs', mount_point: mp('y'), options: ['a,b'] })]), {
+    code: 'E_INVALID_ARGUMENT',
+  });
 
-  const failing: StorageContext = { ...ctx, run: async () => ({ stdout: '', stderr: 'mount: unknown filesystem type', exitCode: 32, timedOut: false, truncated: false }) };
-  await t.rejects(addStorages(failing, [storage({ driver: 'virtio-fs', mount_point: mp('z') })]), { code: 'E_MOUNT', message: /unknown filesystem type/ });
+  const failing: StorageContext = {
+    ...ctx,
+    run: async () => ({ stdout: '', stderr: 'mount: unknown filesystem type', exitCode: 32, timedOut: false, truncated: false }),
+  };
+  await t.rejects(addStorages(failing, [storage({ driver: 'virtio-fs', mount_point: mp('z') })]), {
+    code: 'E_MOUNT',
+    message: /unknown filesystem type/,
+  });
 });

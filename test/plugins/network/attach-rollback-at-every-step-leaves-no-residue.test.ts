@@ -6,7 +6,18 @@ import type { Attached } from '../../../host/plugin.js';
 import { readLink } from '../../../plugins/network/link-info.js';
 import type { InternetworkingModel } from '../../../plugins/network/types.js';
 import { tempNetns } from '../../helpers/netns.js';
-import { FAILING_LINE, RewritingNetlink, waitLinkLocal, ipBatch, listDir, makeCtx, makeNetlink, podWithVeth, snapshot, type NetlinkKind } from './endpoint-fixtures.js';
+import {
+  FAILING_LINE,
+  RewritingNetlink,
+  waitLinkLocal,
+  ipBatch,
+  listDir,
+  makeCtx,
+  makeNetlink,
+  podWithVeth,
+  snapshot,
+  type NetlinkKind,
+} from './endpoint-fixtures.js';
 
 /**
  * Every attach step is undone when a later one fails. Two kinds of failure:
@@ -30,7 +41,14 @@ const veth = async (t: Parameters<typeof tempNetns>[0]): Promise<NetnsRef> => {
 };
 const macvlan = async (t: Parameters<typeof tempNetns>[0]): Promise<NetnsRef> => {
   const pod = await tempNetns(t, 'pod');
-  await ipBatch(pod, ['link add low0 type veth peer name low1', 'link set low1 up', 'link add link low0 name eth0 type macvlan mode bridge', 'addr add 10.80.0.2/24 dev eth0', 'link set low0 up', 'link set eth0 up']);
+  await ipBatch(pod, [
+    'link add low0 type veth peer name low1',
+    'link set low1 up',
+    'link add link low0 name eth0 type macvlan mode bridge',
+    'addr add 10.80.0.2/24 dev eth0',
+    'link set low0 up',
+    'link set eth0 up',
+  ]);
   await waitLinkLocal(pod, 'eth0');
   return pod;
 };
@@ -56,7 +74,12 @@ const cases: Case[] = [
   { label: 'macvlan/macvtap', kind: 'spawn', setup: macvlan, attach: scanned('eth0', 'macvtap') },
   { label: 'tuntap/tcfilter', kind: 'spawn', setup: withTuntap, attach: scanned('ctap0', 'tcfilter') },
   { label: 'existing macvtap', kind: 'spawn', setup: withMacvtap, attach: scanned('mvt0', 'tcfilter') },
-  { label: 'tap on request', kind: 'spawn', setup: async (t) => (await podWithVeth(t)).pod, attach: (ctx) => createTap(ctx, { name: 'tap9_kata', mtu: 1400, queues: 2 }) },
+  {
+    label: 'tap on request',
+    kind: 'spawn',
+    setup: async (t) => (await podWithVeth(t)).pod,
+    attach: (ctx) => createTap(ctx, { name: 'tap9_kata', mtu: 1400, queues: 2 }),
+  },
 ];
 
 for (const c of cases) {
@@ -67,7 +90,12 @@ for (const c of cases) {
     // A successful run records the named steps and every batch line.
     const steps: string[] = [];
     const recorder = new RewritingNetlink(makeNetlink(t, c.kind));
-    const ok = await makeCtx(t, pod, { netlink: recorder, faults: (s) => { steps.push(s); } });
+    const ok = await makeCtx(t, pod, {
+      netlink: recorder,
+      faults: (s) => {
+        steps.push(s);
+      },
+    });
     const a = await c.attach(ok);
     const attachLines = recorder.calls.reduce((n, call) => n + call.lines.length, 0);
     const { detachEndpoint } = await import('../../../plugins/network/endpoint.js');
@@ -76,7 +104,12 @@ for (const c of cases) {
     t.ok(steps.length >= 2, `steps: ${steps.join(', ')}`);
 
     for (const step of steps) {
-      const ctx = await makeCtx(t, pod, { kind: c.kind, faults: (s) => { if (s === step) throw new Error(`injected at ${s}`); } });
+      const ctx = await makeCtx(t, pod, {
+        kind: c.kind,
+        faults: (s) => {
+          if (s === step) throw new Error(`injected at ${s}`);
+        },
+      });
       await t.rejects(c.attach(ctx), { message: `injected at ${step}` }, `fails at ${step}`);
       t.same(await snapshot(pod), before, `nothing left after a failure at ${step}`);
       t.same(await listDir(ctx.runDir), [], `run dir empty after a failure at ${step}`);
@@ -93,7 +126,11 @@ for (const c of cases) {
       };
       const ctx = await makeCtx(t, pod, { netlink: nl });
       await t.rejects(c.attach(ctx), { message: /injected failure/ }, `batch line ${k} fails`);
-      t.same(await snapshot(pod), before, `nothing left when line ${k} (${failed.replace(/kr-tmp[0-9a-f]+/, 'kr-tmp*')}) failed and the others ran`);
+      t.same(
+        await snapshot(pod),
+        before,
+        `nothing left when line ${k} (${failed.replace(/kr-tmp[0-9a-f]+/, 'kr-tmp*')}) failed and the others ran`,
+      );
       t.same(await listDir(ctx.runDir), []);
     }
   });

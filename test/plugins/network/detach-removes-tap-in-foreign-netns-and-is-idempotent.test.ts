@@ -3,7 +3,16 @@ import { run } from '../../../host/exec.js';
 import { deleteNetns } from '../../../host/netns.js';
 import { attachEndpoint, checkEndpoint, detachEndpoint } from '../../../plugins/network/endpoint.js';
 import { readLink } from '../../../plugins/network/link-info.js';
-import { FAILING_LINE, RewritingNetlink, listDir, makeCtx, makeNetlink, podWithVeth, snapshot, type NetlinkKind } from './endpoint-fixtures.js';
+import {
+  FAILING_LINE,
+  RewritingNetlink,
+  listDir,
+  makeCtx,
+  makeNetlink,
+  podWithVeth,
+  snapshot,
+  type NetlinkKind,
+} from './endpoint-fixtures.js';
 
 t.test('detach removes tap, qdiscs and filters from a namespace the caller owns (kata-containers#6339)', async (t) => {
   // The namespace and its veth belong to the caller (a CNI plugin); only the endpoint is ours.
@@ -42,12 +51,19 @@ t.test('tcfilter: EBUSY on the ingress qdisc is retried by re-running the failed
   const { pod } = await podWithVeth(t);
   const nl = new RewritingNetlink(makeNetlink(t, 'spawn'));
   let busy = 2;
-  nl.rewrite = (tool, line) => (tool === 'tc' && line === 'qdisc add dev eth0 ingress' && busy-- > 0 ? { line: FAILING_LINE.tc, message: 'Error: Device or resource busy' } : undefined);
+  nl.rewrite = (tool, line) =>
+    tool === 'tc' && line === 'qdisc add dev eth0 ingress' && busy-- > 0
+      ? { line: FAILING_LINE.tc, message: 'Error: Device or resource busy' }
+      : undefined;
   const ctx = await makeCtx(t, pod, { netlink: nl });
   const a = await attachEndpoint(ctx, { link: await readLink(ctx, 'eth0'), index: 0, model: 'tcfilter', queues: 1, vhost: false });
   const tcCalls = nl.calls.filter((c) => c.tool === 'tc');
   t.equal(tcCalls.length, 3, 'one batch and two retries');
-  t.same(tcCalls[1]!.lines, ['qdisc add dev eth0 ingress', tcCalls[0]!.lines[2]], 'a retry re-runs only the failed lines (the qdisc and the filter that needed it)');
+  t.same(
+    tcCalls[1]!.lines,
+    ['qdisc add dev eth0 ingress', tcCalls[0]!.lines[2]],
+    'a retry re-runs only the failed lines (the qdisc and the filter that needed it)',
+  );
   t.same(await checkEndpoint(ctx, a), []);
   await detachEndpoint(ctx, a);
 });
@@ -56,9 +72,15 @@ t.test('tcfilter: EBUSY that persists gives E_BUSY after 5 attempts and leaves n
   const { pod } = await podWithVeth(t);
   const before = await snapshot(pod);
   const nl = new RewritingNetlink(makeNetlink(t, 'spawn'));
-  nl.rewrite = (tool, line) => (tool === 'tc' && line === 'qdisc add dev eth0 ingress' ? { line: FAILING_LINE.tc, message: 'Error: Device or resource busy' } : undefined);
+  nl.rewrite = (tool, line) =>
+    tool === 'tc' && line === 'qdisc add dev eth0 ingress'
+      ? { line: FAILING_LINE.tc, message: 'Error: Device or resource busy' }
+      : undefined;
   const ctx = await makeCtx(t, pod, { netlink: nl });
-  await t.rejects(attachEndpoint(ctx, { link: await readLink(ctx, 'eth0'), index: 0, model: 'tcfilter', queues: 1, vhost: false }), { code: 'E_BUSY', message: /eth0/ });
+  await t.rejects(attachEndpoint(ctx, { link: await readLink(ctx, 'eth0'), index: 0, model: 'tcfilter', queues: 1, vhost: false }), {
+    code: 'E_BUSY',
+    message: /eth0/,
+  });
   t.equal(nl.calls.filter((c) => c.tool === 'tc' && c.lines.includes('qdisc add dev eth0 ingress')).length, 5, '5 attempts');
   t.same(await snapshot(pod), before);
 });
@@ -66,9 +88,36 @@ t.test('tcfilter: EBUSY that persists gives E_BUSY after 5 attempts and leaves n
 t.test('tcfilter: a foreign ingress qdisc on the link is E_LINK_EXISTS; the foreign qdisc and filter stay, ours go', async (t) => {
   const { pod } = await podWithVeth(t);
   await run('tc', ['-n', pod.name!, 'qdisc', 'add', 'dev', 'eth0', 'ingress']);
-  await run('tc', ['-n', pod.name!, 'filter', 'add', 'dev', 'eth0', 'parent', 'ffff:', 'protocol', 'ip', 'pref', '100', 'u32', 'match', 'ip', 'dst', '192.0.2.1/32', 'action', 'mirred', 'egress', 'redirect', 'dev', 'lo']);
+  await run('tc', [
+    '-n',
+    pod.name!,
+    'filter',
+    'add',
+    'dev',
+    'eth0',
+    'parent',
+    'ffff:',
+    'protocol',
+    'ip',
+    'pref',
+    '100',
+    'u32',
+    'match',
+    'ip',
+    'dst',
+    '192.0.2.1/32',
+    'action',
+    'mirred',
+    'egress',
+    'redirect',
+    'dev',
+    'lo',
+  ]);
   const before = await snapshot(pod);
   const ctx = await makeCtx(t, pod);
-  await t.rejects(attachEndpoint(ctx, { link: await readLink(ctx, 'eth0'), index: 0, model: 'tcfilter', queues: 1, vhost: false }), { code: 'E_LINK_EXISTS', message: /eth0 .*already has an ingress qdisc/ });
+  await t.rejects(attachEndpoint(ctx, { link: await readLink(ctx, 'eth0'), index: 0, model: 'tcfilter', queues: 1, vhost: false }), {
+    code: 'E_LINK_EXISTS',
+    message: /eth0 .*already has an ingress qdisc/,
+  });
   t.same(await snapshot(pod), before, 'foreign qdisc and filter untouched, our filter and tap removed');
 });

@@ -7,7 +7,18 @@ import { detectEndpointType } from '../../../plugins/network/endpoint.js';
 import type { ScannedLink } from '../../../plugins/network/types.js';
 
 function link(over: Partial<ScannedLink>): ScannedLink {
-  return { name: 'eth0', index: 2, kind: 'veth', mac: '02:00:00:00:00:01', mtu: 1500, txqlen: 1000, up: true, rawFlags: 0x1003, addresses: [{ family: 0, address: '10.0.0.2', mask: '24' }], ...over };
+  return {
+    name: 'eth0',
+    index: 2,
+    kind: 'veth',
+    mac: '02:00:00:00:00:01',
+    mtu: 1500,
+    txqlen: 1000,
+    up: true,
+    rawFlags: 0x1003,
+    addresses: [{ family: 0, address: '10.0.0.2', mask: '24' }],
+    ...over,
+  };
 }
 
 t.test('kinds map to Kata endpoint types', async (t) => {
@@ -22,7 +33,10 @@ t.test('kinds map to Kata endpoint types', async (t) => {
 });
 
 t.test('TUN mode and unknown kinds are E_UNSUPPORTED naming the link and kind', async (t) => {
-  t.throws(() => detectEndpointType(link({ name: 'tun7', kind: 'tun', tunMode: 'tun' })), { code: 'E_UNSUPPORTED', message: /tun7.*TUN devices are not supported, only TAP/ });
+  t.throws(() => detectEndpointType(link({ name: 'tun7', kind: 'tun', tunMode: 'tun' })), {
+    code: 'E_UNSUPPORTED',
+    message: /tun7.*TUN devices are not supported, only TAP/,
+  });
   t.throws(() => detectEndpointType(link({ name: 'nk0', kind: 'netkit' })), { code: 'E_UNSUPPORTED', message: /nk0.*"netkit"/ });
   t.throws(() => detectEndpointType(link({ name: 'vx0', kind: 'vxlan' })), { code: 'E_UNSUPPORTED', message: /vxlan/ });
   t.throws(() => detectEndpointType(link({ kind: 'tun' })), { code: 'E_UNSUPPORTED' });
@@ -41,7 +55,14 @@ t.test('a PCI address wins over everything (physical)', async (t) => {
 t.test('vhost-user: a socket at <dir>/vhostuser_<IP>/vhu.sock for one of the addresses', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'krt-vhu-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const l = link({ kind: 'tun', tunMode: 'tap', addresses: [{ family: 0, address: '10.0.0.2', mask: '24' }, { family: 1, address: 'fd00::2', mask: '64' }] });
+  const l = link({
+    kind: 'tun',
+    tunMode: 'tap',
+    addresses: [
+      { family: 0, address: '10.0.0.2', mask: '24' },
+      { family: 1, address: 'fd00::2', mask: '64' },
+    ],
+  });
   t.equal(detectEndpointType(l, { vhostUserSearchDir: dir }), 'tuntap', 'no socket yet');
   await mkdir(join(dir, 'vhostuser_fd00::2'));
   const srv = createServer();

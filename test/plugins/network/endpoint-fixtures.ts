@@ -22,14 +22,18 @@ export function makeNetlink(t: Teardownable, kind: NetlinkKind): Netlink {
   return nl;
 }
 
-export async function tempRunDir(t: Teardownable): Promise<string> {
+async function tempRunDir(t: Teardownable): Promise<string> {
   const d = await mkdtemp(join(tmpdir(), 'krt-run-'));
   t.teardown(() => rm(d, { recursive: true, force: true }));
   return d;
 }
 
 /** A PluginContext on a test namespace: silent logger, real sysfs, a temp runDir. */
-export async function makeCtx(t: Teardownable, netns: NetnsRef | undefined, opts: { netlink?: Netlink; kind?: NetlinkKind; faults?: FaultHook; sysfs?: Sysfs } = {}): Promise<PluginContext> {
+export async function makeCtx(
+  t: Teardownable,
+  netns: NetnsRef | undefined,
+  opts: { netlink?: Netlink; kind?: NetlinkKind; faults?: FaultHook; sysfs?: Sysfs } = {},
+): Promise<PluginContext> {
   return {
     sandboxId: 'krt-sandbox',
     netns,
@@ -42,7 +46,10 @@ export async function makeCtx(t: Teardownable, netns: NetnsRef | undefined, opts
 }
 
 /** A pod namespace with eth0 (veth, peer in a "host" test namespace), as a CNI plugin leaves it. */
-export async function podWithVeth(t: Teardownable, opts: { mtu?: number; podAddr?: string; hostAddr?: string } = {}): Promise<{ pod: NetnsRef; host: NetnsRef; ifname: string; peer: string }> {
+export async function podWithVeth(
+  t: Teardownable,
+  opts: { mtu?: number; podAddr?: string; hostAddr?: string } = {},
+): Promise<{ pod: NetnsRef; host: NetnsRef; ifname: string; peer: string }> {
   const host = await tempNetns(t, 'host');
   const pod = await tempNetns(t, 'pod');
   const { ifname, peer } = await vethPair(pod, host, opts);
@@ -64,7 +71,7 @@ export async function ipIn(ns: NetnsRef, ...args: string[]): Promise<string> {
 }
 
 export async function ipBatch(ns: NetnsRef, lines: string[]): Promise<void> {
-  await run('ip', ['-n', ns.name!, '-batch', '-'], { input: lines.join('\n') + '\n' });
+  await run('ip', ['-n', ns.name!, '-batch', '-'], { input: `${lines.join('\n')}\n` });
 }
 
 /**
@@ -72,24 +79,48 @@ export async function ipBatch(ns: NetnsRef, lines: string[]): Promise<void> {
  * (name, kind, MAC, MTU, up, addresses), routes of all tables, qdiscs, filters on every ingress.
  */
 export async function snapshot(ns: NetnsRef): Promise<Record<string, unknown>> {
-  const links = JSON.parse(await ipIn(ns, '-j', '-d', 'addr', 'show')) as { ifname: string; address?: string; mtu: number; flags: string[]; linkinfo?: { info_kind?: string }; addr_info?: { local: string; prefixlen: number }[] }[];
+  const links = JSON.parse(await ipIn(ns, '-j', '-d', 'addr', 'show')) as {
+    ifname: string;
+    address?: string;
+    mtu: number;
+    flags: string[];
+    linkinfo?: { info_kind?: string };
+    addr_info?: { local: string; prefixlen: number }[];
+  }[];
   const routes = JSON.parse(await ipIn(ns, '-j', 'route', 'show', 'table', 'all')) as Record<string, unknown>[];
-  const qdiscs = JSON.parse((await run('tc', ['-n', ns.name!, '-j', 'qdisc', 'show'])).stdout || '[]') as { dev: string; kind: string; handle: string }[];
+  const qdiscs = JSON.parse((await run('tc', ['-n', ns.name!, '-j', 'qdisc', 'show'])).stdout || '[]') as {
+    dev: string;
+    kind: string;
+    handle: string;
+  }[];
   const filters: Record<string, unknown> = {};
   for (const q of qdiscs.filter((q) => q.kind === 'ingress')) {
-    filters[q.dev] = JSON.parse((await run('tc', ['-n', ns.name!, '-j', 'filter', 'show', 'dev', q.dev, 'parent', 'ffff:'])).stdout || '[]')
-      .map((f: { pref?: number; kind?: string; options?: { actions?: { to_dev?: string }[] } }) => `${f.pref}/${f.kind}/${(f.options?.actions ?? []).map((a) => a.to_dev).join(',')}`);
+    filters[q.dev] = JSON.parse(
+      (await run('tc', ['-n', ns.name!, '-j', 'filter', 'show', 'dev', q.dev, 'parent', 'ffff:'])).stdout || '[]',
+    ).map(
+      (f: { pref?: number; kind?: string; options?: { actions?: { to_dev?: string }[] } }) =>
+        `${f.pref}/${f.kind}/${(f.options?.actions ?? []).map((a) => a.to_dev).join(',')}`,
+    );
   }
   return {
-    links: links.map((l) => ({
-      name: l.ifname, kind: l.linkinfo?.info_kind ?? '', mac: l.address, mtu: l.mtu, up: l.flags.includes('UP'),
-      addrs: (l.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen}`).sort(),
-    })).sort((a, b) => a.name.localeCompare(b.name)),
+    links: links
+      .map((l) => ({
+        name: l.ifname,
+        kind: l.linkinfo?.info_kind ?? '',
+        mac: l.address,
+        mtu: l.mtu,
+        up: l.flags.includes('UP'),
+        addrs: (l.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen}`).sort(),
+      }))
+      .sort((a, b) => a.name.localeCompare(b.name)),
     // IPv6 local-table host routes follow DAD progress, not anything an attach does: left out.
-    routes: routes.filter((r) => !(r.table === 'local' && r.type === 'local' && String(r.dst).includes(':'))).map((r) => {
-      const { expires: _e, ...rest } = r as Record<string, unknown>;
-      return JSON.stringify(rest);
-    }).sort(),
+    routes: routes
+      .filter((r) => !(r.table === 'local' && r.type === 'local' && String(r.dst).includes(':')))
+      .map((r) => {
+        const { expires: _e, ...rest } = r as Record<string, unknown>;
+        return JSON.stringify(rest);
+      })
+      .sort(),
     qdiscs: qdiscs.map((q) => `${q.dev}/${q.kind}/${q.handle}`).sort(),
     filters,
   };
@@ -115,7 +146,11 @@ export class RewritingNetlink implements Netlink {
     const callNo = this.calls.length;
     this.calls.push({ tool, lines: [...lines] });
     const subs = lines.map((l) => this.rewrite(tool, l, callNo));
-    const out = await this.inner.batch(tool, ns, lines.map((l, i) => subs[i]?.line ?? l));
+    const out = await this.inner.batch(
+      tool,
+      ns,
+      lines.map((l, i) => subs[i]?.line ?? l),
+    );
     return out.map((o, i) => (subs[i] ? (subs[i]!.message ?? o ?? 'injected failure') : o));
   }
 

@@ -35,9 +35,15 @@ t.test('tuntap and ipvlan reject the macvtap model before touching anything', as
   const ctx = await makeCtx(t, pod);
   const before = await snapshot(pod);
   const tap = await readLink(ctx, 'ctap0');
-  await t.rejects(attachEndpoint(ctx, { link: tap, index: 0, model: 'macvtap', queues: 1, vhost: false }), { code: 'E_UNSUPPORTED', message: /ctap0.*macvtap/ });
+  await t.rejects(attachEndpoint(ctx, { link: tap, index: 0, model: 'macvtap', queues: 1, vhost: false }), {
+    code: 'E_UNSUPPORTED',
+    message: /ctap0.*macvtap/,
+  });
   const fakeIpvlan = { ...(await readLink(ctx, 'eth0')), kind: 'ipvlan' };
-  await t.rejects(attachEndpoint(ctx, { link: fakeIpvlan, index: 0, model: 'macvtap', queues: 1, vhost: false }), { code: 'E_UNSUPPORTED', message: /ipvlan/ });
+  await t.rejects(attachEndpoint(ctx, { link: fakeIpvlan, index: 0, model: 'macvtap', queues: 1, vhost: false }), {
+    code: 'E_UNSUPPORTED',
+    message: /ipvlan/,
+  });
   t.same(await snapshot(pod), before);
 });
 
@@ -46,9 +52,13 @@ async function ipvlanSkipReason(): Promise<string | false> {
   const ns = await createNetns(uniqueName('ipvprobe'));
   try {
     await ipBatch(ns, ['tuntap add dev low0 mode tap']);
-    const r = await run('ip', ['-n', ns.name!, 'link', 'add', 'link', 'low0', 'name', 'ipv0', 'type', 'ipvlan', 'mode', 'l2'], { reject: false });
+    const r = await run('ip', ['-n', ns.name!, 'link', 'add', 'link', 'low0', 'name', 'ipv0', 'type', 'ipvlan', 'mode', 'l2'], {
+      reject: false,
+    });
     if (r.exitCode === 0) return false;
-    return /Unknown device type|not supported/i.test(r.stderr) ? `this kernel has no ipvlan (ip link add type ipvlan: ${r.stderr.trim()})` : `cannot create an ipvlan: ${r.stderr.trim()}`;
+    return /Unknown device type|not supported/i.test(r.stderr)
+      ? `this kernel has no ipvlan (ip link add type ipvlan: ${r.stderr.trim()})`
+      : `cannot create an ipvlan: ${r.stderr.trim()}`;
   } finally {
     await deleteNetns(ns);
   }
@@ -76,9 +86,26 @@ t.test('tap created on request (hotplug): MTU, queues, owner; deleted by deleteT
   const { pod } = await podWithVeth(t);
   const ctx = await makeCtx(t, pod);
   const before = await snapshot(pod);
-  const a = await createTap(ctx, { name: 'tap7_kata', mac: '02:00:00:aa:bb:07', mtu: 1360, queues: 2, uid: 54321, gid: 54322, guestName: 'eth7', addresses: [{ family: 0, address: '10.92.0.7', mask: '24' }], vhost: true });
+  const a = await createTap(ctx, {
+    name: 'tap7_kata',
+    mac: '02:00:00:aa:bb:07',
+    mtu: 1360,
+    queues: 2,
+    uid: 54321,
+    gid: 54322,
+    guestName: 'eth7',
+    addresses: [{ family: 0, address: '10.92.0.7', mask: '24' }],
+    vhost: true,
+  });
   t.same(a.devices, [{ kind: 'net-tap', id: 'net7', ifname: 'tap7_kata', mac: '02:00:00:aa:bb:07', mtu: 1360, queues: 2, vhost: true }]);
-  t.match(a.guest.interfaces?.[0], { name: 'eth7', device: 'eth7', hwAddr: '02:00:00:aa:bb:07', mtu: 1360, type: 'tap', IPAddresses: [{ family: 0, address: '10.92.0.7', mask: '24' }] });
+  t.match(a.guest.interfaces?.[0], {
+    name: 'eth7',
+    device: 'eth7',
+    hwAddr: '02:00:00:aa:bb:07',
+    mtu: 1360,
+    type: 'tap',
+    IPAddresses: [{ family: 0, address: '10.92.0.7', mask: '24' }],
+  });
   const tap = (await links(pod)).find((l) => l.ifname === 'tap7_kata');
   t.equal(tap?.mtu, 1360);
   t.match(tap?.linkinfo?.info_data, { type: 'tap', multi_queue: true, vnet_hdr: true, user: 54321, group: 54322 });
@@ -129,12 +156,25 @@ t.test('vhost-user: discovered socket or explicit one; nothing created on the ho
   t.match(await checkEndpoint(ctx, a), [/vhost-user socket .* does not exist/]);
   await detachEndpoint(ctx, a);
   const eth0 = await readLink(ctx, 'eth0');
-  const b = await attachEndpoint(ctx, { link: eth0, index: 5, model: 'tcfilter', queues: 1, vhost: false, vhostUserSocket: '/run/krt-explicit/vhu.sock' });
+  const b = await attachEndpoint(ctx, {
+    link: eth0,
+    index: 5,
+    model: 'tcfilter',
+    queues: 1,
+    vhost: false,
+    vhostUserSocket: '/run/krt-explicit/vhu.sock',
+  });
   t.match(b.devices[0], { kind: 'net-vhost-user', socket: '/run/krt-explicit/vhu.sock' });
   t.same(await snapshot(pod), before);
   await detachEndpoint(ctx, b);
-  await t.rejects(attachEndpoint(ctx, { link: eth0, index: 5, model: 'tcfilter', queues: 1, vhost: false, vhostUserSocket: '/' + 'x'.repeat(120) }), { code: 'E_SOCKET_PATH_TOO_LONG' });
-  await t.rejects(attachEndpoint(ctx, { link: eth0, index: 5, model: 'tcfilter', queues: 1, vhost: false, vhostUserSocket: 'rel/vhu.sock' }), { code: 'E_INVALID_ARGUMENT' });
+  await t.rejects(
+    attachEndpoint(ctx, { link: eth0, index: 5, model: 'tcfilter', queues: 1, vhost: false, vhostUserSocket: `/${'x'.repeat(120)}` }),
+    { code: 'E_SOCKET_PATH_TOO_LONG' },
+  );
+  await t.rejects(
+    attachEndpoint(ctx, { link: eth0, index: 5, model: 'tcfilter', queues: 1, vhost: false, vhostUserSocket: 'rel/vhu.sock' }),
+    { code: 'E_INVALID_ARGUMENT' },
+  );
 });
 
 t.test('model none: guest descriptors only, nothing on the host', async (t) => {

@@ -12,7 +12,13 @@ import { waitLinkLocal, ipBatch, ipIn, listDir, makeCtx, podWithVeth, snapshot, 
 async function podWithMacvlan(t: Parameters<typeof tempNetns>[0]): Promise<{ pod: NetnsRef; host: NetnsRef }> {
   const host = await tempNetns(t, 'host');
   const pod = await tempNetns(t, 'pod');
-  await ipBatch(host, ['link add low0 type veth peer name low1', 'link set low0 up', 'link set low1 up', `link add link low0 name mvl0 type macvlan mode bridge`, `link set dev mvl0 netns ${pod.name}`]);
+  await ipBatch(host, [
+    'link add low0 type veth peer name low1',
+    'link set low0 up',
+    'link set low1 up',
+    `link add link low0 name mvl0 type macvlan mode bridge`,
+    `link set dev mvl0 netns ${pod.name}`,
+  ]);
   await ipBatch(pod, ['link set dev mvl0 name eth0', 'addr add 10.78.0.2/24 dev eth0', 'link set eth0 up', 'link set lo up']);
   await waitLinkLocal(pod, 'eth0');
   return { pod, host };
@@ -23,7 +29,12 @@ async function sysfsDevInNetns(ns: NetnsRef, ifname: string): Promise<string> {
   return (await run('ip', ['netns', 'exec', ns.name!, 'cat', `/sys/class/net/${ifname}/macvtap/tap${idx}/dev`])).stdout.trim();
 }
 
-const cases: { label: string; kind: NetlinkKind; make: (t: Parameters<typeof tempNetns>[0]) => Promise<{ pod: NetnsRef }>; type: string }[] = [
+const cases: {
+  label: string;
+  kind: NetlinkKind;
+  make: (t: Parameters<typeof tempNetns>[0]) => Promise<{ pod: NetnsRef }>;
+  type: string;
+}[] = [
   { label: 'veth', kind: 'spawn', make: (t) => podWithVeth(t, { mtu: 1450 }), type: 'virtual' },
   { label: 'veth (coprocess)', kind: 'coprocess', make: (t) => podWithVeth(t, { mtu: 1450 }), type: 'virtual' },
   { label: 'macvlan', kind: 'spawn', make: podWithMacvlan, type: 'macvlan' },
@@ -32,8 +43,14 @@ const cases: { label: string; kind: NetlinkKind; make: (t: Parameters<typeof tem
 for (const c of cases) {
   t.test(`${c.label} + macvtap model: MAC swap, addresses and routes saved and restored, private device node`, async (t) => {
     const { pod } = await c.make(t);
-    await ipBatch(pod, ['link set dev eth0 txqueuelen 777', 'addr add 10.79.0.9/16 dev eth0', 'addr add fd00:77::2/64 dev eth0 nodad',
-      'route add default via 10.79.0.1 dev eth0', 'route add 10.200.0.0/16 via 10.79.0.1 dev eth0 mtu 1300', 'route add fd00:99::/64 via fd00:77::1 dev eth0']);
+    await ipBatch(pod, [
+      'link set dev eth0 txqueuelen 777',
+      'addr add 10.79.0.9/16 dev eth0',
+      'addr add fd00:77::2/64 dev eth0 nodad',
+      'route add default via 10.79.0.1 dev eth0',
+      'route add 10.200.0.0/16 via 10.79.0.1 dev eth0 mtu 1300',
+      'route add fd00:99::/64 via fd00:77::1 dev eth0',
+    ]);
     const ctx = await makeCtx(t, pod, { kind: c.kind });
     const link = await readLink(ctx, 'eth0');
     const before = await snapshot(pod);
@@ -57,7 +74,7 @@ for (const c of cases) {
 
     const dev = a.devices[0] as { kind: string; devPath: string; ifname: string; mac: string; queues: number };
     t.match(dev, { kind: 'net-macvtap', id: 'net2', ifname: 'tap2_kata', mac: link.mac, queues: 2, vhost: true });
-    t.ok(dev.devPath.startsWith(ctx.runDir + '/'), 'the node is private to the sandbox run dir');
+    t.ok(dev.devPath.startsWith(`${ctx.runDir}/`), 'the node is private to the sandbox run dir');
     const st = await stat(dev.devPath);
     t.ok(st.isCharacterDevice(), 'a character device');
     t.equal(st.mode & 0o777, 0o600, 'mode 600');

@@ -38,10 +38,29 @@ async function bindTo(root: string, driver: string): Promise<void> {
 }
 
 function ctxFor(root: string, runDir: string, faults?: (s: string) => void): PluginContext {
-  return { sandboxId: 'krt', netns: undefined, log: silentLogger(), netlink: new SpawnNetlink(), sysfs: new Sysfs(root), runDir, ...(faults ? { faults } : {}) };
+  return {
+    sandboxId: 'krt',
+    netns: undefined,
+    log: silentLogger(),
+    netlink: new SpawnNetlink(),
+    sysfs: new Sysfs(root),
+    runDir,
+    ...(faults ? { faults } : {}),
+  };
 }
 
-const link: ScannedLink = { name: 'ens1f1', index: 7, kind: '', mac: '52:54:00:aa:bb:cc', mtu: 9000, txqlen: 1000, up: true, rawFlags: 0x1003, addresses: [{ family: 0, address: '10.50.0.2', mask: '24' }], pciAddress: BDF };
+const link: ScannedLink = {
+  name: 'ens1f1',
+  index: 7,
+  kind: '',
+  mac: '52:54:00:aa:bb:cc',
+  mtu: 9000,
+  txqlen: 1000,
+  up: true,
+  rawFlags: 0x1003,
+  addresses: [{ family: 0, address: '10.50.0.2', mask: '24' }],
+  pciAddress: BDF,
+};
 
 const read = (root: string, p: string): Promise<string> => readFile(join(root, p), 'utf8');
 
@@ -89,7 +108,9 @@ for (const step of ['physical:driver-override', 'physical:unbind', 'physical:pro
     const ctx = ctxFor(root, root, (s) => {
       if (s === step) throw new Error(`injected at ${s}`);
     });
-    await t.rejects(attachEndpoint(ctx, { link, index: 0, model: 'tcfilter', queues: 1, vhost: false }), { message: `injected at ${step}` });
+    await t.rejects(attachEndpoint(ctx, { link, index: 0, model: 'tcfilter', queues: 1, vhost: false }), {
+      message: `injected at ${step}`,
+    });
     const ov = await read(root, `bus/pci/devices/${BDF}/driver_override`);
     t.ok(ov === '(null)\n' || ov === '\n', `driver_override unset again (${JSON.stringify(ov)})`);
   });
@@ -105,6 +126,12 @@ t.test('physical: a vanished function and model none are harmless', async (t) =>
   await rm(join(root, 'bus/pci/devices', BDF), { recursive: true });
   await detachEndpoint(ctx, a);
   t.pass('detach after the function disappeared');
-  await t.rejects(attachEndpoint(ctx, { link, index: 0, model: 'tcfilter', queues: 1, vhost: false }), { code: 'E_SYSFS', message: new RegExp(BDF) });
-  await t.rejects(attachEndpoint(ctx, { link: { ...link, pciAddress: '../../etc' }, index: 0, model: 'tcfilter', queues: 1, vhost: false }), { code: 'E_INVALID_ARGUMENT', message: /PCI address/ });
+  await t.rejects(attachEndpoint(ctx, { link, index: 0, model: 'tcfilter', queues: 1, vhost: false }), {
+    code: 'E_SYSFS',
+    message: new RegExp(BDF),
+  });
+  await t.rejects(
+    attachEndpoint(ctx, { link: { ...link, pciAddress: '../../etc' }, index: 0, model: 'tcfilter', queues: 1, vhost: false }),
+    { code: 'E_INVALID_ARGUMENT', message: /PCI address/ },
+  );
 });

@@ -26,7 +26,16 @@ const V4 = [
   { type: 'blackhole', dst: '10.12.0.0/16', flags: [] },
   { dst: '10.13.0.0/16', via: { family: 'inet6', host: 'fe80::1' }, dev: 'eth0', flags: [] },
   { type: 'local', dst: '10.1.0.5', dev: 'eth0', table: 'local', protocol: 'kernel', scope: 'host', prefsrc: '10.1.0.5', flags: [] },
-  { type: 'broadcast', dst: '127.255.255.255', dev: 'lo', table: 'local', protocol: 'kernel', scope: 'link', prefsrc: '127.0.0.1', flags: [] },
+  {
+    type: 'broadcast',
+    dst: '127.255.255.255',
+    dev: 'lo',
+    table: 'local',
+    protocol: 'kernel',
+    scope: 'link',
+    prefsrc: '127.0.0.1',
+    flags: [],
+  },
 ];
 const V6 = [
   { dst: 'fd00::/64', dev: 'eth0', protocol: 'kernel', metric: 256, flags: [], pref: 'medium' },
@@ -84,16 +93,50 @@ t.test('routes of links that are not kept are left out', async (t) => {
 t.test('neighbours: PERMANENT with lladdr, plus default-gateway entries in REACHABLE/STALE/DELAY on the same link', async (t) => {
   const routes = [...parseRoutes(V4, IPFamily.v4, ETH0), ...parseRoutes(V6, IPFamily.v6, ETH0)];
   t.same(parseNeighbours(NEIGH, ETH0, routes), [
-    { toIPAddress: { family: IPFamily.v4, address: '10.1.0.1', mask: '32' }, device: 'eth0', lladdr: '02:00:00:00:00:01', state: NUD.REACHABLE, flags: 0 },
-    { toIPAddress: { family: IPFamily.v4, address: '10.1.0.7', mask: '32' }, device: 'eth0', lladdr: '02:00:00:00:00:07', state: NUD.PERMANENT, flags: 0 },
-    { toIPAddress: { family: IPFamily.v4, address: '10.1.0.8', mask: '32' }, device: 'eth0', lladdr: '02:00:00:00:00:08', state: NUD.PERMANENT, flags: 0x80 },
-    { toIPAddress: { family: IPFamily.v6, address: 'fd00::1', mask: '128' }, device: 'eth0', lladdr: '02:00:00:00:00:11', state: NUD.STALE, flags: 0x80 },
-    { toIPAddress: { family: IPFamily.v6, address: 'fe80::1', mask: '128' }, device: 'eth0', lladdr: '02:00:00:00:00:12', state: NUD.DELAY, flags: 0x80 },
+    {
+      toIPAddress: { family: IPFamily.v4, address: '10.1.0.1', mask: '32' },
+      device: 'eth0',
+      lladdr: '02:00:00:00:00:01',
+      state: NUD.REACHABLE,
+      flags: 0,
+    },
+    {
+      toIPAddress: { family: IPFamily.v4, address: '10.1.0.7', mask: '32' },
+      device: 'eth0',
+      lladdr: '02:00:00:00:00:07',
+      state: NUD.PERMANENT,
+      flags: 0,
+    },
+    {
+      toIPAddress: { family: IPFamily.v4, address: '10.1.0.8', mask: '32' },
+      device: 'eth0',
+      lladdr: '02:00:00:00:00:08',
+      state: NUD.PERMANENT,
+      flags: 0x80,
+    },
+    {
+      toIPAddress: { family: IPFamily.v6, address: 'fd00::1', mask: '128' },
+      device: 'eth0',
+      lladdr: '02:00:00:00:00:11',
+      state: NUD.STALE,
+      flags: 0x80,
+    },
+    {
+      toIPAddress: { family: IPFamily.v6, address: 'fe80::1', mask: '128' },
+      device: 'eth0',
+      lladdr: '02:00:00:00:00:12',
+      state: NUD.DELAY,
+      flags: 0x80,
+    },
   ]);
 });
 
 t.test('a REACHABLE gateway neighbour is kept only while a default route uses it', async (t) => {
-  const noDefault = parseRoutes(V4.filter((r) => r.dst !== 'default'), IPFamily.v4, ETH0);
+  const noDefault = parseRoutes(
+    V4.filter((r) => r.dst !== 'default'),
+    IPFamily.v4,
+    ETH0,
+  );
   const kept = parseNeighbours(NEIGH, ETH0, noDefault).map((n) => n.toIPAddress.address);
   t.same(kept, ['10.1.0.7', '10.1.0.8']);
 });
@@ -105,44 +148,62 @@ function link(l: Partial<ScannedLink> & { name: string }): ScannedLink {
 const A4 = (address: string, mask = '24') => ({ family: IPFamily.v4, address, mask });
 const A6 = (address: string, mask = '64') => ({ family: IPFamily.v6, address, mask });
 
-t.test('interfaces: lo, *_kata and address-less links skipped; Kata types, unknown kinds and TUN skipped; link-local IPv6 kept; NOARP only in raw_flags', async (t) => {
-  const links = [
-    link({ name: 'lo', index: 1, kind: '', rawFlags: 0x8 | 0x1, addresses: [A4('127.0.0.1', '8'), A6('::1', '128')] }),
-    link({ name: 'net2', kind: 'macvlan', mac: '02:00:00:00:00:22', rawFlags: 0x1003 | 0x80, addresses: [A4('10.90.0.3')] }),
-    link({ name: 'eth0', mtu: 1450, addresses: [A4('10.1.0.5'), A4('127.0.0.9', '8'), A6('fd00::5'), A6('fe80::1:2ff:fe03:405')] }),
-    link({ name: 'tap0_kata', kind: 'tun', tunMode: 'tap', addresses: [A4('10.91.0.1')] }),
-    link({ name: 'sit0', kind: 'sit', addresses: [] }),
-    link({ name: 'net3', addresses: [] }),
-    link({ name: 'tap9', kind: 'tun', tunMode: 'tap', addresses: [A4('10.92.0.1')] }),
-    link({ name: 'ipvl0', kind: 'ipvlan', addresses: [A4('10.93.0.1')] }),
-    link({ name: 'mvt0', kind: 'macvtap', addresses: [A4('10.94.0.1')] }),
-    link({ name: 'ens5', kind: '', pciAddress: '0000:00:05.0', addresses: [A4('10.95.0.1')] }),
-    link({ name: 'sf0', kind: '', addresses: [A4('10.96.0.1')] }),
-    link({ name: 'br0', kind: 'bridge', addresses: [A4('10.97.0.1')] }),
-    link({ name: 'wg0', kind: 'wireguard', addresses: [A4('10.98.0.1')] }),
-    link({ name: 'tun0', kind: 'tun', tunMode: 'tun', addresses: [A4('10.99.0.1')] }),
-  ];
-  const r = buildInterfaces(links);
-  t.same(r.links.map((l) => l.name), ['ens5', 'eth0', 'ipvl0', 'mvt0', 'net2', 'sf0', 'tap9']);
-  t.same(r.skipped, [
-    { name: 'br0', reason: 'unsupported-kind', detail: 'bridge' },
-    { name: 'lo', reason: 'loopback' },
-    { name: 'net3', reason: 'no-address' },
-    { name: 'sit0', reason: 'no-address' },
-    { name: 'tap0_kata', reason: 'ours' },
-    { name: 'tun0', reason: 'unsupported-kind', detail: 'tun (TUN mode)' },
-    { name: 'wg0', reason: 'unsupported-kind', detail: 'wireguard' },
-  ]);
-  const byName = Object.fromEntries(r.interfaces.map((i) => [i.name, i]));
-  t.same(byName.eth0, {
-    device: 'eth0', name: 'eth0', IPAddresses: [A4('10.1.0.5'), A6('fd00::5'), A6('fe80::1:2ff:fe03:405')],
-    mtu: 1450, hwAddr: '02:00:00:00:00:02', devicePath: '', type: 'virtual', raw_flags: 0,
-  });
-  t.equal(byName.net2!.raw_flags, 0x80);
-  t.same(Object.fromEntries(r.interfaces.map((i) => [i.name, i.type])), {
-    ens5: 'physical', eth0: 'virtual', ipvl0: 'ipvlan', mvt0: 'macvtap', net2: 'macvlan', sf0: 'virtual', tap9: 'tuntap',
-  });
-});
+t.test(
+  'interfaces: lo, *_kata and address-less links skipped; Kata types, unknown kinds and TUN skipped; link-local IPv6 kept; NOARP only in raw_flags',
+  async (t) => {
+    const links = [
+      link({ name: 'lo', index: 1, kind: '', rawFlags: 0x8 | 0x1, addresses: [A4('127.0.0.1', '8'), A6('::1', '128')] }),
+      link({ name: 'net2', kind: 'macvlan', mac: '02:00:00:00:00:22', rawFlags: 0x1003 | 0x80, addresses: [A4('10.90.0.3')] }),
+      link({ name: 'eth0', mtu: 1450, addresses: [A4('10.1.0.5'), A4('127.0.0.9', '8'), A6('fd00::5'), A6('fe80::1:2ff:fe03:405')] }),
+      link({ name: 'tap0_kata', kind: 'tun', tunMode: 'tap', addresses: [A4('10.91.0.1')] }),
+      link({ name: 'sit0', kind: 'sit', addresses: [] }),
+      link({ name: 'net3', addresses: [] }),
+      link({ name: 'tap9', kind: 'tun', tunMode: 'tap', addresses: [A4('10.92.0.1')] }),
+      link({ name: 'ipvl0', kind: 'ipvlan', addresses: [A4('10.93.0.1')] }),
+      link({ name: 'mvt0', kind: 'macvtap', addresses: [A4('10.94.0.1')] }),
+      link({ name: 'ens5', kind: '', pciAddress: '0000:00:05.0', addresses: [A4('10.95.0.1')] }),
+      link({ name: 'sf0', kind: '', addresses: [A4('10.96.0.1')] }),
+      link({ name: 'br0', kind: 'bridge', addresses: [A4('10.97.0.1')] }),
+      link({ name: 'wg0', kind: 'wireguard', addresses: [A4('10.98.0.1')] }),
+      link({ name: 'tun0', kind: 'tun', tunMode: 'tun', addresses: [A4('10.99.0.1')] }),
+    ];
+    const r = buildInterfaces(links);
+    t.same(
+      r.links.map((l) => l.name),
+      ['ens5', 'eth0', 'ipvl0', 'mvt0', 'net2', 'sf0', 'tap9'],
+    );
+    t.same(r.skipped, [
+      { name: 'br0', reason: 'unsupported-kind', detail: 'bridge' },
+      { name: 'lo', reason: 'loopback' },
+      { name: 'net3', reason: 'no-address' },
+      { name: 'sit0', reason: 'no-address' },
+      { name: 'tap0_kata', reason: 'ours' },
+      { name: 'tun0', reason: 'unsupported-kind', detail: 'tun (TUN mode)' },
+      { name: 'wg0', reason: 'unsupported-kind', detail: 'wireguard' },
+    ]);
+    const byName = Object.fromEntries(r.interfaces.map((i) => [i.name, i]));
+    t.same(byName.eth0, {
+      device: 'eth0',
+      name: 'eth0',
+      IPAddresses: [A4('10.1.0.5'), A6('fd00::5'), A6('fe80::1:2ff:fe03:405')],
+      mtu: 1450,
+      hwAddr: '02:00:00:00:00:02',
+      devicePath: '',
+      type: 'virtual',
+      raw_flags: 0,
+    });
+    t.equal(byName.net2!.raw_flags, 0x80);
+    t.same(Object.fromEntries(r.interfaces.map((i) => [i.name, i.type])), {
+      ens5: 'physical',
+      eth0: 'virtual',
+      ipvl0: 'ipvlan',
+      mvt0: 'macvtap',
+      net2: 'macvlan',
+      sf0: 'virtual',
+      tap9: 'tuntap',
+    });
+  },
+);
 
 t.test('a link with a vhost-user socket at <dir>/vhostuser_<IP>/vhu.sock is "vhost-user"', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'krt-vhu-'));
@@ -164,15 +225,32 @@ t.test('scanNetns reads through ctx.netlink without leading options for routes a
   const calls: string[][] = [];
   const answers: Record<string, unknown> = {
     '-details addr show': [
-      { ifindex: 1, ifname: 'lo', flags: ['LOOPBACK', 'UP', 'LOWER_UP'], mtu: 65536, address: '00:00:00:00:00:00', addr_info: [{ family: 'inet', local: '127.0.0.1', prefixlen: 8 }] },
-      { ifindex: 2, ifname: 'eth0', flags: ['BROADCAST', 'MULTICAST', 'UP', 'LOWER_UP'], mtu: 1500, address: '02:00:00:00:00:02', linkinfo: { info_kind: 'veth' }, addr_info: [{ family: 'inet', local: '10.1.0.5', prefixlen: 24 }] },
+      {
+        ifindex: 1,
+        ifname: 'lo',
+        flags: ['LOOPBACK', 'UP', 'LOWER_UP'],
+        mtu: 65536,
+        address: '00:00:00:00:00:00',
+        addr_info: [{ family: 'inet', local: '127.0.0.1', prefixlen: 8 }],
+      },
+      {
+        ifindex: 2,
+        ifname: 'eth0',
+        flags: ['BROADCAST', 'MULTICAST', 'UP', 'LOWER_UP'],
+        mtu: 1500,
+        address: '02:00:00:00:00:02',
+        linkinfo: { info_kind: 'veth' },
+        addr_info: [{ family: 'inet', local: '10.1.0.5', prefixlen: 24 }],
+      },
     ],
     'route show table all root 0.0.0.0/0': V4,
     'route show table all root ::/0': V6,
     'neigh show': NEIGH,
   };
   const fake: Netlink = {
-    async batch() { throw new Error('scan must not write'); },
+    async batch() {
+      throw new Error('scan must not write');
+    },
     async json<T>(_tool: string, _ns: unknown, args: readonly string[]) {
       calls.push([...args]);
       const a = answers[args.join(' ')];
@@ -182,11 +260,39 @@ t.test('scanNetns reads through ctx.netlink without leading options for routes a
     async release() {},
     async close() {},
   };
-  const ctx: PluginContext = { sandboxId: 's', netns: undefined, log: silentLogger(), netlink: fake, sysfs: new Sysfs(), runDir: '/nonexistent' };
+  const ctx: PluginContext = {
+    sandboxId: 's',
+    netns: undefined,
+    log: silentLogger(),
+    netlink: fake,
+    sysfs: new Sysfs(),
+    runDir: '/nonexistent',
+  };
   const r = await scanNetns(ctx);
   t.equal(calls.length, 4);
-  t.same(calls.filter((c) => c[0]!.startsWith('-')).map((c) => c.join(' ')), ['-details addr show']);
-  t.same(r.interfaces.map((i) => i.name), ['eth0']);
-  t.same(r.routes.map((x) => [x.family, x.dest]), [[0, ''], [0, '10.1.0.1/32'], [0, '10.3.0.0/24'], [0, '10.4.0.0/24'], [0, '10.9.0.0/16'], [1, ''], [1, ''], [1, 'fd01::/64']]);
-  t.same(r.neighbors.map((n) => n.toIPAddress.address), ['10.1.0.1', '10.1.0.7', '10.1.0.8', 'fd00::1', 'fe80::1']);
+  t.same(
+    calls.filter((c) => c[0]!.startsWith('-')).map((c) => c.join(' ')),
+    ['-details addr show'],
+  );
+  t.same(
+    r.interfaces.map((i) => i.name),
+    ['eth0'],
+  );
+  t.same(
+    r.routes.map((x) => [x.family, x.dest]),
+    [
+      [0, ''],
+      [0, '10.1.0.1/32'],
+      [0, '10.3.0.0/24'],
+      [0, '10.4.0.0/24'],
+      [0, '10.9.0.0/16'],
+      [1, ''],
+      [1, ''],
+      [1, 'fd01::/64'],
+    ],
+  );
+  t.same(
+    r.neighbors.map((n) => n.toIPAddress.address),
+    ['10.1.0.1', '10.1.0.7', '10.1.0.8', 'fd00::1', 'fe80::1'],
+  );
 });

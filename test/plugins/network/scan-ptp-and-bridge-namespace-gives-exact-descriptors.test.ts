@@ -41,7 +41,22 @@ async function buildPod(t: { teardown(fn: () => unknown): void }): Promise<Netns
   // net2: macvlan made on a host-side parent, then moved in (as the macvlan CNI plugin does).
   await run('ip', ['-n', H, 'link', 'add', 'mvparent', 'type', 'veth', 'peer', 'name', 'mvpeer']);
   await run('ip', ['-n', H, 'link', 'set', 'mvparent', 'up']);
-  await run('ip', ['-n', H, 'link', 'add', 'link', 'mvparent', 'name', 'mv2', 'address', '02:aa:00:00:02:03', 'type', 'macvlan', 'mode', 'bridge']);
+  await run('ip', [
+    '-n',
+    H,
+    'link',
+    'add',
+    'link',
+    'mvparent',
+    'name',
+    'mv2',
+    'address',
+    '02:aa:00:00:02:03',
+    'type',
+    'macvlan',
+    'mode',
+    'bridge',
+  ]);
   await run('ip', ['-n', H, 'link', 'set', 'mv2', 'netns', P, 'name', 'net2']);
   const lines = [
     // ptp-style eth0
@@ -83,7 +98,7 @@ async function buildPod(t: { teardown(fn: () => unknown): void }): Promise<Netns
     'route add 10.91.5.0/24 dev tap0_kata proto static',
     'neigh add 10.91.0.9 lladdr 02:bb:00:00:00:99 dev tap0_kata nud permanent',
   ];
-  await run('ip', ['-n', P, '-batch', '-'], { input: lines.join('\n') + '\n' });
+  await run('ip', ['-n', P, '-batch', '-'], { input: `${lines.join('\n')}\n` });
   // The kernel adds the EUI-64 link-local address once it has processed the carrier change (via
   // linkwatch, up to a second later): wait for both so the scan sees a settled namespace.
   await waitFor(async () => {
@@ -113,23 +128,45 @@ function expected(): Omit<ScanResult, 'links'> & { links: string[] } {
     links: ['eth0', 'net1', 'net2', 'tap9'],
     interfaces: [
       {
-        device: 'eth0', name: 'eth0',
+        device: 'eth0',
+        name: 'eth0',
         // EUI-64 link-local from 02:aa:00:00:00:05 (U/L bit flipped): fe80::aa:ff:fe00:5
         IPAddresses: [v4('10.80.0.5', '24'), v6('fd80::5', '64'), v6('fe80::aa:ff:fe00:5', '64')],
-        mtu: 1450, hwAddr: '02:aa:00:00:00:05', devicePath: '', type: 'virtual', raw_flags: 0,
+        mtu: 1450,
+        hwAddr: '02:aa:00:00:00:05',
+        devicePath: '',
+        type: 'virtual',
+        raw_flags: 0,
       },
       {
-        device: 'net1', name: 'net1',
+        device: 'net1',
+        name: 'net1',
         IPAddresses: [v4('10.88.0.7', '16'), v6('fe80::aa:ff:fe00:107', '64')],
-        mtu: 1500, hwAddr: '02:aa:00:00:01:07', devicePath: '', type: 'virtual', raw_flags: 0,
+        mtu: 1500,
+        hwAddr: '02:aa:00:00:01:07',
+        devicePath: '',
+        type: 'virtual',
+        raw_flags: 0,
       },
       {
-        device: 'net2', name: 'net2', IPAddresses: [v4('10.90.0.3', '24')],
-        mtu: 1500, hwAddr: '02:aa:00:00:02:03', devicePath: '', type: 'macvlan', raw_flags: 0x80,
+        device: 'net2',
+        name: 'net2',
+        IPAddresses: [v4('10.90.0.3', '24')],
+        mtu: 1500,
+        hwAddr: '02:aa:00:00:02:03',
+        devicePath: '',
+        type: 'macvlan',
+        raw_flags: 0x80,
       },
       {
-        device: 'tap9', name: 'tap9', IPAddresses: [v4('10.92.0.1', '24')],
-        mtu: 1500, hwAddr: '02:aa:00:00:09:09', devicePath: '', type: 'tuntap', raw_flags: 0,
+        device: 'tap9',
+        name: 'tap9',
+        IPAddresses: [v4('10.92.0.1', '24')],
+        mtu: 1500,
+        hwAddr: '02:aa:00:00:09:09',
+        devicePath: '',
+        type: 'tuntap',
+        raw_flags: 0,
       },
     ],
     routes: [
@@ -157,19 +194,40 @@ function reduce(r: ScanResult): Omit<ScanResult, 'links'> & { links: string[] } 
   return { ...r, links: r.links.map((l) => l.name) };
 }
 
-for (const [label, make] of [['spawn', () => new SpawnNetlink()], ['coprocess', () => new CoprocessNetlink(500)]] as const) {
+for (const [label, make] of [
+  ['spawn', () => new SpawnNetlink()],
+  ['coprocess', () => new CoprocessNetlink(500)],
+] as const) {
   t.test(`${label}: a ptp + bridge style pod namespace scans to exactly the expected descriptors`, async (t) => {
     const pod = await buildPod(t);
     const nl = make();
     t.teardown(() => nl.close());
     const lines: Record<string, unknown>[] = [];
-    const sink = new Writable({ write(chunk, _enc, cb) { lines.push(JSON.parse(String(chunk))); cb(); } });
+    const sink = new Writable({
+      write(chunk, _enc, cb) {
+        lines.push(JSON.parse(String(chunk)));
+        cb();
+      },
+    });
     const r = await scanNetns(ctxFor(pod, nl, pino({ level: 'warn' }, sink)));
     t.same(reduce(r), expected());
     // The scanned links carry what attach needs.
-    t.match(r.links.find((l) => l.name === 'tap9'), { kind: 'tun', tunMode: 'tap' });
-    t.match(r.links.find((l) => l.name === 'net2'), { kind: 'macvlan', up: true });
-    t.same(lines.map((l) => [l.level, l.link, l.kind]), [[40, 'br-x', 'bridge'], [40, 'tun5', 'tun (TUN mode)']], 'a warning for each kind without endpoint');
+    t.match(
+      r.links.find((l) => l.name === 'tap9'),
+      { kind: 'tun', tunMode: 'tap' },
+    );
+    t.match(
+      r.links.find((l) => l.name === 'net2'),
+      { kind: 'macvlan', up: true },
+    );
+    t.same(
+      lines.map((l) => [l.level, l.link, l.kind]),
+      [
+        [40, 'br-x', 'bridge'],
+        [40, 'tun5', 'tun (TUN mode)'],
+      ],
+      'a warning for each kind without endpoint',
+    );
     // Few spawns: four reads; through warm coprocesses only the detailed link read spawns.
     const before = spawnCount();
     t.same(reduce(await scanNetns(ctxFor(pod, nl))), expected(), 'a second scan gives the same');

@@ -39,18 +39,40 @@ for (const kind of ['spawn', 'coprocess'] as NetlinkKind[]) {
     const eth0 = ls.find((l) => l.ifname === 'eth0');
     t.equal(eth0?.address, link.mac, 'the veth keeps its MAC');
     t.match(await ipIn(pod, 'addr', 'show', 'dev', 'eth0'), /10\.77\.0\.2\/24/, 'the veth keeps its address');
-    t.notOk(ls.some((l) => l.ifname.startsWith('kr-tmp')), 'no scratch name left');
+    t.notOk(
+      ls.some((l) => l.ifname.startsWith('kr-tmp')),
+      'no scratch name left',
+    );
 
     const qd = await tcJson(pod, ['qdisc', 'show']);
-    for (const dev of ['eth0', 'tap3_kata']) t.ok(qd.some((q) => q.dev === dev && q.kind === 'ingress' && q.handle === 'ffff:'), `ingress qdisc on ${dev}`);
-    for (const [dev, to] of [['eth0', 'tap3_kata'], ['tap3_kata', 'eth0']]) {
-      const f = (await tcJson(pod, ['filter', 'show', 'dev', dev!, 'parent', 'ffff:'])) as { kind?: string; pref?: number; protocol?: string; options?: { match?: { value: string; mask: string }; actions?: { kind: string; mirred_action: string; direction: string; to_dev: string; control_action?: { type: string } }[] } }[];
+    for (const dev of ['eth0', 'tap3_kata'])
+      t.ok(
+        qd.some((q) => q.dev === dev && q.kind === 'ingress' && q.handle === 'ffff:'),
+        `ingress qdisc on ${dev}`,
+      );
+    for (const [dev, to] of [
+      ['eth0', 'tap3_kata'],
+      ['tap3_kata', 'eth0'],
+    ]) {
+      const f = (await tcJson(pod, ['filter', 'show', 'dev', dev!, 'parent', 'ffff:'])) as {
+        kind?: string;
+        pref?: number;
+        protocol?: string;
+        options?: {
+          match?: { value: string; mask: string };
+          actions?: { kind: string; mirred_action: string; direction: string; to_dev: string; control_action?: { type: string } }[];
+        };
+      }[];
       const full = f.find((x) => x.options?.actions);
       t.equal(full?.kind, 'u32', `${dev}: u32 filter`);
       t.equal(full?.protocol, 'all');
       t.equal(full?.pref, REDIRECT_FILTER_PREF);
       t.same(full?.options?.match, { value: '0', mask: '0', offmask: '', off: 0 }, 'match u8 0 0');
-      t.match(full?.options?.actions?.[0], { kind: 'mirred', mirred_action: 'redirect', direction: 'egress', to_dev: to, control_action: { type: 'stolen' } }, `${dev} -> ${to}`);
+      t.match(
+        full?.options?.actions?.[0],
+        { kind: 'mirred', mirred_action: 'redirect', direction: 'egress', to_dev: to, control_action: { type: 'stolen' } },
+        `${dev} -> ${to}`,
+      );
     }
 
     t.same(await checkEndpoint(ctx, a), [], 'check: healthy');
@@ -82,7 +104,16 @@ t.test('multi-queue tap with owner: multi_queue flag, user and group', async (t)
   const { pod } = await podWithVeth(t);
   const ctx = await makeCtx(t, pod);
   const link = await readLink(ctx, 'eth0');
-  const a = await attachEndpoint(ctx, { link, index: 0, model: 'tcfilter', queues: 4, vhost: true, uid: 1234, gid: 4321, tapName: 'vm0tap' });
+  const a = await attachEndpoint(ctx, {
+    link,
+    index: 0,
+    model: 'tcfilter',
+    queues: 4,
+    vhost: true,
+    uid: 1234,
+    gid: 4321,
+    tapName: 'vm0tap',
+  });
   const tap = (await links(pod)).find((l) => l.ifname === 'vm0tap');
   t.equal(tap?.linkinfo?.info_data?.multi_queue, true);
   t.equal(tap?.linkinfo?.info_data?.user, 1234);
@@ -106,11 +137,43 @@ t.test('check reports a broken endpoint: wrong MTU, changed MAC, missing qdisc, 
   await ipIn(pod, 'link', 'set', 'dev', 'eth0', 'address', link.mac);
   await ipIn(pod, 'tuntap', 'add', 'dev', 'other0', 'mode', 'tap');
   const { run } = await import('../../../host/exec.js');
-  await run('tc', ['-n', pod.name!, 'filter', 'replace', 'dev', 'tap0_kata', 'parent', 'ffff:', 'protocol', 'all', 'pref', String(REDIRECT_FILTER_PREF), 'handle', '800::800', 'u32', 'match', 'u8', '0', '0', 'action', 'mirred', 'egress', 'redirect', 'dev', 'other0']);
+  await run('tc', [
+    '-n',
+    pod.name!,
+    'filter',
+    'replace',
+    'dev',
+    'tap0_kata',
+    'parent',
+    'ffff:',
+    'protocol',
+    'all',
+    'pref',
+    String(REDIRECT_FILTER_PREF),
+    'handle',
+    '800::800',
+    'u32',
+    'match',
+    'u8',
+    '0',
+    '0',
+    'action',
+    'mirred',
+    'egress',
+    'redirect',
+    'dev',
+    'other0',
+  ]);
   t.match(await checkEndpoint(ctx, a), [/redirect filter on tap0_kata points to other0 instead of eth0/]);
   await run('tc', ['-n', pod.name!, 'qdisc', 'del', 'dev', 'eth0', 'ingress']);
   const p = await checkEndpoint(ctx, a);
-  t.ok(p.some((x) => /ingress qdisc on eth0 is missing/.test(x)), 'missing ingress qdisc on the veth');
-  t.ok(p.some((x) => /redirect filter eth0 -> tap0_kata is missing/.test(x)), 'missing redirect on the veth');
+  t.ok(
+    p.some((x) => /ingress qdisc on eth0 is missing/.test(x)),
+    'missing ingress qdisc on the veth',
+  );
+  t.ok(
+    p.some((x) => /redirect filter eth0 -> tap0_kata is missing/.test(x)),
+    'missing redirect on the veth',
+  );
   await detachEndpoint(ctx, a);
 });

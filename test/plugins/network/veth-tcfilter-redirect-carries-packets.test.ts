@@ -34,12 +34,16 @@ async function waitFor(cond: () => Promise<boolean>, what: string, ms = 5000): P
 }
 
 async function stats(ns: NetnsRef, dev: string): Promise<{ rx: number; tx: number }> {
-  const j = JSON.parse((await run('ip', ['-n', ns.name!, '-s', '-j', 'link', 'show', 'dev', dev])).stdout) as { stats64: { rx: { packets: number }; tx: { packets: number } } }[];
+  const j = JSON.parse((await run('ip', ['-n', ns.name!, '-s', '-j', 'link', 'show', 'dev', dev])).stdout) as {
+    stats64: { rx: { packets: number }; tx: { packets: number } };
+  }[];
   return { rx: j[0]!.stats64.rx.packets, tx: j[0]!.stats64.tx.packets };
 }
 
 async function filterPackets(ns: NetnsRef, dev: string): Promise<number> {
-  const j = JSON.parse((await run('tc', ['-n', ns.name!, '-s', '-j', 'filter', 'show', 'dev', dev, 'parent', 'ffff:'])).stdout) as { options?: { actions?: { stats?: { packets?: number } }[] } }[];
+  const j = JSON.parse((await run('tc', ['-n', ns.name!, '-s', '-j', 'filter', 'show', 'dev', dev, 'parent', 'ffff:'])).stdout) as {
+    options?: { actions?: { stats?: { packets?: number } }[] };
+  }[];
   return j.flatMap((f) => f.options?.actions ?? []).reduce((n, a) => n + (a.stats?.packets ?? 0), 0);
 }
 
@@ -53,7 +57,10 @@ t.test('frames cross the tc redirect in both directions', async (t) => {
   // pod -> guest: a reader on the tap (the "VM"), a UDP datagram from the host peer to the pod IP.
   const cap = join(ctx.runDir, 'tap.cap');
   const reader = startIn(t, pod, ['socat', '-u', 'TUN,tun-name=tap0_kata,tun-type=tap,iff-no-pi', `OPEN:${cap},creat,trunc`]);
-  await waitFor(async () => (await run('ip', ['-n', pod.name!, '-j', 'link', 'show', 'dev', 'tap0_kata'])).stdout.includes('LOWER_UP'), 'the reader to attach to the tap');
+  await waitFor(
+    async () => (await run('ip', ['-n', pod.name!, '-j', 'link', 'show', 'dev', 'tap0_kata'])).stdout.includes('LOWER_UP'),
+    'the reader to attach to the tap',
+  );
   const tap0 = await stats(pod, 'tap0_kata');
   const f0 = await filterPackets(pod, 'eth0');
   await run('ip', ['-n', host.name!, 'neigh', 'replace', '10.77.0.2', 'lladdr', link.mac, 'dev', peer, 'nud', 'permanent']);
@@ -83,7 +90,10 @@ t.test('frames cross the tc redirect in both directions', async (t) => {
   for (let i = 0; i < 20 && !seen; i++) {
     t.equal(sniffer.exitCode, null, 'sniffer running');
     await run('nsenter', [`--net=${pod.path}`, 'socat', '-u', `OPEN:${framePath}`, 'TUN,tun-name=tap0_kata,tun-type=tap,iff-no-pi']);
-    seen = await waitFor(async () => (await readFile(hostCap).catch(() => Buffer.alloc(0))).includes(back), 'frame', 300).then(() => true, () => false);
+    seen = await waitFor(async () => (await readFile(hostCap).catch(() => Buffer.alloc(0))).includes(back), 'frame', 300).then(
+      () => true,
+      () => false,
+    );
   }
   t.ok(seen, 'frame captured on the host peer');
   t.pass('the frame the "guest" wrote came out of the host-side peer');

@@ -25,13 +25,29 @@ async function sockPath(t: T): Promise<string> {
 function listen(t: T, path: string, onConn: (s: Socket) => void): Promise<Server> {
   const srv = createServer(onConn);
   const conns = new Set<Socket>();
-  srv.on('connection', (c) => { conns.add(c); c.on('close', () => conns.delete(c)); });
-  t.teardown(() => { for (const c of conns) c.destroy(); srv.close(); });
+  srv.on('connection', (c) => {
+    conns.add(c);
+    c.on('close', () => conns.delete(c));
+  });
+  t.teardown(() => {
+    for (const c of conns) c.destroy();
+    srv.close();
+  });
   return new Promise((resolve) => srv.listen(path, () => resolve(srv)));
 }
 
 function realAgent(): AgentServer {
-  const links = [{ ifindex: 1, ifname: 'lo', flags: ['LOOPBACK', 'UP'], mtu: 65536, link_type: 'loopback', address: '00:00:00:00:00:00', addr_info: [{ family: 'inet', local: '127.0.0.1', prefixlen: 8, scope: 'host' }] }];
+  const links = [
+    {
+      ifindex: 1,
+      ifname: 'lo',
+      flags: ['LOOPBACK', 'UP'],
+      mtu: 65536,
+      link_type: 'loopback',
+      address: '00:00:00:00:00:00',
+      addr_info: [{ family: 'inet', local: '127.0.0.1', prefixlen: 8, scope: 'host' }],
+    },
+  ];
   return new AgentServer({
     network: { ip: makeIp(async () => ({ stdout: JSON.stringify(links), stderr: '', exitCode: 0, timedOut: false, truncated: false })) },
     storage: { run: spawnRunner, sysfs: '/nonexistent', dev: '/nonexistent', mountsFile: '/proc/self/mounts' },
@@ -55,15 +71,21 @@ t.test('typed calls round-trip; agent errors become E_AGENT with the agent code'
   const [a, b] = await Promise.all([c.exec(['sh', '-c', 'sleep 0.2; echo slow']), c.exec(['echo', 'fast'])]);
   t.equal(a.stdout, 'slow\n');
   t.equal(b.stdout, 'fast\n');
-  await t.rejects(c.updateRoutes([{ dest: 'not-an-ip', gateway: '', device: 'eth0', source: '', scope: 0, family: 0, flags: 0, mtu: 0 }]),
-    { code: 'E_AGENT', details: { agentCode: 'E_INVALID_ARGUMENT', method: 'UpdateRoutes' }, message: /not-an-ip/ });
+  await t.rejects(c.updateRoutes([{ dest: 'not-an-ip', gateway: '', device: 'eth0', source: '', scope: 0, family: 0, flags: 0, mtu: 0 }]), {
+    code: 'E_AGENT',
+    details: { agentCode: 'E_INVALID_ARGUMENT', method: 'UpdateRoutes' },
+    message: /not-an-ip/,
+  });
   await t.rejects(c.call('Nope' as 'Check', {}), { code: 'E_AGENT', details: { agentCode: 'E_UNIMPLEMENTED' } });
 });
 
 t.test('no answer in time is E_TIMEOUT; a closed connection fails calls in flight with E_AGENT', async (t) => {
   const path = await sockPath(t);
   let conn: Socket | undefined;
-  await listen(t, path, (s) => { conn = s; s.on('data', () => {}); }); // reads, never answers
+  await listen(t, path, (s) => {
+    conn = s;
+    s.on('data', () => {});
+  }); // reads, never answers
   const c = new AgentClient({ socketPath: path, log: silentLogger() });
   t.teardown(() => c.close());
   await t.rejects(c.check({ timeoutMs: 150 }), { code: 'E_TIMEOUT', message: /Check.*150 ms/ });
@@ -89,7 +111,9 @@ t.test('waitReady waits for the socket to appear and accepts a late answer to an
       buf += d.toString();
       for (let i; (i = buf.indexOf('\n')) >= 0; buf = buf.slice(i + 1)) seen.push(JSON.parse(buf.slice(0, i)).id);
     });
-    setTimeout(() => { for (const id of seen.slice(0, 1)) s.write(JSON.stringify({ id, result: { status: 'SERVING' } }) + '\n'); }, 700);
+    setTimeout(() => {
+      for (const id of seen.slice(0, 1)) s.write(`${JSON.stringify({ id, result: { status: 'SERVING' } })}\n`);
+    }, 700);
   });
   const ms = await waiting;
   t.ok(ms >= 300, `ready after ${ms} ms, not before the socket existed`);

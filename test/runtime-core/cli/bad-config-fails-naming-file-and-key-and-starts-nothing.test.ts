@@ -24,14 +24,54 @@ interface Case {
 }
 
 const CASES: Case[] = [
-  { name: 'wrong type', tables: { 'hypervisor.qemu': ['default_memory = "lots"'] }, keys: ['hypervisor.qemu.default_memory'], expect: /must be an integer/ },
-  { name: 'wrong type (boolean)', tables: { runtime: ['disable_new_netns = "yes"'] }, keys: ['runtime.disable_new_netns'], expect: /must be a boolean/ },
-  { name: 'out of range', tables: { 'hypervisor.qemu': ['default_vcpus = 999'] }, keys: ['hypervisor.qemu.default_vcpus'], expect: /from 0 to 240/ },
-  { name: 'out of range (agent)', tables: { 'agent.kata': ['dial_timeout = 0'] }, keys: ['agent.kata.dial_timeout'], expect: /from 1 to 3600/ },
-  { name: 'unknown enum value', tables: { runtime: ['internetworking_model = "bridged"'] }, keys: ['runtime.internetworking_model'], expect: /one of "tcfilter", "macvtap", "none"/ },
-  { name: 'disable_new_netns without model none', tables: { runtime: ['disable_new_netns = true'] }, keys: ['runtime.disable_new_netns'], expect: /internetworking_model = "none"/ },
-  { name: 'missing binary', tables: { 'hypervisor.qemu': ['path = "/no/such/qemu-system-x86_64"'] }, keys: ['hypervisor.qemu.path'], expect: /not an executable/ },
-  { name: 'two problems at once', tables: { 'hypervisor.qemu': ['default_memory = 16', 'shared_fs = "virtio-9p"'] }, keys: ['hypervisor.qemu.default_memory', 'hypervisor.qemu.shared_fs'], expect: /from 64 to[\s\S]*one of "virtio-fs", "none"/ },
+  {
+    name: 'wrong type',
+    tables: { 'hypervisor.qemu': ['default_memory = "lots"'] },
+    keys: ['hypervisor.qemu.default_memory'],
+    expect: /must be an integer/,
+  },
+  {
+    name: 'wrong type (boolean)',
+    tables: { runtime: ['disable_new_netns = "yes"'] },
+    keys: ['runtime.disable_new_netns'],
+    expect: /must be a boolean/,
+  },
+  {
+    name: 'out of range',
+    tables: { 'hypervisor.qemu': ['default_vcpus = 999'] },
+    keys: ['hypervisor.qemu.default_vcpus'],
+    expect: /from 0 to 240/,
+  },
+  {
+    name: 'out of range (agent)',
+    tables: { 'agent.kata': ['dial_timeout = 0'] },
+    keys: ['agent.kata.dial_timeout'],
+    expect: /from 1 to 3600/,
+  },
+  {
+    name: 'unknown enum value',
+    tables: { runtime: ['internetworking_model = "bridged"'] },
+    keys: ['runtime.internetworking_model'],
+    expect: /one of "tcfilter", "macvtap", "none"/,
+  },
+  {
+    name: 'disable_new_netns without model none',
+    tables: { runtime: ['disable_new_netns = true'] },
+    keys: ['runtime.disable_new_netns'],
+    expect: /internetworking_model = "none"/,
+  },
+  {
+    name: 'missing binary',
+    tables: { 'hypervisor.qemu': ['path = "/no/such/qemu-system-x86_64"'] },
+    keys: ['hypervisor.qemu.path'],
+    expect: /not an executable/,
+  },
+  {
+    name: 'two problems at once',
+    tables: { 'hypervisor.qemu': ['default_memory = 16', 'shared_fs = "virtio-9p"'] },
+    keys: ['hypervisor.qemu.default_memory', 'hypervisor.qemu.shared_fs'],
+    expect: /from 64 to[\s\S]*one of "virtio-fs", "none"/,
+  },
   { name: 'TOML syntax error', raw: '[hypervisor.qemu]\ndefault_memory = 2048 MiB\n', keys: [], expect: /TOML syntax error/, line: 2 },
 ];
 
@@ -40,14 +80,20 @@ function toml(c: Case, stateDir: string): string {
   if (c.raw !== undefined) return `${c.raw}\n[runtime]\nstate_dir = "${stateDir}"\n`;
   const tables = { ...c.tables };
   tables.runtime = [...(tables.runtime ?? []), `state_dir = "${stateDir}"`];
-  return Object.entries(tables).map(([k, v]) => `[${k}]\n${v.join('\n')}\n`).join('\n');
+  return Object.entries(tables)
+    .map(([k, v]) => `[${k}]\n${v.join('\n')}\n`)
+    .join('\n');
 }
 
 t.test('each bad configuration: exit 1, E_CONFIG naming file and key, nothing starts', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'krt-badcfg-'));
   t.teardown(() => {
     for (const p of processesMentioning(dir)) {
-      try { process.kill(p.pid, 'SIGKILL'); } catch { /* gone */ }
+      try {
+        process.kill(p.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
     }
     rmSync(dir, { recursive: true, force: true });
   });
@@ -73,7 +119,11 @@ t.test('each bad configuration: exit 1, E_CONFIG naming file and key, nothing st
       t.same(processesMentioning(file), [], 'no supervisor or daemon runs');
 
       // The other commands read the same file and fail the same way (nothing to do without a valid config).
-      for (const args of [['sandbox', 'list'], ['sandbox', 'status', id], ['sandbox', 'down', id]]) {
+      for (const args of [
+        ['sandbox', 'list'],
+        ['sandbox', 'status', id],
+        ['sandbox', 'down', id],
+      ]) {
         const o = await cli([...args, '--config', file, '--json'], { timeoutMs: 60_000 });
         t.equal(o.code, 1, `${args.slice(0, 2).join(' ')} exits 1`);
         t.equal(parseJson<{ error?: { code: string } }>(o).error?.code, 'E_CONFIG', `${args.slice(0, 2).join(' ')}: E_CONFIG`);
@@ -81,7 +131,11 @@ t.test('each bad configuration: exit 1, E_CONFIG naming file and key, nothing st
       t.notOk(existsSync(stateDir), 'still no state dir');
     });
   }
-  t.same(readdirSync(dir).filter((f) => !f.endsWith('.toml')), [], 'nothing but the config files in the test dir');
+  t.same(
+    readdirSync(dir).filter((f) => !f.endsWith('.toml')),
+    [],
+    'nothing but the config files in the test dir',
+  );
 });
 
 t.test('a --config file that does not exist is E_CONFIG naming it', async (t) => {

@@ -100,7 +100,13 @@ t.test('a sandbox that does not exist: down is harmless, status and exec fail, l
   t.notOk(existsSync(`${rt.stateDir}/sandboxes/${id}`), 'no state was made for the unknown id');
 });
 
-interface CheckItem { name: string; ok: boolean; severity: string; detail: string; fix?: string }
+interface CheckItem {
+  name: string;
+  ok: boolean;
+  severity: string;
+  detail: string;
+  fix?: string;
+}
 
 t.test('check --json: KVM is probed (not usable on this machine) and the kernel features are tried', async (t) => {
   const rt = tempRuntime(t);
@@ -109,9 +115,16 @@ t.test('check --json: KVM is probed (not usable on this machine) and the kernel 
   t.ok(Array.isArray(items) && items.length > 10, `${items.length} items`);
   const failed = items.filter((i) => !i.ok && i.severity === 'fail');
   t.equal(r.code, failed.length === 0 ? 0 : 1, 'exit 1 exactly when a required feature is missing');
-  t.same(failed.map((i) => i.name), [], 'nothing required is missing here');
+  t.same(
+    failed.map((i) => i.name),
+    [],
+    'nothing required is missing here',
+  );
   for (const i of items) {
-    t.ok(typeof i.name === 'string' && typeof i.ok === 'boolean' && ['fail', 'warn'].includes(i.severity) && typeof i.detail === 'string', `item shape: ${i.name}`);
+    t.ok(
+      typeof i.name === 'string' && typeof i.ok === 'boolean' && ['fail', 'warn'].includes(i.severity) && typeof i.detail === 'string',
+      `item shape: ${i.name}`,
+    );
     if (!i.ok) t.ok(i.fix, `${i.name} fails with a fix: ${i.fix}`);
   }
   const kvm = items.find((i) => i.name === 'KVM');

@@ -7,23 +7,29 @@ import { tempDir, writeFile } from '../../helpers/runtime-core.js';
 
 const hostConfig = DEFAULT_CONFIG_PATHS.find((p) => existsSync(p));
 
-t.test('with no file at all the built-in defaults are a valid configuration', { skip: hostConfig ? `a host configuration exists at ${hostConfig}` : false }, async (t) => {
-  const saved = process.env.KATA_RESOURCES_CONFIG;
-  delete process.env.KATA_RESOURCES_CONFIG;
-  t.teardown(() => { if (saved !== undefined) process.env.KATA_RESOURCES_CONFIG = saved; });
-  const cfg = loadConfig();
-  t.equal(cfg.source, undefined);
-  t.equal(cfg.hypervisor.kernel, undefined, 'kernel left to the embedded guest kit');
-  t.equal(cfg.hypervisor.initrd, undefined);
-  t.equal(cfg.hypervisor.image, undefined);
-  t.equal(cfg.hypervisor.accel, 'auto');
-  t.equal(cfg.hypervisor.sharedFs, 'virtio-fs');
-  t.equal(cfg.hypervisor.blockDeviceDriver, 'virtio-blk');
-  t.ok(cfg.hypervisor.pcieRootPorts > 0, 'root ports for hotplug');
-  t.equal(cfg.runtime.internetworkingModel, 'tcfilter');
-  t.equal(cfg.runtime.stateDir, '/run/kata-resources');
-  t.equal(cfg.agent.dialTimeoutMs, 45_000);
-});
+t.test(
+  'with no file at all the built-in defaults are a valid configuration',
+  { skip: hostConfig ? `a host configuration exists at ${hostConfig}` : false },
+  async (t) => {
+    const saved = process.env.KATA_RESOURCES_CONFIG;
+    delete process.env.KATA_RESOURCES_CONFIG;
+    t.teardown(() => {
+      if (saved !== undefined) process.env.KATA_RESOURCES_CONFIG = saved;
+    });
+    const cfg = loadConfig();
+    t.equal(cfg.source, undefined);
+    t.equal(cfg.hypervisor.kernel, undefined, 'kernel left to the embedded guest kit');
+    t.equal(cfg.hypervisor.initrd, undefined);
+    t.equal(cfg.hypervisor.image, undefined);
+    t.equal(cfg.hypervisor.accel, 'auto');
+    t.equal(cfg.hypervisor.sharedFs, 'virtio-fs');
+    t.equal(cfg.hypervisor.blockDeviceDriver, 'virtio-blk');
+    t.ok(cfg.hypervisor.pcieRootPorts > 0, 'root ports for hotplug');
+    t.equal(cfg.runtime.internetworkingModel, 'tcfilter');
+    t.equal(cfg.runtime.stateDir, '/run/kata-resources');
+    t.equal(cfg.agent.dialTimeoutMs, 45_000);
+  },
+);
 
 t.test('an empty file gives the same values as no file', async (t) => {
   const fromEmpty = parseConfig('', '/x/empty.toml');
@@ -37,14 +43,20 @@ t.test('KATA_RESOURCES_CONFIG names the file when none is given', async (t) => {
   const file = writeFile(dir, 'c.toml', '[hypervisor.qemu]\ndefault_memory = 768\n');
   const saved = process.env.KATA_RESOURCES_CONFIG;
   process.env.KATA_RESOURCES_CONFIG = file;
-  t.teardown(() => { if (saved === undefined) delete process.env.KATA_RESOURCES_CONFIG; else process.env.KATA_RESOURCES_CONFIG = saved; });
+  t.teardown(() => {
+    if (saved === undefined) delete process.env.KATA_RESOURCES_CONFIG;
+    else process.env.KATA_RESOURCES_CONFIG = saved;
+  });
   const cfg = loadConfig();
   t.equal(cfg.source, file);
   t.equal(cfg.hypervisor.memoryMiB, 768);
 });
 
 t.test('a named file that does not exist is E_CONFIG naming it', async (t) => {
-  t.throws(() => loadConfig('/nonexistent/krt-config.toml'), { code: 'E_CONFIG', message: /^\/nonexistent\/krt-config\.toml: cannot read the configuration file: ENOENT/ });
+  t.throws(() => loadConfig('/nonexistent/krt-config.toml'), {
+    code: 'E_CONFIG',
+    message: /^\/nonexistent\/krt-config\.toml: cannot read the configuration file: ENOENT/,
+  });
 });
 
 t.test('a TOML syntax error is E_CONFIG with file, line and column', async (t) => {

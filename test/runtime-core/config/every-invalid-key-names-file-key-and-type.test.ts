@@ -5,7 +5,11 @@ import { CONFIG_SCHEMA, type SchemaNode } from '../../../runtime-core/config/sch
 
 const FILE = '/etc/krt/configuration.toml';
 
-interface Leaf { section: string; key: string; node: SchemaNode }
+interface Leaf {
+  section: string;
+  key: string;
+  node: SchemaNode;
+}
 
 /** Every leaf key the schema knows, with its table. */
 function leaves(node: SchemaNode, prefix: string[] = []): Leaf[] {
@@ -20,11 +24,16 @@ function leaves(node: SchemaNode, prefix: string[] = []): Leaf[] {
 /** A TOML value of the wrong type for the node, and the words the message must use for the expected type. */
 function wrongValue(node: SchemaNode): { toml: string; expected: RegExp } {
   switch (node.type) {
-    case 'integer': return { toml: '"12"', expected: /must be an integer \(got string "12"\)/ };
-    case 'boolean': return { toml: '"yes"', expected: /must be a boolean/ };
-    case 'string': return { toml: '42', expected: /must be a string \(got the integer 42\)/ };
-    case 'array': return { toml: '"--flag"', expected: /must be an array/ };
-    default: throw new Error(`no wrong value for ${String(node.type)}`);
+    case 'integer':
+      return { toml: '"12"', expected: /must be an integer \(got string "12"\)/ };
+    case 'boolean':
+      return { toml: '"yes"', expected: /must be a boolean/ };
+    case 'string':
+      return { toml: '42', expected: /must be a string \(got the integer 42\)/ };
+    case 'array':
+      return { toml: '"--flag"', expected: /must be an array/ };
+    default:
+      throw new Error(`no wrong value for ${String(node.type)}`);
   }
 }
 
@@ -38,7 +47,7 @@ function expectConfigError(t: Test, text: string, key: string, expected: RegExp)
     t.ok(msg.startsWith(`${FILE}: `), `${key}: message names the file`);
     t.match(msg, `${key} `, `${key}: message names the key`);
     t.match(msg, expected, `${key}: message says what was expected`);
-    t.ok(((e as { details: { keys: string[] } }).details.keys).includes(key), `${key}: details.keys lists it`);
+    t.ok((e as { details: { keys: string[] } }).details.keys.includes(key), `${key}: details.keys lists it`);
   }
 }
 
@@ -75,7 +84,12 @@ t.test('out-of-range integers and bad enum values name the allowed range or valu
 });
 
 t.test('array items are checked one by one', async (t) => {
-  expectConfigError(t, '[hypervisor.qemu]\nvirtio_fs_extra_args = ["--ok", 3]\n', 'hypervisor.qemu.virtio_fs_extra_args[1]', /must be a string/);
+  expectConfigError(
+    t,
+    '[hypervisor.qemu]\nvirtio_fs_extra_args = ["--ok", 3]\n',
+    'hypervisor.qemu.virtio_fs_extra_args[1]',
+    /must be a string/,
+  );
 });
 
 t.test('a table given as a scalar is a type error of the table', async (t) => {
@@ -88,7 +102,11 @@ t.test('all problems of a file are reported together', async (t) => {
     parseConfig('[hypervisor.qemu]\ndefault_memory = "1G"\naccel = "hvf"\n[runtime]\nenable_debug = 1\n', FILE, { checkFiles: false });
     t.fail('accepted');
   } catch (e) {
-    t.same([...(e as { details: { keys: string[] } }).details.keys].sort(), ['hypervisor.qemu.accel', 'hypervisor.qemu.default_memory', 'runtime.enable_debug']);
+    t.same([...(e as { details: { keys: string[] } }).details.keys].sort(), [
+      'hypervisor.qemu.accel',
+      'hypervisor.qemu.default_memory',
+      'runtime.enable_debug',
+    ]);
   }
 });
 
@@ -104,18 +122,48 @@ t.test('files the configuration names must exist', async (t) => {
 });
 
 t.test('disable_new_netns needs internetworking_model = "none" (Kata\'s rule)', async (t) => {
-  expectConfigError(t, '[runtime]\ndisable_new_netns = true\n', 'runtime.disable_new_netns', /only with runtime\.internetworking_model = "none" \(it is "tcfilter"\)/);
-  expectConfigError(t, '[runtime]\ninternetworking_model = "macvtap"\ndisable_new_netns = true\n', 'runtime.disable_new_netns', /it is "macvtap"/);
+  expectConfigError(
+    t,
+    '[runtime]\ndisable_new_netns = true\n',
+    'runtime.disable_new_netns',
+    /only with runtime\.internetworking_model = "none" \(it is "tcfilter"\)/,
+  );
+  expectConfigError(
+    t,
+    '[runtime]\ninternetworking_model = "macvtap"\ndisable_new_netns = true\n',
+    'runtime.disable_new_netns',
+    /it is "macvtap"/,
+  );
 });
 
 t.test('cross-key rules name the key to change', async (t) => {
-  expectConfigError(t, '[hypervisor.qemu]\ndefault_vcpus = 8\ndefault_maxvcpus = 2\n', 'hypervisor.qemu.default_vcpus', /above hypervisor\.qemu\.default_maxvcpus/);
-  expectConfigError(t, '[hypervisor.qemu]\ndefault_memory = 4096\ndefault_maxmemory = 1024\n', 'hypervisor.qemu.default_memory', /above hypervisor\.qemu\.default_maxmemory/);
-  expectConfigError(t, '[hypervisor.qemu]\ndisable_image_nvdimm = false\nmemory_slots = 0\n', 'hypervisor.qemu.memory_slots', /needs a memory slot/);
+  expectConfigError(
+    t,
+    '[hypervisor.qemu]\ndefault_vcpus = 8\ndefault_maxvcpus = 2\n',
+    'hypervisor.qemu.default_vcpus',
+    /above hypervisor\.qemu\.default_maxvcpus/,
+  );
+  expectConfigError(
+    t,
+    '[hypervisor.qemu]\ndefault_memory = 4096\ndefault_maxmemory = 1024\n',
+    'hypervisor.qemu.default_memory',
+    /above hypervisor\.qemu\.default_maxmemory/,
+  );
+  expectConfigError(
+    t,
+    '[hypervisor.qemu]\ndisable_image_nvdimm = false\nmemory_slots = 0\n',
+    'hypervisor.qemu.memory_slots',
+    /needs a memory slot/,
+  );
 });
 
 t.test('what QEMU cannot do is refused at load time', async (t) => {
-  expectConfigError(t, '[hypervisor.qemu]\nvirtio_fs_cache_size = 1024\n', 'hypervisor.qemu.virtio_fs_cache_size', /DAX window, which qemu does not support/);
+  expectConfigError(
+    t,
+    '[hypervisor.qemu]\nvirtio_fs_cache_size = 1024\n',
+    'hypervisor.qemu.virtio_fs_cache_size',
+    /DAX window, which qemu does not support/,
+  );
 });
 
 t.test('a hypervisor table without a driver is refused', async (t) => {

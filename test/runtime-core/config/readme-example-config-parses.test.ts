@@ -10,7 +10,15 @@ t.test('the configuration example in the README is a valid file', async (t) => {
   const m = /```toml\n([\s\S]*?)```/.exec(readme);
   t.ok(m, 'README has a toml block');
   const warnings: string[] = [];
-  const log = { warn: (o: unknown, msg?: string) => warnings.push(String(msg ?? o)), info() {}, debug() {}, error() {}, child() { return log; } };
+  const log = {
+    warn: (o: unknown, msg?: string) => warnings.push(String(msg ?? o)),
+    info() {},
+    debug() {},
+    error() {},
+    child() {
+      return log;
+    },
+  };
   const cfg = parseConfig(m![1]!, 'README.md', { checkFiles: false, log: log as never });
   t.equal(cfg.runtime.internetworkingModel, 'tcfilter');
   t.equal(cfg.hypervisor.sharedFs, 'virtio-fs');

@@ -7,7 +7,10 @@ t.test('a full Kata-style file maps every key to the typed config', async (t) =>
   writeFile(dir, 'vmlinux', 'kernel');
   writeFile(dir, 'initrd.img', 'initrd');
   writeFile(dir, 'rootfs.img', 'image');
-  const file = writeFile(dir, 'configuration.toml', `
+  const file = writeFile(
+    dir,
+    'configuration.toml',
+    `
 [hypervisor.qemu]
 path = "/usr/bin/qemu-system-x86_64"
 kernel = "vmlinux"
@@ -46,46 +49,63 @@ disable_new_netns = false
 sandbox_cgroup_only = true
 enable_debug = true
 state_dir = "/run/krt-state"
-`);
+`,
+  );
   const { log, lines } = capturingLogger();
   const cfg = loadConfig(file, { log });
   t.equal(cfg.source, file);
-  t.same(cfg.hypervisor, {
-    kind: 'qemu',
-    path: '/usr/bin/qemu-system-x86_64',
-    kernel: `${dir}/vmlinux`,
-    initrd: `${dir}/initrd.img`,
-    image: `${dir}/rootfs.img`,
-    machineType: 'q35',
-    kernelParams: ['quiet', 'loglevel=3'],
-    vcpus: 2,
-    maxVcpus: 4,
-    memoryMiB: 1024,
-    maxMemoryMiB: 4096,
-    memorySlots: 4,
-    sharedFs: 'virtio-fs',
-    virtioFsDaemon: '/usr/lib/qemu/virtiofsd',
-    virtioFsCache: 'never',
-    virtioFsCacheSizeMiB: 0,
-    virtioFsQueueSize: 512,
-    virtioFsExtraArgs: ['--thread-pool-size=1'],
-    disableImageNvdimm: false,
-    blockDeviceDriver: 'virtio-scsi',
-    disableBlockDeviceUse: false,
-    pcieRootPorts: 6,
-    hotplugVfioOnRootBus: true,
-    disableVhostNet: true,
-    networkQueues: 2,
-    enableDebug: true,
-    accel: 'tcg',
-  }, 'relative kernel/image paths are anchored at the file\'s directory');
+  t.same(
+    cfg.hypervisor,
+    {
+      kind: 'qemu',
+      path: '/usr/bin/qemu-system-x86_64',
+      kernel: `${dir}/vmlinux`,
+      initrd: `${dir}/initrd.img`,
+      image: `${dir}/rootfs.img`,
+      machineType: 'q35',
+      kernelParams: ['quiet', 'loglevel=3'],
+      vcpus: 2,
+      maxVcpus: 4,
+      memoryMiB: 1024,
+      maxMemoryMiB: 4096,
+      memorySlots: 4,
+      sharedFs: 'virtio-fs',
+      virtioFsDaemon: '/usr/lib/qemu/virtiofsd',
+      virtioFsCache: 'never',
+      virtioFsCacheSizeMiB: 0,
+      virtioFsQueueSize: 512,
+      virtioFsExtraArgs: ['--thread-pool-size=1'],
+      disableImageNvdimm: false,
+      blockDeviceDriver: 'virtio-scsi',
+      disableBlockDeviceUse: false,
+      pcieRootPorts: 6,
+      hotplugVfioOnRootBus: true,
+      disableVhostNet: true,
+      networkQueues: 2,
+      enableDebug: true,
+      accel: 'tcg',
+    },
+    "relative kernel/image paths are anchored at the file's directory",
+  );
   t.same(cfg.agent, { dialTimeoutMs: 30_000, enableDebug: true }, 'dial_timeout is seconds in the file');
-  t.same(cfg.runtime, { internetworkingModel: 'macvtap', disableNewNetns: false, sandboxCgroupOnly: true, enableDebug: true, stateDir: '/run/krt-state' });
-  t.same(lines.filter((l) => l.level >= 40), [], 'no warnings for a file with known keys only');
+  t.same(cfg.runtime, {
+    internetworkingModel: 'macvtap',
+    disableNewNetns: false,
+    sandboxCgroupOnly: true,
+    enableDebug: true,
+    stateDir: '/run/krt-state',
+  });
+  t.same(
+    lines.filter((l) => l.level >= 40),
+    [],
+    'no warnings for a file with known keys only',
+  );
 });
 
 t.test('zero vCPU/max values mean "the default", as in Kata', async (t) => {
-  const cfg = parseConfig('[hypervisor.qemu]\ndefault_vcpus = 0\ndefault_maxvcpus = 0\ndefault_maxmemory = 0\n', '/x/c.toml', { checkFiles: false });
+  const cfg = parseConfig('[hypervisor.qemu]\ndefault_vcpus = 0\ndefault_maxvcpus = 0\ndefault_maxmemory = 0\n', '/x/c.toml', {
+    checkFiles: false,
+  });
   t.equal(cfg.hypervisor.vcpus, 1);
   t.ok(cfg.hypervisor.maxVcpus >= 1, 'maxvcpus 0 = host cores');
   t.ok(cfg.hypervisor.maxMemoryMiB >= cfg.hypervisor.memoryMiB, 'maxmemory 0 = host RAM');

@@ -20,7 +20,12 @@ function exited(q: ChildProcess): Promise<number | null> {
 
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout;
-  return Promise.race([p, new Promise<T>((_, rej) => { timer = setTimeout(() => rej(new Error(`${what} took over ${ms} ms`)), ms); })]).finally(() => clearTimeout(timer));
+  return Promise.race([
+    p,
+    new Promise<T>((_, rej) => {
+      timer = setTimeout(() => rej(new Error(`${what} took over ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
 }
 
 t.test('the guest kit boots under TCG; Check, ListInterfaces, Exec, storage and Shutdown work', async (t) => {
@@ -40,10 +45,16 @@ t.test('the guest kit boots under TCG; Check, ListInterfaces, Exec, storage and 
   const started = Date.now();
   const q = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
-  q.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+  q.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
   t.teardown(async () => {
     if (q.exitCode === null && q.signalCode === null && q.pid) {
-      try { process.kill(q.pid, 'SIGKILL'); } catch { /* already gone */ }
+      try {
+        process.kill(q.pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
       await exited(q);
     }
     await rm(dir, { recursive: true, force: true });
@@ -67,7 +78,10 @@ t.test('the guest kit boots under TCG; Check, ListInterfaces, Exec, storage and 
   const ifs = await client.listInterfaces();
   const lo = ifs.Interfaces.find((i) => i.name === 'lo');
   t.ok(lo, 'ListInterfaces returns lo');
-  t.ok(lo?.IPAddresses.some((a) => a.address === '127.0.0.1'), 'lo is up with 127.0.0.1 (set by the guest init)');
+  t.ok(
+    lo?.IPAddresses.some((a) => a.address === '127.0.0.1'),
+    'lo is up with 127.0.0.1 (set by the guest init)',
+  );
 
   const uname = await client.exec(['uname', '-r']);
   t.equal(uname.exitCode, 0);
@@ -78,11 +92,16 @@ t.test('the guest kit boots under TCG; Check, ListInterfaces, Exec, storage and 
   t.ok(root?.options.includes('ro'), 'mounted read-only');
 
   const mp = '/run/krt-ephemeral';
-  await client.addStorages([{ driver: 'ephemeral', driver_options: [], source: 'tmpfs', fstype: 'tmpfs', options: ['size=4m'], mount_point: mp }]);
+  await client.addStorages([
+    { driver: 'ephemeral', driver_options: [], source: 'tmpfs', fstype: 'tmpfs', options: ['size=4m'], mount_point: mp },
+  ]);
   const w = await client.exec(['sh', '-c', `echo guest-data > ${mp}/f && cat ${mp}/f`]);
   t.equal(w.stdout, 'guest-data\n', 'an ephemeral storage mounted by the agent is writable');
   await client.removeStorages([mp]);
-  t.notOk((await client.listMounts()).mounts.some((m) => m.mount_point === mp), 'and unmounted again');
+  t.notOk(
+    (await client.listMounts()).mounts.some((m) => m.mount_point === mp),
+    'and unmounted again',
+  );
 
   // A supervisor that restarts reconnects: the agent keeps serving the port across host clients.
   client.close();
@@ -92,7 +111,10 @@ t.test('the guest kit boots under TCG; Check, ListInterfaces, Exec, storage and 
   t.same(await again.check(), { status: 'SERVING' }, 'a new host connection is served');
 
   await again.shutdown();
-  const code = await within(exited(q), 60_000, 'QEMU exit after Shutdown').catch((e: Error) => { t.fail(e.message); return null; });
+  const code = await within(exited(q), 60_000, 'QEMU exit after Shutdown').catch((e: Error) => {
+    t.fail(e.message);
+    return null;
+  });
   t.equal(code, 0, 'QEMU exited by itself after the guest powered off');
   t.notOk(existsSync(sock), 'QEMU removed its agent socket');
   t.comment(`QEMU spawn -> exit: ${Date.now() - started} ms`);

@@ -1,5 +1,11 @@
 import t from 'tap';
-import { GUEST_MODULES, moduleName, parseModulesBuiltin, parseModulesDep, resolveModules } from '../../../runtime-core/guest-kit/modules.js';
+import {
+  GUEST_MODULES,
+  moduleName,
+  parseModulesBuiltin,
+  parseModulesDep,
+  resolveModules,
+} from '../../../runtime-core/guest-kit/modules.js';
 
 // Lines as depmod writes them for Debian's 6.1 kernel.
 const DEP = `kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko
@@ -45,7 +51,19 @@ t.test('built-in modules are skipped; unknown ones fail with the chain that need
 });
 
 t.test('the guest list covers the devices the runtime uses', async (t) => {
-  for (const m of ['virtio_pci', 'virtio_blk', 'virtio_net', 'virtio_console', 'ext4', 'crc32c_generic', 'virtiofs', 'nd_pmem', 'virtio_scsi', 'sd_mod', 'virtio_rng']) {
+  for (const m of [
+    'virtio_pci',
+    'virtio_blk',
+    'virtio_net',
+    'virtio_console',
+    'ext4',
+    'crc32c_generic',
+    'virtiofs',
+    'nd_pmem',
+    'virtio_scsi',
+    'sd_mod',
+    'virtio_rng',
+  ]) {
     t.ok(GUEST_MODULES.includes(m), m);
   }
 });

@@ -7,7 +7,7 @@ import { extractVmlinux, findMagic, hasPvhNote, parseKernelDepends } from '../..
 
 /** A minimal ELF64 with one PT_NOTE segment holding one note (name, type). */
 function elfWithNote(name: string, type: number): Buffer {
-  const nameBuf = Buffer.from(name + '\0');
+  const nameBuf = Buffer.from(`${name}\0`);
   const namePad = Math.ceil(nameBuf.length / 4) * 4;
   const note = Buffer.alloc(12 + namePad + 8);
   note.writeUInt32LE(nameBuf.length, 0);
@@ -56,7 +56,10 @@ t.test('no usable payload is E_UNSUPPORTED; an ELF without the note is not PVH',
 
 t.test('the metapackage dependency names the concrete kernel package', async (t) => {
   t.same(parseKernelDepends('linux-image-6.1.0-56-amd64 (= 6.1.192-2)'), { name: 'linux-image-6.1.0-56-amd64', version: '6.1.192-2' });
-  t.same(parseKernelDepends('linux-image-6.1.0-56-amd64-unsigned (= 6.1.192-2)'), { name: 'linux-image-6.1.0-56-amd64-unsigned', version: '6.1.192-2' });
+  t.same(parseKernelDepends('linux-image-6.1.0-56-amd64-unsigned (= 6.1.192-2)'), {
+    name: 'linux-image-6.1.0-56-amd64-unsigned',
+    version: '6.1.192-2',
+  });
   t.same(parseKernelDepends('foo, linux-image-6.12.1-amd64'), { name: 'linux-image-6.12.1-amd64', version: undefined });
   t.equal(parseKernelDepends('linux-image-amd64-signed-template'), undefined);
 });

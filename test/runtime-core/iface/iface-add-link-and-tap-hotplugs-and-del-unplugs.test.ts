@@ -4,7 +4,13 @@ import { join } from 'node:path';
 import { run } from '../../../host/exec.js';
 import { cli, parseJson, podNetwork, tempRuntime, ourLinks, ourQdiscs } from '../../helpers/sandbox.js';
 
-interface GuestIface { name: string; hwAddr: string; mtu: number; devicePath: string; IPAddresses: { address: string; mask: string }[] }
+interface GuestIface {
+  name: string;
+  hwAddr: string;
+  mtu: number;
+  devicePath: string;
+  IPAddresses: { address: string; mask: string }[];
+}
 
 t.test('iface add hot-plugs a new pod link and a tap from a description; del unplugs both and removes their host side', async (t) => {
   const rt = tempRuntime(t);
@@ -19,7 +25,8 @@ t.test('iface add hot-plugs a new pod link and a tap from a description; del unp
   await run('ip', ['-n', net.host.name!, 'link', 'add', 'krtv1', 'type', 'veth', 'peer', 'name', 'eth1', 'netns', net.pod.name!]);
   await run('ip', ['-n', net.host.name!, '-batch', '-'], { input: 'addr add 10.78.0.1/24 dev krtv1\nlink set krtv1 up\n' });
   await run('ip', ['-n', net.pod.name!, '-batch', '-'], { input: 'addr add 10.78.0.2/24 dev eth1\nlink set eth1 up\n' });
-  const eth1Mac = (JSON.parse((await run('ip', ['-n', net.pod.name!, '-j', 'link', 'show', 'eth1'])).stdout) as { address: string }[])[0]!.address;
+  const eth1Mac = (JSON.parse((await run('ip', ['-n', net.pod.name!, '-j', 'link', 'show', 'eth1'])).stdout) as { address: string }[])[0]!
+    .address;
 
   const a1 = await cli(['iface', 'add', id, '--link', 'eth1', ...c, '--json']);
   t.equal(a1.code, 0, `iface add --link: ${a1.stderr}`);
@@ -32,7 +39,12 @@ t.test('iface add hot-plugs a new pod link and a tap from a description; del unp
   const ping = await cli(['exec', id, ...c, '--', 'ping', '-c', '2', '-W', '3', '10.78.0.1']);
   t.equal(ping.code, 0, `guest reaches the new link's peer through its redirect: ${ping.stdout}${ping.stderr}`);
 
-  const desc = JSON.stringify({ name: 'eth5', hwAddr: '02:11:22:33:44:55', mtu: 1400, IPAddresses: [{ family: 0, address: '10.79.0.2', mask: '24' }] });
+  const desc = JSON.stringify({
+    name: 'eth5',
+    hwAddr: '02:11:22:33:44:55',
+    mtu: 1400,
+    IPAddresses: [{ family: 0, address: '10.79.0.2', mask: '24' }],
+  });
   const f = join(rt.dir, 'iface.json');
   writeFileSync(f, desc);
   const a2 = await cli(['iface', 'add', id, f, ...c, '--json']);
@@ -45,7 +57,10 @@ t.test('iface add hot-plugs a new pod link and a tap from a description; del unp
   const list = parseJson<GuestIface[]>(await cli(['iface', 'list', id, ...c, '--json']));
   const byName = Object.fromEntries(list.map((i) => [i.name, i]));
   t.same(Object.keys(byName).sort(), ['eth0', 'eth1', 'eth5', 'lo']);
-  t.ok(byName.eth5?.IPAddresses.some((a) => a.address === '10.79.0.2' && a.mask === '24'), 'the guest applied the described address');
+  t.ok(
+    byName.eth5?.IPAddresses.some((a) => a.address === '10.79.0.2' && a.mask === '24'),
+    'the guest applied the described address',
+  );
   t.equal(byName.eth5?.mtu, 1400);
 
   const bad = await cli(['iface', 'add', id, '--link', 'nothere0', ...c]);

@@ -43,7 +43,12 @@ const CASES: Case[] = [
   { fault: 'sandbox.vm', createdNetns: false },
   { fault: 'sandbox.agent', createdNetns: false },
   { fault: 'sandbox.interfaces', createdNetns: false, boot: true },
-  ...(all ? [{ fault: 'sandbox.routes', createdNetns: false, boot: true }, { fault: 'sandbox.neighbours', createdNetns: false, boot: true }] : []),
+  ...(all
+    ? [
+        { fault: 'sandbox.routes', createdNetns: false, boot: true },
+        { fault: 'sandbox.neighbours', createdNetns: false, boot: true },
+      ]
+    : []),
   { fault: 'sandbox.storages', createdNetns: false, boot: true },
 ];
 
@@ -61,7 +66,10 @@ async function runCase(t: Test, rt: Runtime, c: Case, n: number): Promise<void> 
   const C = ['--config', rt.config];
   let net: PodNetwork | undefined;
   if (!c.createdNetns) net = await podNetwork(t, { mtu: 1400 });
-  const up = await cli(['sandbox', 'up', '--id', id, ...(net ? ['--netns', net.pod.name!] : []), ...C, '--json'], { env: { KATA_RESOURCES_FAULT: c.fault }, timeoutMs: 240_000 });
+  const up = await cli(['sandbox', 'up', '--id', id, ...(net ? ['--netns', net.pod.name!] : []), ...C, '--json'], {
+    env: { KATA_RESOURCES_FAULT: c.fault },
+    timeoutMs: 240_000,
+  });
   t.equal(up.code, 1, `up exits 1 ${up.code === 1 ? '' : explain(up)}`);
   t.match(up.stderr, `fault injected at step ${c.fault}`, 'stderr names the step that failed');
   const err = parseJson<{ error?: { code: string; message: string } }>(up).error;
@@ -88,12 +96,18 @@ async function runCase(t: Test, rt: Runtime, c: Case, n: number): Promise<void> 
   t.equal(parseJson<{ state: string }>(down).state, 'removed', 'down removes the failed record');
   t.same(await residue(rt, { id, ...pod }), [], 'after down nothing at all is left');
   const l = parseJson<{ id: string }[]>(await cli(['sandbox', 'list', ...C, '--json']));
-  t.notOk(l.some((x) => x.id === id), 'list no longer shows it');
+  t.notOk(
+    l.some((x) => x.id === id),
+    'list no longer shows it',
+  );
 }
 
 t.test('a fault at each step: up fails, status says failed, nothing is left, down clears the record', async (t) => {
   const rt = tempRuntime(t);
   for (const [i, c] of CASES.entries()) {
-    await t.test(`${c.fault} (${c.createdNetns ? 'namespace made by the sandbox' : 'caller-owned pod namespace with a veth'}${c.boot ? ', after a full boot' : ''})`, (t) => runCase(t, rt, c, i));
+    await t.test(
+      `${c.fault} (${c.createdNetns ? 'namespace made by the sandbox' : 'caller-owned pod namespace with a veth'}${c.boot ? ', after a full boot' : ''})`,
+      (t) => runCase(t, rt, c, i),
+    );
   }
 });

@@ -5,7 +5,18 @@
  * boot per case, through the real CLI.
  */
 import t, { type Test } from 'tap';
-import { cli, parseJson, podNetwork, residue, tempRuntime, viewPids, waitFor, type Runtime, explain, type StatusView } from '../../helpers/sandbox.js';
+import {
+  cli,
+  parseJson,
+  podNetwork,
+  residue,
+  tempRuntime,
+  viewPids,
+  waitFor,
+  type Runtime,
+  explain,
+  type StatusView,
+} from '../../helpers/sandbox.js';
 
 async function killDaemon(t: Test, rt: Runtime, role: 'qemu' | 'virtiofsd', n: number, expect: RegExp): Promise<void> {
   const net = await podNetwork(t, { mtu: 1400 });
@@ -28,12 +39,16 @@ async function killDaemon(t: Test, rt: Runtime, role: 'qemu' | 'virtiofsd', n: n
   process.kill(pid, 'SIGKILL');
   let last: StatusView | undefined;
   try {
-    await waitFor(async () => {
-      const r = await cli(['sandbox', 'status', id, ...C, '--json']);
-      if (r.code !== 0) return false;
-      last = parseJson<StatusView>(r);
-      return last.state === 'failed';
-    }, 90_000, 300);
+    await waitFor(
+      async () => {
+        const r = await cli(['sandbox', 'status', id, ...C, '--json']);
+        if (r.code !== 0) return false;
+        last = parseJson<StatusView>(r);
+        return last.state === 'failed';
+      },
+      90_000,
+      300,
+    );
   } catch {
     /* asserted below */
   }
@@ -43,7 +58,11 @@ async function killDaemon(t: Test, rt: Runtime, role: 'qemu' | 'virtiofsd', n: n
 
   // The supervisor cleans up before it marks the sandbox failed, then exits: allow it a bounded time to go.
   await waitFor(async () => (await residue(rt, { id, pids, pod, keepState: true })).length === 0, 30_000, 200).catch(() => {});
-  t.same(await residue(rt, { id, pids, pod, keepState: true }), [], 'no process, mount, socket, shared dir, tap or qdisc left; only the failed record');
+  t.same(
+    await residue(rt, { id, pids, pod, keepState: true }),
+    [],
+    'no process, mount, socket, shared dir, tap or qdisc left; only the failed record',
+  );
   const st = parseJson<StatusView>(await cli(['sandbox', 'status', id, ...C, '--json']));
   t.equal(st.supervisor, 'gone', 'the supervisor has exited');
   t.same(st.pids, {}, 'no process is recorded');

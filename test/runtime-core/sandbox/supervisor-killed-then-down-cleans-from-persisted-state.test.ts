@@ -7,7 +7,18 @@
  */
 import t from 'tap';
 import { run } from '../../../host/exec.js';
-import { cli, parseJson, pidAlive, podNetwork, residue, tempRuntime, viewPids, waitFor, explain, type StatusView } from '../../helpers/sandbox.js';
+import {
+  cli,
+  parseJson,
+  pidAlive,
+  podNetwork,
+  residue,
+  tempRuntime,
+  viewPids,
+  waitFor,
+  explain,
+  type StatusView,
+} from '../../helpers/sandbox.js';
 
 t.test('supervisor SIGKILLed: daemons die with it, status says gone/failed, down cleans from state', async (t) => {
   const rt = tempRuntime(t);
@@ -54,9 +65,18 @@ t.test('supervisor SIGKILLed: daemons die with it, status says gone/failed, down
 
   // What the dead supervisor left is what `down` must undo from the state.
   const left = await residue(rt, { id, pod, keepState: true });
-  t.ok(left.some((x) => /^link .*_kata/.test(x)), `the tap is still there before down: ${left.join('; ')}`);
-  t.ok(left.some((x) => /^ingress qdisc/.test(x)), 'the ingress qdisc too');
-  t.ok(left.some((x) => /^mount /.test(x)), 'and the virtio-fs mounts');
+  t.ok(
+    left.some((x) => /^link .*_kata/.test(x)),
+    `the tap is still there before down: ${left.join('; ')}`,
+  );
+  t.ok(
+    left.some((x) => /^ingress qdisc/.test(x)),
+    'the ingress qdisc too',
+  );
+  t.ok(
+    left.some((x) => /^mount /.test(x)),
+    'and the virtio-fs mounts',
+  );
 
   const down = await cli(['sandbox', 'down', id, ...C, '--json']);
   t.equal(down.code, 0, `down exits 0 ${down.code === 0 ? '' : explain(down)}`);

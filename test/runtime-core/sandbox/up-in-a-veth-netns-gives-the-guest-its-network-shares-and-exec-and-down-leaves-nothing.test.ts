@@ -11,7 +11,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Interface, Route } from '../../../host/agent-types.js';
 import { run } from '../../../host/exec.js';
-import { cli, ourLinks, ourQdiscs, parseJson, podNetwork, processesMentioning, residue, tempRuntime, viewPids, explain } from '../../helpers/sandbox.js';
+import {
+  cli,
+  ourLinks,
+  ourQdiscs,
+  parseJson,
+  podNetwork,
+  processesMentioning,
+  residue,
+  tempRuntime,
+  viewPids,
+  explain,
+} from '../../helpers/sandbox.js';
 
 interface View {
   id: string;
@@ -28,7 +39,14 @@ interface View {
 
 t.test('sandbox up in a pod netns: guest network, ping, shares, exec, list; down leaves nothing', async (t) => {
   const rt = tempRuntime(t);
-  const net = await podNetwork(t, { mtu: 1400, v4: '10.77.0.2/24', gw4: '10.77.0.1', v6: 'fd77::2/64', gw6: 'fd77::1', neighbour: { ip: '10.77.0.9', lladdr: '02:00:00:77:00:09' } });
+  const net = await podNetwork(t, {
+    mtu: 1400,
+    v4: '10.77.0.2/24',
+    gw4: '10.77.0.1',
+    v6: 'fd77::2/64',
+    gw6: 'fd77::1',
+    neighbour: { ip: '10.77.0.9', lladdr: '02:00:00:77:00:09' },
+  });
   const hostDir = mkdtempSync(join(tmpdir(), 'krt-share-'));
   t.teardown(() => rmSync(hostDir, { recursive: true, force: true }));
   writeFileSync(join(hostDir, 'hello.txt'), 'hello from the host\n');
@@ -61,11 +79,23 @@ t.test('sandbox up in a pod netns: guest network, ping, shares, exec, list; down
   // The residue check sees every kind of thing a running sandbox has (so its empty answer after down means something).
   const live = await residue(rt, { id, pids, pod: { ns: net.pod, dev: net.ifname } });
   for (const [what, re] of [
-    ['recorded processes', /^process \d+ alive$/], ['mounts', /^mount /], ['sockets', /^socket /], ['the state dir', /^state dir /],
-    ['the shared tree', /^shared dir /], ['the tap', /^link .*_kata in /], ['the ingress qdisc', /^ingress qdisc on /],
-  ] as const) t.ok(live.some((l) => re.test(l)), `while running, the residue check lists ${what}`);
+    ['recorded processes', /^process \d+ alive$/],
+    ['mounts', /^mount /],
+    ['sockets', /^socket /],
+    ['the state dir', /^state dir /],
+    ['the shared tree', /^shared dir /],
+    ['the tap', /^link .*_kata in /],
+    ['the ingress qdisc', /^ingress qdisc on /],
+  ] as const)
+    t.ok(
+      live.some((l) => re.test(l)),
+      `while running, the residue check lists ${what}`,
+    );
   const mentioning = processesMentioning(rt.dir).map((p) => p.pid);
-  t.ok(pids.every((p) => mentioning.includes(p)), 'qemu, virtiofsd and the supervisor are found by the runtime dir in their command lines (teardown kills them by that)');
+  t.ok(
+    pids.every((p) => mentioning.includes(p)),
+    'qemu, virtiofsd and the supervisor are found by the runtime dir in their command lines (teardown kills them by that)',
+  );
 
   t.test('status shows the guest interface, addresses, MTU and routes', async (t) => {
     const st = await cli(['sandbox', 'status', id, ...C, '--json']);
@@ -86,8 +116,14 @@ t.test('sandbox up in a pod netns: guest network, ping, shares, exec, list; down
     t.equal(def4?.device, gi.name, 'on that interface');
     const def6 = routes.find((r) => r.dest === '' && r.family === 1);
     t.equal(def6?.gateway, net.gw6, `IPv6 default route via ${net.gw6}`);
-    t.ok(routes.some((r) => r.dest === '10.77.0.0/24' && r.device === gi.name), 'the connected IPv4 prefix');
-    t.ok(v.guest!.mounts.some((m) => m.fstype === 'virtiofs'), 'the virtio-fs share is mounted in the guest');
+    t.ok(
+      routes.some((r) => r.dest === '10.77.0.0/24' && r.device === gi.name),
+      'the connected IPv4 prefix',
+    );
+    t.ok(
+      v.guest!.mounts.some((m) => m.fstype === 'virtiofs'),
+      'the virtio-fs share is mounted in the guest',
+    );
   });
 
   t.test('the permanent neighbour reached the guest', async (t) => {
@@ -160,9 +196,16 @@ t.test('sandbox up in a pod netns: guest network, ping, shares, exec, list; down
     const dj = parseJson<{ state: string; via: string }>(d);
     t.equal(dj.state, 'removed');
     t.equal(dj.via, 'supervisor', 'through the live supervisor');
-    t.same(await residue(rt, { id, pids, pod: { ns: net.pod, dev: net.ifname } }), [], 'no process, mount, socket, state, tap or qdisc left');
+    t.same(
+      await residue(rt, { id, pids, pod: { ns: net.pod, dev: net.ifname } }),
+      [],
+      'no process, mount, socket, state, tap or qdisc left',
+    );
     t.ok(existsSync(net.pod.path), 'the caller-owned namespace is kept');
-    const link = JSON.parse((await run('ip', ['-n', net.pod.name!, '-j', 'link', 'show', net.ifname])).stdout) as { address: string; mtu: number }[];
+    const link = JSON.parse((await run('ip', ['-n', net.pod.name!, '-j', 'link', 'show', net.ifname])).stdout) as {
+      address: string;
+      mtu: number;
+    }[];
     t.equal(link[0]?.address, net.mac, 'the veth keeps its MAC');
     t.equal(link[0]?.mtu, 1400, 'and its MTU');
     const again = await cli(['sandbox', 'down', id, ...C, '--json']);

@@ -11,8 +11,17 @@ import { tempDir } from '../../helpers/runtime-core.js';
 const lockModule = fileURLToPath(new URL('../../../runtime-core/state/lock.js', import.meta.url));
 
 /** A node child running `body` with acquireLock imported; prints lines on stdout. */
-function child(body: string): { proc: ChildProcess; lines: string[]; line: (re: RegExp) => Promise<string>; exited: Promise<number | null> } {
-  const proc = spawn(process.execPath, ['--input-type=module', '-e', `const { acquireLock } = await import(${JSON.stringify(lockModule)});\n${body}`], { stdio: ['ignore', 'pipe', 'inherit'] });
+function child(body: string): {
+  proc: ChildProcess;
+  lines: string[];
+  line: (re: RegExp) => Promise<string>;
+  exited: Promise<number | null>;
+} {
+  const proc = spawn(
+    process.execPath,
+    ['--input-type=module', '-e', `const { acquireLock } = await import(${JSON.stringify(lockModule)});\n${body}`],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   const lines: string[] = [];
   const waiters: { re: RegExp; resolve: (l: string) => void }[] = [];
   let buf = '';
@@ -23,7 +32,11 @@ function child(body: string): { proc: ChildProcess; lines: string[]; line: (re: 
       const l = buf.slice(0, i);
       buf = buf.slice(i + 1);
       lines.push(l);
-      for (const w of [...waiters]) if (w.re.test(l)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(l); }
+      for (const w of [...waiters])
+        if (w.re.test(l)) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(l);
+        }
     }
   });
   const exited = new Promise<number | null>((r) => proc.on('exit', (c) => r(c)));
@@ -40,18 +53,29 @@ function child(body: string): { proc: ChildProcess; lines: string[]; line: (re: 
 
 t.test('a live holder in another process makes acquire wait, then fail with E_LOCKED naming it', async (t) => {
   const path = join(tempDir(t, 'lock'), 'locks', 'sb.lock');
-  const holder = child(`const l = await acquireLock(${JSON.stringify(path)}, { purpose: 'sandbox up' }); console.log('held'); setTimeout(async () => { await l.release(); console.log('released'); }, 60000);`);
-  t.teardown(() => { holder.proc.kill('SIGKILL'); });
+  const holder = child(
+    `const l = await acquireLock(${JSON.stringify(path)}, { purpose: 'sandbox up' }); console.log('held'); setTimeout(async () => { await l.release(); console.log('released'); }, 60000);`,
+  );
+  t.teardown(() => {
+    holder.proc.kill('SIGKILL');
+  });
   await holder.line(/^held$/);
-  const err = await acquireLock(path, { waitMs: 200 }).then(() => undefined, (e: unknown) => e);
+  const err = await acquireLock(path, { waitMs: 200 }).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   t.match(err, { code: 'E_LOCKED', message: new RegExp(`held by pid ${holder.proc.pid} \\(sandbox up\\)`) });
   t.same((err as { details: { owner: { pid: number } } }).details.owner.pid, holder.proc.pid);
 });
 
 t.test('a waiter gets the lock as soon as the holder releases it', async (t) => {
   const path = join(tempDir(t, 'lock'), 'sb.lock');
-  const holder = child(`const l = await acquireLock(${JSON.stringify(path)}); console.log('held'); setTimeout(async () => { await l.release(); console.log('released'); }, 300);`);
-  t.teardown(() => { holder.proc.kill('SIGKILL'); });
+  const holder = child(
+    `const l = await acquireLock(${JSON.stringify(path)}); console.log('held'); setTimeout(async () => { await l.release(); console.log('released'); }, 300);`,
+  );
+  t.teardown(() => {
+    holder.proc.kill('SIGKILL');
+  });
   await holder.line(/^held$/);
   const l = await acquireLock(path, { waitMs: 20_000 });
   t.ok(holder.lines.includes('released'), 'acquired only after the release');
@@ -68,7 +92,7 @@ t.test('a lock left by a killed process is stale and is taken over', async (t) =
   await holder.line(/^held$/);
   holder.proc.kill('SIGKILL');
   await holder.exited;
-  t.equal(JSON.parse(readFileSync(path, 'utf8')).pid, holder.proc.pid, 'the dead process\'s lock is still on disk');
+  t.equal(JSON.parse(readFileSync(path, 'utf8')).pid, holder.proc.pid, "the dead process's lock is still on disk");
   const l = await acquireLock(path, { waitMs: 0 });
   t.equal(JSON.parse(readFileSync(path, 'utf8')).pid, process.pid, 'taken over at once, without waiting');
   await l.release();
@@ -100,7 +124,7 @@ t.test('release leaves alone a lock that is no longer ours', async (t) => {
   const l = await acquireLock(path);
   writeFileSync(path, JSON.stringify({ pid: 1, startTime: readProcStat(1)?.startTime ?? 0, acquiredAt: 'x' }));
   await l.release();
-  t.ok(existsSync(path), 'someone else\'s lock file kept');
+  t.ok(existsSync(path), "someone else's lock file kept");
 });
 
 t.test('processes racing for one stale lock never hold it together', async (t) => {
@@ -110,7 +134,8 @@ t.test('processes racing for one stale lock never hold it together', async (t) =
   writeFileSync(journal, '');
   // Start from a stale lock, so every racer goes through the breaking path.
   writeFileSync(path, JSON.stringify({ pid: 999999999, startTime: 1, acquiredAt: 'x' }));
-  const racers = Array.from({ length: 4 }, (_v, i) => child(`
+  const racers = Array.from({ length: 4 }, (_v, i) =>
+    child(`
     const { appendFileSync } = await import('node:fs');
     for (let k = 0; k < 15; k++) {
       const l = await acquireLock(${JSON.stringify(path)}, { waitMs: 60000 });
@@ -120,8 +145,11 @@ t.test('processes racing for one stale lock never hold it together', async (t) =
       await l.release();
     }
     console.log('done');
-  `));
-  t.teardown(() => { for (const r of racers) r.proc.kill('SIGKILL'); });
+  `),
+  );
+  t.teardown(() => {
+    for (const r of racers) r.proc.kill('SIGKILL');
+  });
   const codes = await Promise.all(racers.map((r) => r.exited));
   t.same(codes, [0, 0, 0, 0]);
   const lines = readFileSync(journal, 'utf8').trim().split('\n');

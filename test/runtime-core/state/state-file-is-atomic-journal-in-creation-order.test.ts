@@ -21,7 +21,11 @@ t.test('create, journal resources in creation order, load them back', async (t) 
   await store.save(s);
 
   const back = await store.load('sb1');
-  t.same(back.resources.map((r) => r.id), ['net:eth0', 'virtiofsd', 'vm'], 'creation order kept');
+  t.same(
+    back.resources.map((r) => r.id),
+    ['net:eth0', 'virtiofsd', 'vm'],
+    'creation order kept',
+  );
   t.same(back.resources[0]!.data, { tap: 'tap0_kata' });
   t.equal(back.phase, 'running');
   t.same(back.netns, { path: '/run/netns/krt-x', name: 'krt-x', created: true });
@@ -29,9 +33,17 @@ t.test('create, journal resources in creation order, load them back', async (t) 
   t.equal(back.configSource, '/etc/c.toml');
 
   await store.removeResource(back, 'virtiofsd');
-  t.same((await store.load('sb1')).resources.map((r) => r.id), ['net:eth0', 'vm'], 'removal persisted');
+  t.same(
+    (await store.load('sb1')).resources.map((r) => r.id),
+    ['net:eth0', 'vm'],
+    'removal persisted',
+  );
   await t.rejects(store.addResource(back, { id: 'vm', kind: 'qemu', data: {} }), { code: 'E_INTERNAL' }, 'a resource id is recorded once');
-  t.same(readdirSync(store.sandboxDir('sb1')).filter((f) => f.includes('.tmp')), [], 'no temp files left');
+  t.same(
+    readdirSync(store.sandboxDir('sb1')).filter((f) => f.includes('.tmp')),
+    [],
+    'no temp files left',
+  );
 });
 
 t.test('a reader never sees a half-written state while another process rewrites it', async (t) => {
@@ -41,14 +53,22 @@ t.test('a reader never sees a half-written state while another process rewrites 
   const doneMark = join(dir, 'writer-done');
   const size = (i: number): number => 2 * 1024 * 1024 + i * 100;
   // Large states, so that a write that is not atomic (truncate, then write) is seen half-done.
-  const writer = spawn(process.execPath, ['--input-type=module', '-e', `
+  const writer = spawn(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      `
     const { StateStore } = await import(${JSON.stringify(storeModule)});
     const { writeFileSync } = await import('node:fs');
     const store = new StateStore(${JSON.stringify(dir)});
     const s = await store.load('busy');
     for (let i = 0; i < 150; i++) { s.extra.n = i; s.extra.blob = String(i % 10).repeat(${2 * 1024 * 1024} + i * 100); await store.save(s); }
     writeFileSync(${JSON.stringify(doneMark)}, '');
-  `], { stdio: ['ignore', 'inherit', 'inherit'] });
+  `,
+    ],
+    { stdio: ['ignore', 'inherit', 'inherit'] },
+  );
   const exited = new Promise<number | null>((r) => writer.on('exit', (c) => r(c)));
   let reads = 0;
   let bad = 0;
@@ -68,7 +88,11 @@ t.test('a reader never sees a half-written state while another process rewrites 
   t.ok(reads > 10, `${reads} reads raced the writer`);
   t.equal(bad, 0, 'every read parsed and was self-consistent');
   t.equal((await store.load('busy')).extra.n, 149);
-  t.same(readdirSync(store.sandboxDir('busy')).filter((f) => f.includes('.tmp')), [], 'no temp files left');
+  t.same(
+    readdirSync(store.sandboxDir('busy')).filter((f) => f.includes('.tmp')),
+    [],
+    'no temp files left',
+  );
 });
 
 t.test('load, create and save report what is wrong', async (t) => {
@@ -98,7 +122,10 @@ t.test('list shows every sandbox, unreadable ones with their error', async (t) =
   writeFileSync(store.statePath('c'), 'garbage');
   mkdirSync(store.sandboxDir('d')); // a directory without state (e.g. removed half-way) is not listed
   const l = await store.list();
-  t.same(l.map((x) => x.id), ['a', 'b', 'c']);
+  t.same(
+    l.map((x) => x.id),
+    ['a', 'b', 'c'],
+  );
   t.equal(l[0]!.state!.id, 'a');
   t.match(l[2]!.error, /not valid JSON/);
 });

@@ -47,28 +47,32 @@ t.test('a QEMU that fails at once is reported with its exit and stderr', async (
   t.match(r.detail, /status 1 instead of 99: qemu: could not access KVM kernel module/);
 });
 
-t.test('accel = "auto" on this machine ends on TCG with a logged reason, then comes from the cache', { skip: kvmPresent ? false : 'no /dev/kvm here: the probe path is not reached' }, async (t) => {
-  clearAccelMemo();
-  const cacheDir = tempDir(t, 'accel');
-  const { log, lines } = capturingLogger();
-  const before = spawnCount();
-  const d = await chooseAccel({ choice: 'auto', qemuPath: QEMU, log, cacheDir });
-  t.equal(d.accel, 'tcg', 'KVM does not work on this host (guests hang or QEMU aborts)');
-  t.match(d.reason, /^KVM probe failed: /);
-  t.equal(d.cached, false);
-  t.ok(spawnCount() > before, 'a probe ran');
-  const logged = lines.find((l) => /^accelerator: tcg \(KVM probe failed/.test(l.msg));
-  t.ok(logged, 'the choice and its reason are logged');
-  t.ok(existsSync(join(cacheDir, 'accel-probe.json')), 'result cached in the state dir');
+t.test(
+  'accel = "auto" on this machine ends on TCG with a logged reason, then comes from the cache',
+  { skip: kvmPresent ? false : 'no /dev/kvm here: the probe path is not reached' },
+  async (t) => {
+    clearAccelMemo();
+    const cacheDir = tempDir(t, 'accel');
+    const { log, lines } = capturingLogger();
+    const before = spawnCount();
+    const d = await chooseAccel({ choice: 'auto', qemuPath: QEMU, log, cacheDir });
+    t.equal(d.accel, 'tcg', 'KVM does not work on this host (guests hang or QEMU aborts)');
+    t.match(d.reason, /^KVM probe failed: /);
+    t.equal(d.cached, false);
+    t.ok(spawnCount() > before, 'a probe ran');
+    const logged = lines.find((l) => /^accelerator: tcg \(KVM probe failed/.test(l.msg));
+    t.ok(logged, 'the choice and its reason are logged');
+    t.ok(existsSync(join(cacheDir, 'accel-probe.json')), 'result cached in the state dir');
 
-  const mid = spawnCount();
-  const again = await chooseAccel({ choice: 'auto', qemuPath: QEMU, log, cacheDir });
-  t.same({ accel: again.accel, reason: again.reason, cached: again.cached }, { accel: 'tcg', reason: d.reason, cached: true });
-  clearAccelMemo();
-  const fromFile = await chooseAccel({ choice: 'auto', qemuPath: QEMU, log, cacheDir });
-  t.equal(fromFile.cached, true, 'a new process reads the cache file');
-  t.equal(spawnCount(), mid, 'no probe for cached decisions');
-});
+    const mid = spawnCount();
+    const again = await chooseAccel({ choice: 'auto', qemuPath: QEMU, log, cacheDir });
+    t.same({ accel: again.accel, reason: again.reason, cached: again.cached }, { accel: 'tcg', reason: d.reason, cached: true });
+    clearAccelMemo();
+    const fromFile = await chooseAccel({ choice: 'auto', qemuPath: QEMU, log, cacheDir });
+    t.equal(fromFile.cached, true, 'a new process reads the cache file');
+    t.equal(spawnCount(), mid, 'no probe for cached decisions');
+  },
+);
 
 t.test('accel = "tcg" skips the probe', async (t) => {
   clearAccelMemo();
@@ -90,8 +94,15 @@ t.test('without a usable /dev/kvm, auto picks TCG without probing', async (t) =>
   t.equal(spawnCount(), before);
 });
 
-t.test('accel = "kvm" where KVM does not work is an error, not a hanging VM', { skip: kvmPresent ? false : 'no /dev/kvm here' }, async (t) => {
-  clearAccelMemo();
-  const { log } = capturingLogger();
-  await t.rejects(chooseAccel({ choice: 'kvm', qemuPath: QEMU, log }), { code: 'E_KERNEL_FEATURE', message: /accel = "kvm" is configured but KVM does not work on this host/ });
-});
+t.test(
+  'accel = "kvm" where KVM does not work is an error, not a hanging VM',
+  { skip: kvmPresent ? false : 'no /dev/kvm here' },
+  async (t) => {
+    clearAccelMemo();
+    const { log } = capturingLogger();
+    await t.rejects(chooseAccel({ choice: 'kvm', qemuPath: QEMU, log }), {
+      code: 'E_KERNEL_FEATURE',
+      message: /accel = "kvm" is configured but KVM does not work on this host/,
+    });
+  },
+);

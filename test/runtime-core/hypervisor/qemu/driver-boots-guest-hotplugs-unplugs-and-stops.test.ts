@@ -66,7 +66,22 @@ t.test('a guest with a tap and a macvtap, hotplug and unplug of a NIC and a disk
   await run('ip', ['-n', ns.name!, 'tuntap', 'add', 'tap1_kata', 'mode', 'tap']);
   // A macvtap on a veth, reached through a private device node (never /dev/tapN).
   await run('ip', ['-n', ns.name!, 'link', 'add', 'krt-va', 'type', 'veth', 'peer', 'name', 'krt-vb']);
-  await run('ip', ['-n', ns.name!, 'link', 'add', 'link', 'krt-va', 'name', 'krt-mvt', 'address', MAC_MACVTAP, 'type', 'macvtap', 'mode', 'bridge']);
+  await run('ip', [
+    '-n',
+    ns.name!,
+    'link',
+    'add',
+    'link',
+    'krt-va',
+    'name',
+    'krt-mvt',
+    'address',
+    MAC_MACVTAP,
+    'type',
+    'macvtap',
+    'mode',
+    'bridge',
+  ]);
   await run('ip', ['-n', ns.name!, 'link', 'set', 'krt-va', 'up']);
   await run('ip', ['-n', ns.name!, 'link', 'set', 'krt-mvt', 'up']);
   const devNum = (await run('ip', ['netns', 'exec', ns.name!, 'sh', '-c', 'cat /sys/class/net/krt-mvt/macvtap/tap*/dev'])).stdout.trim();
@@ -78,7 +93,11 @@ t.test('a guest with a tap and a macvtap, hotplug and unplug of a NIC and a disk
 
   const cfg = { ...defaultConfig().hypervisor, memoryMiB: 512, pcieRootPorts: 2 };
   let stepFault: string | undefined;
-  const vm = new QemuHypervisor({ faults: (step) => { if (step === stepFault) throw new Error(`injected failure at ${step}`); } });
+  const vm = new QemuHypervisor({
+    faults: (step) => {
+      if (step === stepFault) throw new Error(`injected failure at ${step}`);
+    },
+  });
   const exits: VmExit[] = [];
   vm.on('exit', (e) => exits.push(e));
   const { log, lines } = capturingLogger();
@@ -87,18 +106,36 @@ t.test('a guest with a tap and a macvtap, hotplug and unplug of a NIC and a disk
   const started = Date.now();
   t.teardown(async () => {
     const pid = vm.pid;
-    if (pid && vm.running) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+    if (pid && vm.running) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
   });
-  await vm.start({
-    sandboxId: 'krt-drv', config: cfg, kernel: kit!.kernel, initrd: kit!.initrd, image: kit!.rootfs, runDir, netns: ns,
-    devices: [
-      { kind: 'net-tap', id: 'eth0', ifname: 'tap0_kata', mac: MAC_TAP, mtu: 1500, queues: 1, vhost: true },
-      { kind: 'net-macvtap', id: 'eth1', devPath: node, ifname: 'krt-mvt', mac: MAC_MACVTAP, mtu: 1500, queues: 1, vhost: true },
-    ],
-  }, { log, accelCacheDir: dir });
+  await vm.start(
+    {
+      sandboxId: 'krt-drv',
+      config: cfg,
+      kernel: kit!.kernel,
+      initrd: kit!.initrd,
+      image: kit!.rootfs,
+      runDir,
+      netns: ns,
+      devices: [
+        { kind: 'net-tap', id: 'eth0', ifname: 'tap0_kata', mac: MAC_TAP, mtu: 1500, queues: 1, vhost: true },
+        { kind: 'net-macvtap', id: 'eth1', devPath: node, ifname: 'krt-mvt', mac: MAC_MACVTAP, mtu: 1500, queues: 1, vhost: true },
+      ],
+    },
+    { log, accelCacheDir: dir },
+  );
   t.ok(vm.running);
   t.equal(vm.accel?.accel, 'tcg', 'TCG on this host');
-  t.ok(lines.some((l) => /^accelerator: /.test(l.msg)), 'accelerator choice logged');
+  t.ok(
+    lines.some((l) => /^accelerator: /.test(l.msg)),
+    'accelerator choice logged',
+  );
   t.equal(readlinkSync(`/proc/${vm.pid}/ns/net`), `net:[${statSync(ns.path).ino}]`, 'QEMU runs in the sandbox netns');
   t.match(vm.commandLine!.args.join(' '), /-netdev tap,id=net-eth1,fd=3 /, 'macvtap given as fd 3');
 
@@ -126,23 +163,40 @@ t.test('a guest with a tap and a macvtap, hotplug and unplug of a NIC and a disk
   t.equal(blk.guestPciPath, `${vm.rootPorts()[1]!.slot.toString(16).padStart(2, '0')}/00`);
   const vdb = await until('the hot-plugged disk in the guest', async () => {
     const out = await guestSh(agent, 'for b in /sys/block/vd*; do echo "$(basename $b) $(readlink -f $b/device/..)"; done');
-    const l = out.trim().split('\n').map((x) => x.split(' ')).find(([, dev]) => dev && pathMatches(dev, blk.guestPciPath!));
+    const l = out
+      .trim()
+      .split('\n')
+      .map((x) => x.split(' '))
+      .find(([, dev]) => dev && pathMatches(dev, blk.guestPciPath!));
     return l ? l[0] : undefined;
   });
   t.equal(vdb, 'vdb', 'the guest sees the disk at the reported PCI path');
 
   // No root port left: the next hotplug is refused before touching QEMU.
-  await t.rejects(vm.hotplug({ kind: 'block', id: 'vol2', path: disk, readonly: true, driver: 'virtio-blk', format: 'raw' }), { code: 'E_UNSUPPORTED', message: /no free PCIe root port/ });
+  await t.rejects(vm.hotplug({ kind: 'block', id: 'vol2', path: disk, readonly: true, driver: 'virtio-blk', format: 'raw' }), {
+    code: 'E_UNSUPPORTED',
+    message: /no free PCIe root port/,
+  });
   const nodes = await vm.monitor!.execute<{ 'node-name': string }[]>('query-named-block-nodes');
-  t.notOk(nodes.some((n) => n['node-name'] === 'drive-vol2'), 'the refused hotplug added no block node');
+  t.notOk(
+    nodes.some((n) => n['node-name'] === 'drive-vol2'),
+    'the refused hotplug added no block node',
+  );
 
   // Unplug both: DEVICE_DELETED, then backends removed; the guest loses them.
   await vm.unplug('vol1');
   await until('the disk to leave the guest', async () => ((await guestSh(agent, 'ls /sys/block')).includes('vdb') ? undefined : true));
-  t.notOk((await vm.monitor!.execute<{ 'node-name': string }[]>('query-named-block-nodes')).some((n) => n['node-name'] === 'drive-vol1'), 'blockdev deleted');
+  t.notOk(
+    (await vm.monitor!.execute<{ 'node-name': string }[]>('query-named-block-nodes')).some((n) => n['node-name'] === 'drive-vol1'),
+    'blockdev deleted',
+  );
   await vm.unplug('eth2');
   await until('the NIC to leave the guest', async () => ((await guestNic(agent, MAC_HOT)) ? undefined : true));
-  t.same(vm.rootPorts().map((r) => r.usedBy), [undefined, undefined], 'root ports free again');
+  t.same(
+    vm.rootPorts().map((r) => r.usedBy),
+    [undefined, undefined],
+    'root ports free again',
+  );
   await vm.unplug('eth2');
   t.pass('unplugging again is a no-op');
   await t.rejects(vm.unplug('eth0'), { code: 'E_UNSUPPORTED', message: /cold-plugged on the q35 root bus/ });
@@ -151,17 +205,31 @@ t.test('a guest with a tap and a macvtap, hotplug and unplug of a NIC and a disk
   const netInfo = async (): Promise<string> => vm.monitor!.execute<string>('human-monitor-command', { 'command-line': 'info network' });
   for (const step of ['hotplug:netdev-added', 'hotplug:device-added', 'hotplug:path-resolved']) {
     stepFault = step;
-    await t.rejects(vm.hotplug({ kind: 'net-tap', id: 'eth2', ifname: 'tap1_kata', mac: MAC_HOT, mtu: 1500, queues: 1, vhost: true }), { message: `injected failure at ${step}` });
+    await t.rejects(vm.hotplug({ kind: 'net-tap', id: 'eth2', ifname: 'tap1_kata', mac: MAC_HOT, mtu: 1500, queues: 1, vhost: true }), {
+      message: `injected failure at ${step}`,
+    });
     stepFault = undefined;
     t.notMatch(await netInfo(), /net-eth2/, `after a failure at ${step}: no netdev left`);
-    t.notOk((await vm.monitor!.execute<{ name: string }[]>('qom-list', { path: '/machine/peripheral' })).some((p) => p.name === 'dev-eth2'), `after a failure at ${step}: no device left`);
-    t.same(vm.rootPorts().map((r) => r.usedBy), [undefined, undefined], `after a failure at ${step}: root port released`);
+    t.notOk(
+      (await vm.monitor!.execute<{ name: string }[]>('qom-list', { path: '/machine/peripheral' })).some((p) => p.name === 'dev-eth2'),
+      `after a failure at ${step}: no device left`,
+    );
+    t.same(
+      vm.rootPorts().map((r) => r.usedBy),
+      [undefined, undefined],
+      `after a failure at ${step}: root port released`,
+    );
   }
   for (const step of ['hotplug:blockdev-added', 'hotplug:device-added']) {
     stepFault = step;
-    await t.rejects(vm.hotplug({ kind: 'block', id: 'vol1', path: disk, readonly: false, driver: 'virtio-blk', format: 'raw' }), { message: `injected failure at ${step}` });
+    await t.rejects(vm.hotplug({ kind: 'block', id: 'vol1', path: disk, readonly: false, driver: 'virtio-blk', format: 'raw' }), {
+      message: `injected failure at ${step}`,
+    });
     stepFault = undefined;
-    t.notOk((await vm.monitor!.execute<{ 'node-name': string }[]>('query-named-block-nodes')).some((n) => n['node-name'] === 'drive-vol1'), `after a failure at ${step}: no block node left`);
+    t.notOk(
+      (await vm.monitor!.execute<{ 'node-name': string }[]>('query-named-block-nodes')).some((n) => n['node-name'] === 'drive-vol1'),
+      `after a failure at ${step}: no block node left`,
+    );
   }
   const again = await vm.hotplug({ kind: 'net-tap', id: 'eth2', ifname: 'tap1_kata', mac: MAC_HOT, mtu: 1500, queues: 1, vhost: true });
   t.equal(again.guestPciPath, nic.guestPciPath, 'after the rollbacks the same hotplug works on the same port');
@@ -177,5 +245,7 @@ t.test('a guest with a tap and a macvtap, hotplug and unplug of a NIC and a disk
   t.throws(() => statSync(rec.agentSocket), 'agent socket removed');
   await vm.stop();
   t.pass('stop again is harmless');
-  await t.rejects(vm.hotplug({ kind: 'block', id: 'vol9', path: disk, readonly: true, driver: 'virtio-blk', format: 'raw' }), { code: 'E_DAEMON_CRASHED' });
+  await t.rejects(vm.hotplug({ kind: 'block', id: 'vol9', path: disk, readonly: true, driver: 'virtio-blk', format: 'raw' }), {
+    code: 'E_DAEMON_CRASHED',
+  });
 });

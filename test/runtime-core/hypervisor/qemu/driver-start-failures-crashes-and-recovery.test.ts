@@ -18,32 +18,52 @@ import { capturingLogger, guestKitOrSkip, tempDir } from '../../../helpers/runti
 
 const { kit, skip } = await guestKitOrSkip();
 
-interface Teardownable { teardown(fn: () => unknown): void }
+interface Teardownable {
+  teardown(fn: () => unknown): void;
+}
 
 function spec(t: Teardownable, over: Partial<VmSpec> = {}, cfg: Partial<QemuConfig> = {}): VmSpec {
   const dir = tempDir(t, 'drv');
   const runDir = join(dir, 'run');
   mkdirSync(runDir);
   return {
-    sandboxId: 'krt-edge', config: { ...defaultConfig().hypervisor, accel: 'tcg', memoryMiB: 256, pcieRootPorts: 1, ...cfg },
-    kernel: kit!.kernel, initrd: kit!.initrd, image: kit!.rootfs, runDir, devices: [], ...over,
+    sandboxId: 'krt-edge',
+    config: { ...defaultConfig().hypervisor, accel: 'tcg', memoryMiB: 256, pcieRootPorts: 1, ...cfg },
+    kernel: kit!.kernel,
+    initrd: kit!.initrd,
+    image: kit!.rootfs,
+    runDir,
+    devices: [],
+    ...over,
   };
 }
 
 function guard(t: Teardownable, vm: QemuHypervisor): void {
   t.teardown(() => {
     const pid = vm.pid;
-    if (pid && vm.running) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+    if (pid && vm.running) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
   });
 }
 
 t.test('a QEMU that cannot start (missing disk) is E_DAEMON_START with its stderr, and leaves nothing', { skip }, async (t) => {
   const ns = await tempNetns(t, 'qemu');
-  const s = spec(t, { netns: ns, devices: [{ kind: 'block', id: 'vol', path: '/nonexistent/krt-disk.img', readonly: true, driver: 'virtio-blk', format: 'raw' }] });
+  const s = spec(t, {
+    netns: ns,
+    devices: [{ kind: 'block', id: 'vol', path: '/nonexistent/krt-disk.img', readonly: true, driver: 'virtio-blk', format: 'raw' }],
+  });
   const vm = new QemuHypervisor();
   guard(t, vm);
   const { log } = capturingLogger();
-  const err = await vm.start(s, { log }).then(() => undefined, (e: unknown) => e);
+  const err = await vm.start(s, { log }).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   t.match(err, { code: 'E_DAEMON_START', message: /QEMU for sandbox krt-edge exited at start: .*krt-disk\.img/ });
   t.notOk(vm.running);
   t.notOk(existsSync(join(s.runDir, 'qmp.sock')), 'no QMP socket left');
@@ -51,10 +71,26 @@ t.test('a QEMU that cannot start (missing disk) is E_DAEMON_START with its stder
 });
 
 t.test('a passed fd that cannot be opened fails before QEMU is spawned', { skip }, async (t) => {
-  const s = spec(t, { devices: [{ kind: 'net-macvtap', id: 'eth0', devPath: '/nonexistent/krt-macvtap', ifname: 'mvt0', mac: '02:bb:00:00:00:01', mtu: 1500, queues: 1, vhost: false }] });
+  const s = spec(t, {
+    devices: [
+      {
+        kind: 'net-macvtap',
+        id: 'eth0',
+        devPath: '/nonexistent/krt-macvtap',
+        ifname: 'mvt0',
+        mac: '02:bb:00:00:00:01',
+        mtu: 1500,
+        queues: 1,
+        vhost: false,
+      },
+    ],
+  });
   const vm = new QemuHypervisor();
   guard(t, vm);
-  await t.rejects(vm.start(s, { log: silentLogger() }), { code: 'E_DAEMON_START', message: /cannot open \/nonexistent\/krt-macvtap for QEMU \(macvtap mvt0 queue 0\)/ });
+  await t.rejects(vm.start(s, { log: silentLogger() }), {
+    code: 'E_DAEMON_START',
+    message: /cannot open \/nonexistent\/krt-macvtap for QEMU \(macvtap mvt0 queue 0\)/,
+  });
   t.equal(vm.pid, undefined, 'no QEMU spawned');
 });
 
@@ -66,20 +102,29 @@ t.test('a socket path over 107 bytes is refused before anything starts', { skip 
   t.equal(vm.pid, undefined, 'no QEMU spawned');
 });
 
-t.test('QEMU killed behind the driver\'s back is an unexpected exit; later calls fail cleanly', { skip }, async (t) => {
+t.test("QEMU killed behind the driver's back is an unexpected exit; later calls fail cleanly", { skip }, async (t) => {
   const vm = new QemuHypervisor();
   guard(t, vm);
   const exits: VmExit[] = [];
   vm.on('exit', (e) => exits.push(e));
   const { log, lines } = capturingLogger();
   await vm.start(spec(t), { log });
-  t.match(vm.commandLine!.args, ['-name', 'sandbox-krt-edge,debug-threads=on', '-machine', 'q35,accel=tcg,memory-backend=mem0'], 'accel = "tcg": no probe, TCG on the command line');
+  t.match(
+    vm.commandLine!.args,
+    ['-name', 'sandbox-krt-edge,debug-threads=on', '-machine', 'q35,accel=tcg,memory-backend=mem0'],
+    'accel = "tcg": no probe, TCG on the command line',
+  );
   t.ok(lines.some((l) => /accelerator: tcg \(accel = "tcg"/.test(l.msg)));
   const exited = new Promise<VmExit>((r) => vm.once('exit', r));
   process.kill(vm.pid!, 'SIGKILL');
   t.same(await exited, { code: null, signal: 'SIGKILL', expected: false });
-  t.ok(lines.some((l) => l.level === 50 && l.msg === 'QEMU exited unexpectedly'), 'logged as an error');
-  await t.rejects(vm.hotplug({ kind: 'block', id: 'v', path: '/dev/null', readonly: true, driver: 'virtio-blk', format: 'raw' }), { code: 'E_DAEMON_CRASHED' });
+  t.ok(
+    lines.some((l) => l.level === 50 && l.msg === 'QEMU exited unexpectedly'),
+    'logged as an error',
+  );
+  await t.rejects(vm.hotplug({ kind: 'block', id: 'v', path: '/dev/null', readonly: true, driver: 'virtio-blk', format: 'raw' }), {
+    code: 'E_DAEMON_CRASHED',
+  });
   await vm.stop();
   t.equal(exits.length, 1, 'stop after a crash adds no exit');
 });
@@ -118,8 +163,23 @@ t.test('hotplug of what QEMU cannot take over QMP is refused without touching th
   guard(t, vm);
   await vm.start(spec(t), { log: silentLogger() });
   t.teardown(() => vm.stop({ graceMs: 1000 }));
-  await t.rejects(vm.hotplug({ kind: 'net-macvtap', id: 'm', devPath: '/dev/null', ifname: 'macvtap0', mac: '02:bb:00:00:00:02', mtu: 1500, queues: 1, vhost: false }), { code: 'E_UNSUPPORTED', message: /SCM_RIGHTS/ });
-  await t.rejects(vm.hotplug({ kind: 'block', id: 's', path: '/dev/null', readonly: true, driver: 'virtio-scsi', format: 'raw' }), { code: 'E_UNSUPPORTED', message: /no virtio-scsi controller/ });
+  await t.rejects(
+    vm.hotplug({
+      kind: 'net-macvtap',
+      id: 'm',
+      devPath: '/dev/null',
+      ifname: 'macvtap0',
+      mac: '02:bb:00:00:00:02',
+      mtu: 1500,
+      queues: 1,
+      vhost: false,
+    }),
+    { code: 'E_UNSUPPORTED', message: /SCM_RIGHTS/ },
+  );
+  await t.rejects(vm.hotplug({ kind: 'block', id: 's', path: '/dev/null', readonly: true, driver: 'virtio-scsi', format: 'raw' }), {
+    code: 'E_UNSUPPORTED',
+    message: /no virtio-scsi controller/,
+  });
   await t.rejects(vm.hotplug({ kind: 'fs-vhost-user', id: 'f', socket: '/x.sock', tag: 't', queueSize: 1024 }), { code: 'E_UNSUPPORTED' });
   await t.rejects(vm.unplug('image'), { code: 'E_UNSUPPORTED', message: /guest image/ });
   t.same(vm.rootPorts(), [{ id: 'rp0', slot: 4, usedBy: undefined }]);
@@ -147,7 +207,13 @@ t.test('virtio-scsi: the controller is there and a disk hot-plugs onto it with a
   t.teardown(() => run('losetup', ['-d', loop], { reject: false }));
   await vm.hotplug({ kind: 'block', id: 'lp', path: loop, readonly: true, driver: 'virtio-scsi', format: 'raw' });
   const nodes = await vm.monitor!.execute<{ 'node-name': string; drv: string; file: string }[]>('query-named-block-nodes');
-  t.match(nodes.find((n) => n['node-name'] === 'drive-lp-file' || (n.file === loop && n.drv === 'host_device')), { drv: 'host_device', file: loop });
+  t.match(
+    nodes.find((n) => n['node-name'] === 'drive-lp-file' || (n.file === loop && n.drv === 'host_device')),
+    { drv: 'host_device', file: loop },
+  );
   await vm.unplug('lp');
-  t.notOk((await vm.monitor!.execute<{ file: string }[]>('query-named-block-nodes')).some((n) => n.file === loop), 'loop device released by QEMU');
+  t.notOk(
+    (await vm.monitor!.execute<{ file: string }[]>('query-named-block-nodes')).some((n) => n.file === loop),
+    'loop device released by QEMU',
+  );
 });

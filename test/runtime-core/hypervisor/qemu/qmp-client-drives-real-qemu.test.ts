@@ -11,7 +11,11 @@ t.test('handshake, greeting and query-status against a paused QEMU', async (t) =
   const q = startTestQemu(t, ['-S']);
   const c = await QmpClient.connect(q.qmpPath);
   t.teardown(() => c.close());
-  t.same(c.greeting!.QMP.version.qemu, { major: Number(qemuVersion[1]), minor: Number(qemuVersion[2]), micro: Number(qemuVersion[3]) }, 'greeting carries the version of the binary');
+  t.same(
+    c.greeting!.QMP.version.qemu,
+    { major: Number(qemuVersion[1]), minor: Number(qemuVersion[2]), micro: Number(qemuVersion[3]) },
+    'greeting carries the version of the binary',
+  );
   t.same(await c.execute('query-status'), { status: 'prelaunch', singlestep: false, running: false });
   // Commands are only accepted after qmp_capabilities: this one working proves the handshake happened.
   const name = await c.execute<{ name?: string }>('query-name');
@@ -39,8 +43,12 @@ t.test('events arrive on the emitter and through waitEvent', async (t) => {
 t.test('blockdev-add, device_add on a root port, device_del waits for DEVICE_DELETED, blockdev-del', async (t) => {
   // No guest OS here, so ACPI hotplug would wait forever for the guest to eject. With native PCIe
   // hotplug and a slot the firmware never powered, QEMU completes the unplug itself.
-  const q = startTestQemu(t, ['-global', 'ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off',
-    '-device', 'pcie-root-port,id=rp0,bus=pcie.0,chassis=1,slot=1,addr=0x10']);
+  const q = startTestQemu(t, [
+    '-global',
+    'ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off',
+    '-device',
+    'pcie-root-port,id=rp0,bus=pcie.0,chassis=1,slot=1,addr=0x10',
+  ]);
   const disk = join(q.dir, 'disk.raw');
   writeFileSync(disk, Buffer.alloc(1024 * 1024));
   const c = await QmpClient.connect(q.qmpPath);
@@ -49,7 +57,8 @@ t.test('blockdev-add, device_add on a root port, device_del waits for DEVICE_DEL
   await c.execute('device_add', { driver: 'virtio-blk-pci', id: 'dev-t1', drive: 'drive-t1', bus: 'rp0', addr: '0' });
   const pci = await c.execute<{ devices: { slot: number; qdev_id: string }[] }[]>('query-pci');
   t.equal(pci[0]!.devices.find((d) => d.qdev_id === 'rp0')?.slot, 0x10, 'root port at slot 0x10');
-  const peripherals = async (): Promise<string[]> => (await c.execute<{ name: string }[]>('qom-list', { path: '/machine/peripheral' })).map((p) => p.name);
+  const peripherals = async (): Promise<string[]> =>
+    (await c.execute<{ name: string }[]>('qom-list', { path: '/machine/peripheral' })).map((p) => p.name);
   t.ok((await peripherals()).includes('dev-t1'), 'the disk device exists');
 
   const deleted = c.waitEvent('DEVICE_DELETED', (e) => e.data?.device === 'dev-t1', 10_000);
@@ -59,7 +68,10 @@ t.test('blockdev-add, device_add on a root port, device_del waits for DEVICE_DEL
   t.notOk((await peripherals()).includes('dev-t1'), 'the disk device is gone');
   await c.execute('blockdev-del', { 'node-name': 'drive-t1' });
   const blocks = await c.execute<{ 'node-name': string }[]>('query-named-block-nodes');
-  t.notOk(blocks.some((b) => b['node-name'] === 'drive-t1'), 'block node gone');
+  t.notOk(
+    blocks.some((b) => b['node-name'] === 'drive-t1'),
+    'block node gone',
+  );
 });
 
 t.test('QEMU errors are QmpError (E_QMP) with class and description', async (t) => {
@@ -69,7 +81,9 @@ t.test('QEMU errors are QmpError (E_QMP) with class and description', async (t) 
   const e1 = await c.execute('no-such-command').catch((e: unknown) => e);
   t.ok(e1 instanceof QmpError);
   t.match(e1, { code: 'E_QMP', qmpClass: 'CommandNotFound', command: 'no-such-command', desc: /no-such-command/ });
-  const e2 = await c.execute('device_add', { driver: 'virtio-blk-pci', id: 'x', drive: 'missing-drive', bus: 'rp0' }).catch((e: unknown) => e);
+  const e2 = await c
+    .execute('device_add', { driver: 'virtio-blk-pci', id: 'x', drive: 'missing-drive', bus: 'rp0' })
+    .catch((e: unknown) => e);
   t.match(e2, { code: 'E_QMP', qmpClass: 'GenericError', desc: /missing-drive/ });
   t.match((e2 as Error).message, /^QMP device_add failed: GenericError: /);
   const e3 = await c.execute('device_del', { id: 'nothing-here' }).catch((e: unknown) => e);
@@ -85,13 +99,19 @@ t.test('connect retries until QEMU has created the socket', async (t) => {
 });
 
 t.test('connect gives up after its timeout when no QEMU comes', async (t) => {
-  await t.rejects(QmpClient.connect('/tmp/krt-no-such-dir/qmp.sock', { connectTimeoutMs: 150 }), { code: 'E_TIMEOUT', message: /did not accept a connection within 150 ms \(last error ENOENT\)/ });
+  await t.rejects(QmpClient.connect('/tmp/krt-no-such-dir/qmp.sock', { connectTimeoutMs: 150 }), {
+    code: 'E_TIMEOUT',
+    message: /did not accept a connection within 150 ms \(last error ENOENT\)/,
+  });
 });
 
 t.test('connect stops retrying when told to (e.g. QEMU exited)', async (t) => {
   const ac = new AbortController();
   setTimeout(() => ac.abort('qemu exited with status 1'), 50);
-  await t.rejects(QmpClient.connect('/tmp/krt-no-such-dir/qmp.sock', { connectTimeoutMs: 10_000, signal: ac.signal }), { code: 'E_QMP', message: /qemu exited with status 1/ });
+  await t.rejects(QmpClient.connect('/tmp/krt-no-such-dir/qmp.sock', { connectTimeoutMs: 10_000, signal: ac.signal }), {
+    code: 'E_QMP',
+    message: /qemu exited with status 1/,
+  });
 });
 
 t.test('QEMU dying fails pending waits as Disconnected; quit closes the connection', async (t) => {

@@ -8,7 +8,10 @@ import { tempDir } from '../../../helpers/runtime-core.js';
  * A QMP server whose answers the test scripts: it greets, accepts qmp_capabilities, then hands every
  * other request to `onRequest`. Lets the test answer out of order, late, or never.
  */
-async function scriptedServer(t: { teardown(fn: () => unknown): void }, onRequest: (req: { execute: string; id: unknown; arguments?: unknown }, sock: Socket) => void): Promise<{ path: string; server: Server; sockets: Socket[] }> {
+async function scriptedServer(
+  t: { teardown(fn: () => unknown): void },
+  onRequest: (req: { execute: string; id: unknown; arguments?: unknown }, sock: Socket) => void,
+): Promise<{ path: string; server: Server; sockets: Socket[] }> {
   const path = join(tempDir(t, 'qmp'), 'qmp.sock');
   const sockets: Socket[] = [];
   const server = createServer((sock) => {
@@ -71,9 +74,15 @@ t.test('a command without an answer times out alone; a late answer is dropped', 
 t.test('waitEvent filters by name and predicate and times out', async (t) => {
   const srv = await scriptedServer(t, (req, sock) => {
     sock.write(`${JSON.stringify({ return: {}, id: req.id })}\r\n`);
-    sock.write(`${JSON.stringify({ event: 'DEVICE_DELETED', data: { path: '/machine/peripheral/dev-x/virtio-backend' }, timestamp: { seconds: 1, microseconds: 0 } })}\r\n`);
-    sock.write(`${JSON.stringify({ event: 'DEVICE_DELETED', data: { device: 'dev-y', path: '/machine/peripheral/dev-y' }, timestamp: { seconds: 1, microseconds: 1 } })}\r\n`);
-    sock.write(`${JSON.stringify({ event: 'DEVICE_DELETED', data: { device: 'dev-x', path: '/machine/peripheral/dev-x' }, timestamp: { seconds: 1, microseconds: 2 } })}\r\n`);
+    sock.write(
+      `${JSON.stringify({ event: 'DEVICE_DELETED', data: { path: '/machine/peripheral/dev-x/virtio-backend' }, timestamp: { seconds: 1, microseconds: 0 } })}\r\n`,
+    );
+    sock.write(
+      `${JSON.stringify({ event: 'DEVICE_DELETED', data: { device: 'dev-y', path: '/machine/peripheral/dev-y' }, timestamp: { seconds: 1, microseconds: 1 } })}\r\n`,
+    );
+    sock.write(
+      `${JSON.stringify({ event: 'DEVICE_DELETED', data: { device: 'dev-x', path: '/machine/peripheral/dev-x' }, timestamp: { seconds: 1, microseconds: 2 } })}\r\n`,
+    );
   });
   const c = await QmpClient.connect(srv.path);
   t.teardown(() => c.close());
@@ -85,7 +94,9 @@ t.test('waitEvent filters by name and predicate and times out', async (t) => {
 });
 
 t.test('the server closing fails pending commands as Disconnected', async (t) => {
-  const srv = await scriptedServer(t, (_req, sock) => { setTimeout(() => sock.destroy(), 20); });
+  const srv = await scriptedServer(t, (_req, sock) => {
+    setTimeout(() => sock.destroy(), 20);
+  });
   const c = await QmpClient.connect(srv.path);
   await t.rejects(c.execute('anything'), { code: 'E_QMP', qmpClass: 'Disconnected' });
   t.ok(c.closed);
@@ -94,8 +105,13 @@ t.test('the server closing fails pending commands as Disconnected', async (t) =>
 t.test('a server that never greets makes connect time out', async (t) => {
   const path = join(tempDir(t, 'qmp'), 'mute.sock');
   const socks: Socket[] = [];
-  const server = createServer((s) => { socks.push(s); });
+  const server = createServer((s) => {
+    socks.push(s);
+  });
   await new Promise<void>((r) => server.listen(path, r));
-  t.teardown(() => { for (const s of socks) s.destroy(); return new Promise<void>((r) => server.close(() => r())); });
+  t.teardown(() => {
+    for (const s of socks) s.destroy();
+    return new Promise<void>((r) => server.close(() => r()));
+  });
   await t.rejects(QmpClient.connect(path, { connectTimeoutMs: 200 }), { code: 'E_TIMEOUT', message: /no greeting/ });
 });
