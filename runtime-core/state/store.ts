@@ -1,12 +1,12 @@
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm, unlink } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, unlink } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../../host/atomic-file.js';
 import type { DaemonRecord } from '../../host/daemon.js';
 import { KataError } from '../../host/errors.js';
 import type { Logger } from '../../host/log.js';
 import { validateId } from '../../host/names.js';
-import { acquireLock, type FileLock, type LockOptions } from './lock.js';
+import { acquireLock, type FileLock, type LockOptions } from '../../host/file-lock.js';
 
 /**
  * Per-sandbox state on disk: `<stateDir>/sandboxes/<id>/state.json`, the journal of what exists.
@@ -154,11 +154,8 @@ export class StateStore {
   async save(state: SandboxState): Promise<void> {
     state.updatedAt = new Date().toISOString();
     const final = this.statePath(state.id);
-    const tmp = `${final}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-    const text = `${JSON.stringify(state, null, 1)}\n`;
-    let fh;
     try {
-      fh = await open(tmp, 'wx', 0o600);
+      await writeFileAtomic(final, `${JSON.stringify(state, null, 1)}\n`);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
         throw new KataError(
@@ -168,17 +165,6 @@ export class StateStore {
           { cause: e },
         );
       }
-      throw new KataError('E_STATE', `cannot write ${tmp}: ${(e as Error).message}`, { sandbox: state.id }, { cause: e });
-    }
-    try {
-      await fh.writeFile(text);
-      await fh.sync();
-      await fh.close();
-      fh = undefined;
-      await rename(tmp, final);
-    } catch (e) {
-      await fh?.close().catch(() => {});
-      await unlink(tmp).catch(() => {});
       throw new KataError('E_STATE', `cannot write ${final}: ${(e as Error).message}`, { sandbox: state.id }, { cause: e });
     }
   }

@@ -1,9 +1,9 @@
 import { mkdir, open, readFile, stat, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { KataError } from '../../host/errors.js';
-import type { Logger } from '../../host/log.js';
-import { isSameProcessAlive, readProcStat } from '../../host/proc.js';
-import { sleep } from '../../host/retry.js';
+import { KataError } from './errors.js';
+import type { Logger } from './log.js';
+import { isSameProcessAlive, readProcStat } from './proc.js';
+import { sleep } from './retry.js';
 
 /**
  * A lock file per sandbox so that two CLIs (or a CLI and a supervisor) never change the same

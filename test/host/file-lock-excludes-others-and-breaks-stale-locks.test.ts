@@ -3,12 +3,12 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readProcStat } from '../../../host/proc.js';
-import { acquireLock } from '../../../runtime-core/state/lock.js';
-import { StateStore } from '../../../runtime-core/state/store.js';
-import { tempDir } from '../../helpers/runtime-core.js';
+import { readProcStat } from '../../host/proc.js';
+import { acquireLock } from '../../host/file-lock.js';
+import { StateStore } from '../../runtime-core/state/store.js';
+import { tempDir } from '../helpers/runtime-core.js';
 
-const lockModule = fileURLToPath(new URL('../../../runtime-core/state/lock.js', import.meta.url));
+const lockModule = fileURLToPath(new URL('../../host/file-lock.js', import.meta.url));
 
 /** A node child running `body` with acquireLock imported; prints lines on stdout. */
 function child(body: string): {
