@@ -1,6 +1,5 @@
-import { silentLogger, type Logger } from '../../host/log.js';
+import type { Logger } from '../../host/log.js';
 import type { FaultHook } from '../../host/plugin.js';
-import { runAccelProbe } from '../hypervisor/qemu/accel.js';
 import { QemuHypervisor } from '../hypervisor/qemu/driver.js';
 import type { VmRecord } from '../hypervisor/types.js';
 import type { RunningVm, VmDriver, VmStartRequest } from './vm-port.js';
@@ -38,10 +37,4 @@ export function qemuVmDriver(opts: { faults?: FaultHook } = {}): VmDriver {
     },
     recover: (rec: VmRecord, log: Logger) => QemuHypervisor.recover(rec, log),
   };
-}
-
-/** For `kata-resources check`: does a KVM guest really run here? */
-export async function kvmProbe(qemuPath: string): Promise<{ usable: boolean; reason: string }> {
-  const p = await runAccelProbe(qemuPath, 'kvm', silentLogger());
-  return { usable: p.ok, reason: p.ok ? `probe boot in ${p.ms} ms` : `a probe boot under KVM ${p.detail}` };
 }

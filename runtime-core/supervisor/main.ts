@@ -8,9 +8,9 @@
  */
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import { KataError, isKataError } from '../../host/errors.js';
 import { rootLogger } from '../../host/log.js';
-import { parseArgs, stringFlag } from '../cli/args.js';
 import { loadConfig } from '../config/load-config.js';
 import { StateStore } from '../state/store.js';
 import { Sandbox, networkOptions } from '../sandbox/sandbox.js';
@@ -36,7 +36,11 @@ function faultFromEnv(): { faults?: (step: string) => void } {
 }
 
 async function main(): Promise<void> {
-  const a = parseArgs(process.argv.slice(2), { command: 'supervisor', valueFlags: ['id', 'netns', 'config'] });
+  const { values: a } = parseArgs({
+    args: process.argv.slice(2),
+    options: { id: { type: 'string' }, netns: { type: 'string' }, config: { type: 'string' } },
+    strict: true,
+  });
   let report: WriteStream | undefined;
   try {
     report = createWriteStream('', { fd: 3 });
@@ -50,11 +54,11 @@ async function main(): Promise<void> {
     report?.write(`${JSON.stringify(msg)}\n`);
   };
   const log = rootLogger().child({ component: 'supervisor' });
-  const id = stringFlag(a, 'id');
+  const id = a.id;
   if (!id) throw new KataError('E_INVALID_ARGUMENT', 'supervisor needs --id');
-  const config = loadConfig(stringFlag(a, 'config'), { log });
+  const config = loadConfig(a.config, { log });
   const store = new StateStore(config.runtime.stateDir, log);
-  const netns = stringFlag(a, 'netns');
+  const netns = a.netns;
   let sandbox: Sandbox;
   try {
     sandbox = await Sandbox.up({

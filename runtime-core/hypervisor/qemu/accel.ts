@@ -5,7 +5,7 @@ import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveExecutable, startDaemon } from '../../../host/daemon.js';
 import { KataError } from '../../../host/errors.js';
-import type { Logger } from '../../../host/log.js';
+import { silentLogger, type Logger } from '../../../host/log.js';
 import type { AccelChoice } from '../../config/types.js';
 
 /**
@@ -296,4 +296,10 @@ export async function chooseAccel(o: ChooseAccelOptions): Promise<AccelDecision>
     );
   }
   return decide(result);
+}
+
+/** For `kata-resources check`: does a KVM guest really run here? */
+export async function kvmProbe(qemuPath: string): Promise<{ usable: boolean; reason: string }> {
+  const p = await runAccelProbe(qemuPath, 'kvm', silentLogger());
+  return { usable: p.ok, reason: p.ok ? `probe boot in ${p.ms} ms` : `a probe boot under KVM ${p.detail}` };
 }
