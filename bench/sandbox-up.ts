@@ -38,7 +38,6 @@ import { createNetns, deleteNetns, type NetnsRef } from '../host/netns.js';
 import { readProcStatusField } from '../host/proc.js';
 import { loadConfig } from '../runtime-core/config/load-config.js';
 import { resolveGuestImage } from '../runtime-core/sandbox/guest-image.js';
-import { qemuVmDriver } from '../runtime-core/sandbox/qemu-vm.js';
 import { Sandbox } from '../runtime-core/sandbox/sandbox.js';
 import { StateStore } from '../runtime-core/state/store.js';
 import { fmt, msSince, now, summarize } from './lib/stats.js';
@@ -135,7 +134,7 @@ async function oneRun(
   live: { sb?: Sandbox },
 ): Promise<Run> {
   const t0 = now();
-  const sb = await Sandbox.up({ id, netns: pod.name!, config, store, log, vm: qemuVmDriver(), guest: () => resolveGuestImage(config) });
+  const sb = await Sandbox.up({ id, netns: pod.name!, config, store, log, guest: () => resolveGuestImage(config) });
   live.sb = sb;
   const upWall = msSince(t0);
   const t1 = now();

@@ -54,13 +54,59 @@ export interface FsVhostUserSpec {
   queueSize: number;
 }
 
+/** Where a block device's data is: a regular file, a host block device, or an NBD export. */
+export type BlockSource =
+  | { kind: 'file'; path: string }
+  | { kind: 'host-device'; path: string }
+  | {
+      kind: 'nbd';
+      server: { type: 'unix'; path: string } | { type: 'inet'; host: string; port: number };
+      export: string;
+      /** Seconds the VMM keeps retrying a lost connection before failing I/O (0 = never reconnect). */
+      reconnectDelaySec?: number;
+      /** Seconds the first connection may take. */
+      openTimeoutSec?: number;
+    };
+
+/** Kata's block_device_cache_* and block_device_aio. */
+export interface BlockCache {
+  /** O_DIRECT on the host (cache.direct). */
+  direct: boolean;
+  /** Ignore flush requests (cache.no-flush). */
+  noFlush: boolean;
+  /** Cache mode is set at all (Kata's block_device_cache_set; false = the VMM's default). */
+  set: boolean;
+  aio?: 'threads' | 'native' | 'io_uring';
+}
+
 export interface BlockSpec {
   kind: 'block';
   id: string;
-  path: string;
+  source: BlockSource;
   readonly: boolean;
-  driver: 'virtio-blk' | 'virtio-scsi' | 'nvdimm';
+  driver: 'virtio-blk' | 'virtio-scsi';
   format: 'raw' | 'qcow2';
+  cache?: BlockCache;
 }
 
-export type DeviceSpec = NetTapSpec | NetMacvtapSpec | NetVhostUserSpec | VfioSpec | FsVhostUserSpec | BlockSpec;
+/** A persistent-memory device mapped from a host file (the DAX guest image; Kata's NVDIMM rootfs). */
+export interface PmemSpec {
+  kind: 'pmem';
+  id: string;
+  path: string;
+  readonly: boolean;
+  /** Writes never reach the file (Cloud Hypervisor discard_writes; QEMU: a read-only backend). */
+  discardWrites?: boolean;
+}
+
+export type DeviceSpec = NetTapSpec | NetMacvtapSpec | NetVhostUserSpec | VfioSpec | FsVhostUserSpec | BlockSpec | PmemSpec;
+
+/** Where a hypervisor put a device, as the guest agent needs it (HotplugResult of a driver). */
+export interface DevicePlacement {
+  /** The DeviceSpec id. */
+  id: string;
+  /** Kata PCI path for the agent's devicePath / Storage source, e.g. "04/00". */
+  guestPciPath?: string;
+  /** virtio-scsi "scsi-id:lun" for a Storage source. */
+  scsiAddr?: string;
+}

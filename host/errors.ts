@@ -30,11 +30,49 @@ export const ERROR_CODES = {
   E_SANDBOX_EXISTS: 'a sandbox with that id already exists',
   E_LOCKED: 'another live process holds the sandbox lock (the message names its pid); retry once it is done',
   E_MOUNT: 'a mount or unmount failed',
+  E_DEVICE_BUSY:
+    'a host block device or image file is in use on the host (mounted, held, swap, a loop backing file); a guest would corrupt it',
   E_CNI: 'a CNI request is invalid (the CNI error code is carried separately)',
   E_INTERNAL: 'a bug: an invariant did not hold',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
+
+/**
+ * The HTTP status a code stands for (fastify's pattern: the status lives with the code). The
+ * management API answers with it, so nothing a caller did wrong comes back as 500. Unlisted: 500.
+ */
+const ERROR_STATUS: Partial<Record<ErrorCode, number>> = {
+  E_INVALID_NAME: 400,
+  E_INVALID_ARGUMENT: 400,
+  E_CONFIG: 400,
+  E_PATH_UNSAFE: 400,
+  E_SOCKET_PATH_TOO_LONG: 400,
+  E_CNI: 400,
+  E_SANDBOX_NOT_FOUND: 404,
+  E_NETNS_NOT_FOUND: 404,
+  E_LINK_NOT_FOUND: 404,
+  E_SANDBOX_EXISTS: 409,
+  E_LINK_EXISTS: 409,
+  E_LOCKED: 409,
+  E_STATE: 409,
+  E_BUSY: 409,
+  E_DEVICE_BUSY: 409,
+  E_UNSUPPORTED: 501,
+  E_KERNEL_FEATURE: 501,
+  E_AGENT: 502,
+  E_QMP: 502,
+  E_TIMEOUT: 504,
+  E_EXEC_TIMEOUT: 504,
+};
+
+export function statusOf(code: ErrorCode): number {
+  return ERROR_STATUS[code] ?? 500;
+}
+
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === 'string' && code in ERROR_CODES;
+}
 
 export class KataError extends Error {
   readonly code: ErrorCode;

@@ -26,6 +26,8 @@ export interface LockOptions {
   /** How long to wait for a live owner to release (default 10 s; 0 = fail at once). */
   waitMs?: number;
   purpose?: string;
+  /** Called once when the lock is found held by a live owner (e.g. to say what is being waited for). */
+  onWait?: (owner: LockOwner | undefined) => void;
   log?: Logger;
 }
 
@@ -151,6 +153,7 @@ export async function acquireLock(path: string, opts: LockOptions = {}): Promise
   };
   const content = JSON.stringify(owner);
   const deadline = Date.now() + waitMs;
+  let announced = false;
   for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
     if (await tryCreate(path, content)) return new FileLock(path, owner, content, opts.log);
     const cur = await readOwner(path);
@@ -165,6 +168,10 @@ export async function acquireLock(path: string, opts: LockOptions = {}): Promise
     if (stale) {
       if (!(await breakStale(path, cur.text, opts.log))) await sleep(delay);
       continue;
+    }
+    if (!announced) {
+      announced = true;
+      opts.onWait?.(cur.owner);
     }
     if (Date.now() >= deadline) {
       const o = cur.owner;

@@ -12,6 +12,8 @@ import type { Logger } from './log.js';
 export interface MountInfo {
   id: number;
   parentId: number;
+  /** major:minor of the mounted filesystem's device. */
+  dev: string;
   /** Root of the mount within its filesystem. */
   root: string;
   mountPoint: string;
@@ -38,6 +40,7 @@ export function parseMountinfo(text: string): MountInfo[] {
     out.push({
       id: Number(f[0]),
       parentId: Number(f[1]),
+      dev: f[2]!,
       root: unescapeMountinfo(f[3]!),
       mountPoint: unescapeMountinfo(f[4]!),
       options: f[5]!.split(','),

@@ -60,3 +60,25 @@ export function validateMac(mac: unknown, what = 'MAC address'): string {
   }
   return mac.toLowerCase();
 }
+
+/** Linux sun_path is 108 bytes including the NUL. */
+export const SOCKET_PATH_MAX = 107;
+
+/** A unix socket path: absolute, no NUL, and short enough for sun_path (E_SOCKET_PATH_TOO_LONG names the fix). */
+export function validateSocketPath(p: unknown, what = 'socket', fix = 'use a shorter path'): string {
+  if (typeof p !== 'string' || !p.startsWith('/') || p.includes('\0')) {
+    throw new KataError('E_INVALID_ARGUMENT', `${what} ${JSON.stringify(p)} must be an absolute path`, { socket: p });
+  }
+  const n = Buffer.byteLength(p);
+  if (n > SOCKET_PATH_MAX) {
+    throw new KataError(
+      'E_SOCKET_PATH_TOO_LONG',
+      `${what} ${p} is ${n} bytes; a unix socket path may have at most ${SOCKET_PATH_MAX}: ${fix}`,
+      {
+        socket: p,
+        path: p,
+      },
+    );
+  }
+  return p;
+}

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { KataError } from './errors.js';
 import { run } from './exec.js';
 import { validateNetnsName } from './names.js';
@@ -69,4 +69,54 @@ export async function deleteNetns(ns: NetnsRef): Promise<void> {
   if (ns.name === undefined) return; // not ours to delete: only named namespaces are created here
   if (!netnsExists(ns)) return;
   await run('ip', ['netns', 'del', ns.name], { reject: false });
+}
+
+/** A namespace's identity: the nsfs device and inode its file resolves to (stable while it lives). */
+export interface NetnsIdentity {
+  dev: number;
+  ino: number;
+}
+
+export function netnsIdentity(path: string): NetnsIdentity | undefined {
+  try {
+    const st = statSync(path);
+    return { dev: st.dev, ino: st.ino };
+  } catch {
+    return undefined;
+  }
+}
+
+export function sameIdentity(a: NetnsIdentity | undefined, b: NetnsIdentity | undefined): boolean {
+  return a !== undefined && b !== undefined && a.dev === b.dev && a.ino === b.ino;
+}
+
+/**
+ * Refuse the host's namespaces: the init namespace (/proc/1/ns/net) and the caller's own. Attaching
+ * there would redirect the host's own NIC into a VM (or bind a PCI NIC to vfio-pci), and a teardown
+ * would act on the host's links. Returns the namespace's identity, to be recorded.
+ */
+export function assertNotHostNetns(ns: NetnsRef): NetnsIdentity {
+  const id = netnsIdentity(ns.path);
+  if (!id) {
+    throw new KataError(
+      'E_NETNS_NOT_FOUND',
+      `network namespace ${netnsLabel(ns)} does not exist (${ns.path}); create it first or pass an existing one`,
+      {
+        netns: ns.path,
+      },
+    );
+  }
+  for (const [which, path] of [
+    ['the host (init) network namespace', '/proc/1/ns/net'],
+    ["this process's own network namespace", '/proc/self/ns/net'],
+  ] as const) {
+    if (sameIdentity(id, netnsIdentity(path))) {
+      throw new KataError(
+        'E_INVALID_ARGUMENT',
+        `network namespace ${netnsLabel(ns)} is ${which}: a sandbox would take over its links; give the pod's own namespace (or none, for a new one)`,
+        { netns: ns.path },
+      );
+    }
+  }
+  return id;
 }

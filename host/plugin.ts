@@ -1,5 +1,5 @@
 import type { GuestDescriptors } from './agent-types.js';
-import type { DeviceSpec } from './device-specs.js';
+import type { DevicePlacement, DeviceSpec } from './device-specs.js';
 import type { Logger } from './log.js';
 import type { Netlink } from './netlink.js';
 import type { NetnsRef } from './netns.js';
@@ -30,7 +30,7 @@ export async function checkpoint(ctx: PluginContext, step: string): Promise<void
 
 /** What attach returns: enough to undo it, and what the VMM and the guest need. */
 export interface Attached<R = Record<string, unknown>> {
-  /** Plugin kind, e.g. "veth", "virtiofs". */
+  /** What was attached, e.g. "net-virtual", "virtiofs" (descriptive; the journal keys records by plugin kind). */
   kind: string;
   /** Host resources created (JSON-serialisable: it is persisted as sandbox state). */
   resources: R;
@@ -38,9 +38,26 @@ export interface Attached<R = Record<string, unknown>> {
   guest: GuestDescriptors;
 }
 
-export interface ResourcePlugin<C, R = Record<string, unknown>> {
-  readonly kind: string;
+/**
+ * A sandbox resource: a typed config in; host resources, hypervisor device specs and guest
+ * descriptors out (Attached); and an exact inverse.
+ *
+ * - attach undoes its own finished steps when a later one fails.
+ * - detach is the inverse for a resource this plugin object attached (it may use live objects,
+ *   e.g. a daemon it started); idempotent, tolerant of things already gone.
+ * - recover undoes a resource from its journal record alone (the process that attached it is gone);
+ *   it must not need anything but `attached` and the context.
+ * - sweep (optional) cleans what an attach may have left when it was interrupted before its result
+ *   was journalled: only the config (the journalled intent) is known then, so it removes what the
+ *   plugin's naming conventions prove is its own, nothing else.
+ * - complete (optional, hotplug): fill the guest descriptors from where the hypervisor placed the
+ *   device (a PCI path for the agent's devicePath / Storage source, a SCSI address).
+ */
+export interface ResourcePlugin<K extends string, C, R> {
+  readonly kind: K;
   attach(ctx: PluginContext, config: C): Promise<Attached<R>>;
-  /** The exact inverse of attach: idempotent and tolerant of things already gone. */
   detach(ctx: PluginContext, attached: Attached<R>): Promise<void>;
+  recover(ctx: PluginContext, attached: Attached<R>): Promise<void>;
+  sweep?(ctx: PluginContext, config: C): Promise<void>;
+  complete?(attached: Attached<R>, placed: DevicePlacement): Attached<R>;
 }

@@ -1,17 +1,17 @@
 import { EventEmitter } from 'node:events';
+import { existsSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Storage } from '../host/agent-types.js';
 import type { DaemonRecord } from '../host/daemon.js';
 import type { FsVhostUserSpec } from '../host/device-specs.js';
 import { KataError } from '../host/errors.js';
-import type { Logger } from '../host/log.js';
 import { validateId } from '../host/names.js';
 import { checkpoint, type Attached, type PluginContext, type ResourcePlugin } from '../host/plugin.js';
 import { UndoStack } from '../host/undo.js';
 import { GUEST_SHARE_DIR, resolveVirtiofsConfig, type ResolvedVirtiofsConfig, type VirtiofsConfig } from './config.js';
 import { detectFlavor } from './flavor.js';
 import { SharedDir, type ShareRecord, type SharedDirState, type VolumeShareRequest } from './shared-dir.js';
-import { virtiofsdArgs } from './virtiofsd-args.js';
+import { daemonPidFiles, virtiofsdArgs } from './virtiofsd-args.js';
 import { checkSocketPath, VirtiofsDaemon, type CrashInfo, type VirtiofsdState } from './virtiofsd.js';
 
 /**
@@ -55,9 +55,9 @@ interface Live {
 
 export class VirtiofsPlugin
   extends EventEmitter<{ crash: [VirtiofsCrashEvent]; restart: [{ sandboxId: string; daemon: DaemonRecord }] }>
-  implements ResourcePlugin<VirtiofsConfig, VirtiofsResources>
+  implements ResourcePlugin<'virtiofs', VirtiofsConfig, VirtiofsResources>
 {
-  readonly kind = 'virtiofs';
+  readonly kind = 'virtiofs' as const;
   private readonly live = new Map<string, Live>();
 
   async attach(ctx: PluginContext, config: VirtiofsConfig): Promise<Attached<VirtiofsResources>> {
@@ -97,7 +97,7 @@ export class VirtiofsPlugin
     const sid = attached.resources.sandboxId;
     const live = this.live.get(sid);
     if (!live) {
-      await this.recover(attached.resources, ctx.log);
+      await this.recover(ctx, attached);
       return;
     }
     await live.daemon.stop();
@@ -147,7 +147,9 @@ export class VirtiofsPlugin
    * Clean up a sandbox known only from persisted state (the runtime crashed): stop its daemon if
    * the recorded pid is still that daemon, remove socket and pid files, unmount, remove the dirs.
    */
-  async recover(state: VirtiofsResources, log: Logger): Promise<void> {
+  async recover(ctx: PluginContext, attached: Attached<VirtiofsResources>): Promise<void> {
+    const state = attached.resources;
+    const log = ctx.log;
     const live = this.live.get(state.sandboxId);
     if (live) {
       await live.daemon.stop();
@@ -156,6 +158,33 @@ export class VirtiofsPlugin
     }
     await VirtiofsDaemon.recover(state.daemon, { log });
     await SharedDir.teardownAt(state.shared.sandboxDir, log);
+  }
+
+  /**
+   * An attach interrupted before its result was journalled (the runtime died part-way): the daemon
+   * died with it (it runs with pdeathsig), so what can be left is the shared tree and the daemon's
+   * socket and pid files, found under the names attach uses.
+   */
+  async sweep(ctx: PluginContext, config: VirtiofsConfig): Promise<void> {
+    const cfg = resolveVirtiofsConfig(config);
+    const sid = validateId(ctx.sandboxId);
+    const socketPath = cfg.socketPath ?? join(ctx.runDir, SOCKET_NAME);
+    const flavor = await detectFlavor(cfg.daemonPath).catch(() => undefined);
+    await VirtiofsDaemon.recover(
+      {
+        daemonPath: cfg.daemonPath,
+        flavor: flavor?.kind ?? 'c',
+        version: '',
+        socketPath,
+        sourceDir: '',
+        args: [],
+        daemon: undefined,
+        pidFiles: flavor ? daemonPidFiles(flavor, socketPath) : [],
+      },
+      { log: ctx.log },
+    );
+    const root = existsSync(cfg.root) ? realpathSync(cfg.root) : cfg.root;
+    if (existsSync(join(root, 'sandboxes', sid))) await SharedDir.teardownAt(join(root, 'sandboxes', sid), ctx.log);
   }
 
   private mustLive(sandboxId: string): Live {

@@ -5,7 +5,8 @@ import { readLinks } from '../../plugins/network/link-info.js';
 import type { KataCniConfig } from '../config.js';
 import { pluginContext, requireNetns } from '../context.js';
 import { CNI_CODES, CniError } from '../errors.js';
-import { reconstructAttached } from '../reconstruct.js';
+import { reconstructAttached } from '../../plugins/network/reconstruct.js';
+import { endpointIndex } from '../tap-name.js';
 import { findSandboxInterface } from '../result.js';
 import type { CniRequest } from '../skel.js';
 import { netnsIdentity, readRecord, runDirFor } from '../state.js';
@@ -38,7 +39,7 @@ export async function cmdCheck(req: CniRequest, cfg: KataCniConfig, log: Logger)
 
   const tapName = recordHere && rec ? rec.tapName : expandTapName(cfg.tapName, req.ifname);
   const attached =
-    recordHere && rec?.attached ? rec.attached : await reconstructAttached(ctx, { ifname: req.ifname, tapName, model: cfg.model });
+    recordHere && rec?.attached ? rec.attached : await reconstructAttached(ctx, { ifname: req.ifname, tapName, model: cfg.model, index: endpointIndex(req.ifname) });
   problems.push(...(await checkEndpoint(ctx, attached)));
 
   if (findSandboxInterface(prev, req.ifname, req.netns) < 0)

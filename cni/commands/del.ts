@@ -6,7 +6,8 @@ import { detachEndpoint, type EndpointResources } from '../../plugins/network/en
 import type { KataCniConfig, TapModel } from '../config.js';
 import { pluginContext, toNetnsRef } from '../context.js';
 import { CniError } from '../errors.js';
-import { reconstructAttached } from '../reconstruct.js';
+import { reconstructAttached } from '../../plugins/network/reconstruct.js';
+import { endpointIndex } from '../tap-name.js';
 import type { CniRequest } from '../skel.js';
 import { netnsIdentity, readRecord, removeRecord, runDirFor, type AttachmentRecord, type NetnsId } from '../state.js';
 import { expandTapName } from '../tap-name.js';
@@ -79,7 +80,7 @@ export async function detachIn(
   if (!attached) {
     const model: TapModel = (recordHere && rec?.model === 'macvtap') || (!recordHere && cfg.model === 'macvtap') ? 'macvtap' : 'tcfilter';
     const tapName = (recordHere ? rec?.tapName : undefined) ?? expandTapName(cfg.tapName, ifname);
-    attached = await reconstructAttached(ctx, { ifname, tapName, model });
+    attached = await reconstructAttached(ctx, { ifname, tapName, model, index: endpointIndex(ifname) });
   }
   await detachEndpoint(ctx, attached);
 }

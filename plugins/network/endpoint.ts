@@ -1,10 +1,9 @@
 import { stat } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { IFF_NOARP, type Interface } from '../../host/agent-types.js';
 import type { NetMacvtapSpec, NetTapSpec, NetVhostUserSpec, VfioSpec, DeviceSpec } from '../../host/device-specs.js';
 import { KataError, isKataError } from '../../host/errors.js';
-import { validateIfName } from '../../host/names.js';
+import { validateIfName, validateSocketPath } from '../../host/names.js';
 import { assertNetnsExists, netnsLabel } from '../../host/netns.js';
 import { checkpoint, type Attached, type PluginContext } from '../../host/plugin.js';
 import { UndoStack } from '../../host/undo.js';
@@ -13,7 +12,7 @@ import { netDeviceId, tapName, REDIRECT_FILTER_PREF } from './names.js';
 import { attachTcFilter, detachTcFilter } from './models/tcfilter.js';
 import { attachMacvtapModel, detachMacvtapModel, macvtapNodeName, makeMacvtapNode, removeNode, splitDevNumber } from './models/macvtap.js';
 import { bindToVfio, pciDriver, restorePciDriver } from './endpoints/physical.js';
-import { findVhostUserSocket, validateSocketPath } from './endpoints/vhost-user.js';
+import { endpointTypeOf, guestInterface, vhostUserSocketOf, type ClassifyOptions } from './detect.js';
 import type { EndpointResources } from './resources.js';
 import type { EndpointRequest, EndpointType, ScannedLink } from './types.js';
 
@@ -38,51 +37,8 @@ export { createTap, deleteTap } from './endpoints/tap.js';
  * guest interface descriptor (the caller plumbs the VM itself, as Kata's none + disable_new_netns).
  */
 
-export interface DetectOptions {
-  /** Where vhost-user sockets are looked for (Kata: /tmp, as /tmp/vhostuser_<IP>/vhu.sock). */
-  vhostUserSearchDir?: string;
-}
-
-/**
- * Kata's detection order: physical (a PCI bus address), vhost-user (a socket exists for one of the
- * link's addresses), then by netlink kind. Unsupported kinds are E_UNSUPPORTED naming the kind.
- */
-export function detectEndpointType(link: ScannedLink, opts: DetectOptions = {}): EndpointType {
-  if (link.pciAddress) return 'physical';
-  if (findVhostUserSocket(link, opts.vhostUserSearchDir)) return 'vhost-user';
-  switch (link.kind) {
-    case 'veth':
-    case '':
-    case 'device':
-      // A plain device with no netlink kind (e.g. an mlx5 sub-function) is driven like a veth (kata#12891).
-      return 'virtual';
-    case 'macvlan':
-      return 'macvlan';
-    case 'ipvlan':
-      return 'ipvlan';
-    case 'macvtap':
-      return 'macvtap';
-    case 'tun':
-      if (link.tunMode === 'tap') return 'tuntap';
-      if (link.tunMode === 'tun')
-        throw new KataError('E_UNSUPPORTED', `link ${link.name}: TUN devices are not supported, only TAP (layer 2) devices`, {
-          link: link.name,
-          kind: 'tun',
-        });
-      throw new KataError('E_UNSUPPORTED', `link ${link.name}: tun device of unknown mode; mount sysfs in the caller and rescan`, {
-        link: link.name,
-        kind: 'tun',
-      });
-    default:
-      throw new KataError(
-        'E_UNSUPPORTED',
-        `link ${link.name}: unsupported network interface kind "${link.kind || 'device'}" (supported: veth, macvlan, ipvlan, tun in tap mode, macvtap, a PCI NIC, a vhost-user placeholder)`,
-        { link: link.name, kind: link.kind },
-      );
-  }
-}
-
-export interface AttachOptions extends DetectOptions {}
+/** Attach options: where vhost-user sockets are looked for (see detect.ts). */
+export type AttachOptions = ClassifyOptions;
 
 function validateRequest(req: EndpointRequest): void {
   const l = req.link;
@@ -108,20 +64,6 @@ function validateRequest(req: EndpointRequest): void {
   if (req.tapName !== undefined) validateIfName(req.tapName, 'tap name');
 }
 
-/** The guest interface descriptor for a link (agent Interface; the guest MAC is the link's MAC). */
-function guestInterface(link: ScannedLink, type: EndpointType, guestMac: string): Interface {
-  return {
-    device: link.name,
-    name: link.name,
-    IPAddresses: link.addresses.map((a) => ({ ...a })),
-    mtu: link.mtu,
-    hwAddr: guestMac,
-    devicePath: '',
-    type,
-    raw_flags: link.rawFlags & IFF_NOARP,
-  };
-}
-
 /** Attach one endpoint. On failure every finished step is undone (newest first) and the error rethrown. */
 export async function attachEndpoint(
   ctx: PluginContext,
@@ -131,7 +73,7 @@ export async function attachEndpoint(
   validateRequest(req);
   if (ctx.netns) assertNetnsExists(ctx.netns);
   const link = req.link;
-  const type: EndpointType = req.vhostUserSocket !== undefined ? 'vhost-user' : detectEndpointType(link, opts);
+  const type: EndpointType = req.vhostUserSocket !== undefined ? 'vhost-user' : (req.type ?? endpointTypeOf(link, opts));
   const id = netDeviceId(req.index);
   const tap = req.tapName ?? tapName(req.index);
   const res: EndpointResources = {
@@ -201,7 +143,15 @@ export async function attachEndpoint(
       devices.push(spec);
     } else if (type === 'vhost-user') {
       const socket =
-        req.vhostUserSocket !== undefined ? validateSocketPath(req.vhostUserSocket) : findVhostUserSocket(link, opts.vhostUserSearchDir)!;
+        req.vhostUserSocket !== undefined
+          ? validateSocketPath(req.vhostUserSocket, 'vhost-user socket')
+          : vhostUserSocketOf(link, opts.vhostUserDir);
+      if (socket === undefined)
+        throw new KataError(
+          'E_INVALID_ARGUMENT',
+          `link ${link.name}: no vhost-user socket for any of its addresses (Kata: <dir>/vhostuser_<IP>/vhu.sock)`,
+          { link: link.name },
+        );
       res.vhostUserSocket = socket;
       const spec: NetVhostUserSpec = { kind: 'net-vhost-user', id, socket, mac: link.mac, queues: req.queues };
       devices.push(spec);

@@ -1,11 +1,10 @@
-import { statSync } from 'node:fs';
-import { join } from 'node:path';
-import { IFF_NOARP, IPFamily, NUD, type ARPNeighbor, type Interface, type IPAddress, type Route } from '../../host/agent-types.js';
+import { IPFamily, NUD, type ARPNeighbor, type IPAddress, type Route } from '../../host/agent-types.js';
 import { KataError } from '../../host/errors.js';
 import type { Logger } from '../../host/log.js';
 import type { PluginContext } from '../../host/plugin.js';
 import { readLinks } from './link-info.js';
-import type { EndpointType, ScannedLink, ScanResult } from './types.js';
+import { classifyLink, type ClassifyOptions } from './detect.js';
+import type { ScannedEndpoint, ScannedLink, ScanResult } from './types.js';
 
 /**
  * Scan of a network namespace into the Kata agent's descriptors (Interface, Route, ARPNeighbor),
@@ -22,11 +21,6 @@ import type { EndpointType, ScannedLink, ScanResult } from './types.js';
  * routes and the neighbour table (through ctx.netlink, so a long-lived process reads them from
  * its coprocess without spawning).
  */
-
-export interface ScanOptions {
-  /** Where vhost-user sockets are looked for, by Kata's convention `<dir>/vhostuser_<IP>/vhu.sock`. Default /tmp. */
-  vhostUserDir?: string;
-}
 
 /** A link the scan leaves out, and why (a debug line; a warning for an unsupported kind). */
 export interface SkippedLink {
@@ -199,61 +193,15 @@ function isLoopbackAddress(a: IPAddress): boolean {
   return a.family === IPFamily.v4 ? a.address.startsWith('127.') : a.address === '::1';
 }
 
-function isSocket(path: string): boolean {
-  try {
-    return statSync(path).isSocket();
-  } catch {
-    return false;
-  }
-}
-
-/** Kata's vhost-user convention: a socket at <dir>/vhostuser_<IP>/vhu.sock for one of the link's addresses. */
-function vhostUserSocketFor(addresses: readonly IPAddress[], dir = '/tmp'): string | undefined {
-  for (const a of addresses) {
-    const p = join(dir, `vhostuser_${a.address}`, 'vhu.sock');
-    if (isSocket(p)) return p;
-  }
-  return undefined;
-}
-
 /**
- * The Kata endpoint type of a link, in the Go runtime's order of detection: a PCI NIC is
- * "physical", a link with a vhost-user socket is "vhost-user", then by netlink kind. A plain
- * device without kind (e.g. an mlx5 sub-function) is handled like a veth (kata#12891).
- * undefined: a kind Kata has no endpoint for (bridge, vxlan, vlan, bond, netkit, ...).
+ * Scanned links -> the links that become endpoints (with loopback addresses dropped) and their
+ * endpoint types, sorted by name (as Kata sorts endpoints), plus the links left out and why.
  */
-function endpointTypeOf(link: ScannedLink, addresses: readonly IPAddress[], vhostUserDir?: string): EndpointType | undefined {
-  if (link.pciAddress) return 'physical';
-  if (vhostUserSocketFor(addresses, vhostUserDir) !== undefined) return 'vhost-user';
-  switch (link.kind) {
-    case 'veth':
-    case '':
-      return 'virtual';
-    case 'macvlan':
-      return 'macvlan';
-    case 'macvtap':
-      return 'macvtap';
-    case 'ipvlan':
-      return 'ipvlan';
-    case 'tun':
-      // A TUN (layer 3) device cannot be redirected to a VM's NIC: Kata fails the whole scan on it;
-      // here it is left out with a warning like any other kind without an endpoint.
-      return link.tunMode === 'tun' ? undefined : 'tuntap';
-    default:
-      return undefined;
-  }
-}
-
-/**
- * Scanned links -> the links that become endpoints and their guest Interface descriptors, sorted
- * by name (as Kata sorts endpoints), plus the links left out and why.
- */
-export function buildInterfaces(
+export function selectEndpoints(
   links: readonly ScannedLink[],
-  opts: ScanOptions = {},
-): { links: ScannedLink[]; interfaces: Interface[]; skipped: SkippedLink[] } {
-  const kept: ScannedLink[] = [];
-  const interfaces: Interface[] = [];
+  opts: ClassifyOptions = {},
+): { endpoints: ScannedEndpoint[]; skipped: SkippedLink[] } {
+  const endpoints: ScannedEndpoint[] = [];
   const skipped: SkippedLink[] = [];
   for (const link of [...links].sort((a, b) => cmp(a.name, b.name))) {
     if (link.name === 'lo' || (link.rawFlags & IFF_LOOPBACK) !== 0) {
@@ -269,24 +217,15 @@ export function buildInterfaces(
       skipped.push({ name: link.name, reason: 'no-address' });
       continue;
     }
-    const type = endpointTypeOf(link, addresses, opts.vhostUserDir);
-    if (type === undefined) {
-      skipped.push({ name: link.name, reason: 'unsupported-kind', detail: link.kind === 'tun' ? 'tun (TUN mode)' : link.kind || 'device' });
+    const kept: ScannedLink = { ...link, addresses };
+    const type = classifyLink(kept, opts);
+    if (typeof type !== 'string') {
+      skipped.push({ name: link.name, reason: 'unsupported-kind', detail: type.unsupported || 'device' });
       continue;
     }
-    kept.push(link);
-    interfaces.push({
-      device: link.name,
-      name: link.name,
-      IPAddresses: addresses.map((a) => ({ family: a.family, address: a.address, mask: a.mask })),
-      mtu: link.mtu,
-      hwAddr: link.mac,
-      devicePath: '',
-      type,
-      raw_flags: link.rawFlags & IFF_NOARP,
-    });
+    endpoints.push({ link: kept, type });
   }
-  return { links: kept, interfaces, skipped };
+  return { endpoints, skipped };
 }
 
 function cmp(a: string | number, b: string | number): number {
@@ -319,8 +258,8 @@ function logSkipped(log: Logger, skipped: readonly SkippedLink[]): void {
   }
 }
 
-/** Scan ctx.netns into endpoints-to-be (links) and the guest descriptors. */
-export async function scanNetns(ctx: PluginContext, opts: ScanOptions = {}): Promise<ScanResult> {
+/** Scan ctx.netns into endpoints-to-be (links and their endpoint types), routes and neighbours. */
+export async function scanNetns(ctx: PluginContext, opts: ClassifyOptions = {}): Promise<ScanResult> {
   // Routes are read per family: without a family, "default dev X" (no gateway) would be ambiguous.
   // `table all root <family>/0` selects the family without the -4/-6 option (which a batch line cannot carry).
   const [links, v4, v6, neigh] = await Promise.all([
@@ -329,10 +268,10 @@ export async function scanNetns(ctx: PluginContext, opts: ScanOptions = {}): Pro
     ctx.netlink.json('ip', ctx.netns, ['route', 'show', 'table', 'all', 'root', '::/0']),
     ctx.netlink.json('ip', ctx.netns, ['neigh', 'show']),
   ]);
-  const built = buildInterfaces(links, opts);
+  const built = selectEndpoints(links, opts);
   logSkipped(ctx.log, built.skipped);
-  const devices = new Set(built.links.map((l) => l.name));
+  const devices = new Set(built.endpoints.map((e) => e.link.name));
   const routes = sortRoutes([...parseRoutes(v4, IPFamily.v4, devices), ...parseRoutes(v6, IPFamily.v6, devices)]);
   const neighbors = sortNeighbours(parseNeighbours(neigh, devices, routes));
-  return { links: built.links, interfaces: built.interfaces, routes, neighbors };
+  return { endpoints: built.endpoints, routes, neighbors };
 }

@@ -1,4 +1,4 @@
-import type { ARPNeighbor, Interface, IPAddress, Route } from '../../host/agent-types.js';
+import type { ARPNeighbor, IPAddress, Route } from '../../host/agent-types.js';
 
 /** Kata's internetworking models (Go runtime names). */
 export type InternetworkingModel = 'tcfilter' | 'macvtap' | 'none';
@@ -25,19 +25,25 @@ export interface ScannedLink {
   pciAddress?: string;
 }
 
+/** A link the scan keeps, with its endpoint type (detect.ts classifyLink: the one classifier). */
+export interface ScannedEndpoint {
+  link: ScannedLink;
+  type: EndpointType;
+}
+
 /** The result of scanning a namespace. */
 export interface ScanResult {
-  links: ScannedLink[];
-  /** Guest descriptors in the agent's shapes, devicePath/hwAddr filled by attach where it differs. */
-  interfaces: Interface[];
+  endpoints: ScannedEndpoint[];
   routes: Route[];
   neighbors: ARPNeighbor[];
 }
 
 /** What a caller asks of one endpoint attach. */
 export interface EndpointRequest {
-  /** The link to attach, as scanned (detection uses its kind). */
+  /** The link to attach, as scanned. */
   link: ScannedLink;
+  /** Its endpoint type as the scan classified it; when absent, attach classifies the link itself (same classifier). */
+  type?: EndpointType;
   /** Endpoint index: names the host devices tap<index>_kata / br<index>_kata. */
   index: number;
   model: InternetworkingModel;

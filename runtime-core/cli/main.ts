@@ -10,8 +10,9 @@ import { commandHelp, parseInvocation, usageError, usageLine, type CliIo, type C
 import { HOST_COMMANDS } from './commands/host.js';
 import { NETWORK_COMMANDS } from './commands/network.js';
 import { SANDBOX_COMMANDS } from './commands/sandbox.js';
+import { VOLUME_COMMANDS } from './commands/volume.js';
 
-const COMMANDS: readonly Command[] = [...SANDBOX_COMMANDS, ...NETWORK_COMMANDS, ...HOST_COMMANDS];
+const COMMANDS: readonly Command[] = [...SANDBOX_COMMANDS, ...NETWORK_COMMANDS, ...VOLUME_COMMANDS, ...HOST_COMMANDS];
 
 const VERSION = '0.1.0';
 

@@ -1,5 +1,5 @@
 /** Text forms of CLI results (the --json forms are the objects themselves). */
-import type { SandboxView } from '../sandbox/sandbox.js';
+import type { SandboxView } from '../sandbox/view.js';
 
 interface GuestView {
   interfaces?: { name: string; hwAddr: string; mtu: number; IPAddresses: { address: string; mask: string }[] }[];

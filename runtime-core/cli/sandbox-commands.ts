@@ -11,12 +11,16 @@ import { isSameProcessAlive } from '../../host/proc.js';
 import { loadConfig } from '../config/load-config.js';
 import type { SandboxConfig } from '../config/types.js';
 import { StateStore, type SandboxState } from '../state/store.js';
-import { sandboxView, teardownFromState, type SandboxView } from '../sandbox/sandbox.js';
-import { qemuVmDriver } from '../sandbox/qemu-vm.js';
+import { Journal } from '../sandbox/journal.js';
+import { createPlugins } from '../sandbox/resources.js';
+import { sandboxContext } from '../sandbox/sandbox.js';
+import { teardownJournal } from '../sandbox/teardown.js';
+import { sandboxView, type SandboxView } from '../sandbox/view.js';
 import { mgmtCall } from '../supervisor/mgmt-client.js';
-import { MGMT_SOCKET } from '../supervisor/mgmt-protocol.js';
+import { MGMT_SOCKET, type MgmtParams } from '../supervisor/mgmt-protocol.js';
 import type { ExecResult } from '../agent/client.js';
 import type { Interface, Route } from '../../host/agent-types.js';
+import type { VolumeResources } from '../../plugins/block/volume-plugin.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const SUPERVISOR_MAIN = join(here, '..', 'supervisor', 'main.js');
@@ -125,14 +129,25 @@ export async function sandboxStatus(
     };
   }
   const sock = join(store.sandboxDir(id), MGMT_SOCKET);
-  const view = await mgmtCall<SandboxView>(sock, 'GET', '/sandbox');
+  const view = await mgmtCall(sock, 'GetSandbox', {});
   let guest: unknown;
-  if (view.state === 'running') guest = await mgmtCall(sock, 'GET', '/sandbox/guest').catch((e: Error) => ({ error: e.message }));
+  if (view.state === 'running') guest = await mgmtCall(sock, 'GetGuest', {}).catch((e: Error) => ({ error: e.message }));
   return { ...view, ...(guest !== undefined ? { guest } : {}), supervisor: 'running' };
 }
 
+/** SIGKILL the supervisor, only while its pid still names that process (pid + start time: a reused pid is never signalled). */
+function killSupervisor(s: SandboxState): void {
+  const sup = s.processes.supervisor;
+  if (!sup || !isSameProcessAlive(sup.pid, sup.startTime)) return;
+  try {
+    process.kill(sup.pid, 'SIGKILL');
+  } catch {
+    /* gone */
+  }
+}
+
 /**
- * The supervisor exits just after it answered /shutdown: wait for that (bounded; SIGKILL after), so
+ * The supervisor exits just after it answered Shutdown: wait for that (bounded; SIGKILL after), so
  * that when `down` returns no process of the sandbox is left.
  */
 async function supervisorExited(s: SandboxState, timeoutMs = 5000): Promise<void> {
@@ -141,11 +156,7 @@ async function supervisorExited(s: SandboxState, timeoutMs = 5000): Promise<void
   const end = Date.now() + timeoutMs;
   while (isSameProcessAlive(sup.pid, sup.startTime)) {
     if (Date.now() > end) {
-      try {
-        process.kill(sup.pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
+      killSupervisor(s);
       return;
     }
     await new Promise((r) => setTimeout(r, 10));
@@ -169,32 +180,44 @@ export async function sandboxDown(
     }
     if (supervisorAlive(s)) {
       try {
-        const r = await mgmtCall<{ timings?: Record<string, number> }>(
-          join(store.sandboxDir(id), MGMT_SOCKET),
-          'POST',
-          '/shutdown',
-          {},
-          120_000,
-        );
+        const r = await mgmtCall(join(store.sandboxDir(id), MGMT_SOCKET), 'Shutdown', {}, 120_000);
         await supervisorExited(s);
         rmSync(logPath(cfg, id), { force: true });
         return { id, state: 'removed' as const, via: 'supervisor' as const, ...(r.timings ? { timings: r.timings } : {}) };
       } catch (e) {
         log.warn({ err: (e as Error).message }, 'supervisor did not take the sandbox down; cleaning from state');
-        const sup = s.processes.supervisor!;
-        try {
-          process.kill(sup.pid, 'SIGKILL');
-        } catch {
-          /* gone */
-        }
+        killSupervisor(s);
       }
     }
     const fresh = (await store.tryLoad(id)) ?? s;
-    await teardownFromState(fresh, store, log, { vmDriver: qemuVmDriver() });
+    const problems = await teardownFromState(fresh, store, log);
+    if (problems.length > 0) {
+      fresh.phase = 'failed';
+      fresh.error = { code: 'E_STATE', message: `teardown left: ${problems.join('; ')}` };
+      await store.save(fresh).catch(() => {});
+      throw new KataError(
+        'E_STATE',
+        `sandbox ${id}: could not remove everything: ${problems.join('; ')}; fix that and run \`kata-resources sandbox down ${id}\` again`,
+        {
+          problems,
+        },
+      );
+    }
     await store.remove(id);
     rmSync(logPath(cfg, id), { force: true });
     return { id, state: 'removed' as const, via: 'state' as const };
   });
+}
+
+/** Undo a sandbox from its persisted journal alone (its supervisor is gone); what could not be removed is returned. */
+async function teardownFromState(state: SandboxState, store: StateStore, log: Logger): Promise<string[]> {
+  const ctx = sandboxContext(state, store, log.child({ sandbox: state.id }));
+  const plugins = createPlugins({ hypervisor: 'qemu' });
+  try {
+    return await teardownJournal(new Journal(state, store), plugins, ctx, 'recover');
+  } finally {
+    await ctx.netlink.close();
+  }
 }
 
 export async function sandboxList(
@@ -214,6 +237,7 @@ export async function sandboxList(
         endpoints: [],
         shares: [],
         volumes: [],
+        blockVolumes: [],
         error: { code: 'E_STATE', message: l.error ?? 'unreadable state' },
         supervisor: 'gone',
       });
@@ -232,7 +256,7 @@ export async function sandboxExec(
   timeoutMs?: number,
 ): Promise<ExecResult> {
   const sock = await runningSocket(id, configFile, log);
-  return mgmtCall<ExecResult>(sock, 'POST', '/exec', { argv, ...(timeoutMs ? { timeoutMs } : {}) }, (timeoutMs ?? 30_000) + 10_000);
+  return mgmtCall(sock, 'Exec', { argv, ...(timeoutMs ? { timeoutMs } : {}) }, (timeoutMs ?? 30_000) + 10_000);
 }
 
 async function runningSocket(id: string, configFile: string | undefined, log: Logger): Promise<string> {
@@ -262,36 +286,64 @@ export async function sandboxShare(
   log: Logger,
 ): Promise<ShareResult> {
   const sock = await runningSocket(id, configFile, log);
-  return mgmtCall<ShareResult>(sock, 'POST', '/shares', req);
+  return mgmtCall(sock, 'Share', req);
 }
 
 export async function sandboxUnshare(id: string, name: string, configFile: string | undefined, log: Logger): Promise<void> {
   const sock = await runningSocket(id, configFile, log);
-  await mgmtCall(sock, 'POST', '/unshare', { name });
+  await mgmtCall(sock, 'Unshare', { name });
 }
 
 /** `iface add`: a new tap from an interface description, or an existing link of the sandbox netns. */
 export async function ifaceAdd(
   id: string,
-  req: { link: string } | { interface: unknown },
+  req: MgmtParams<'AddInterface'>,
   configFile: string | undefined,
   log: Logger,
 ): Promise<Interface> {
-  return mgmtCall<Interface>(await runningSocket(id, configFile, log), 'POST', '/interfaces', req, 120_000);
+  return mgmtCall(await runningSocket(id, configFile, log), 'AddInterface', req, 120_000);
 }
 
 export async function ifaceDel(id: string, name: string, configFile: string | undefined, log: Logger): Promise<void> {
-  await mgmtCall(await runningSocket(id, configFile, log), 'POST', '/interfaces/remove', { name }, 120_000);
+  await mgmtCall(await runningSocket(id, configFile, log), 'RemoveInterface', { name }, 120_000);
 }
 
 export async function ifaceList(id: string, configFile: string | undefined, log: Logger): Promise<Interface[]> {
-  return (await mgmtCall<{ Interfaces: Interface[] }>(await runningSocket(id, configFile, log), 'GET', '/interfaces')).Interfaces;
+  return (await mgmtCall(await runningSocket(id, configFile, log), 'ListInterfaces', {})).Interfaces;
 }
 
 export async function routeList(id: string, configFile: string | undefined, log: Logger): Promise<Route[]> {
-  return (await mgmtCall<{ Routes: Route[] }>(await runningSocket(id, configFile, log), 'GET', '/routes')).Routes;
+  return (await mgmtCall(await runningSocket(id, configFile, log), 'ListRoutes', {})).Routes;
 }
 
 export async function routeUpdate(id: string, routes: Route[], configFile: string | undefined, log: Logger): Promise<Route[]> {
-  return (await mgmtCall<{ Routes: Route[] }>(await runningSocket(id, configFile, log), 'POST', '/routes', { Routes: routes })).Routes;
+  return (await mgmtCall(await runningSocket(id, configFile, log), 'UpdateRoutes', { Routes: routes })).Routes;
+}
+
+export async function volumeAdd(
+  id: string,
+  req: MgmtParams<'AddVolume'>,
+  configFile: string | undefined,
+  log: Logger,
+): Promise<VolumeResources> {
+  return mgmtCall(await runningSocket(id, configFile, log), 'AddVolume', req, 300_000);
+}
+
+export async function volumeDel(
+  id: string,
+  name: string,
+  timeoutMs: number | undefined,
+  configFile: string | undefined,
+  log: Logger,
+): Promise<void> {
+  await mgmtCall(
+    await runningSocket(id, configFile, log),
+    'RemoveVolume',
+    { name, ...(timeoutMs ? { timeoutMs } : {}) },
+    (timeoutMs ?? 10_000) + 120_000,
+  );
+}
+
+export async function volumeList(id: string, configFile: string | undefined, log: Logger): Promise<VolumeResources[]> {
+  return (await mgmtCall(await runningSocket(id, configFile, log), 'ListVolumes', {})).volumes;
 }

@@ -12,6 +12,12 @@ const DEFAULT_QEMU_PATH = '/usr/bin/qemu-system-x86_64';
 /** Debian 12 ships the C virtiofsd with QEMU 7.2 here. */
 const DEFAULT_VIRTIOFSD_PATH = '/usr/lib/qemu/virtiofsd';
 const DEFAULT_STATE_DIR = '/run/kata-resources';
+/**
+ * QEMU runs as root (it opens taps and /dev/kvm in the sandbox netns), so its syscalls are filtered:
+ * the value Kata recommends (its default is off). No feature in use needs what it denies: no helper
+ * is spawned (taps are opened by name, script=no), nothing changes uid, nothing sets CPU affinity.
+ */
+const DEFAULT_SECCOMP_SANDBOX = 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny';
 /** Where loadConfig looks when no file is named (and KATA_RESOURCES_CONFIG is unset). */
 export const DEFAULT_CONFIG_PATHS = ['/etc/kata-resources/configuration.toml'];
 
@@ -55,6 +61,8 @@ export function defaultConfig(): SandboxConfig {
       // Kata: virtio-scsi. virtio-blk needs no controller and gives the agent a PCI path.
       blockDeviceDriver: 'virtio-blk',
       disableBlockDeviceUse: true,
+      // Kata's defaults: cache not set (QEMU's own), threads for aio.
+      blockCache: { set: false, direct: false, noFlush: false, aio: 'threads' },
       // Kata: 0. Hotplug needs root ports on q35.
       pcieRootPorts: 4,
       hotplugVfioOnRootBus: false,
@@ -62,6 +70,7 @@ export function defaultConfig(): SandboxConfig {
       networkQueues: 1,
       enableDebug: false,
       accel: 'auto',
+      seccompSandbox: DEFAULT_SECCOMP_SANDBOX,
     },
     agent: { dialTimeoutMs: 45_000, enableDebug: false },
     runtime: {

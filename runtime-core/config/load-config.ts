@@ -1,4 +1,4 @@
-import { accessSync, constants as fsc, existsSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, constants as fsc, existsSync, fstatSync, openSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import { parse as parseToml, TomlError } from 'smol-toml';
@@ -207,12 +207,17 @@ function fromRaw(r: RawConfig, file: string): SandboxConfig {
   if (q.disable_image_nvdimm !== undefined) h.disableImageNvdimm = q.disable_image_nvdimm;
   if (q.block_device_driver !== undefined) h.blockDeviceDriver = q.block_device_driver;
   if (q.disable_block_device_use !== undefined) h.disableBlockDeviceUse = q.disable_block_device_use;
+  if (q.block_device_cache_set !== undefined) h.blockCache.set = q.block_device_cache_set;
+  if (q.block_device_cache_direct !== undefined) h.blockCache.direct = q.block_device_cache_direct;
+  if (q.block_device_cache_noflush !== undefined) h.blockCache.noFlush = q.block_device_cache_noflush;
+  if (q.block_device_aio !== undefined) h.blockCache.aio = q.block_device_aio;
   if (q.pcie_root_port !== undefined) h.pcieRootPorts = q.pcie_root_port;
   if (q.hotplug_vfio_on_root_bus !== undefined) h.hotplugVfioOnRootBus = q.hotplug_vfio_on_root_bus;
   if (q.disable_vhost_net !== undefined) h.disableVhostNet = q.disable_vhost_net;
   if (q.network_queues !== undefined) h.networkQueues = q.network_queues;
   if (q.enable_debug !== undefined) h.enableDebug = q.enable_debug;
   if (q.accel !== undefined) h.accel = q.accel;
+  if (q.seccompsandbox !== undefined) h.seccompSandbox = q.seccompsandbox;
 
   const a = r.agent?.kata ?? {};
   if (a.dial_timeout !== undefined) cfg.agent.dialTimeoutMs = a.dial_timeout * 1000;
@@ -279,17 +284,43 @@ export function loadConfig(file?: string, opts: ConfigOptions = {}): SandboxConf
     if (problems.length > 0) throw configError('(built-in defaults)', problems);
     return cfg;
   }
-  let text: string;
-  try {
-    accessSync(path, fsc.R_OK);
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new KataError(
+  return parseConfig(readConfigFile(path), path, opts);
+}
+
+/** A configuration file is a few KiB; more is not one. */
+const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Read a configuration file without following it into something that never ends: the descriptor
+ * is opened non-blocking (a FIFO does not hang the open) and must be a regular file of at most
+ * MAX_CONFIG_BYTES (/dev/zero or a pipe is refused, not read).
+ */
+function readConfigFile(path: string): string {
+  const fail = (why: string, e?: unknown): KataError =>
+    new KataError(
       'E_CONFIG',
-      `${path}: cannot read the configuration file: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}; check the --config path`,
+      `${path}: cannot read the configuration file: ${why}; check the --config path`,
       { file: path },
-      { cause: e },
+      e ? { cause: e } : undefined,
     );
+  let fd: number;
+  try {
+    fd = openSync(path, fsc.O_RDONLY | fsc.O_NONBLOCK | fsc.O_NOCTTY);
+  } catch (e) {
+    throw fail((e as NodeJS.ErrnoException).code ?? (e as Error).message, e);
   }
-  return parseConfig(text, path, opts);
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile())
+      throw fail(
+        `it is not a regular file (${st.isFIFO() ? 'a FIFO' : st.isCharacterDevice() ? 'a character device' : st.isDirectory() ? 'a directory' : 'a special file'})`,
+      );
+    if (st.size > MAX_CONFIG_BYTES) throw fail(`it is ${st.size} bytes, more than the ${MAX_CONFIG_BYTES} a configuration may have`);
+    return readFileSync(fd, 'utf8');
+  } catch (e) {
+    if (e instanceof KataError) throw e;
+    throw fail((e as NodeJS.ErrnoException).code ?? (e as Error).message, e);
+  } finally {
+    closeSync(fd);
+  }
 }

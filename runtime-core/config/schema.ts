@@ -42,12 +42,17 @@ export const CONFIG_SCHEMA = {
             disable_image_nvdimm: bool,
             block_device_driver: { type: 'string', enum: ['virtio-blk', 'virtio-scsi'] },
             disable_block_device_use: bool,
+            block_device_cache_set: bool,
+            block_device_cache_direct: bool,
+            block_device_cache_noflush: bool,
+            block_device_aio: { type: 'string', enum: ['threads', 'native', 'io_uring'] },
             pcie_root_port: { type: 'integer', minimum: 0, maximum: MAX_PCIE_ROOT_PORTS },
             hotplug_vfio_on_root_bus: bool,
             disable_vhost_net: bool,
             network_queues: { type: 'integer', minimum: 1, maximum: MAX_NETWORK_QUEUES },
             enable_debug: bool,
             accel: { type: 'string', enum: ['auto', 'kvm', 'tcg'] },
+            seccompsandbox: { type: 'string' },
           },
         },
       },
@@ -102,12 +107,17 @@ export interface RawConfig {
       disable_image_nvdimm?: boolean;
       block_device_driver?: 'virtio-blk' | 'virtio-scsi';
       disable_block_device_use?: boolean;
+      block_device_cache_set?: boolean;
+      block_device_cache_direct?: boolean;
+      block_device_cache_noflush?: boolean;
+      block_device_aio?: 'threads' | 'native' | 'io_uring';
       pcie_root_port?: number;
       hotplug_vfio_on_root_bus?: boolean;
       disable_vhost_net?: boolean;
       network_queues?: number;
       enable_debug?: boolean;
       accel?: 'auto' | 'kvm' | 'tcg';
+      seccompsandbox?: string;
     };
     [other: string]: unknown;
   };

@@ -5,6 +5,8 @@
  * kit paths, where `undefined` means "use the embedded guest kit" (resolved by the caller).
  */
 
+import type { BlockCache } from '../../host/device-specs.js';
+
 type SharedFs = 'virtio-fs' | 'none';
 type VirtioFsCache = 'never' | 'metadata' | 'auto' | 'always';
 type BlockDeviceDriver = 'virtio-blk' | 'virtio-scsi';
@@ -38,6 +40,8 @@ export interface QemuConfig {
   disableImageNvdimm: boolean;
   blockDeviceDriver: BlockDeviceDriver;
   disableBlockDeviceUse: boolean;
+  /** block_device_cache_set/direct/noflush and block_device_aio, as given to every block volume. */
+  blockCache: BlockCache;
   /** Number of pcie-root-ports cold-plugged for hotplug. */
   pcieRootPorts: number;
   hotplugVfioOnRootBus: boolean;
@@ -45,6 +49,8 @@ export interface QemuConfig {
   networkQueues: number;
   enableDebug: boolean;
   accel: AccelChoice;
+  /** QEMU's -sandbox (seccomp) options; "" = no -sandbox (Kata's seccompsandbox). */
+  seccompSandbox: string;
 }
 
 interface AgentConfig {

@@ -13,19 +13,19 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, open, readFile, rename, rm, stat, writeFile, copyFile, realpath, unlink } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rename, rm, stat, writeFile, copyFile, realpath } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KataError, isKataError } from '../../host/errors.js';
 import { run } from '../../host/exec.js';
+import { acquireLock } from '../../host/file-lock.js';
 import { rootLogger, type Logger } from '../../host/log.js';
+import { readProcStat } from '../../host/proc.js';
 import { agentSourceStats, bundleAgent } from './agent-bundle.js';
-import { DEFAULT_GUEST_CMDLINE } from './cmdline.js';
 import { INIT_SCRIPT, buildInitramfs } from './initramfs.js';
 import { downloadKernel, extractKernel, extractVmlinux, hasPvhNote, resolveKernelPackage, type KernelPackage } from './kernel.js';
 import { GUEST_MODULES, parseModulesBuiltin, parseModulesDep, resolveModules } from './modules.js';
 import { ROOTFS_INIT_SCRIPT, makeExt4Image, parseLdd, stageRootfs } from './rootfs.js';
-export { minimalQemuArgs } from './qemu-args.js';
 
 /** Bump when the build changes in a way the other inputs do not capture. */
 const GUEST_KIT_BUILD_VERSION = 1;
@@ -45,8 +45,6 @@ export interface GuestKit {
   kernelPackageVersion: string;
   /** Whether `kernel` boots through the PVH entry. */
   pvh: boolean;
-  /** The kernel command line this kit expects (rootfs on the first virtio-blk disk). */
-  cmdline: string;
 }
 
 export interface EnsureGuestKitOptions {
@@ -141,7 +139,7 @@ async function computeInputs(tools: Tools, kernel: KernelPackage, agent: Buffer)
     libraries,
     agent: sha256(agent),
     modules: GUEST_MODULES,
-    scripts: sha256(`${INIT_SCRIPT}\0${ROOTFS_INIT_SCRIPT}\0${DEFAULT_GUEST_CMDLINE}`),
+    scripts: sha256(`${INIT_SCRIPT}\0${ROOTFS_INIT_SCRIPT}`),
   };
 }
 
@@ -157,7 +155,7 @@ export async function guestKitInputsHash(): Promise<string> {
 
 /** Stats of everything the full hash depends on, to recognise "nothing changed" cheaply. */
 async function fingerprint(paths: string[]): Promise<string> {
-  const parts: unknown[] = [GUEST_KIT_BUILD_VERSION, sha256(INIT_SCRIPT + ROOTFS_INIT_SCRIPT + DEFAULT_GUEST_CMDLINE), GUEST_MODULES];
+  const parts: unknown[] = [GUEST_KIT_BUILD_VERSION, sha256(INIT_SCRIPT + ROOTFS_INIT_SCRIPT), GUEST_MODULES];
   for (const p of paths) {
     const s = await stat(p).catch(() => undefined);
     parts.push([p, s?.size, s?.mtimeMs, s?.ino]);
@@ -179,7 +177,6 @@ function kitFromRecord(dir: string, r: KitRecord): GuestKit {
     kernelPackage: r.kernelPackage,
     kernelPackageVersion: r.kernelPackageVersion,
     pvh: r.pvh,
-    cmdline: DEFAULT_GUEST_CMDLINE,
   };
 }
 
@@ -195,44 +192,13 @@ async function readKit(cacheDir: string, hash: string): Promise<GuestKit | undef
   }
 }
 
+/** A build directory's pid still names a process (the builder may be alive: keep its directory). */
 function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  return readProcStat(pid) !== undefined;
 }
 
-/** Take the build lock (a file holding the builder's pid; a dead holder's lock is taken over). */
-async function lock(path: string, onWait: (pid: number) => void): Promise<() => Promise<void>> {
-  let announced = false;
-  for (;;) {
-    try {
-      const fh = await open(path, 'wx');
-      await fh.writeFile(String(process.pid));
-      await fh.close();
-      return async () => {
-        await unlink(path).catch(() => {});
-      };
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    }
-    const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim());
-    if (!Number.isInteger(pid) || pid <= 0 || !pidAlive(pid)) {
-      // Stale (or being written this instant: give a writer a moment before taking it over).
-      await new Promise((r) => setTimeout(r, 200));
-      const again = Number((await readFile(path, 'utf8').catch(() => '')).trim());
-      if (again === pid || !again) await unlink(path).catch(() => {});
-      continue;
-    }
-    if (!announced) {
-      onWait(pid);
-      announced = true;
-    }
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
+/** Builds of one kit take many minutes on a slow machine: wait for another builder that long. */
+const BUILD_LOCK_WAIT_MS = 60 * 60 * 1000;
 
 /**
  * Remove what earlier builds left in the cache: build directories of builders that are gone, and
@@ -300,7 +266,12 @@ export async function ensureGuestKit(opts: EnsureGuestKitOptions = {}): Promise<
 
   let kit = await readKit(cacheDir, hash);
   if (!kit) {
-    const release = await lock(join(cacheDir, `.lock-${hash}`), (pid) => progress(`waiting for another guest kit build (pid ${pid})`));
+    const held = await acquireLock(join(cacheDir, `.lock-${hash}`), {
+      waitMs: BUILD_LOCK_WAIT_MS,
+      purpose: 'guest kit build',
+      log,
+      onWait: (o) => progress(`waiting for another guest kit build (pid ${o?.pid ?? '?'})`),
+    });
     try {
       kit = await readKit(cacheDir, hash);
       if (!kit) {
@@ -309,7 +280,7 @@ export async function ensureGuestKit(opts: EnsureGuestKitOptions = {}): Promise<
         if (removed.length) progress(`removed old guest kit files: ${removed.join(', ')}`);
       }
     } finally {
-      await release();
+      await held.release();
     }
   }
   await remember();

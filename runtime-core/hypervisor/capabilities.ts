@@ -30,8 +30,14 @@ export interface HypervisorCapabilities {
   vhostUserNet: boolean;
   /** Tap given to the VMM as an already open fd (macvtap) at boot. */
   tapFdColdplug: boolean;
-  /** Tap given as an fd to a running VM (needs SCM_RIGHTS on the control socket). */
+  /**
+   * Tap given as an fd to a running VM. Every VMM takes it as SCM_RIGHTS ancillary data on its control
+   * socket (QEMU's getfd, Cloud Hypervisor's add-net with fds), which Node's sockets cannot send: false
+   * for all of them as this runtime can use them.
+   */
   tapFdHotplug: boolean;
+  /** How the host reaches the guest agent: a virtio-serial port's chardev (QEMU) or hybrid vsock (Cloud Hypervisor, Firecracker). */
+  agentTransport: 'virtio-serial' | 'hybrid-vsock';
   /** ACPI NVDIMM for the guest image (disable_image_nvdimm = false). */
   nvdimm: boolean;
   /** virtio-pmem devices. */
@@ -57,8 +63,8 @@ export const CAPABILITIES: Readonly<Record<HypervisorKind, HypervisorCapabilitie
     virtioFsDax: false,
     vhostUserNet: true,
     tapFdColdplug: true,
-    // QMP getfd needs the fd as SCM_RIGHTS ancillary data, which Node's net sockets cannot send.
     tapFdHotplug: false,
+    agentTransport: 'virtio-serial',
     nvdimm: true,
     virtioPmem: true,
     blockDrivers: ['virtio-blk', 'virtio-scsi'],
@@ -75,7 +81,8 @@ export const CAPABILITIES: Readonly<Record<HypervisorKind, HypervisorCapabilitie
     virtioFsDax: false,
     vhostUserNet: true,
     tapFdColdplug: true,
-    tapFdHotplug: true,
+    tapFdHotplug: false,
+    agentTransport: 'hybrid-vsock',
     nvdimm: false,
     virtioPmem: true,
     blockDrivers: ['virtio-blk'],
@@ -89,6 +96,7 @@ export const CAPABILITIES: Readonly<Record<HypervisorKind, HypervisorCapabilitie
       vhostUserFs: ['/vm.add-fs:', 'FsConfig:'],
       vhostUserNet: ['vhost_user:', 'vhost_socket:'],
       virtioPmem: ['/vm.add-pmem:', 'PmemConfig:'],
+      agentTransport: ['/vm.add-vsock:', 'VsockConfig:'],
     },
   },
   firecracker: {
@@ -106,6 +114,7 @@ export const CAPABILITIES: Readonly<Record<HypervisorKind, HypervisorCapabilitie
     vhostUserNet: false,
     tapFdColdplug: false,
     tapFdHotplug: false,
+    agentTransport: 'hybrid-vsock',
     nvdimm: false,
     virtioPmem: true,
     blockDrivers: ['virtio-mmio'],
@@ -114,6 +123,7 @@ export const CAPABILITIES: Readonly<Record<HypervisorKind, HypervisorCapabilitie
       netHotplug: ['/network-interfaces/{iface_id}:', 'Creates a network interface. Pre-boot only.'],
       blockHotplug: ['/drives/{drive_id}:', 'Creates or updates a drive. Pre-boot only.'],
       virtioPmem: ['/pmem/{id}:', 'Creates or updates a pmem device. Pre-boot only.'],
+      agentTransport: ['/vsock:', 'Creates/updates a vsock device. Pre-boot only.'],
       tapFdColdplug: ['host_dev_name'],
     },
   },

@@ -1,26 +1,67 @@
+import { statSync } from 'node:fs';
+import type { BlockSpec, PmemSpec } from '../../host/device-specs.js';
 import { KataError } from '../../host/errors.js';
 import type { SandboxConfig } from '../config/types.js';
+import { guestKernelParams } from '../guest-kit/cmdline.js';
 import { ensureGuestKit } from '../guest-kit/index.js';
-import type { GuestImage } from './sandbox.js';
+
+/** What a sandbox boots: kernel, initrd, the guest image as a device, and the kernel parameters the guest needs. */
+export interface GuestImage {
+  kernel: string;
+  initrd: string;
+  image: PmemSpec | BlockSpec;
+  /** The guest's own parameters (guest kit), then the configuration's (they come last, so they win). */
+  kernelParams: string[];
+}
+
+/**
+ * The guest image as a device: an NVDIMM (Kata's default: DAX, no guest page cache) or, with
+ * disable_image_nvdimm, a read-only virtio-blk disk (the first disk: /dev/vda). The guest kit's
+ * initramfs is told where its root is.
+ */
+function imageDevice(path: string, nvdimm: boolean): { spec: PmemSpec | BlockSpec; rootDevice: string; rootFlags?: string } {
+  if (nvdimm)
+    return { spec: { kind: 'pmem', id: 'image', path, readonly: true }, rootDevice: '/dev/pmem0', rootFlags: 'dax,errors=remount-ro' };
+  let isBlock = false;
+  try {
+    isBlock = statSync(path).isBlockDevice();
+  } catch {
+    isBlock = false;
+  }
+  const spec: BlockSpec = {
+    kind: 'block',
+    id: 'image',
+    source: { kind: isBlock ? 'host-device' : 'file', path },
+    readonly: true,
+    driver: 'virtio-blk',
+    format: 'raw',
+  };
+  return { spec, rootDevice: '/dev/vda' };
+}
 
 /**
  * The kernel, initrd and rootfs a sandbox boots: the config's when it names all three, else the
- * embedded guest kit (built on first use, then cached). Kernel parameters: none of our own; the
- * QEMU driver's base parameters cover what the kit's initramfs reads (root=, rootfstype=, ...) and
- * it appends the configuration's, so they win.
+ * embedded guest kit (built on first use, then cached).
  */
 export async function resolveGuestImage(cfg: SandboxConfig, progress: (m: string) => void = () => {}): Promise<GuestImage> {
   const q = cfg.hypervisor;
   const given = [q.kernel, q.initrd, q.image].filter((x) => x !== undefined).length;
-  if (given === 3) {
-    return { kernel: q.kernel!, initrd: q.initrd!, image: q.image!, kernelParams: [] };
-  }
-  if (given !== 0) {
+  if (given !== 0 && given !== 3) {
     throw new KataError(
       'E_CONFIG',
       `${cfg.source ?? 'configuration'}: hypervisor.qemu kernel, initrd and image go together (set all three, or none to use the embedded guest kit)`,
     );
   }
-  const kit = await ensureGuestKit({ onProgress: progress });
-  return { kernel: kit.kernel, initrd: kit.initrd, image: kit.rootfs, kernelParams: [] };
+  const files =
+    given === 3
+      ? { kernel: q.kernel!, initrd: q.initrd!, image: q.image! }
+      : await ensureGuestKit({ onProgress: progress }).then((k) => ({ kernel: k.kernel, initrd: k.initrd, image: k.rootfs }));
+  const dev = imageDevice(files.image, !q.disableImageNvdimm);
+  const params = guestKernelParams({
+    rootDevice: dev.rootDevice,
+    ...(dev.rootFlags ? { rootFlags: dev.rootFlags } : {}),
+    debug: q.enableDebug,
+    agentDebug: cfg.agent.enableDebug,
+  });
+  return { kernel: files.kernel, initrd: files.initrd, image: dev.spec, kernelParams: [...params, ...q.kernelParams] };
 }

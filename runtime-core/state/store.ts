@@ -3,6 +3,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../../host/atomic-file.js';
 import type { DaemonRecord } from '../../host/daemon.js';
+import type { NetnsIdentity } from '../../host/netns.js';
+import { isResourceKind, type JournalRecord } from '../sandbox/resources.js';
 import { KataError } from '../../host/errors.js';
 import type { Logger } from '../../host/log.js';
 import { validateId } from '../../host/names.js';
@@ -16,18 +18,16 @@ import { acquireLock, type FileLock, type LockOptions } from '../../host/file-lo
  * sandbox's directory never removes a lock someone holds or waits for.
  */
 
-export const STATE_VERSION = 1;
+/** Format version of state.json; a file of another version is refused with how to clean it up. */
+export const STATE_VERSION = 2;
 
 export type SandboxPhase = 'creating' | 'running' | 'stopping' | 'stopped' | 'failed';
 
-/** One created resource, as its creator described it (e.g. a plugin's Attached). */
-export interface ResourceRecord {
-  /** Unique within the sandbox (e.g. "net:eth0", "virtiofsd"). */
-  id: string;
-  kind: string;
-  /** JSON-serialisable description, enough to undo it. */
-  data: unknown;
-  createdAt: string;
+/** The sandbox's network namespace: the one it was given (never deleted) or the one it created (a journal resource). */
+export interface NetnsState extends NetnsIdentity {
+  path: string;
+  name?: string;
+  created: boolean;
 }
 
 export interface SandboxState {
@@ -36,18 +36,42 @@ export interface SandboxState {
   phase: SandboxPhase;
   createdAt: string;
   updatedAt: string;
-  /** The sandbox's network namespace, and whether this runtime created it (then it deletes it). */
-  netns?: { path: string; name?: string; created: boolean };
+  netns?: NetnsState;
   /** Configuration file used (undefined = built-in defaults). */
   configSource?: string;
-  /** Resources in creation order (the journal). */
-  resources: ResourceRecord[];
+  /** The journal: resources in creation order, typed by kind (sandbox/resources.ts). */
+  resources: JournalRecord[];
   /** Long-lived processes by role ("qemu", "virtiofsd", "supervisor"), to find them after a crash. */
   processes: Record<string, DaemonRecord>;
   /** Why the sandbox failed, when phase is "failed". */
   error?: { code: string; message: string };
-  /** Anything else the assembly keeps (sockets, endpoints, hypervisor details). */
-  extra: Record<string, unknown>;
+  /** Step timings of `up` (ms), for the status view and the benchmarks. */
+  timings?: Record<string, number>;
+}
+
+const PHASES: readonly SandboxPhase[] = ['creating', 'running', 'stopping', 'stopped', 'failed'];
+
+function isRecord(x: unknown): x is Record<string, unknown> {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
+}
+
+function isJournalRecord(x: unknown): x is JournalRecord {
+  if (!isRecord(x) || typeof x.id !== 'string' || typeof x.at !== 'string') return false;
+  if (typeof x.kind !== 'string' || !isResourceKind(x.kind)) return false;
+  if (x.phase === 'intent') return 'config' in x;
+  return x.phase === 'done' && isRecord(x.data) && isRecord(x.data.resources);
+}
+
+/** The checks that make a parsed state.json a SandboxState (its records are of known kinds and phases). */
+function isSandboxState(x: Record<string, unknown>, id: string): x is Record<string, unknown> & SandboxState {
+  return (
+    x.id === id &&
+    typeof x.phase === 'string' &&
+    (PHASES as readonly string[]).includes(x.phase) &&
+    Array.isArray(x.resources) &&
+    x.resources.every(isJournalRecord) &&
+    isRecord(x.processes)
+  );
 }
 
 export interface ListedSandbox {
@@ -119,16 +143,21 @@ export class StateStore {
   }
 
   /** Make the directory and the first state file; E_SANDBOX_EXISTS if the sandbox has state already. */
-  async create(id: string, init: Partial<Pick<SandboxState, 'netns' | 'configSource' | 'extra'>> = {}): Promise<SandboxState> {
+  async create(id: string, init: Partial<Pick<SandboxState, 'netns' | 'configSource'>> = {}): Promise<SandboxState> {
     const dir = this.sandboxDir(id);
     await mkdir(this.sandboxesDir, { recursive: true, mode: 0o700 });
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    if (await this.tryLoad(id)) {
-      throw new KataError(
-        'E_SANDBOX_EXISTS',
-        `sandbox ${id} already exists (${this.statePath(id)}); take it down first or choose another id`,
-        { sandbox: id },
-      );
+    // Exclusive: of two creators of one id, exactly one gets the directory.
+    const exists = (): KataError =>
+      new KataError('E_SANDBOX_EXISTS', `sandbox ${id} already exists (${this.statePath(id)}); take it down first or choose another id`, {
+        sandbox: id,
+      });
+    try {
+      await mkdir(dir, { mode: 0o700 });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      // A directory without state is what a failed start leaves before its first write: take it
+      // only when it is empty (anything in it belongs to a live or crashed start: not ours).
+      if ((await readdir(dir)).length > 0) throw exists();
     }
     const now = new Date().toISOString();
     const state: SandboxState = {
@@ -141,7 +170,6 @@ export class StateStore {
       ...(init.configSource ? { configSource: init.configSource } : {}),
       resources: [],
       processes: {},
-      extra: init.extra ?? {},
     };
     await this.save(state);
     return state;
@@ -181,9 +209,9 @@ export class StateStore {
       }
       throw new KataError('E_STATE', `cannot read ${p}: ${(e as Error).message}`, { sandbox: id }, { cause: e });
     }
-    let s: SandboxState;
+    let parsed: unknown;
     try {
-      s = JSON.parse(text) as SandboxState;
+      parsed = JSON.parse(text);
     } catch (e) {
       throw new KataError(
         'E_STATE',
@@ -192,12 +220,24 @@ export class StateStore {
         { cause: e },
       );
     }
-    if (s === null || typeof s !== 'object' || s.version !== STATE_VERSION || s.id !== id || !Array.isArray(s.resources)) {
-      throw new KataError('E_STATE', `${p} is not a version ${STATE_VERSION} state of sandbox ${id}`, { sandbox: id });
+    if (!isRecord(parsed)) throw new KataError('E_STATE', `${p} does not hold a sandbox state object`, { sandbox: id });
+    if (parsed.version !== STATE_VERSION) {
+      throw new KataError(
+        'E_STATE',
+        `${p} has state format version ${JSON.stringify(parsed.version)}; this kata-resources reads version ${STATE_VERSION}. Take sandbox ${id} down with the kata-resources that created it, or stop its processes (pids in the file) and remove ${this.sandboxDir(id)} by hand`,
+        { sandbox: id, version: parsed.version },
+      );
     }
-    s.processes ??= {};
-    s.extra ??= {};
-    return s;
+    if (!isSandboxState(parsed, id)) {
+      throw new KataError(
+        'E_STATE',
+        `${p} is not a valid version ${STATE_VERSION} state of sandbox ${id} (a record of an unknown kind or shape)`,
+        {
+          sandbox: id,
+        },
+      );
+    }
+    return parsed;
   }
 
   async tryLoad(id: string): Promise<SandboxState | undefined> {
@@ -235,20 +275,23 @@ export class StateStore {
     return out;
   }
 
-  /** Journal: add a resource (after it was created) and persist. */
-  async addResource(state: SandboxState, rec: Omit<ResourceRecord, 'createdAt'>): Promise<void> {
-    if (state.resources.some((r) => r.id === rec.id)) {
-      throw new KataError('E_INTERNAL', `sandbox ${state.id}: resource ${rec.id} is already recorded`, {
-        sandbox: state.id,
-        resource: rec.id,
-      });
-    }
-    state.resources.push({ ...rec, createdAt: new Date().toISOString() });
+  /** Journal: add or replace a record (an intent becomes done under the same id) and persist. */
+  async putRecord(state: SandboxState, rec: JournalRecord, replaceDone = false): Promise<void> {
+    const i = state.resources.findIndex((r) => r.id === rec.id);
+    if (i >= 0) {
+      if (state.resources[i]!.phase === 'done' && !replaceDone) {
+        throw new KataError('E_INTERNAL', `sandbox ${state.id}: resource ${rec.id} is already recorded`, {
+          sandbox: state.id,
+          resource: rec.id,
+        });
+      }
+      state.resources[i] = rec;
+    } else state.resources.push(rec);
     await this.save(state);
   }
 
-  /** Journal: drop a resource (after it was undone) and persist. Unknown ids are ignored. */
-  async removeResource(state: SandboxState, id: string): Promise<void> {
+  /** Journal: drop a record (after its resource was undone) and persist. Unknown ids are ignored. */
+  async removeRecord(state: SandboxState, id: string): Promise<void> {
     const before = state.resources.length;
     state.resources = state.resources.filter((r) => r.id !== id);
     if (state.resources.length !== before) await this.save(state);

@@ -6,31 +6,40 @@
  *
  *   node supervisor/main.js --id ID [--netns NAME|PATH] [--config FILE]
  */
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { createWriteStream, readFileSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { KataError, isKataError } from '../../host/errors.js';
 import { rootLogger } from '../../host/log.js';
 import { loadConfig } from '../config/load-config.js';
 import { StateStore } from '../state/store.js';
-import { Sandbox, networkOptions } from '../sandbox/sandbox.js';
+import { networkOptions } from '../sandbox/assemble.js';
 import { resolveGuestImage } from '../sandbox/guest-image.js';
-import { qemuVmDriver } from '../sandbox/qemu-vm.js';
+import { Sandbox } from '../sandbox/sandbox.js';
+import { sandboxService } from '../sandbox/service.js';
 import { MGMT_SOCKET } from './mgmt-protocol.js';
 import { serveManagement } from './server.js';
 import { readProcStat } from '../../host/proc.js';
 
 /**
- * Test hook: KATA_RESOURCES_FAULT=<step> makes `up` fail at that named step (see STEPS in
- * sandbox.ts and the plugins' checkpoint names), so end-to-end tests can prove the rollback of the
- * real CLI path. Nothing else reads it.
+ * Test hooks: KATA_RESOURCES_FAULT=<step> makes the sandbox fail at that named step (see STEPS in
+ * sandbox/assemble.ts, the hotplug steps in sandbox/hotplug.ts and the plugins' checkpoint names),
+ * so end-to-end tests can prove the rollback of the real CLI path; KATA_RESOURCES_FAULT_FILE=<path>
+ * does the same with the step read from that file at each checkpoint (one sandbox, many faults);
+ * KATA_RESOURCES_KILL_AT=<step> SIGKILLs the supervisor itself there (a crash at that point).
+ * Nothing else reads them.
  */
 function faultFromEnv(): { faults?: (step: string) => void } {
   const want = process.env.KATA_RESOURCES_FAULT;
-  if (!want) return {};
+  const file = process.env.KATA_RESOURCES_FAULT_FILE;
+  const killAt = process.env.KATA_RESOURCES_KILL_AT;
+  if (!want && !file && !killAt) return {};
   return {
     faults: (step: string) => {
-      if (step === want) throw new KataError('E_INTERNAL', `fault injected at step ${step} (KATA_RESOURCES_FAULT)`);
+      // A crash exactly there: nothing of ours runs after it (no undo, no state write).
+      if (step === killAt) process.kill(process.pid, 'SIGKILL');
+      const now = file ? readFileSync(file, 'utf8').trim() : want;
+      if (step === now) throw new KataError('E_INTERNAL', `fault injected at step ${step} (KATA_RESOURCES_FAULT)`);
     },
   };
 }
@@ -67,7 +76,6 @@ async function main(): Promise<void> {
       config,
       store,
       log,
-      vm: qemuVmDriver(),
       guest: () => resolveGuestImage(config, (m) => say({ progress: m })),
       ...faultFromEnv(),
       onProgress: (m) => say({ progress: m }),
@@ -86,16 +94,15 @@ async function main(): Promise<void> {
     startTime: stat?.startTime ?? 0,
     file: process.execPath,
   });
-  const server = await serveManagement(
-    join(store.sandboxDir(id), MGMT_SOCKET),
+  const service = sandboxService(
     sandbox,
-    log,
+    () => networkOptions(config),
     () => {
       server.close();
       process.exit(0);
     },
-    () => networkOptions(config),
   );
+  const server = await serveManagement(join(store.sandboxDir(id), MGMT_SOCKET), service, log);
   sandbox.on('failed', () => {
     server.close();
     process.exit(1);

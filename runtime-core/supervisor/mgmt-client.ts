@@ -1,16 +1,22 @@
 import { request } from 'node:http';
-import { KataError, type ErrorCode, ERROR_CODES } from '../../host/errors.js';
+import { KataError, isErrorCode } from '../../host/errors.js';
+import type { MgmtMethod, MgmtParams, MgmtResult } from './mgmt-protocol.js';
 
-/** Call the supervisor's management socket; a connection failure is E_SANDBOX_NOT_FOUND-ish (caller decides). */
-export function mgmtCall<T>(socketPath: string, method: 'GET' | 'POST', path: string, body?: unknown, timeoutMs = 60_000): Promise<T> {
+/** Call a method of the supervisor's management API; its error comes back as the KataError it was. */
+export function mgmtCall<M extends MgmtMethod>(
+  socketPath: string,
+  method: M,
+  params: MgmtParams<M>,
+  timeoutMs = 60_000,
+): Promise<MgmtResult<M>> {
   return new Promise((resolve, reject) => {
-    const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const data = Buffer.from(JSON.stringify(params));
     const req = request(
       {
         socketPath,
-        method,
-        path,
-        headers: { 'content-type': 'application/json', ...(data ? { 'content-length': data.length } : {}) },
+        method: 'POST',
+        path: `/${method}`,
+        headers: { 'content-type': 'application/json', 'content-length': data.length },
         timeout: timeoutMs,
       },
       (res) => {
@@ -21,22 +27,24 @@ export function mgmtCall<T>(socketPath: string, method: 'GET' | 'POST', path: st
           try {
             parsed = JSON.parse(Buffer.concat(chunks).toString('utf8') || 'null');
           } catch {
-            reject(new KataError('E_INTERNAL', `supervisor answered ${path} with non-JSON`));
+            reject(new KataError('E_INTERNAL', `supervisor answered ${method} with non-JSON`));
             return;
           }
           if ((res.statusCode ?? 500) >= 400) {
-            const e = (parsed as { error?: { code?: string; message?: string } })?.error;
-            const code = (e?.code && e.code in ERROR_CODES ? e.code : 'E_INTERNAL') as ErrorCode;
-            reject(new KataError(code, e?.message ?? `supervisor answered ${res.statusCode}`));
+            const e = (parsed as { error?: { code?: unknown; message?: string } } | null)?.error;
+            const { code: _c, message: _m, ...details } = e ?? {};
+            reject(
+              new KataError(isErrorCode(e?.code) ? e.code : 'E_INTERNAL', e?.message ?? `supervisor answered ${res.statusCode}`, details),
+            );
           } else {
-            resolve(parsed as T);
+            resolve(parsed as MgmtResult<M>);
           }
         });
       },
     );
-    req.on('timeout', () => req.destroy(new KataError('E_TIMEOUT', `supervisor did not answer ${method} ${path} within ${timeoutMs} ms`)));
+    req.on('timeout', () => req.destroy(new KataError('E_TIMEOUT', `supervisor did not answer ${method} within ${timeoutMs} ms`)));
     req.on('error', reject);
-    if (data) req.write(data);
+    req.write(data);
     req.end();
   });
 }

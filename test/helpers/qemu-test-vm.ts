@@ -1,5 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import type { DeviceSpec } from '../../host/device-specs.js';
+import type { NetnsRef } from '../../host/netns.js';
+import { defaultConfig } from '../../runtime-core/config/defaults.js';
+import type { QemuConfig } from '../../runtime-core/config/types.js';
+import { guestKernelParams } from '../../runtime-core/guest-kit/cmdline.js';
+import type { GuestKit } from '../../runtime-core/guest-kit/index.js';
+import type { VmSpec } from '../../runtime-core/hypervisor/hypervisor.js';
 import { tempDir } from './runtime-core.js';
 
 interface Teardownable {
@@ -56,4 +63,41 @@ export function startTestQemu(t: Teardownable, extra: string[] = [], opts: { qmp
     }
   });
   return { proc, pid: proc.pid!, dir, qmpPath, exited, stderr: () => err };
+}
+
+/**
+ * A VmSpec that boots the guest kit with the QEMU driver: its image as the read-only first disk
+ * (/dev/vda) and the kit's kernel parameters, as the sandbox assembly would give them.
+ */
+export function kitVmSpec(
+  kit: Pick<GuestKit, 'kernel' | 'initrd' | 'rootfs'>,
+  o: { sandboxId: string; runDir: string; netns?: NetnsRef; devices?: DeviceSpec[]; config?: Partial<QemuConfig>; hotplugSlots?: number },
+): VmSpec<QemuConfig> {
+  const config: QemuConfig = { ...defaultConfig().hypervisor, accel: 'tcg', ...o.config };
+  return {
+    sandboxId: o.sandboxId,
+    runDir: o.runDir,
+    ...(o.netns ? { netns: o.netns } : {}),
+    driverConfig: config,
+    resources: {
+      vcpus: config.vcpus,
+      maxVcpus: config.maxVcpus,
+      memoryMiB: config.memoryMiB,
+      maxMemoryMiB: config.maxMemoryMiB,
+      memorySlots: config.memorySlots,
+      kernel: kit.kernel,
+      initrd: kit.initrd,
+      image: {
+        kind: 'block',
+        id: 'image',
+        source: { kind: 'file', path: kit.rootfs },
+        readonly: true,
+        driver: 'virtio-blk',
+        format: 'raw',
+      },
+      kernelParams: guestKernelParams({ rootDevice: '/dev/vda' }),
+      devices: o.devices ?? [],
+      hotplugSlots: o.hotplugSlots ?? config.pcieRootPorts,
+    },
+  };
 }

@@ -8,7 +8,7 @@ import { resolveVirtiofsConfig } from '../../virtiofsd-manager/config.js';
 import { isListening } from '../../virtiofsd-manager/readiness.js';
 import { VirtiofsDaemon, type CrashInfo } from '../../virtiofsd-manager/virtiofsd.js';
 import { VirtiofsPlugin, type VirtiofsResources } from '../../virtiofsd-manager/plugin.js';
-import { memLogger, tempRoot, virtiofsdPidsMentioning } from './helpers.js';
+import { memLogger, pluginCtx, tempRoot, virtiofsdPidsMentioning } from './helpers.js';
 
 function opts(root: string, over: Record<string, unknown> = {}) {
   mkdirSync(`${root}/src`, { recursive: true });
@@ -95,7 +95,7 @@ t.test('a sandbox left by a crashed runtime (daemon, mounts, socket) is found fr
   t.ok(isListening(state.daemon.socketPath), 'still listening');
   t.ok(mountsUnder(state.shared.sandboxDir).length >= 5, 'mounts left behind');
   const plugin = new VirtiofsPlugin();
-  await plugin.recover(state, memLogger().log);
+  await plugin.recover(pluginCtx(state.sandboxId, root, memLogger().log), { kind: 'virtiofs', resources: state, devices: [], guest: {} });
   t.notOk(isAlive(rec), 'daemon stopped');
   t.notOk(existsSync(state.daemon.socketPath), 'socket removed');
   for (const f of state.daemon.pidFiles) t.notOk(existsSync(f), `pid file ${f} removed`);
@@ -107,6 +107,6 @@ t.test('a sandbox left by a crashed runtime (daemon, mounts, socket) is found fr
   t.notOk(existsSync(state.shared.sandboxDir), 'sandbox dir removed');
   t.equal(readFileSync(`${root}/vol/data`, 'utf8'), 'keep me', 'the volume itself is untouched');
   t.ok(existsSync(`${root}/vol/empty`) && existsSync(`${root}/vol/emptydir`), 'even its empty files and dirs');
-  await plugin.recover(state, memLogger().log);
+  await plugin.recover(pluginCtx(state.sandboxId, root, memLogger().log), { kind: 'virtiofs', resources: state, devices: [], guest: {} });
   t.pass('recovering twice is harmless');
 });

@@ -1,26 +1,22 @@
 import { statSync } from 'node:fs';
-import type {
-  BlockSpec,
-  DeviceSpec,
-  FsVhostUserSpec,
-  NetMacvtapSpec,
-  NetTapSpec,
-  NetVhostUserSpec,
-  VfioSpec,
-} from '../../../host/device-specs.js';
+import type { DeviceSpec, PmemSpec } from '../../../host/device-specs.js';
 import { KataError } from '../../../host/errors.js';
+import { AGENT_PORT_NAME } from '../../../guest/agent/protocol.js';
 import type { QemuConfig } from '../../config/types.js';
+import type { VmResources } from '../hypervisor.js';
+import { hex2, placementKind, qemuDevice, type DeviceContext, type Placement, type QemuPart } from './devices.js';
 
 /**
- * The QEMU command line for a sandbox VM, built from the configuration and the device specs the
- * plugins produced (cold plug). Pure: what it needs from the host (vhost-net present, block device
- * or file, file sizes) comes in `host`, so tests compare argv for given inputs.
+ * The QEMU command line for a sandbox VM (cold plug): the machine from the driver configuration
+ * and the VM resources, each device from the one device builder (devices.ts) that QMP hotplug uses
+ * too. Pure: what it needs from the host (file sizes) comes in `host`, so tests compare argv for
+ * given inputs.
  *
  * Layout on the q35 root bus (pcie.0), slots given in order so guest PCI paths are predictable:
- *   agent virtio-serial, virtio-rng, the image disk (read-only virtio-blk, unless NVDIMM), the
- *   virtio-scsi controller (block_device_driver = virtio-scsi), virtio-fs devices, network devices,
- *   block devices, VFIO devices, then `pcie_root_port` root ports for hotplug (one per slot, function
- *   0, so a hotplugged device's path is "<root port slot>/00").
+ *   agent virtio-serial, virtio-rng, the guest image (read-only virtio-blk, or an NVDIMM off the bus),
+ *   the virtio-scsi controller (when a device or block_device_driver wants it), virtio-fs devices,
+ *   network devices, block devices, VFIO devices, then `pcie_root_port` root ports for hotplug (one
+ *   per slot, function 0, so a hotplugged device's path is "<root port slot>/00").
  * Guest RAM is a shared file mapping (memory-backend-file on /dev/shm, share=on): vhost-user devices
  * (virtio-fs, vhost-user-net) read guest memory from another process. mem-path is the directory, so
  * QEMU creates an already-unlinked file: nothing is left behind however QEMU ends.
@@ -29,30 +25,11 @@ import type { QemuConfig } from '../../config/types.js';
  */
 
 export interface QemuHostFacts {
-  /** /dev/vhost-net exists (vhost=on only then). */
-  vhostNet: boolean;
-  isBlockDevice(path: string): boolean;
   sizeBytes(path: string): number;
 }
 
 export function realHostFacts(): QemuHostFacts {
-  let vhost = false;
-  try {
-    vhost = statSync('/dev/vhost-net').isCharacterDevice();
-  } catch {
-    vhost = false;
-  }
-  return {
-    vhostNet: vhost,
-    isBlockDevice: (p) => {
-      try {
-        return statSync(p).isBlockDevice();
-      } catch {
-        return false;
-      }
-    },
-    sizeBytes: (p) => statSync(p).size,
-  };
+  return { sizeBytes: (p) => statSync(p).size };
 }
 
 interface QemuPaths {
@@ -67,16 +44,8 @@ export interface QemuMachine {
   sandboxId: string;
   config: QemuConfig;
   accel: 'kvm' | 'tcg';
-  kernel: string;
-  initrd?: string;
-  /** Guest rootfs image (read-only). */
-  image?: string;
-  /** Kernel parameters from the caller (e.g. the guest kit's); config.kernelParams come after them. */
-  kernelParams?: string[];
-  devices: DeviceSpec[];
+  resources: VmResources;
   paths: QemuPaths;
-  /** Agent debug (adds kata.debug=1 to the kernel command line). */
-  agentDebug?: boolean;
 }
 
 interface PassedFd {
@@ -90,12 +59,9 @@ interface PassedFd {
 /** Where each cold-plugged device went, for guest PCI paths and later unplug. */
 export interface PlacedDevice {
   specId: string;
-  kind: DeviceSpec['kind'] | 'image';
-  /** QEMU device id (device_del). */
-  qdevId: string;
-  netdevId?: string;
-  /** Top block node name (blockdev-del). */
-  nodeName?: string;
+  kind: DeviceSpec['kind'];
+  /** The parts QEMU holds for it (unplug removes them newest first). */
+  parts: QemuPart[];
   /** Slot on pcie.0. */
   slot?: number;
   /** Kata PCI path ("05"; root bus devices have one component). */
@@ -114,10 +80,6 @@ interface QemuLayout {
   devices: PlacedDevice[];
   /** The virtio-scsi controller id when there is one. */
   scsiController?: string;
-  /** Next free scsi-id on the controller. */
-  nextScsiId: number;
-  /** Image device name inside the guest. */
-  rootDevice?: string;
 }
 
 export interface QemuCommandLine {
@@ -130,11 +92,24 @@ export interface QemuCommandLine {
 /** q35: slot 0 is the host bridge, 0x1f the ICH9 LPC/SATA/SMBus functions. */
 const FIRST_SLOT = 1;
 const LAST_SLOT = 0x1e;
-const AGENT_PORT_NAME = 'agent.0';
-const SCSI_CONTROLLER_ID = 'scsi0';
+export const SCSI_CONTROLLER_ID = 'scsi0';
 const ROOT_PORT_PREFIX = 'rp';
 
-const hex2 = (n: number): string => n.toString(16).padStart(2, '0');
+/**
+ * Kernel parameters that belong to this machine, not to the guest: the console on the serial port
+ * QEMU wires (-serial), `reboot=k panic=1` that with -no-reboot turn a guest panic or reboot into a
+ * QEMU exit, and no probing of q35's PS/2 controller. Everything the guest's initramfs reads (root=,
+ * rootflags=, ...) comes from the guest kit (VmResources.kernelParams).
+ */
+export const MACHINE_KERNEL_PARAMS = [
+  'console=ttyS0',
+  'reboot=k',
+  'panic=1',
+  'i8042.direct=1',
+  'i8042.dumbkbd=1',
+  'i8042.nopnp=1',
+  'i8042.noaux=1',
+];
 
 /** Option value with QEMU's escaping: a literal comma is written twice. */
 function optValue(v: string | number | boolean): string {
@@ -143,49 +118,36 @@ function optValue(v: string | number | boolean): string {
 }
 
 /** "driver,key=value,..." with values escaped; undefined values are left out. */
-function opts(head: string | undefined, kv: Record<string, string | number | boolean | undefined>): string {
+function opts(head: string | undefined, kv: Record<string, unknown>): string {
   const parts: string[] = head === undefined ? [] : [head];
-  for (const [k, v] of Object.entries(kv)) if (v !== undefined) parts.push(`${k}=${optValue(v)}`);
+  for (const [k, v] of Object.entries(kv)) {
+    if (v === undefined) continue;
+    if (typeof v === 'object') throw new KataError('E_INTERNAL', `QEMU option ${k} is not a scalar`);
+    parts.push(`${k}=${optValue(v as string | number | boolean)}`);
+  }
   return parts.join(',');
 }
 
-/** A QEMU id (letters, digits, '-', '.', '_', starting with a letter) made from a spec id. */
-export function qemuId(prefix: string, id: string): string {
-  return `${prefix}-${id.replace(/[^A-Za-z0-9._-]/g, '_')}`;
-}
-
-/**
- * The runtime's own kernel parameters (before the caller's and the file's), in line with what the
- * guest kit's initramfs reads (root=, rootfstype=, rootflags=, kata.debug=) and Kata's boot-time
- * savers: no PS/2 probing, no crypto self-tests, trusted TSC, expedited RCU, RDRAND trusted for the
- * CRNG (so node's getrandom() in the guest does not block); `reboot=k panic=1` with -no-reboot turn a
- * guest panic or reboot into a QEMU exit.
- */
-function baseKernelParams(cfg: QemuConfig, rootDevice: string | undefined, nvdimmRoot: boolean, agentDebug: boolean): string[] {
-  const p = ['console=ttyS0'];
-  if (!cfg.enableDebug) p.push('quiet');
-  else p.push('debug', 'loglevel=7');
-  if (rootDevice !== undefined) {
-    p.push(`root=${rootDevice}`, 'rootfstype=ext4', 'ro');
-    if (nvdimmRoot) p.push('rootflags=dax,errors=remount-ro');
+/** A device part as command-line arguments (`-blockdev` takes the same JSON as blockdev-add). */
+function partArgs(p: QemuPart): string[] {
+  switch (p.kind) {
+    case 'chardev-socket':
+      return ['-chardev', opts('socket', { id: p.id, path: p.path })];
+    case 'object': {
+      const { 'qom-type': type, ...rest } = p.props;
+      return ['-object', opts(type, rest)];
+    }
+    case 'netdev': {
+      const { type, ...rest } = p.props;
+      return ['-netdev', opts(type, rest)];
+    }
+    case 'blockdev':
+      return ['-blockdev', JSON.stringify(p.props)];
+    case 'device': {
+      const { driver, ...rest } = p.props;
+      return ['-device', opts(driver, rest)];
+    }
   }
-  p.push(
-    'reboot=k',
-    'panic=1',
-    'tsc=reliable',
-    'no_timer_check',
-    'noreplace-smp',
-    'rcupdate.rcu_expedited=1',
-    'cryptomgr.notests',
-    'i8042.direct=1',
-    'i8042.dumbkbd=1',
-    'i8042.nopnp=1',
-    'i8042.noaux=1',
-    'random.trust_cpu=on',
-    'net.ifnames=0',
-  );
-  if (agentDebug) p.push('kata.debug=1');
-  return p;
 }
 
 class SlotAllocator {
@@ -202,77 +164,57 @@ class SlotAllocator {
   }
 }
 
-function blockNodes(nodeName: string, path: string, format: 'raw' | 'qcow2', readonly: boolean, hostDevice: boolean): string {
-  return opts(undefined, {
-    driver: format,
-    'node-name': nodeName,
-    'read-only': readonly,
-    'file.driver': hostDevice ? 'host_device' : 'file',
-    'file.filename': path,
-    'file.node-name': `${nodeName}-file`,
-    'file.read-only': readonly,
-  });
-}
+const COLD_ORDER: DeviceSpec['kind'][] = ['fs-vhost-user', 'net-tap', 'net-macvtap', 'net-vhost-user', 'block', 'pmem', 'vfio'];
 
 /** Build argv (without the binary) for a sandbox VM. */
 export function buildQemuCommandLine(m: QemuMachine, host: QemuHostFacts): QemuCommandLine {
   const cfg = m.config;
+  const r = m.resources;
   const args: string[] = [];
   const fds: PassedFd[] = [];
   const slots = new SlotAllocator();
-  const layout: QemuLayout = { rootPorts: [], devices: [], nextScsiId: 0 };
+  const layout: QemuLayout = { rootPorts: [], devices: [] };
   const seen = new Set<string>();
-  const uniq = (id: string): string => {
-    if (seen.has(id))
-      throw new KataError('E_INVALID_ARGUMENT', `device id ${id} is used twice in sandbox ${m.sandboxId}; device spec ids must be unique`, {
-        id,
-      });
-    seen.add(id);
-    return id;
+  const devCtx: DeviceContext = {
+    sizeBytes: host.sizeBytes,
+    passFd: (path, purpose) => {
+      const fd = 3 + fds.length;
+      fds.push({ fd, path, purpose });
+      return fd;
+    },
   };
-  const passFd = (path: string, purpose: string): number => {
-    const fd = 3 + fds.length;
-    fds.push({ fd, path, purpose });
-    return fd;
-  };
-
-  const nvdimmImage = m.image !== undefined && !cfg.disableImageNvdimm;
-  const nvdimmSpecs = m.devices.filter((d): d is BlockSpec => d.kind === 'block' && d.driver === 'nvdimm');
-  const useNvdimm = nvdimmImage || nvdimmSpecs.length > 0;
+  const all = [...(r.image ? [r.image] : []), ...r.devices];
+  const pmem = all.filter((d): d is PmemSpec => d.kind === 'pmem');
+  const scsi = cfg.blockDeviceDriver === 'virtio-scsi' || all.some((d) => placementKind(d) === 'scsi');
 
   // Machine, CPU, memory.
   args.push('-name', opts(`sandbox-${m.sandboxId}`, { 'debug-threads': true }));
-  args.push('-machine', opts(cfg.machineType, { accel: m.accel, nvdimm: useNvdimm ? true : undefined, 'memory-backend': 'mem0' }));
+  args.push('-machine', opts(cfg.machineType, { accel: m.accel, nvdimm: pmem.length > 0 ? true : undefined, 'memory-backend': 'mem0' }));
   args.push('-cpu', m.accel === 'kvm' ? 'host' : 'max');
-  args.push('-smp', opts(String(cfg.vcpus), { maxcpus: cfg.maxVcpus, cores: 1, threads: 1, sockets: cfg.maxVcpus }));
-  let extraMaxMiB = 0;
-  if (useNvdimm) {
-    const bytes = (nvdimmImage ? host.sizeBytes(m.image!) : 0) + nvdimmSpecs.reduce((a, d) => a + host.sizeBytes(d.path), 0);
-    // Kata reserves 1 GiB of address space for the image NVDIMM; more if the devices are larger.
-    extraMaxMiB = Math.max(1024, Math.ceil(bytes / (1024 * 1024 * 128)) * 128 + 128);
-  }
-  const slotsNeeded = Math.max(cfg.memorySlots, useNvdimm ? nvdimmSpecs.length + (nvdimmImage ? 1 : 0) : 0);
-  if (slotsNeeded > 0) {
-    const maxMem = Math.max(cfg.maxMemoryMiB, cfg.memoryMiB) + extraMaxMiB;
-    args.push('-m', opts(`${cfg.memoryMiB}M`, { slots: slotsNeeded, maxmem: `${maxMem}M` }));
+  args.push('-smp', opts(String(r.vcpus), { maxcpus: r.maxVcpus, cores: 1, threads: 1, sockets: r.maxVcpus }));
+  // NVDIMMs live in the hotplug memory area: Kata reserves 1 GiB of it for the image, more if larger.
+  const pmemBytes = pmem.reduce((a, d) => a + host.sizeBytes(d.path), 0);
+  const extraMaxMiB = pmem.length > 0 ? Math.max(1024, Math.ceil(pmemBytes / (1024 * 1024 * 128)) * 128 + 128) : 0;
+  const memSlots = Math.max(r.memorySlots, pmem.length);
+  if (memSlots > 0) {
+    args.push('-m', opts(`${r.memoryMiB}M`, { slots: memSlots, maxmem: `${Math.max(r.maxMemoryMiB, r.memoryMiB) + extraMaxMiB}M` }));
   } else {
-    args.push('-m', `${cfg.memoryMiB}M`);
+    args.push('-m', `${r.memoryMiB}M`);
   }
-  args.push('-object', opts('memory-backend-file', { id: 'mem0', size: `${cfg.memoryMiB}M`, 'mem-path': '/dev/shm', share: true }));
+  args.push('-object', opts('memory-backend-file', { id: 'mem0', size: `${r.memoryMiB}M`, 'mem-path': '/dev/shm', share: true }));
 
   // Process-level flags.
   args.push('-nographic', '-nodefaults', '-no-user-config', '-no-reboot');
+  if (cfg.seccompSandbox !== '') args.push('-sandbox', cfg.seccompSandbox);
   args.push('-qmp', opts(`unix:${m.paths.qmp}`, { server: true, wait: false }));
   args.push('-chardev', opts('file', { id: 'console0', path: m.paths.console }));
   args.push('-serial', 'chardev:console0');
 
-  // Kernel.
-  args.push('-kernel', m.kernel);
-  if (m.initrd !== undefined) args.push('-initrd', m.initrd);
+  args.push('-kernel', r.kernel);
+  if (r.initrd !== undefined) args.push('-initrd', r.initrd);
 
   // Agent channel.
-  const vserialSlot = slots.take('virtio-serial');
-  args.push('-device', opts('virtio-serial-pci', { id: 'vserial0', bus: 'pcie.0', addr: `0x${hex2(vserialSlot)}` }));
+  args.push('-device', opts('virtio-serial-pci', { id: 'vserial0', bus: 'pcie.0', addr: `0x${hex2(slots.take('virtio-serial'))}` }));
   args.push('-chardev', opts('socket', { id: 'agent0', path: m.paths.agent, server: true, wait: false }));
   args.push('-device', opts('virtserialport', { bus: 'vserial0.0', chardev: 'agent0', name: AGENT_PORT_NAME }));
 
@@ -281,178 +223,55 @@ export function buildQemuCommandLine(m: QemuMachine, host: QemuHostFacts): QemuC
   args.push('-object', opts('rng-random', { id: 'rng0', filename: '/dev/urandom' }));
   args.push('-device', opts('virtio-rng-pci', { id: 'rng0-dev', rng: 'rng0', bus: 'pcie.0', addr: `0x${hex2(rngSlot)}` }));
 
-  // Guest image.
-  let rootDevice: string | undefined;
-  if (m.image !== undefined) {
-    if (nvdimmImage) {
-      args.push(
-        '-object',
-        opts('memory-backend-file', { id: 'mem-image', 'mem-path': m.image, size: host.sizeBytes(m.image), share: true, readonly: true }),
+  let nextScsiId = 0;
+  const place = (d: DeviceSpec): void => {
+    if (seen.has(d.id)) {
+      throw new KataError(
+        'E_INVALID_ARGUMENT',
+        `device id ${d.id} is used twice in sandbox ${m.sandboxId}; device spec ids must be unique`,
+        { id: d.id },
       );
-      args.push('-device', opts('nvdimm', { id: uniq('dev-image'), memdev: 'mem-image', unarmed: true }));
-      layout.devices.push({ specId: 'image', kind: 'image', qdevId: 'dev-image' });
-      rootDevice = '/dev/pmem0';
-    } else {
-      const slot = slots.take('the guest image');
-      args.push('-blockdev', blockNodes('drive-image', m.image, 'raw', true, host.isBlockDevice(m.image)));
-      args.push(
-        '-device',
-        opts('virtio-blk-pci', { id: uniq('dev-image'), drive: 'drive-image', bus: 'pcie.0', addr: `0x${hex2(slot)}`, 'share-rw': true }),
-      );
-      layout.devices.push({ specId: 'image', kind: 'image', qdevId: 'dev-image', nodeName: 'drive-image', slot, pciPath: hex2(slot) });
-      rootDevice = '/dev/vda';
     }
-    layout.rootDevice = rootDevice;
-  }
+    seen.add(d.id);
+    const kind = placementKind(d);
+    let p: Placement = { kind: 'none' };
+    const placedDev: PlacedDevice = { specId: d.id, kind: d.kind, parts: [] };
+    if (kind === 'pci') {
+      const slot = slots.take(`${d.kind} ${d.id}`);
+      p = { kind: 'pci', bus: 'pcie.0', slot };
+      placedDev.slot = slot;
+      placedDev.pciPath = hex2(slot);
+    } else if (kind === 'scsi') {
+      const scsiId = nextScsiId++;
+      p = { kind: 'scsi', bus: `${SCSI_CONTROLLER_ID}.0`, scsiId };
+      placedDev.scsiAddr = `${scsiId}:0`;
+    }
+    placedDev.parts = qemuDevice(d, p, devCtx);
+    for (const part of placedDev.parts) args.push(...partArgs(part));
+    layout.devices.push(placedDev);
+  };
 
-  // virtio-scsi controller.
-  if (cfg.blockDeviceDriver === 'virtio-scsi' || m.devices.some((d) => d.kind === 'block' && d.driver === 'virtio-scsi')) {
+  // The guest image first (so a virtio-blk image is the first disk, /dev/vda), then the controller.
+  if (r.image) place(r.image);
+  if (scsi) {
     const slot = slots.take('the virtio-scsi controller');
     args.push('-device', opts('virtio-scsi-pci', { id: SCSI_CONTROLLER_ID, bus: 'pcie.0', addr: `0x${hex2(slot)}` }));
     layout.scsiController = SCSI_CONTROLLER_ID;
   }
-
-  const order: DeviceSpec['kind'][] = ['fs-vhost-user', 'net-tap', 'net-macvtap', 'net-vhost-user', 'block', 'vfio'];
-  const sorted = [...m.devices].sort((a, b) => order.indexOf(a.kind) - order.indexOf(b.kind));
-  for (const d of sorted) {
-    switch (d.kind) {
-      case 'fs-vhost-user':
-        addFs(d);
-        break;
-      case 'net-tap':
-      case 'net-macvtap':
-      case 'net-vhost-user':
-        addNet(d);
-        break;
-      case 'block':
-        addBlock(d);
-        break;
-      case 'vfio':
-        addVfio(d);
-        break;
-    }
-  }
-
-  function addFs(d: FsVhostUserSpec): void {
-    const qdev = uniq(qemuId('dev', d.id));
-    const chr = qemuId('char', d.id);
-    const slot = slots.take(`virtio-fs ${d.id}`);
-    args.push('-chardev', opts('socket', { id: chr, path: d.socket }));
-    args.push(
-      '-device',
-      opts('vhost-user-fs-pci', { id: qdev, chardev: chr, tag: d.tag, 'queue-size': d.queueSize, bus: 'pcie.0', addr: `0x${hex2(slot)}` }),
-    );
-    layout.devices.push({ specId: d.id, kind: d.kind, qdevId: qdev, slot, pciPath: hex2(slot) });
-  }
-
-  function addNet(d: NetTapSpec | NetMacvtapSpec | NetVhostUserSpec): void {
-    const qdev = uniq(qemuId('dev', d.id));
-    const netdev = qemuId('net', d.id);
-    const queues = Math.max(1, d.queues);
-    const slot = slots.take(`network device ${d.id}`);
-    if (d.kind === 'net-tap') {
-      const vhost = d.vhost && !cfg.disableVhostNet && host.vhostNet;
-      args.push(
-        '-netdev',
-        opts('tap', {
-          id: netdev,
-          ifname: d.ifname,
-          script: 'no',
-          downscript: 'no',
-          vhost: vhost ? true : undefined,
-          queues: queues > 1 ? queues : undefined,
-        }),
-      );
-    } else if (d.kind === 'net-macvtap') {
-      const vhost = d.vhost && !cfg.disableVhostNet && host.vhostNet;
-      const tapFds = Array.from({ length: queues }, (_v, i) => passFd(d.devPath, `macvtap ${d.ifname} queue ${i}`));
-      const vhostFds = vhost
-        ? Array.from({ length: queues }, (_v, i) => passFd('/dev/vhost-net', `vhost-net for ${d.ifname} queue ${i}`))
-        : [];
-      args.push(
-        '-netdev',
-        opts('tap', {
-          id: netdev,
-          ...(queues > 1 ? { fds: tapFds.join(':') } : { fd: tapFds[0] }),
-          vhost: vhost ? true : undefined,
-          ...(vhost ? (queues > 1 ? { vhostfds: vhostFds.join(':') } : { vhostfd: vhostFds[0] }) : {}),
-        }),
-      );
-    } else {
-      const chr = qemuId('char', d.id);
-      args.push('-chardev', opts('socket', { id: chr, path: d.socket }));
-      args.push('-netdev', opts('vhost-user', { id: netdev, chardev: chr, vhostforce: true, queues: queues > 1 ? queues : undefined }));
-    }
-    args.push(
-      '-device',
-      opts('virtio-net-pci', {
-        id: qdev,
-        netdev,
-        mac: d.mac,
-        bus: 'pcie.0',
-        addr: `0x${hex2(slot)}`,
-        mq: queues > 1 ? true : undefined,
-        vectors: queues > 1 ? 2 * queues + 2 : undefined,
-        romfile: '',
-      }),
-    );
-    layout.devices.push({ specId: d.id, kind: d.kind, qdevId: qdev, netdevId: netdev, slot, pciPath: hex2(slot) });
-  }
-
-  function addBlock(d: BlockSpec): void {
-    const qdev = uniq(qemuId('dev', d.id));
-    const node = qemuId('drive', d.id);
-    if (d.driver === 'nvdimm') {
-      const mem = qemuId('mem', d.id);
-      args.push(
-        '-object',
-        opts('memory-backend-file', {
-          id: mem,
-          'mem-path': d.path,
-          size: host.sizeBytes(d.path),
-          share: true,
-          readonly: d.readonly ? true : undefined,
-        }),
-      );
-      args.push('-device', opts('nvdimm', { id: qdev, memdev: mem, unarmed: d.readonly ? true : undefined }));
-      layout.devices.push({ specId: d.id, kind: d.kind, qdevId: qdev });
-      return;
-    }
-    args.push('-blockdev', blockNodes(node, d.path, d.format, d.readonly, host.isBlockDevice(d.path)));
-    if (d.driver === 'virtio-scsi') {
-      const scsiId = layout.nextScsiId++;
-      args.push('-device', opts('scsi-hd', { id: qdev, drive: node, bus: `${SCSI_CONTROLLER_ID}.0`, 'scsi-id': scsiId, lun: 0 }));
-      layout.devices.push({ specId: d.id, kind: d.kind, qdevId: qdev, nodeName: node, scsiAddr: `${scsiId}:0` });
-      return;
-    }
-    const slot = slots.take(`block device ${d.id}`);
-    args.push(
-      '-device',
-      opts('virtio-blk-pci', { id: qdev, drive: node, bus: 'pcie.0', addr: `0x${hex2(slot)}`, 'share-rw': d.readonly ? true : undefined }),
-    );
-    layout.devices.push({ specId: d.id, kind: d.kind, qdevId: qdev, nodeName: node, slot, pciPath: hex2(slot) });
-  }
-
-  function addVfio(d: VfioSpec): void {
-    const qdev = uniq(qemuId('dev', d.id));
-    const slot = slots.take(`VFIO device ${d.id}`);
-    args.push('-device', opts('vfio-pci', { id: qdev, host: d.bdf, bus: 'pcie.0', addr: `0x${hex2(slot)}` }));
-    layout.devices.push({ specId: d.id, kind: d.kind, qdevId: qdev, slot, pciPath: hex2(slot) });
-  }
+  for (const d of [...r.devices].sort((a, b) => COLD_ORDER.indexOf(a.kind) - COLD_ORDER.indexOf(b.kind))) place(d);
 
   // Root ports for hotplug, last.
-  for (let i = 0; i < cfg.pcieRootPorts; i++) {
+  for (let i = 0; i < r.hotplugSlots; i++) {
     const slot = slots.take(`pcie-root-port ${i}`);
     const id = `${ROOT_PORT_PREFIX}${i}`;
     args.push('-device', opts('pcie-root-port', { id, bus: 'pcie.0', chassis: 1, slot: i + 1, addr: `0x${hex2(slot)}` }));
     layout.rootPorts.push({ id, slot });
   }
 
-  const kernelParams = [
-    ...baseKernelParams(cfg, rootDevice, nvdimmImage, m.agentDebug ?? false),
-    ...(m.kernelParams ?? []),
-    ...cfg.kernelParams,
-  ];
+  const kernelParams = [...MACHINE_KERNEL_PARAMS, ...r.kernelParams];
+  for (const x of kernelParams) {
+    if (x === '' || /\s/.test(x)) throw new KataError('E_CONFIG', `kernel parameter ${JSON.stringify(x)} is empty or contains whitespace`);
+  }
   args.push('-append', kernelParams.join(' '));
 
   return { args, fds, layout, kernelParams };

@@ -146,7 +146,7 @@ t.test('vhost-user: discovered socket or explicit one; nothing created on the ho
   const ctx = await makeCtx(t, pod);
   const link = await readLink(ctx, 'vhu0');
   const before = await snapshot(pod);
-  const a = await attachEndpoint(ctx, { link, index: 4, model: 'tcfilter', queues: 2, vhost: false }, { vhostUserSearchDir: dir });
+  const a = await attachEndpoint(ctx, { link, index: 4, model: 'tcfilter', queues: 2, vhost: false }, { vhostUserDir: dir });
   t.equal(a.resources.type, 'vhost-user');
   t.same(a.devices, [{ kind: 'net-vhost-user', id: 'net4', socket: sock, mac: link.mac, queues: 2 }]);
   t.equal(a.guest.interfaces?.[0]?.type, 'vhost-user');

@@ -8,7 +8,8 @@ import { silentLogger } from '../../../host/log.js';
 import type { Netlink } from '../../../host/netlink.js';
 import type { PluginContext } from '../../../host/plugin.js';
 import { Sysfs } from '../../../host/sysfs.js';
-import { buildInterfaces, parseNeighbours, parseRoutes, scanNetns } from '../../../plugins/network/scan.js';
+import { guestInterface } from '../../../plugins/network/detect.js';
+import { parseNeighbours, parseRoutes, scanNetns, selectEndpoints } from '../../../plugins/network/scan.js';
 import type { ScannedLink } from '../../../plugins/network/types.js';
 
 // Recorded from iproute2 6.1 (`ip -json route show table all root 0.0.0.0/0` and `... root ::/0`)
@@ -167,9 +168,10 @@ t.test(
       link({ name: 'wg0', kind: 'wireguard', addresses: [A4('10.98.0.1')] }),
       link({ name: 'tun0', kind: 'tun', tunMode: 'tun', addresses: [A4('10.99.0.1')] }),
     ];
-    const r = buildInterfaces(links);
+    const r = selectEndpoints(links);
+    const interfaces = r.endpoints.map((e) => guestInterface(e.link, e.type));
     t.same(
-      r.links.map((l) => l.name),
+      r.endpoints.map((e) => e.link.name),
       ['ens5', 'eth0', 'ipvl0', 'mvt0', 'net2', 'sf0', 'tap9'],
     );
     t.same(r.skipped, [
@@ -181,7 +183,7 @@ t.test(
       { name: 'tun0', reason: 'unsupported-kind', detail: 'tun (TUN mode)' },
       { name: 'wg0', reason: 'unsupported-kind', detail: 'wireguard' },
     ]);
-    const byName = Object.fromEntries(r.interfaces.map((i) => [i.name, i]));
+    const byName = Object.fromEntries(interfaces.map((i) => [i.name, i]));
     t.same(byName.eth0, {
       device: 'eth0',
       name: 'eth0',
@@ -193,7 +195,7 @@ t.test(
       raw_flags: 0,
     });
     t.equal(byName.net2!.raw_flags, 0x80);
-    t.same(Object.fromEntries(r.interfaces.map((i) => [i.name, i.type])), {
+    t.same(Object.fromEntries(interfaces.map((i) => [i.name, i.type])), {
       ens5: 'physical',
       eth0: 'virtual',
       ipvl0: 'ipvlan',
@@ -209,16 +211,16 @@ t.test('a link with a vhost-user socket at <dir>/vhostuser_<IP>/vhu.sock is "vho
   const dir = mkdtempSync(join(tmpdir(), 'krt-vhu-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const l = link({ name: 'eth0', addresses: [A4('10.1.0.5'), A4('10.1.0.6')] });
-  t.equal(buildInterfaces([l], { vhostUserDir: dir }).interfaces[0]!.type, 'virtual');
+  t.equal(selectEndpoints([l], { vhostUserDir: dir }).endpoints[0]!.type, 'virtual');
   // A plain file is not a socket: the convention needs a listening socket.
   mkdirSync(join(dir, 'vhostuser_10.1.0.5'));
   writeFileSync(join(dir, 'vhostuser_10.1.0.5', 'vhu.sock'), '');
-  t.equal(buildInterfaces([l], { vhostUserDir: dir }).interfaces[0]!.type, 'virtual');
+  t.equal(selectEndpoints([l], { vhostUserDir: dir }).endpoints[0]!.type, 'virtual');
   mkdirSync(join(dir, 'vhostuser_10.1.0.6'));
   const server = createServer();
   await new Promise<void>((res) => server.listen(join(dir, 'vhostuser_10.1.0.6', 'vhu.sock'), res));
   t.teardown(() => new Promise<void>((res) => server.close(() => res())));
-  t.equal(buildInterfaces([l], { vhostUserDir: dir }).interfaces[0]!.type, 'vhost-user');
+  t.equal(selectEndpoints([l], { vhostUserDir: dir }).endpoints[0]!.type, 'vhost-user');
 });
 
 t.test('scanNetns reads through ctx.netlink without leading options for routes and neighbours (coprocess-friendly)', async (t) => {
@@ -275,7 +277,7 @@ t.test('scanNetns reads through ctx.netlink without leading options for routes a
     ['-details addr show'],
   );
   t.same(
-    r.interfaces.map((i) => i.name),
+    r.endpoints.map((e) => e.link.name),
     ['eth0'],
   );
   t.same(

@@ -1,13 +1,14 @@
 import t from 'tap';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { IPFamily, NUD, type Route } from '../../../host/agent-types.js';
+import { IPFamily, NUD, type Interface, type Route } from '../../../host/agent-types.js';
 import { run, spawnCount } from '../../../host/exec.js';
 import { silentLogger } from '../../../host/log.js';
 import { CoprocessNetlink, SpawnNetlink, type Netlink } from '../../../host/netlink.js';
 import type { NetnsRef } from '../../../host/netns.js';
 import type { PluginContext } from '../../../host/plugin.js';
 import { Sysfs } from '../../../host/sysfs.js';
+import { guestInterface } from '../../../plugins/network/detect.js';
 import { scanNetns } from '../../../plugins/network/scan.js';
 import type { ScanResult } from '../../../plugins/network/types.js';
 import { tempNetns, vethPair } from '../../helpers/netns.js';
@@ -123,7 +124,9 @@ function route(r: Partial<Route> & { device: string }): Route {
 }
 
 /** Links reduced to what the scan decides (index and txqlen are the kernel's business). */
-function expected(): Omit<ScanResult, 'links'> & { links: string[] } {
+type Reduced = Omit<ScanResult, 'endpoints'> & { links: string[]; interfaces: Interface[] };
+
+function expected(): Reduced {
   return {
     links: ['eth0', 'net1', 'net2', 'tap9'],
     interfaces: [
@@ -190,8 +193,10 @@ function ctxFor(ns: NetnsRef, netlink: Netlink, log = silentLogger()): PluginCon
   return { sandboxId: 'scan-test', netns: ns, log, netlink, sysfs: new Sysfs(), runDir: '/nonexistent' };
 }
 
-function reduce(r: ScanResult): Omit<ScanResult, 'links'> & { links: string[] } {
-  return { ...r, links: r.links.map((l) => l.name) };
+/** The scan as the guest gets it: the kept links and their Interface descriptors (detect.ts guestInterface). */
+function reduce(r: ScanResult): Reduced {
+  const { endpoints, ...rest } = r;
+  return { ...rest, links: endpoints.map((e) => e.link.name), interfaces: endpoints.map((e) => guestInterface(e.link, e.type)) };
 }
 
 for (const [label, make] of [
@@ -212,14 +217,8 @@ for (const [label, make] of [
     const r = await scanNetns(ctxFor(pod, nl, pino({ level: 'warn' }, sink)));
     t.same(reduce(r), expected());
     // The scanned links carry what attach needs.
-    t.match(
-      r.links.find((l) => l.name === 'tap9'),
-      { kind: 'tun', tunMode: 'tap' },
-    );
-    t.match(
-      r.links.find((l) => l.name === 'net2'),
-      { kind: 'macvlan', up: true },
-    );
+    t.match(r.endpoints.find((e) => e.link.name === 'tap9')?.link, { kind: 'tun', tunMode: 'tap' });
+    t.match(r.endpoints.find((e) => e.link.name === 'net2')?.link, { kind: 'macvlan', up: true });
     t.same(
       lines.map((l) => [l.level, l.link, l.kind]),
       [
@@ -240,7 +239,7 @@ t.test('an empty namespace (only lo) scans to nothing', async (t) => {
   const ns = await tempNetns(t, 'scane');
   await run('ip', ['-n', ns.name!, 'link', 'set', 'lo', 'up']);
   const nl = new SpawnNetlink();
-  t.same(await scanNetns(ctxFor(ns, nl)), { links: [], interfaces: [], routes: [], neighbors: [] });
+  t.same(await scanNetns(ctxFor(ns, nl)), { endpoints: [], routes: [], neighbors: [] });
 });
 
 t.test('a missing namespace is a typed error naming it', async (t) => {

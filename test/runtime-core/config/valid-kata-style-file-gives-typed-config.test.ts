@@ -32,12 +32,17 @@ virtio_fs_extra_args = ["--thread-pool-size=1"]
 disable_image_nvdimm = false
 block_device_driver = "virtio-scsi"
 disable_block_device_use = false
+block_device_cache_set = true
+block_device_cache_direct = true
+block_device_cache_noflush = false
+block_device_aio = "io_uring"
 pcie_root_port = 6
 hotplug_vfio_on_root_bus = true
 disable_vhost_net = true
 network_queues = 2
 enable_debug = true
 accel = "tcg"
+seccompsandbox = "on,spawn=deny"
 
 [agent.kata]
 dial_timeout = 30
@@ -78,12 +83,14 @@ state_dir = "/run/krt-state"
       disableImageNvdimm: false,
       blockDeviceDriver: 'virtio-scsi',
       disableBlockDeviceUse: false,
+      blockCache: { set: true, direct: true, noFlush: false, aio: 'io_uring' },
       pcieRootPorts: 6,
       hotplugVfioOnRootBus: true,
       disableVhostNet: true,
       networkQueues: 2,
       enableDebug: true,
       accel: 'tcg',
+      seccompSandbox: 'on,spawn=deny',
     },
     "relative kernel/image paths are anchored at the file's directory",
   );

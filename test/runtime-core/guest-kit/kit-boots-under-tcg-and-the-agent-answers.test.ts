@@ -11,7 +11,8 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AgentClient } from '../../../runtime-core/agent/client.js';
-import { ensureGuestKit, minimalQemuArgs, type GuestKit } from '../../../runtime-core/guest-kit/index.js';
+import { ensureGuestKit, type GuestKit } from '../../../runtime-core/guest-kit/index.js';
+import { minimalQemuArgs } from '../../helpers/guest-kit-qemu-args.js';
 import { silentLogger } from '../../../host/log.js';
 
 function exited(q: ChildProcess): Promise<number | null> {

@@ -13,7 +13,7 @@
  */
 import t from 'tap';
 import { existsSync } from 'node:fs';
-import { STEPS } from '../../../runtime-core/sandbox/sandbox.js';
+import { STEPS } from '../../../runtime-core/sandbox/assemble.js';
 import { cli, parseJson, podNetwork, residue, tempRuntime, type PodNetwork, type Runtime, explain } from '../../helpers/sandbox.js';
 import type { Test } from 'tap';
 

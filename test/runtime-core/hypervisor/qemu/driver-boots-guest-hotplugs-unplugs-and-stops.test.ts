@@ -12,9 +12,9 @@ import { run } from '../../../../host/exec.js';
 import { silentLogger } from '../../../../host/log.js';
 import { isSameProcessAlive } from '../../../../host/proc.js';
 import { AgentClient } from '../../../../runtime-core/agent/client.js';
-import { defaultConfig } from '../../../../runtime-core/config/defaults.js';
 import { QemuHypervisor } from '../../../../runtime-core/hypervisor/qemu/driver.js';
-import type { VmExit } from '../../../../runtime-core/hypervisor/types.js';
+import type { VmExit } from '../../../../runtime-core/hypervisor/hypervisor.js';
+import { kitVmSpec } from '../../../helpers/qemu-test-vm.js';
 import { tempNetns } from '../../../helpers/netns.js';
 import { capturingLogger, guestKitOrSkip, tempDir } from '../../../helpers/runtime-core.js';
 
@@ -91,7 +91,6 @@ t.test('a guest with a tap and a macvtap, hotplug and unplug of a NIC and a disk
   const disk = join(dir, 'hot.raw');
   writeFileSync(disk, Buffer.alloc(8 * 1024 * 1024));
 
-  const cfg = { ...defaultConfig().hypervisor, memoryMiB: 512, pcieRootPorts: 2 };
   let stepFault: string | undefined;
   const vm = new QemuHypervisor({
     faults: (step) => {
@@ -115,20 +114,17 @@ t.test('a guest with a tap and a macvtap, hotplug and unplug of a NIC and a disk
     }
   });
   await vm.start(
-    {
+    kitVmSpec(kit!, {
       sandboxId: 'krt-drv',
-      config: cfg,
-      kernel: kit!.kernel,
-      initrd: kit!.initrd,
-      image: kit!.rootfs,
       runDir,
       netns: ns,
+      config: { memoryMiB: 512, pcieRootPorts: 2 },
       devices: [
-        { kind: 'net-tap', id: 'eth0', ifname: 'tap0_kata', mac: MAC_TAP, mtu: 1500, queues: 1, vhost: true },
-        { kind: 'net-macvtap', id: 'eth1', devPath: node, ifname: 'krt-mvt', mac: MAC_MACVTAP, mtu: 1500, queues: 1, vhost: true },
+        { kind: 'net-tap', id: 'eth0', ifname: 'tap0_kata', mac: MAC_TAP, mtu: 1500, queues: 1, vhost: false },
+        { kind: 'net-macvtap', id: 'eth1', devPath: node, ifname: 'krt-mvt', mac: MAC_MACVTAP, mtu: 1500, queues: 1, vhost: false },
       ],
-    },
-    { log, accelCacheDir: dir },
+    }),
+    { log, cacheDir: dir },
   );
   t.ok(vm.running);
   t.equal(vm.accel?.accel, 'tcg', 'TCG on this host');
@@ -139,7 +135,7 @@ t.test('a guest with a tap and a macvtap, hotplug and unplug of a NIC and a disk
   t.equal(readlinkSync(`/proc/${vm.pid}/ns/net`), `net:[${statSync(ns.path).ino}]`, 'QEMU runs in the sandbox netns');
   t.match(vm.commandLine!.args.join(' '), /-netdev tap,id=net-eth1,fd=3 /, 'macvtap given as fd 3');
 
-  const agent = new AgentClient({ socketPath: vm.agentSocket!, log: silentLogger() });
+  const agent = new AgentClient({ socketPath: vm.agentEndpoint().path, log: silentLogger() });
   t.teardown(() => agent.close());
   const gone = new AbortController();
   vm.on('exit', () => gone.abort(new Error('QEMU exited')));
@@ -150,7 +146,7 @@ t.test('a guest with a tap and a macvtap, hotplug and unplug of a NIC and a disk
   t.ok(await guestNic(agent, MAC_MACVTAP), 'the guest sees the macvtap NIC (fd passed through setpriv and nsenter)');
 
   // NIC hotplug on the first free root port.
-  const nic = await vm.hotplug({ kind: 'net-tap', id: 'eth2', ifname: 'tap1_kata', mac: MAC_HOT, mtu: 1500, queues: 1, vhost: true });
+  const nic = await vm.hotplug({ kind: 'net-tap', id: 'eth2', ifname: 'tap1_kata', mac: MAC_HOT, mtu: 1500, queues: 1, vhost: false });
   const rp0 = vm.rootPorts()[0]!;
   t.equal(nic.guestPciPath, `${rp0.slot.toString(16).padStart(2, '0')}/00`, 'PCI path: root port slot / 00');
   t.equal(rp0.usedBy, 'eth2');
@@ -159,7 +155,14 @@ t.test('a guest with a tap and a macvtap, hotplug and unplug of a NIC and a disk
   t.notOk(pathMatches(hotNic.device, '1e/00'), 'the path check can fail');
 
   // Disk hotplug on the next root port.
-  const blk = await vm.hotplug({ kind: 'block', id: 'vol1', path: disk, readonly: false, driver: 'virtio-blk', format: 'raw' });
+  const blk = await vm.hotplug({
+    kind: 'block',
+    id: 'vol1',
+    source: { kind: 'file', path: disk },
+    readonly: false,
+    driver: 'virtio-blk',
+    format: 'raw',
+  });
   t.equal(blk.guestPciPath, `${vm.rootPorts()[1]!.slot.toString(16).padStart(2, '0')}/00`);
   const vdb = await until('the hot-plugged disk in the guest', async () => {
     const out = await guestSh(agent, 'for b in /sys/block/vd*; do echo "$(basename $b) $(readlink -f $b/device/..)"; done');
@@ -173,10 +176,13 @@ t.test('a guest with a tap and a macvtap, hotplug and unplug of a NIC and a disk
   t.equal(vdb, 'vdb', 'the guest sees the disk at the reported PCI path');
 
   // No root port left: the next hotplug is refused before touching QEMU.
-  await t.rejects(vm.hotplug({ kind: 'block', id: 'vol2', path: disk, readonly: true, driver: 'virtio-blk', format: 'raw' }), {
-    code: 'E_UNSUPPORTED',
-    message: /no free PCIe root port/,
-  });
+  await t.rejects(
+    vm.hotplug({ kind: 'block', id: 'vol2', source: { kind: 'file', path: disk }, readonly: true, driver: 'virtio-blk', format: 'raw' }),
+    {
+      code: 'E_UNSUPPORTED',
+      message: /no free PCIe root port/,
+    },
+  );
   const nodes = await vm.monitor!.execute<{ 'node-name': string }[]>('query-named-block-nodes');
   t.notOk(
     nodes.some((n) => n['node-name'] === 'drive-vol2'),
@@ -205,7 +211,7 @@ t.test('a guest with a tap and a macvtap, hotplug and unplug of a NIC and a disk
   const netInfo = async (): Promise<string> => vm.monitor!.execute<string>('human-monitor-command', { 'command-line': 'info network' });
   for (const step of ['hotplug:netdev-added', 'hotplug:device-added', 'hotplug:path-resolved']) {
     stepFault = step;
-    await t.rejects(vm.hotplug({ kind: 'net-tap', id: 'eth2', ifname: 'tap1_kata', mac: MAC_HOT, mtu: 1500, queues: 1, vhost: true }), {
+    await t.rejects(vm.hotplug({ kind: 'net-tap', id: 'eth2', ifname: 'tap1_kata', mac: MAC_HOT, mtu: 1500, queues: 1, vhost: false }), {
       message: `injected failure at ${step}`,
     });
     stepFault = undefined;
@@ -222,16 +228,19 @@ t.test('a guest with a tap and a macvtap, hotplug and unplug of a NIC and a disk
   }
   for (const step of ['hotplug:blockdev-added', 'hotplug:device-added']) {
     stepFault = step;
-    await t.rejects(vm.hotplug({ kind: 'block', id: 'vol1', path: disk, readonly: false, driver: 'virtio-blk', format: 'raw' }), {
-      message: `injected failure at ${step}`,
-    });
+    await t.rejects(
+      vm.hotplug({ kind: 'block', id: 'vol1', source: { kind: 'file', path: disk }, readonly: false, driver: 'virtio-blk', format: 'raw' }),
+      {
+        message: `injected failure at ${step}`,
+      },
+    );
     stepFault = undefined;
     t.notOk(
       (await vm.monitor!.execute<{ 'node-name': string }[]>('query-named-block-nodes')).some((n) => n['node-name'] === 'drive-vol1'),
       `after a failure at ${step}: no block node left`,
     );
   }
-  const again = await vm.hotplug({ kind: 'net-tap', id: 'eth2', ifname: 'tap1_kata', mac: MAC_HOT, mtu: 1500, queues: 1, vhost: true });
+  const again = await vm.hotplug({ kind: 'net-tap', id: 'eth2', ifname: 'tap1_kata', mac: MAC_HOT, mtu: 1500, queues: 1, vhost: false });
   t.equal(again.guestPciPath, nic.guestPciPath, 'after the rollbacks the same hotplug works on the same port');
   await until('the NIC back in the guest', () => guestNic(agent, MAC_HOT));
 
@@ -241,11 +250,14 @@ t.test('a guest with a tap and a macvtap, hotplug and unplug of a NIC and a disk
   t.notOk(vm.running);
   t.notOk(isSameProcessAlive(rec.daemon.pid, rec.daemon.startTime), 'QEMU is gone');
   t.same(exits, [{ code: 0, signal: null, expected: true }], 'one exit, expected, status 0 (quit)');
-  t.throws(() => statSync(rec.controlSocket), 'QMP socket removed');
-  t.throws(() => statSync(rec.agentSocket), 'agent socket removed');
+  t.throws(() => statSync(rec.files[0]!), 'QMP socket removed');
+  t.throws(() => statSync(rec.agent.path), 'agent socket removed');
   await vm.stop();
   t.pass('stop again is harmless');
-  await t.rejects(vm.hotplug({ kind: 'block', id: 'vol9', path: disk, readonly: true, driver: 'virtio-blk', format: 'raw' }), {
-    code: 'E_DAEMON_CRASHED',
-  });
+  await t.rejects(
+    vm.hotplug({ kind: 'block', id: 'vol9', source: { kind: 'file', path: disk }, readonly: true, driver: 'virtio-blk', format: 'raw' }),
+    {
+      code: 'E_DAEMON_CRASHED',
+    },
+  );
 });

@@ -9,10 +9,11 @@ import { join } from 'node:path';
 import { run } from '../../../../host/exec.js';
 import { silentLogger } from '../../../../host/log.js';
 import { isSameProcessAlive } from '../../../../host/proc.js';
-import { defaultConfig } from '../../../../runtime-core/config/defaults.js';
 import type { QemuConfig } from '../../../../runtime-core/config/types.js';
+import type { DeviceSpec } from '../../../../host/device-specs.js';
 import { QemuHypervisor } from '../../../../runtime-core/hypervisor/qemu/driver.js';
-import type { VmExit, VmSpec } from '../../../../runtime-core/hypervisor/types.js';
+import type { VmExit, VmSpec } from '../../../../runtime-core/hypervisor/hypervisor.js';
+import { kitVmSpec } from '../../../helpers/qemu-test-vm.js';
 import { tempNetns } from '../../../helpers/netns.js';
 import { capturingLogger, guestKitOrSkip, tempDir } from '../../../helpers/runtime-core.js';
 
@@ -22,20 +23,21 @@ interface Teardownable {
   teardown(fn: () => unknown): void;
 }
 
-function spec(t: Teardownable, over: Partial<VmSpec> = {}, cfg: Partial<QemuConfig> = {}): VmSpec {
+function spec(
+  t: Teardownable,
+  over: { netns?: VmSpec['netns']; devices?: DeviceSpec[]; runDir?: string } = {},
+  cfg: Partial<QemuConfig> = {},
+): VmSpec {
   const dir = tempDir(t, 'drv');
-  const runDir = join(dir, 'run');
-  mkdirSync(runDir);
-  return {
+  const runDir = over.runDir ?? join(dir, 'run');
+  mkdirSync(runDir, { recursive: true });
+  return kitVmSpec(kit!, {
     sandboxId: 'krt-edge',
-    config: { ...defaultConfig().hypervisor, accel: 'tcg', memoryMiB: 256, pcieRootPorts: 1, ...cfg },
-    kernel: kit!.kernel,
-    initrd: kit!.initrd,
-    image: kit!.rootfs,
     runDir,
-    devices: [],
-    ...over,
-  };
+    ...(over.netns ? { netns: over.netns } : {}),
+    devices: over.devices ?? [],
+    config: { memoryMiB: 256, pcieRootPorts: 1, ...cfg },
+  });
 }
 
 function guard(t: Teardownable, vm: QemuHypervisor): void {
@@ -55,7 +57,16 @@ t.test('a QEMU that cannot start (missing disk) is E_DAEMON_START with its stder
   const ns = await tempNetns(t, 'qemu');
   const s = spec(t, {
     netns: ns,
-    devices: [{ kind: 'block', id: 'vol', path: '/nonexistent/krt-disk.img', readonly: true, driver: 'virtio-blk', format: 'raw' }],
+    devices: [
+      {
+        kind: 'block',
+        id: 'vol',
+        source: { kind: 'file', path: '/nonexistent/krt-disk.img' },
+        readonly: true,
+        driver: 'virtio-blk',
+        format: 'raw',
+      },
+    ],
   });
   const vm = new QemuHypervisor();
   guard(t, vm);
@@ -122,9 +133,19 @@ t.test("QEMU killed behind the driver's back is an unexpected exit; later calls 
     lines.some((l) => l.level === 50 && l.msg === 'QEMU exited unexpectedly'),
     'logged as an error',
   );
-  await t.rejects(vm.hotplug({ kind: 'block', id: 'v', path: '/dev/null', readonly: true, driver: 'virtio-blk', format: 'raw' }), {
-    code: 'E_DAEMON_CRASHED',
-  });
+  await t.rejects(
+    vm.hotplug({
+      kind: 'block',
+      id: 'v',
+      source: { kind: 'file', path: '/dev/null' },
+      readonly: true,
+      driver: 'virtio-blk',
+      format: 'raw',
+    }),
+    {
+      code: 'E_DAEMON_CRASHED',
+    },
+  );
   await vm.stop();
   t.equal(exits.length, 1, 'stop after a crash adds no exit');
 });
@@ -149,11 +170,11 @@ t.test('a VM known only from its record is stopped and its files removed', { ski
   await vm.start(spec(t), { log: silentLogger() });
   const rec = JSON.parse(JSON.stringify(vm.record())) as ReturnType<QemuHypervisor['record']>; // as persisted
   t.ok(isSameProcessAlive(rec.daemon.pid, rec.daemon.startTime));
-  t.ok(existsSync(rec.controlSocket));
+  t.ok(existsSync(rec.files[0]!));
   await QemuHypervisor.recover(rec, silentLogger(), 1000);
   t.notOk(isSameProcessAlive(rec.daemon.pid, rec.daemon.startTime), 'QEMU gone');
-  t.notOk(existsSync(rec.controlSocket), 'QMP socket removed');
-  t.notOk(existsSync(rec.agentSocket), 'agent socket removed');
+  t.notOk(existsSync(rec.files[0]!), 'QMP socket removed');
+  t.notOk(existsSync(rec.agent.path), 'agent socket removed');
   await QemuHypervisor.recover(rec, silentLogger(), 1000);
   t.pass('recovering twice is harmless (the pid is not signalled again)');
 });
@@ -176,10 +197,20 @@ t.test('hotplug of what QEMU cannot take over QMP is refused without touching th
     }),
     { code: 'E_UNSUPPORTED', message: /SCM_RIGHTS/ },
   );
-  await t.rejects(vm.hotplug({ kind: 'block', id: 's', path: '/dev/null', readonly: true, driver: 'virtio-scsi', format: 'raw' }), {
-    code: 'E_UNSUPPORTED',
-    message: /no virtio-scsi controller/,
-  });
+  await t.rejects(
+    vm.hotplug({
+      kind: 'block',
+      id: 's',
+      source: { kind: 'file', path: '/dev/null' },
+      readonly: true,
+      driver: 'virtio-scsi',
+      format: 'raw',
+    }),
+    {
+      code: 'E_UNSUPPORTED',
+      message: /no virtio-scsi controller/,
+    },
+  );
   await t.rejects(vm.hotplug({ kind: 'fs-vhost-user', id: 'f', socket: '/x.sock', tag: 't', queueSize: 1024 }), { code: 'E_UNSUPPORTED' });
   await t.rejects(vm.unplug('image'), { code: 'E_UNSUPPORTED', message: /guest image/ });
   t.same(vm.rootPorts(), [{ id: 'rp0', slot: 4, usedBy: undefined }]);
@@ -193,19 +224,47 @@ t.test('virtio-scsi: the controller is there and a disk hot-plugs onto it with a
   await run('truncate', ['-s', '4M', disk]);
   await vm.start(s, { log: silentLogger() });
   t.teardown(() => vm.stop({ graceMs: 1000 }));
-  const r1 = await vm.hotplug({ kind: 'block', id: 's1', path: disk, readonly: true, driver: 'virtio-scsi', format: 'raw' });
+  const r1 = await vm.hotplug({
+    kind: 'block',
+    id: 's1',
+    source: { kind: 'file', path: disk },
+    readonly: true,
+    driver: 'virtio-scsi',
+    format: 'raw',
+  });
   t.same(r1, { id: 's1', deviceId: 'dev-s1', scsiAddr: '0:0' });
-  const r2 = await vm.hotplug({ kind: 'block', id: 's2', path: disk, readonly: true, driver: 'virtio-scsi', format: 'raw' });
+  const r2 = await vm.hotplug({
+    kind: 'block',
+    id: 's2',
+    source: { kind: 'file', path: disk },
+    readonly: true,
+    driver: 'virtio-scsi',
+    format: 'raw',
+  });
   t.equal(r2.scsiAddr, '1:0', 'next target id');
   // SCSI unplug does not need the guest's cooperation: DEVICE_DELETED comes at once.
   await vm.unplug('s1');
-  const r3 = await vm.hotplug({ kind: 'block', id: 's3', path: disk, readonly: true, driver: 'virtio-scsi', format: 'raw' });
+  const r3 = await vm.hotplug({
+    kind: 'block',
+    id: 's3',
+    source: { kind: 'file', path: disk },
+    readonly: true,
+    driver: 'virtio-scsi',
+    format: 'raw',
+  });
   t.equal(r3.scsiAddr, '0:0', 'a freed target id is reused');
 
   // A host block device (a loop device) goes in through host_device.
   const loop = (await run('losetup', ['-f', '--show', disk])).stdout.trim();
   t.teardown(() => run('losetup', ['-d', loop], { reject: false }));
-  await vm.hotplug({ kind: 'block', id: 'lp', path: loop, readonly: true, driver: 'virtio-scsi', format: 'raw' });
+  await vm.hotplug({
+    kind: 'block',
+    id: 'lp',
+    source: { kind: 'host-device', path: loop },
+    readonly: true,
+    driver: 'virtio-scsi',
+    format: 'raw',
+  });
   const nodes = await vm.monitor!.execute<{ 'node-name': string; drv: string; file: string }[]>('query-named-block-nodes');
   t.match(
     nodes.find((n) => n['node-name'] === 'drive-lp-file' || (n.file === loop && n.drv === 'host_device')),

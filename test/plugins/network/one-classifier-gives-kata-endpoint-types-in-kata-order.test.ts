@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { detectEndpointType } from '../../../plugins/network/endpoint.js';
+import { endpointTypeOf as detectEndpointType } from '../../../plugins/network/detect.js';
 import type { ScannedLink } from '../../../plugins/network/types.js';
 
 function link(over: Partial<ScannedLink>): ScannedLink {
@@ -24,7 +24,7 @@ function link(over: Partial<ScannedLink>): ScannedLink {
 t.test('kinds map to Kata endpoint types', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'krt-vhu-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const o = { vhostUserSearchDir: dir };
+  const o = { vhostUserDir: dir };
   t.equal(detectEndpointType(link({ kind: 'veth' }), o), 'virtual');
   t.equal(detectEndpointType(link({ kind: 'macvlan' }), o), 'macvlan');
   t.equal(detectEndpointType(link({ kind: 'ipvlan' }), o), 'ipvlan');
@@ -63,11 +63,11 @@ t.test('vhost-user: a socket at <dir>/vhostuser_<IP>/vhu.sock for one of the add
       { family: 1, address: 'fd00::2', mask: '64' },
     ],
   });
-  t.equal(detectEndpointType(l, { vhostUserSearchDir: dir }), 'tuntap', 'no socket yet');
+  t.equal(detectEndpointType(l, { vhostUserDir: dir }), 'tuntap', 'no socket yet');
   await mkdir(join(dir, 'vhostuser_fd00::2'));
   const srv = createServer();
   await new Promise<void>((r) => srv.listen(join(dir, 'vhostuser_fd00::2', 'vhu.sock'), r));
   t.teardown(() => new Promise<void>((r) => srv.close(() => r())));
-  t.equal(detectEndpointType(l, { vhostUserSearchDir: dir }), 'vhost-user', 'the second address has a socket');
-  t.equal(detectEndpointType({ ...l, pciAddress: '0000:00:01.0' }, { vhostUserSearchDir: dir }), 'physical', 'physical is checked first');
+  t.equal(detectEndpointType(l, { vhostUserDir: dir }), 'vhost-user', 'the second address has a socket');
+  t.equal(detectEndpointType({ ...l, pciAddress: '0000:00:01.0' }, { vhostUserDir: dir }), 'physical', 'physical is checked first');
 });

@@ -1,14 +1,12 @@
-import type { PluginContext, Attached } from '../host/plugin.js';
-import { readLinks } from '../plugins/network/link-info.js';
-import { REDIRECT_FILTER_PREF } from '../plugins/network/names.js';
-import type { EndpointResources } from '../plugins/network/resources.js';
-import type { TapModel } from './config.js';
-import { endpointIndex } from './tap-name.js';
+import type { PluginContext, Attached } from '../../host/plugin.js';
+import { readLinks } from './link-info.js';
+import { REDIRECT_FILTER_PREF } from './names.js';
+import type { EndpointResources } from './resources.js';
 
 /**
- * When DEL, CHECK or GC has no complete attachment record (state dir wiped, or a crash between the
- * attach and the record), rebuild the Attached object from what the kernel shows, claiming only
- * what is provably ours:
+ * When there is no complete record of an endpoint attach (kata-cni's DEL, CHECK or GC with its state
+ * dir wiped; a crash between an attach and its journal record, in kata-cni or the sandbox), rebuild
+ * the Attached object from what the kernel shows, claiming only what is provably ours:
  *  - the tap, if a link of the expected name exists and is a tap (tcfilter) or a macvtap (macvtap);
  *  - on CNI_IFNAME, our redirect filter (found by its priority); its ingress qdisc only when every
  *    filter under it is ours and either one of ours is there or our tap is (so removing the qdisc
@@ -23,7 +21,7 @@ interface FilterJson {
 
 export async function reconstructAttached(
   ctx: PluginContext,
-  p: { ifname: string; tapName: string; model: TapModel },
+  p: { ifname: string; tapName: string; model: 'tcfilter' | 'macvtap'; index: number },
 ): Promise<Attached<EndpointResources>> {
   const links = await readLinks(ctx);
   const link = links.find((l) => l.name === p.ifname);
@@ -35,7 +33,7 @@ export async function reconstructAttached(
     ...(ctx.netns ? { netns: ctx.netns.path } : {}),
     link: p.ifname,
     linkIndex: link?.index ?? 0,
-    index: endpointIndex(p.ifname),
+    index: p.index,
     guestMac: p.model === 'macvtap' ? (tap?.mac ?? '') : (link?.mac ?? ''),
     mtu: link?.mtu ?? 0,
     ingress: [],

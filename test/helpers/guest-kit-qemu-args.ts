@@ -1,10 +1,10 @@
 /**
- * The smallest QEMU command line that boots the guest kit with its agent reachable: what tests use
- * directly, and the pieces (kernel/initrd/append, rootfs drive, agent port, entropy) that the
- * runtime's QEMU driver folds into its own command line.
+ * The smallest QEMU command line that boots the guest kit with its agent reachable, for tests that
+ * boot the kit without the runtime's QEMU driver.
  */
-import type { GuestKit } from './index.js';
-import { guestKernelCmdline, type GuestCmdlineOptions } from './cmdline.js';
+import type { GuestKit } from '../../runtime-core/guest-kit/index.js';
+import { guestKernelParams, type GuestParamsOptions } from '../../runtime-core/guest-kit/cmdline.js';
+import { MACHINE_KERNEL_PARAMS } from '../../runtime-core/hypervisor/qemu/cmdline.js';
 import { AGENT_PORT_NAME } from '../../guest/agent/protocol.js';
 
 /**
@@ -15,8 +15,9 @@ import { AGENT_PORT_NAME } from '../../guest/agent/protocol.js';
 const TCG_CPU = 'max';
 
 /** -kernel/-initrd/-append for the kit. */
-function kitBootArgs(kit: Pick<GuestKit, 'kernel' | 'initrd'>, cmdline: GuestCmdlineOptions = {}): string[] {
-  return ['-kernel', kit.kernel, '-initrd', kit.initrd, '-append', guestKernelCmdline(cmdline)];
+function kitBootArgs(kit: Pick<GuestKit, 'kernel' | 'initrd'>, cmdline: Partial<GuestParamsOptions> = {}): string[] {
+  const params = [...MACHINE_KERNEL_PARAMS, ...guestKernelParams({ rootDevice: '/dev/vda', ...cmdline })];
+  return ['-kernel', kit.kernel, '-initrd', kit.initrd, '-append', params.join(' ')];
 }
 
 /** The rootfs image as a read-only virtio-blk disk (it becomes /dev/vda when it is the first disk). */
@@ -42,13 +43,13 @@ function entropyArgs(): string[] {
   return ['-object', 'rng-random,id=rng0,filename=/dev/urandom', '-device', 'virtio-rng-pci,rng=rng0'];
 }
 
-export interface MinimalQemuOptions {
+interface MinimalQemuOptions {
   agentSocket: string;
   /** Guest serial console to this file (default: none). */
   serialLog?: string;
   memoryMiB?: number;
   cpus?: number;
-  cmdline?: GuestCmdlineOptions;
+  cmdline?: Partial<GuestParamsOptions>;
 }
 
 /** Whole argv (without the binary) for a TCG q35 guest with only the rootfs and the agent port. */

@@ -1,0 +1,197 @@
+/**
+ * The steps of `sandbox up`, in order: the namespace (taken, or created as a journalled resource),
+ * the scan, an endpoint per link, the virtio-fs share and the guest kit side by side, the VM with
+ * every device cold-plugged, the agent, then interfaces, routes, neighbours and storages. Each
+ * resource's intent is journalled before it is made and its result after, so a crash at any point
+ * can be cleaned from the state; a failure is thrown after every parallel part has settled, and the
+ * caller undoes the journal.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Interface, Storage } from '../../host/agent-types.js';
+import type { DeviceSpec } from '../../host/device-specs.js';
+import { KataError } from '../../host/errors.js';
+import { netnsIdentity } from '../../host/netns.js';
+import { checkpoint } from '../../host/plugin.js';
+import { scanNetns } from '../../plugins/network/scan.js';
+import type { ScanResult } from '../../plugins/network/types.js';
+import { AgentClient } from '../agent/client.js';
+import type { SandboxConfig } from '../config/types.js';
+import type { VmResources } from '../hypervisor/hypervisor.js';
+import type { GuestImage } from './guest-image.js';
+import type { SandboxCore } from './core.js';
+
+/** The named steps of `up`, in order; fault-injection tests fail each in turn. */
+export const STEPS = [
+  'netns',
+  'scan',
+  'endpoint',
+  'virtiofs',
+  'guest-kit',
+  'vm',
+  'agent',
+  'interfaces',
+  'routes',
+  'neighbours',
+  'storages',
+] as const;
+type Step = (typeof STEPS)[number];
+
+/** How endpoints are attached: from the configuration (the vhost answer decided here, once). */
+export interface NetworkOptions {
+  model: SandboxConfig['runtime']['internetworkingModel'];
+  queues: number;
+  vhost: boolean;
+}
+
+export function networkOptions(cfg: SandboxConfig): NetworkOptions {
+  return {
+    model: cfg.runtime.internetworkingModel,
+    queues: cfg.hypervisor.networkQueues,
+    vhost: !cfg.hypervisor.disableVhostNet && existsSync('/dev/vhost-net'),
+  };
+}
+
+export interface AssembleOptions {
+  config: SandboxConfig;
+  /** Create the namespace (kr-<id>) rather than take the one in the context. */
+  createNetns: boolean;
+  guest: () => Promise<GuestImage>;
+  sharedRoot: string;
+  progress: (msg: string) => void;
+}
+
+const ms = (t0: bigint): number => Number((process.hrtime.bigint() - t0) / 1000n) / 1000;
+
+async function step<T>(sb: SandboxCore, name: Step, fn: () => Promise<T>): Promise<T> {
+  await checkpoint(sb.ctx, `sandbox.${name}`);
+  const t0 = process.hrtime.bigint();
+  const r = await fn();
+  sb.timings[name] = (sb.timings[name] ?? 0) + ms(t0);
+  return r;
+}
+
+async function attachNetwork(sb: SandboxCore, cfg: SandboxConfig): Promise<{ scan: ScanResult; interfaces: Interface[] }> {
+  const scan = await step(sb, 'scan', () => scanNetns(sb.ctx));
+  const interfaces: Interface[] = [];
+  if (cfg.runtime.internetworkingModel !== 'none' || !cfg.runtime.disableNewNetns) {
+    const net = networkOptions(cfg);
+    for (const [i, e] of scan.endpoints.entries()) {
+      const id = `net:${e.link.name}`;
+      const config = {
+        from: 'link' as const,
+        link: e.link,
+        type: e.type,
+        index: i,
+        model: net.model,
+        queues: net.queues,
+        vhost: net.vhost,
+      };
+      await sb.journal.intend(id, 'endpoint', config);
+      const att = await step(sb, 'endpoint', () => sb.plugins.endpoint.attach(sb.ctx, config));
+      await sb.journal.done(id, 'endpoint', att);
+      interfaces.push(...(att.guest.interfaces ?? []));
+    }
+  }
+  return { scan, interfaces };
+}
+
+async function attachShare(sb: SandboxCore, o: AssembleOptions): Promise<{ devices: DeviceSpec[]; storages: Storage[] }> {
+  const q = o.config.hypervisor;
+  if (q.sharedFs !== 'virtio-fs') return { devices: [], storages: [] };
+  const config = {
+    daemonPath: q.virtioFsDaemon,
+    cache: q.virtioFsCache,
+    extraArgs: q.virtioFsExtraArgs,
+    queueSize: q.virtioFsQueueSize,
+    root: o.sharedRoot,
+  };
+  await sb.journal.intend('virtiofs', 'virtiofs', config);
+  const att = await step(sb, 'virtiofs', () => sb.plugins.virtiofs.attach(sb.ctx, config));
+  await sb.journal.done('virtiofs', 'virtiofs', att);
+  if (att.resources.daemon.daemon) await sb.recordProcess('virtiofsd', att.resources.daemon.daemon);
+  return { devices: att.devices, storages: att.guest.storages ?? [] };
+}
+
+export async function assemble(sb: SandboxCore, o: AssembleOptions): Promise<void> {
+  const cfg = o.config;
+  const ns = sb.ctx.netns!;
+  if (o.createNetns) {
+    await step(sb, 'netns', async () => {
+      await sb.journal.intend('netns', 'netns', { name: ns.name! });
+      const att = await sb.plugins.netns.attach(sb.ctx, { name: ns.name! });
+      await sb.journal.done('netns', 'netns', att);
+      sb.journal.state.netns = {
+        path: att.resources.path,
+        name: att.resources.name,
+        created: true,
+        dev: att.resources.dev,
+        ino: att.resources.ino,
+      };
+      await sb.journal.save();
+    });
+  } else {
+    const id = netnsIdentity(ns.path);
+    if (!id) throw new KataError('E_NETNS_NOT_FOUND', `network namespace ${ns.name ?? ns.path} is gone`, { netns: ns.path });
+  }
+  // Three independent parts run side by side: the network (scan + endpoints), the share
+  // (virtiofsd) and the guest kit check. Each journals what it made, so when one fails the others
+  // are still undone (allSettled waits for all before the error goes up).
+  const network = attachNetwork(sb, cfg);
+  const share = attachShare(sb, o);
+  const guestKit = step(sb, 'guest-kit', () => {
+    o.progress('guest kit: checking (built once, then cached)');
+    return o.guest();
+  });
+  const parts = await Promise.allSettled([network, share, guestKit]);
+  const failed = parts.find((p): p is PromiseRejectedResult => p.status === 'rejected');
+  if (failed) throw failed.reason;
+  const { scan, interfaces } = await network;
+  o.progress(`network: ${scan.endpoints.length} endpoint(s) in ${ns.name ?? ns.path}`);
+  const { devices: fsDevices, storages } = await share;
+  const guest = await guestKit;
+
+  const q = cfg.hypervisor;
+  const resources: VmResources = {
+    vcpus: q.vcpus,
+    maxVcpus: q.maxVcpus,
+    memoryMiB: q.memoryMiB,
+    maxMemoryMiB: q.maxMemoryMiB,
+    memorySlots: q.memorySlots,
+    kernel: guest.kernel,
+    initrd: guest.initrd,
+    image: guest.image,
+    kernelParams: guest.kernelParams,
+    devices: [...sb.journal.records('endpoint').flatMap((r) => r.data.devices), ...fsDevices],
+    hotplugSlots: q.pcieRootPorts,
+  };
+  o.progress(`vm: starting ${q.kind}`);
+  const vmConfig = { resources, driverConfig: q, cacheDir: cfg.runtime.stateDir };
+  await sb.journal.intend('vm', 'vm', vmConfig);
+  const vm = await step(sb, 'vm', () => sb.plugins.vm.attach(sb.ctx, vmConfig));
+  await sb.journal.done('vm', 'vm', vm);
+  await sb.recordProcess('qemu', vm.resources.daemon);
+  sb.watchVm();
+
+  o.progress('guest: booting, waiting for the agent');
+  const agent = new AgentClient({ socketPath: sb.plugins.vm.hypervisor.agentEndpoint().path, log: sb.log });
+  sb.setAgent(agent);
+  await step(sb, 'agent', () => agent.waitReady(cfg.agent.dialTimeoutMs));
+  await step(sb, 'interfaces', async () => {
+    for (const iface of interfaces) await agent.updateInterface(iface);
+  });
+  await step(sb, 'routes', async () => {
+    if (scan.routes.length > 0) await agent.updateRoutes(scan.routes);
+  });
+  await step(sb, 'neighbours', async () => {
+    if (scan.neighbors.length > 0) await agent.addARPNeighbors(scan.neighbors);
+  });
+  await step(sb, 'storages', async () => {
+    if (storages.length > 0) await agent.addStorages(storages);
+  });
+}
+
+/** Where the shared tree goes by default (Kata's /run/kata-containers/shared). */
+export function defaultSharedRoot(cfg: SandboxConfig): string {
+  return join(cfg.runtime.stateDir, 'shared');
+}
