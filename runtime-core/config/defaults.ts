@@ -70,6 +70,8 @@ export function defaultConfig(): SandboxConfig {
       sandboxCgroupOnly: false,
       enableDebug: false,
       stateDir: DEFAULT_STATE_DIR,
+      volumeRoots: [],
+      rwShareReachable: 'refuse',
     },
   };
 }

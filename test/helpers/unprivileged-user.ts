@@ -2,6 +2,9 @@
  * A throw-away unprivileged host user for the privilege-boundary tests: made with useradd
  * (no home, no login shell, a krt- name), removed with userdel when the test ends; commands run
  * as it through setpriv (its uid, gid and no supplementary groups), so nothing here needs su or PAM.
+ * setpriv performs its own execve while it still holds root's capabilities (the kernel drops them
+ * at that exec), so the path of the command would be looked up as root: an unprivileged shell
+ * execs the command instead.
  */
 import { run } from '../../host/exec.js';
 
@@ -30,10 +33,14 @@ export async function unprivilegedUser(t: Teardownable, tag: string): Promise<Te
     uid,
     gid,
     run: async (argv) => {
-      const r = await run('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', '--', ...argv], {
-        reject: false,
-        timeoutMs: 30_000,
-      });
+      const r = await run(
+        'setpriv',
+        [`--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', '--', '/bin/sh', '-c', 'exec "$0" "$@"', ...argv],
+        {
+          reject: false,
+          timeoutMs: 30_000,
+        },
+      );
       return { exitCode: r.exitCode ?? -1, stdout: r.stdout, stderr: r.stderr };
     },
   };
