@@ -1,8 +1,8 @@
-import { closeSync, readFileSync, realpathSync } from 'node:fs';
+import { closeSync, readFileSync } from 'node:fs';
 import { KataError, isKataError } from './errors.js';
 import { run } from './exec.js';
 import type { Logger } from './log.js';
-import { mountIdOfFd, openExact } from './safe-path.js';
+import { mountIdOfFd, openExact, realOrSame, within } from './safe-path.js';
 
 /**
  * Mounts through util-linux mount(8)/umount(8) (argument arrays, never a shell) and
@@ -52,18 +52,6 @@ export function parseMountinfo(text: string): MountInfo[] {
 
 export function readMountinfo(): MountInfo[] {
   return parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8'));
-}
-
-function within(path: string, dir: string): boolean {
-  return path === dir || path.startsWith(dir.endsWith('/') ? dir : `${dir}/`);
-}
-
-function realOrSame(p: string): string {
-  try {
-    return realpathSync(p);
-  } catch {
-    return p;
-  }
 }
 
 /**

@@ -7,6 +7,7 @@ import {
   openSync,
   readFileSync,
   readlinkSync,
+  realpathSync,
   rmdirSync,
   type Stats,
   unlinkSync,
@@ -32,8 +33,18 @@ function unsafe(message: string, details: Record<string, unknown>): KataError {
   return new KataError('E_PATH_UNSAFE', message, details);
 }
 
-function within(path: string, dir: string): boolean {
+/** Whether path is dir or lies below it (plain string comparison of absolute paths). */
+export function within(path: string, dir: string): boolean {
   return path === dir || path.startsWith(dir.endsWith('/') ? dir : `${dir}/`);
+}
+
+/** realpath of p, or p itself when it cannot be resolved (missing). For paths the caller trusts. */
+export function realOrSame(p: string): string {
+  try {
+    return realpathSync(p);
+  } catch {
+    return p;
+  }
 }
 
 /** The components of a relative path that must stay below its root: no "", ".", ".." or absolute path. */

@@ -1,6 +1,6 @@
-import { closeSync, realpathSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import { KataError } from '../host/errors.js';
-import { type OpenedPath, openExact, reachableByOthers, resolveStrict } from '../host/safe-path.js';
+import { type OpenedPath, openExact, reachableByOthers, realOrSame, resolveStrict, within } from '../host/safe-path.js';
 
 /**
  * The checks a share source passes before it is bound into a sandbox's export, and the open
@@ -29,18 +29,6 @@ export interface SourceRequest {
   reachable: ReachablePolicy;
 }
 
-function inside(path: string, dir: string): boolean {
-  return path === dir || path.startsWith(dir.endsWith('/') ? dir : `${dir}/`);
-}
-
-function realOrSame(p: string): string {
-  try {
-    return realpathSync(p);
-  } catch {
-    return p;
-  }
-}
-
 /** Check a source and open it (O_PATH). The caller closes `fd`. */
 export function openShareSource(r: SourceRequest): OpenedPath & { warning?: string } {
   let real: string;
@@ -53,14 +41,14 @@ export function openShareSource(r: SourceRequest): OpenedPath & { warning?: stri
     if (e instanceof KataError) throw new KataError(e.code, `share source ${e.message}`, { ...e.details, source: r.source }, { cause: e });
     throw e;
   }
-  if (inside(real, r.ownTree)) {
+  if (within(real, r.ownTree)) {
     throw new KataError('E_PATH_UNSAFE', `share source ${r.source} lies inside the sandbox's own shared directory ${r.ownTree}`, {
       source: r.source,
     });
   }
   if (r.allowedRoots.length > 0) {
     const roots = r.allowedRoots.map(realOrSame);
-    if (!roots.some((root) => inside(real, root))) {
+    if (!roots.some((root) => within(real, root))) {
       throw new KataError(
         'E_PATH_UNSAFE',
         `share source ${r.source} resolves to ${real}, outside the allowed directories ${roots.join(', ')} (volume_roots)`,

@@ -8,51 +8,15 @@
  * unprivileged user made for the test must gain nothing through the sandbox's tree.
  * Reproductions: D1, D8, D13, D14, D20 and the nodev/nosuid part of D4 (redteam findings).
  */
-import {
-  chmodSync,
-  copyFileSync,
-  existsSync,
-  lstatSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  symlinkSync,
-  writeFileSync,
-} from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { run } from '../../host/exec.js';
 import { mountsUnder, readMountinfo } from '../../host/mounts.js';
 import { SharedDir } from '../../virtiofsd-manager/shared-dir.js';
 import { unprivilegedUser } from '../helpers/unprivileged-user.js';
+import { makeVictim, victimIntact } from '../helpers/victim.js';
 import { memLogger, tempRoot } from './helpers.js';
-
-interface Victim {
-  dir: string;
-  fsName: string;
-}
-
-async function victim(t: Test): Promise<Victim> {
-  const dir = tempRoot(t, 'victim');
-  const fsName = `krt-victim-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-  mkdirSync(join(dir, 'm'));
-  await run('mount', ['-t', 'tmpfs', '-o', 'size=1m', fsName, join(dir, 'm')]);
-  writeFileSync(join(dir, 'm/f'), 'data');
-  mkdirSync(join(dir, 'sub/empty'), { recursive: true });
-  writeFileSync(join(dir, 'sub/lock'), '');
-  return { dir, fsName };
-}
-
-function victimIntact(t: Test, v: Victim, what: string): void {
-  t.ok(
-    readMountinfo().some((m) => m.source === v.fsName),
-    `${what}: the victim's tmpfs is still mounted`,
-  );
-  t.equal(readFileSync(join(v.dir, 'm/f'), 'utf8'), 'data', `${what}: its file is intact`);
-  t.same(readdirSync(v.dir).sort(), ['m', 'sub'], `${what}: nothing created or removed in the victim`);
-  t.same(readdirSync(join(v.dir, 'sub')).sort(), ['empty', 'lock'], `${what}: the empty file and directory are still there`);
-}
 
 /** Plant links like a guest would: absolute and relative, at depths 0-2 of the share. */
 function plantLinks(src: string, target: string): string[] {
@@ -70,7 +34,7 @@ function plantLinks(src: string, target: string): string[] {
 
 async function setup(t: Test) {
   const root = tempRoot(t, 'gshare');
-  const v = await victim(t);
+  const v = await makeVictim(t, 'm');
   const { log, lines } = memLogger();
   const sd = await SharedDir.prepare(join(root, 'kr'), 'sb1', log);
   t.teardown(() => sd.teardown().catch(() => {}));

@@ -15,7 +15,7 @@ import { copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSyn
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { run } from '../../../host/exec.js';
-import { mountsUnder, readMountinfo, unmountAllUnder } from '../../../host/mounts.js';
+import { mountsUnder, unmountAllUnder } from '../../../host/mounts.js';
 import {
   cli,
   explain,
@@ -29,6 +29,7 @@ import {
   type StatusView,
 } from '../../helpers/sandbox.js';
 import { unprivilegedUser, type TestUser } from '../../helpers/unprivileged-user.js';
+import { makeVictim, type Victim, victimIntact } from '../../helpers/victim.js';
 
 const G = '/run/kata-containers/shared/containers';
 
@@ -36,8 +37,7 @@ interface World {
   rt: Runtime;
   id: string;
   C: string[];
-  victim: string;
-  victimFs: string;
+  victim: Victim;
   rw: string;
   ro: string;
   nested: string;
@@ -57,13 +57,7 @@ function tmp(t: Test, tag: string): string {
 
 async function world(t: Test, tag: string): Promise<World | undefined> {
   const rt = tempRuntime(t);
-  const victim = tmp(t, `victim-${tag}`);
-  const victimFs = `krt-vic-${tag}-${process.pid}`;
-  mkdirSync(join(victim, 'm'));
-  await run('mount', ['-t', 'tmpfs', '-o', 'size=1m', victimFs, join(victim, 'm')]);
-  writeFileSync(join(victim, 'm/f'), 'data');
-  mkdirSync(join(victim, 'sub/empty'), { recursive: true });
-  writeFileSync(join(victim, 'sub/lock'), '');
+  const v0 = await makeVictim(t, tag);
   // The shared sources sit below a 0700 directory: no other user can reach them.
   const base = tmp(t, `src-${tag}`);
   const [rw, ro, nested] = ['rw', 'ro', 'nested'].map((d) => join(base, d)) as [string, string, string];
@@ -79,7 +73,7 @@ async function world(t: Test, tag: string): Promise<World | undefined> {
     return undefined;
   }
   const v = parseJson<StatusView>(up);
-  const w: World = { rt, id, C, victim, victimFs, rw, ro, nested, pids: viewPids(v), supervisor: v.pids.supervisor!, user };
+  const w: World = { rt, id, C, victim: v0, rw, ro, nested, pids: viewPids(v), supervisor: v.pids.supervisor!, user };
   for (const [src, name, extra] of [
     [rw, 'vol', []],
     [ro, 'ro', ['--readonly']],
@@ -96,26 +90,16 @@ async function guest(w: World, script: string): Promise<{ code: number | null; o
   return { code: r.code, out: `${r.stdout}${r.stderr}` };
 }
 
-function victimIntact(t: Test, w: World, when: string): void {
-  t.ok(
-    readMountinfo().some((m) => m.source === w.victimFs),
-    `${when}: the victim's tmpfs is still mounted`,
-  );
-  t.equal(readFileSync(join(w.victim, 'm/f'), 'utf8'), 'data', `${when}: its file is intact`);
-  t.same(readdirSync(w.victim).sort(), ['m', 'sub'], `${when}: nothing made or removed in the victim`);
-  t.same(readdirSync(join(w.victim, 'sub')).sort(), ['empty', 'lock'], `${when}: its empty file and directory are there`);
-}
-
 /** The guest's root attacks: links at depths 0-2, absolute and relative, in every share; set-uid; device nodes. */
 async function plant(t: Test, w: World): Promise<void> {
-  const rel = `${'../'.repeat(14)}${w.victim.slice(1)}`;
+  const rel = `${'../'.repeat(14)}${w.victim.dir.slice(1)}`;
   const links = (dir: string): string =>
     ['', '/a', '/a/b']
-      .map((d) => `mkdir -p ${dir}${d} && ln -s ${w.victim} ${dir}${d}/evil && ln -s ${rel} ${dir}${d}/evilrel`)
+      .map((d) => `mkdir -p ${dir}${d} && ln -s ${w.victim.dir} ${dir}${d}/evil && ln -s ${rel} ${dir}${d}/evilrel`)
       .join(' && ');
   const rwPlant = await guest(w, `${links(`${G}/vol`)} && ${links(`${G}/deep/a/inner`)} && echo planted`);
   t.match(rwPlant.out, /planted/, `links planted in the read-write and the nested share: ${rwPlant.out.trim()}`);
-  const roPlant = await guest(w, `ln -s ${w.victim} ${G}/ro/evil; echo rc=$?`);
+  const roPlant = await guest(w, `ln -s ${w.victim.dir} ${G}/ro/evil; echo rc=$?`);
   t.match(roPlant.out, /rc=[1-9]/, 'the read-only share refuses a link');
   const suid = await guest(
     w,
@@ -172,7 +156,7 @@ async function hostOps(t: Test, w: World): Promise<void> {
     /reached by other host users.*chmod 0700 a parent/,
     'share rw of a directory others can reach',
   );
-  victimIntact(t, w, 'after the refused operations');
+  victimIntact(t, w.victim, 'after the refused operations');
   const st = parseJson<{ volumes: { name: string }[] }>(await cli(['sandbox', 'status', w.id, ...w.C, '--json']));
   t.same(st.volumes.map((v) => v.name).sort(), ['deep/a/inner', 'ro', 'vol'], 'the recorded shares are exactly the three made');
   const un = await cli(['sandbox', 'unshare', w.id, 'deep/a/inner', ...w.C]);
@@ -201,7 +185,7 @@ async function userGainsNothing(t: Test, w: World): Promise<void> {
 }
 
 async function afterDown(t: Test, w: World, when: string): Promise<void> {
-  victimIntact(t, w, when);
+  victimIntact(t, w.victim, when);
   t.same(await residue(w.rt, { id: w.id, pids: w.pids }), [], `${when}: nothing of the sandbox left`);
   t.notOk(existsSync(join(w.rw, 'deep')) || existsSync(join(w.rw, 'inner')), `${when}: no mount point left in a source`);
   t.ok(
@@ -230,7 +214,7 @@ t.test('the same after the supervisor is SIGKILLed: down cleans from the state a
   process.kill(w.supervisor, 'SIGKILL');
   await waitFor(() => !pidAlive(w.supervisor), 10_000).catch(() => {});
   await waitFor(() => w.pids.every((p) => !pidAlive(p)), 20_000).catch(() => {});
-  victimIntact(t, w, 'after the crash');
+  victimIntact(t, w.victim, 'after the crash');
   await userGainsNothing(t, w);
   const down = await cli(['sandbox', 'down', w.id, ...w.C, '--json']);
   t.equal(down.code, 0, `down ${down.code === 0 ? '' : explain(down)}`);
