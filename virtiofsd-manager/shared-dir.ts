@@ -1,13 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, lstatSync, mkdirSync, readdirSync, realpathSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { closeSync, existsSync, mkdirSync, realpathSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { KataError } from '../host/errors.js';
 import type { Logger } from '../host/log.js';
 import { bindMount, detachExact, isMountPoint, mountsUnder, unmount, unmountAllUnder } from '../host/mounts.js';
 import { validateId } from '../host/names.js';
-import { mkdirsBeneath, mountIdOfFd, openBeneath, removeEmptyBeneath, walkBeneath } from '../host/safe-path.js';
 import { UndoStack } from '../host/undo.js';
 import { GUEST_SHARE_DIR } from './config.js';
+import { detachAt, makeMountPoint, mountIdAt, removeMountPoint } from './mount-points.js';
+import { checkContainerId, checkShareName, removeTreeSafely, safeBase, unsafe } from './share-names.js';
 import { openShareSource, type ReachablePolicy } from './share-source.js';
 
 /**
@@ -17,7 +18,7 @@ import { openShareSource, type ReachablePolicy } from './share-source.js';
  *   <root>/sandboxes/<sid>/mounts     read-write; a shared mount of its own: binds are made here
  *   <root>/sandboxes/<sid>/shared     read-only bind of mounts, slave: sees every bind made in
  *                                     mounts, and is what virtiofsd exports
- *   <root>/sandboxes/<sid>/private    scratch for read-only volume binds
+ *   <root>/sandboxes/<sid>/private    scratch for the first bind of each share (see below)
  *
  * Every share is bound into private/ first, with its flags (ro for a read-only volume, nosuid and
  * nodev for all), and that mount is bound into mounts/ (a bind copies the flags, and so does the
@@ -89,59 +90,6 @@ export interface SharePolicy {
 
 function sandboxDirOf(root: string, sandboxId: string): string {
   return join(root, 'sandboxes', sandboxId);
-}
-
-function unsafe(message: string, details: Record<string, unknown>): KataError {
-  return new KataError('E_PATH_UNSAFE', message, details);
-}
-
-/** Container ids become path components: "/" and ".." are refused as unsafe, the rest as invalid names. */
-function checkContainerId(cid: unknown): string {
-  if (typeof cid === 'string' && (cid.includes('/') || cid.includes('..') || cid.includes('\0'))) {
-    throw unsafe(`container id ${JSON.stringify(cid)} would leave the sandbox's mounts directory ("/" or ".." in it)`, {
-      containerId: cid,
-    });
-  }
-  return validateId(cid, 'container id');
-}
-
-/** A share name is a relative path that stays in mounts/: no absolute path, no "." or ".." component. */
-function checkShareName(name: unknown): string {
-  if (typeof name !== 'string' || name.length === 0 || name.startsWith('/') || name.includes('\0')) {
-    throw unsafe(`share destination ${JSON.stringify(name)} must be a relative path inside mounts/`, { name });
-  }
-  const parts = name.split('/');
-  if (parts.some((p) => p === '' || p === '.' || p === '..')) {
-    throw unsafe(`share destination ${JSON.stringify(name)} leaves mounts/ or is not normalised (empty, "." or ".." component)`, { name });
-  }
-  return name;
-}
-
-function safeBase(dest: string | undefined): string {
-  const b = basename(dest ?? '').replace(/[^A-Za-z0-9_.-]/g, '_');
-  return b === '' || b === '.' || b === '..' ? 'volume' : b.slice(0, 64);
-}
-
-/** Remove a tree that should only hold empty directories and empty mount-point files; returns what it left. */
-function removeTreeSafely(path: string, left: string[]): void {
-  let st;
-  try {
-    st = lstatSync(path);
-  } catch {
-    return;
-  }
-  if (st.isDirectory()) {
-    for (const e of readdirSync(path)) removeTreeSafely(join(path, e), left);
-    try {
-      rmdirSync(path);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') left.push(path);
-    }
-  } else if ((st.isFile() && st.size === 0) || st.isSymbolicLink() || st.isSocket()) {
-    unlinkSync(path);
-  } else {
-    left.push(path);
-  }
 }
 
 export class SharedDir {
@@ -309,7 +257,7 @@ export class SharedDir {
       const isDir = src.st.isDirectory();
       const undo = new UndoStack(this.log);
       const { target, mountId } = await undo.guard(async () => {
-        const target = this.makeMountPoint(r.name, isDir, undo);
+        const target = makeMountPoint(this.mountsDir, r.name, isDir, undo);
         // Flags set by a remount do not reach the copy already propagated to shared/ (nor
         // virtiofsd's view): bind into private/ with them first, then bind that into mounts/.
         const priv = join(this.privateDir, `${randomBytes(6).toString('hex')}-${basename(r.name)}`);
@@ -326,7 +274,7 @@ export class SharedDir {
         } finally {
           if (!isMountPoint(priv)) removeTreeSafely(priv, []);
         }
-        return { target, mountId: this.mountIdAt(target) };
+        return { target, mountId: mountIdAt(this.mountsDir, r.name) };
       });
       const rec: ShareRecord = {
         kind: r.kind,
@@ -346,64 +294,6 @@ export class SharedDir {
     }
   }
 
-  /** The mount id of the object at an absolute path below mounts/ (opened without following symlinks). */
-  private mountIdAt(path: string): number {
-    const o = openBeneath(this.mountsDir, path.slice(this.mountsDir.length + 1));
-    if (!o) throw new KataError('E_INTERNAL', `mount point ${path} vanished`, { path });
-    try {
-      return mountIdOfFd(o.fd);
-    } finally {
-      closeSync(o.fd);
-    }
-  }
-
-  /**
-   * Create mounts/<name> (a directory or an empty file), its missing parents one component at a
-   * time, none of them a symlink; undo removes exactly what was made.
-   */
-  private makeMountPoint(name: string, dir: boolean, undo: UndoStack): string {
-    const parent = dirname(name);
-    const created = parent === '.' ? [] : mkdirsBeneath(this.mountsDir, parent);
-    undo.push('remove mount point parents', async () => {
-      for (const d of [...created].reverse()) removeEmptyBeneath(this.mountsDir, d.slice(this.mountsDir.length + 1));
-    });
-    const target = join(this.mountsDir, name);
-    let existing;
-    try {
-      existing = lstatSync(target);
-    } catch {
-      /* absent: the normal case */
-    }
-    if (existing) {
-      if (existing.isSymbolicLink()) throw unsafe(`share destination ${target} is a symlink`, { name });
-      throw new KataError('E_INVALID_ARGUMENT', `share destination ${target} already exists`, { name });
-    }
-    if (dir) mkdirSync(target, { mode: 0o755 });
-    else writeFileSync(target, '', { mode: 0o644, flag: 'wx' });
-    undo.push('remove mount point', async () => void removeEmptyBeneath(this.mountsDir, name));
-    return target;
-  }
-
-  /** Remove mounts/<name> and its now-empty parents (up to mounts/), never following a symlink. */
-  private removeMountPoint(name: string): void {
-    const outcome = removeEmptyBeneath(this.mountsDir, name);
-    if (outcome === 'kept') this.log.warn({ path: join(this.mountsDir, name) }, 'share mount point not removed (not empty)');
-    for (let d = dirname(name); d !== '.'; d = dirname(d)) {
-      if (removeEmptyBeneath(this.mountsDir, d) !== 'removed') break;
-    }
-  }
-
-  /** Detach whatever is mounted at root/<name> (the share and any mount stacked on it), checked by mount id. */
-  private async detachAt(root: string, name: string): Promise<number> {
-    let n = 0;
-    for (let i = 0; i < 8; i++) {
-      const w = walkBeneath(root, name);
-      if (!w || (await detachExact(w.path)) === 'not-mounted') return n;
-      n++;
-    }
-    throw new KataError('E_MOUNT', `${join(root, name)} is still mounted after 8 unmounts`, { path: join(root, name) });
-  }
-
   /**
    * Exact inverse of a share: detach its mount (its copy in shared/ goes with it) and remove the
    * mount point. Only a recorded share can be unshared: any other name is E_INVALID_ARGUMENT.
@@ -421,10 +311,10 @@ export class SharedDir {
       );
     }
     const rec = this.shareList[i]!;
-    const n = await this.detachAt(this.mountsDir, name);
+    const n = await detachAt(this.mountsDir, name);
     if (n > 1) this.log.warn({ share: name, mountId: rec.mountId, unmounted: n }, 'more than one mount was stacked on the share');
-    await this.detachAt(this.sharedDir, name);
-    this.removeMountPoint(name);
+    await detachAt(this.sharedDir, name);
+    removeMountPoint(this.mountsDir, name, this.log);
     this.shareList.splice(i, 1);
   }
 
