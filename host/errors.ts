@@ -18,7 +18,7 @@ export const ERROR_CODES = {
   E_NETLINK: 'an ip/tc batch command failed; the message names the command and the kernel answer',
   E_SYSFS: 'a sysfs read or write failed',
   E_CONFIG: 'a configuration file or value is invalid; the message names the file, key and expected type',
-  E_PATH_UNSAFE: 'a path escapes the directory it must stay in (symlink, "..", absolute destination)',
+  E_PATH_UNSAFE: 'a path escapes its directory (symlink, "..", inside another share), or a rw share others can reach',
   E_DAEMON_START: 'a daemon (virtiofsd, QEMU) failed to start or become ready; the message carries its last stderr lines',
   E_DAEMON_CRASHED: 'a daemon exited unexpectedly',
   E_SOCKET_PATH_TOO_LONG: 'a unix socket path exceeds the 107-byte limit',

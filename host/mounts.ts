@@ -1,7 +1,8 @@
-import { readFileSync, realpathSync } from 'node:fs';
+import { closeSync, readFileSync } from 'node:fs';
 import { KataError, isKataError } from './errors.js';
 import { run } from './exec.js';
 import type { Logger } from './log.js';
+import { mountIdOfFd, openExact, realOrSame, within } from './safe-path.js';
 
 /**
  * Mounts through util-linux mount(8)/umount(8) (argument arrays, never a shell) and
@@ -56,18 +57,6 @@ export function readMountinfo(): MountInfo[] {
   return parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8'));
 }
 
-function within(path: string, dir: string): boolean {
-  return path === dir || path.startsWith(dir.endsWith('/') ? dir : `${dir}/`);
-}
-
-function realOrSame(p: string): string {
-  try {
-    return realpathSync(p);
-  } catch {
-    return p;
-  }
-}
-
 /**
  * Mounts at dir or below it, in the order they can be unmounted: deepest mount point first, and
  * for stacked mounts on one point the newest first.
@@ -93,6 +82,8 @@ export interface BindOptions {
   propagation?: Propagation;
   /** Pass paths to the kernel as they are (needed for /proc/PID/fd/N sources). Default true. */
   noCanonicalize?: boolean;
+  /** Further per-mount flags, e.g. nosuid, nodev (applied by mount(8) in a remount right after the bind). */
+  options?: readonly string[];
 }
 
 /**
@@ -101,7 +92,8 @@ export interface BindOptions {
  */
 export async function bindMount(src: string, dst: string, opts: BindOptions = {}): Promise<void> {
   const args = [...(opts.noCanonicalize === false ? [] : ['--no-canonicalize']), '--bind'];
-  if (opts.readonly) args.push('-o', 'ro');
+  const o = [...(opts.readonly ? ['ro'] : []), ...(opts.options ?? [])];
+  if (o.length > 0) args.push('-o', o.join(','));
   if (opts.propagation) args.push(`--make-${opts.propagation}`);
   args.push(src, dst);
   try {
@@ -142,35 +134,59 @@ export async function unmount(path: string, log?: Logger): Promise<UnmountOutcom
 }
 
 /**
- * Unmount everything at or below dir, deepest first, repeating while mounts remain (unmounting
- * one may reveal another stacked below, or propagation may have added copies). Throws E_MOUNT
+ * Detach the mount on top at `path`, if `path` is a mount point. The path is opened with
+ * O_PATH|O_NOFOLLOW and must be named `path` by the kernel (no component was a symlink), the
+ * mount id of the open object must be listed in mountinfo at exactly `path`, and umount -l is
+ * then given /proc/<pid>/fd/<n>: the kernel detaches the mount that was checked and resolves no
+ * name again. Throws E_PATH_UNSAFE (and detaches nothing) when the path does not check out.
+ */
+export async function detachExact(path: string, table: MountInfo[] = readMountinfo()): Promise<'detached' | 'not-mounted'> {
+  const o = openExact(path);
+  try {
+    const id = mountIdOfFd(o.fd);
+    const m = table.find((x) => x.id === id) ?? readMountinfo().find((x) => x.id === id);
+    if (!m || m.mountPoint !== path) return 'not-mounted';
+    const r = await run('umount', ['--no-canonicalize', '-l', o.procPath], { reject: false, timeoutMs: 10_000 });
+    if (r.exitCode !== 0) throw new KataError('E_MOUNT', `cannot unmount ${path} (mount ${id}): ${r.stderr.trim()}`, { path, mountId: id });
+    return 'detached';
+  } finally {
+    closeSync(o.fd);
+  }
+}
+
+/**
+ * Unmount everything at or below dir (a directory of ours: it is resolved once), deepest first,
+ * each mount detached exactly (detachExact), repeating while mounts remain (unmounting one may
+ * reveal another stacked below, or propagation may have added copies). A mount whose path no
+ * longer checks out (a symlink in it) is never touched: E_PATH_UNSAFE names it. Throws E_MOUNT
  * naming what is left when that does not converge.
  */
 export async function unmountAllUnder(dir: string, log?: Logger, maxPasses = 8): Promise<number> {
   let count = 0;
-  const first = mountsUnder(dir);
-  if (first.length === 0) return 0;
-  // One process for the whole tree when dir itself is a mount point (umount -R goes deepest first).
-  if (first.some((m) => m.mountPoint === realOrSame(dir))) {
-    const r = await run('umount', ['--no-canonicalize', '-R', realOrSame(dir)], { reject: false, timeoutMs: 10_000 });
-    if (r.exitCode === 0) count += first.length - mountsUnder(dir).length;
-    else log?.debug({ dir, stderr: r.stderr.trim() }, 'recursive unmount incomplete; unmounting one by one');
-  }
+  const refused = new Map<string, string>();
   for (let pass = 0; pass < maxPasses; pass++) {
-    const left = mountsUnder(dir);
-    if (left.length === 0) return count;
-    for (const m of left) {
+    const table = readMountinfo();
+    const points = [...new Set(mountsUnder(dir, table).map((m) => m.mountPoint))].filter((p) => !refused.has(p));
+    if (points.length === 0) break;
+    for (const p of points) {
       try {
-        const o = await unmount(m.mountPoint, log);
-        if (o !== 'not-mounted') count++;
+        if ((await detachExact(p, table)) === 'detached') count++;
       } catch (e) {
-        if (!isKataError(e, 'E_MOUNT')) throw e;
-        log?.warn({ err: e, path: m.mountPoint }, 'unmount failed; will retry');
+        if (isKataError(e, 'E_PATH_UNSAFE')) refused.set(p, e.message);
+        else if (isKataError(e, 'E_MOUNT')) log?.warn({ err: e, path: p }, 'unmount failed; will retry');
+        else throw e;
       }
     }
   }
   const left = mountsUnder(dir);
   if (left.length === 0) return count;
+  if (refused.size > 0) {
+    throw new KataError(
+      'E_PATH_UNSAFE',
+      `mounts under ${dir} were left mounted because their paths changed (a symlink was swapped in): ${[...refused.values()].join('; ')}; unmount them by hand after checking`,
+      { dir, left: [...refused.keys()] },
+    );
+  }
   throw new KataError(
     'E_MOUNT',
     `mounts still present under ${dir} after ${maxPasses} passes: ${left.map((m) => m.mountPoint).join(', ')}`,

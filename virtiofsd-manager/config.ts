@@ -48,8 +48,19 @@ export interface VirtiofsConfig {
   restart?: RestartPolicy;
   /** Kill the daemon with its parent (setpriv --pdeathsig). Default true. */
   pdeathsig?: boolean;
-  /** Volume sources must resolve (after symlinks) inside one of these directories; empty = anywhere. */
+  /** Volume sources must resolve inside one of these directories; empty = anywhere. */
   volumeRoots?: string[];
+  /**
+   * A read-write share of a directory other host users can reach (every directory above it lets
+   * them search it): "refuse" (default; the guest's root could leave setuid files there for them)
+   * or "allow" (logged as a warning).
+   */
+  rwShareReachable?: string;
+  /**
+   * Capabilities the daemon drops (`-o modcaps=` / `--modcaps=`), without the sign: by default
+   * mknod (no device nodes from the guest) and setfcap (no file capabilities). Empty: keep all.
+   */
+  dropCaps?: string[];
 }
 
 export interface ResolvedVirtiofsConfig {
@@ -70,12 +81,16 @@ export interface ResolvedVirtiofsConfig {
   restart: RestartPolicy;
   pdeathsig: boolean;
   volumeRoots: string[];
+  rwShareReachable: 'refuse' | 'allow';
+  dropCaps: string[];
 }
 
 const DEFAULT_DAEMON_PATH = '/usr/lib/qemu/virtiofsd';
 const DEFAULT_ROOT = '/run/kata-resources';
 const DEFAULT_TAG = 'kataShared';
 const DEFAULT_QUEUE_SIZE = 1024;
+/** CAP_MKNOD: device nodes; CAP_SETFCAP: file capabilities. Both only serve a guest that attacks the host. */
+const DEFAULT_DROP_CAPS = ['mknod', 'setfcap'] as const;
 export const GUEST_SHARE_DIR = '/run/kata-containers/shared/containers/';
 
 function bad(key: string, value: unknown, expected: string): KataError {
@@ -130,6 +145,8 @@ export function resolveVirtiofsConfig(c: VirtiofsConfig = {}): ResolvedVirtiofsC
     'restart',
     'pdeathsig',
     'volumeRoots',
+    'rwShareReachable',
+    'dropCaps',
   ]);
   for (const k of Object.keys(c))
     if (!known.has(k))
@@ -158,6 +175,12 @@ export function resolveVirtiofsConfig(c: VirtiofsConfig = {}): ResolvedVirtiofsC
   }
   const volumeRoots = c.volumeRoots ?? [];
   if (!Array.isArray(volumeRoots)) throw bad('volumeRoots', volumeRoots, 'an array of absolute paths');
+  const reachable = c.rwShareReachable ?? 'refuse';
+  if (reachable !== 'refuse' && reachable !== 'allow') throw bad('rwShareReachable', reachable, '"refuse" or "allow"');
+  const dropCaps = c.dropCaps ?? [...DEFAULT_DROP_CAPS];
+  if (!Array.isArray(dropCaps) || dropCaps.some((x) => typeof x !== 'string' || !/^[a-z_]{2,32}$/.test(x))) {
+    throw bad('dropCaps', dropCaps, 'an array of capability names without CAP_ (e.g. ["mknod", "setfcap"])');
+  }
 
   return {
     daemonPath: c.daemonPath === undefined ? DEFAULT_DAEMON_PATH : absPath('daemonPath', c.daemonPath),
@@ -177,5 +200,7 @@ export function resolveVirtiofsConfig(c: VirtiofsConfig = {}): ResolvedVirtiofsC
     restart,
     pdeathsig: bool('pdeathsig', c.pdeathsig, true),
     volumeRoots: volumeRoots.map((p, i) => absPath(`volumeRoots[${i}]`, p)),
+    rwShareReachable: reachable,
+    dropCaps: [...dropCaps],
   };
 }

@@ -10,7 +10,7 @@ import { checkpoint, type Attached, type PluginContext, type ResourcePlugin } fr
 import { UndoStack } from '../host/undo.js';
 import { GUEST_SHARE_DIR, resolveVirtiofsConfig, type ResolvedVirtiofsConfig, type VirtiofsConfig } from './config.js';
 import { detectFlavor } from './flavor.js';
-import { SharedDir, type ShareRecord, type SharedDirState, type VolumeShareRequest } from './shared-dir.js';
+import { SharedDir, type SharePolicy, type ShareRecord, type SharedDirState, type VolumeShareRequest } from './shared-dir.js';
 import { daemonPidFiles, virtiofsdArgs } from './virtiofsd-args.js';
 import { checkSocketPath, VirtiofsDaemon, type CrashInfo, type VirtiofsdState } from './virtiofsd.js';
 
@@ -126,13 +126,37 @@ export class VirtiofsPlugin
     return l ? { dir: l.dir, daemon: l.daemon } : undefined;
   }
 
-  shareRootfs(sandboxId: string, containerId: string, rootfs: string): Promise<ShareRecord> {
-    return this.mustLive(sandboxId).dir.shareRootfs(containerId, rootfs);
+  /**
+   * Share a container's rootfs read-write. `persist` (e.g. saving the sandbox state with the new
+   * share in it) runs once the bind is made; when it fails the share is undone and its error thrown.
+   */
+  shareRootfs(sandboxId: string, containerId: string, rootfs: string, persist?: (rec: ShareRecord) => Promise<void>): Promise<ShareRecord> {
+    const l = this.mustLive(sandboxId);
+    return this.committed(l, l.dir.shareRootfs(containerId, rootfs, {}, this.policy(l)), persist);
   }
 
-  shareVolume(sandboxId: string, req: VolumeShareRequest): Promise<ShareRecord> {
+  /** Share a volume; `persist` as for shareRootfs (a share whose record could not be saved is undone). */
+  shareVolume(sandboxId: string, req: VolumeShareRequest, persist?: (rec: ShareRecord) => Promise<void>): Promise<ShareRecord> {
     const l = this.mustLive(sandboxId);
-    return l.dir.shareVolume(req, l.cfg.volumeRoots);
+    return this.committed(l, l.dir.shareVolume(req, this.policy(l)), persist);
+  }
+
+  private policy(l: Live): SharePolicy {
+    return { volumeRoots: l.cfg.volumeRoots, rwShareReachable: l.cfg.rwShareReachable };
+  }
+
+  private async committed(l: Live, made: Promise<ShareRecord>, persist?: (rec: ShareRecord) => Promise<void>): Promise<ShareRecord> {
+    const rec = await made;
+    if (!persist) return rec;
+    try {
+      await persist(rec);
+    } catch (e) {
+      await l.dir
+        .unshare(rec)
+        .catch((u: unknown) => l.dir.log.error({ err: u, share: rec.name }, 'could not undo a share whose record was not saved'));
+      throw e;
+    }
+    return rec;
   }
 
   unshare(sandboxId: string, share: string | ShareRecord): Promise<void> {

@@ -1,27 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import {
-  closeSync,
-  constants as fsc,
-  existsSync,
-  fstatSync,
-  lstatSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readlinkSync,
-  realpathSync,
-  rmdirSync,
-  statSync,
-  unlinkSync,
-  writeFileSync,
-} from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { closeSync, existsSync, mkdirSync, realpathSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { KataError } from '../host/errors.js';
 import type { Logger } from '../host/log.js';
-import { bindMount, isMountPoint, mountsUnder, unmount, unmountAllUnder } from '../host/mounts.js';
+import { bindMount, detachExact, isMountPoint, mountsUnder, unmount, unmountAllUnder } from '../host/mounts.js';
 import { validateId } from '../host/names.js';
 import { UndoStack } from '../host/undo.js';
 import { GUEST_SHARE_DIR } from './config.js';
+import { detachAt, makeMountPoint, mountIdAt, removeMountPoint } from './mount-points.js';
+import { checkContainerId, checkShareName, removeTreeSafely, safeBase, unsafe } from './share-names.js';
+import { openShareSource, type ReachablePolicy } from './share-source.js';
 
 /**
  * The host side of a sandbox's virtio-fs share, laid out like Kata's:
@@ -30,15 +18,25 @@ import { GUEST_SHARE_DIR } from './config.js';
  *   <root>/sandboxes/<sid>/mounts     read-write; a shared mount of its own: binds are made here
  *   <root>/sandboxes/<sid>/shared     read-only bind of mounts, slave: sees every bind made in
  *                                     mounts, and is what virtiofsd exports
- *   <root>/sandboxes/<sid>/private    scratch for read-only volume binds
+ *   <root>/sandboxes/<sid>/private    scratch for the first bind of each share (see below)
  *
- * A read-only volume is bound read-only into private/ first and that read-only mount is bound into
- * mounts/ (a bind copies the read-only flag, and so does the propagation into shared/), then the
- * private mount is dropped: a read-only remount made in mounts/ would not reach the copy already
- * propagated to shared/ (CVE-2020-28914).
+ * Every share is bound into private/ first, with its flags (ro for a read-only volume, nosuid and
+ * nodev for all), and that mount is bound into mounts/ (a bind copies the flags, and so does the
+ * propagation into shared/), then the private mount is dropped: a remount made in mounts/ would
+ * not reach the copy already propagated to shared/ (CVE-2020-28914 for the read-only flag).
  *
  * Sources are opened first and bound through /proc/self/fd, after checking where the open file
  * really is: a symlink swapped in between the check and the mount cannot redirect the bind.
+ *
+ * Inside a read-write share every path component belongs to the guest. So the host side never
+ * resolves a path below a share root again: share names may not lie inside another share,
+ * mount points are made and removed one lstat-checked component at a time below mounts/, unshare
+ * acts only on a recorded share and detaches the mount found at its recorded mount point after
+ * checking the mount id of the open mount point (host/safe-path.ts, host/mounts.ts detachExact),
+ * and share sources are resolved without following symlinks where a guest could have made them.
+ * Every share is bound nosuid,nodev: nothing reached through the export (by virtiofsd or by a
+ * host process under this tree) is a device or a set-uid program, and the sandbox directory is
+ * closed to other users (0700).
  */
 
 export interface ShareRecord {
@@ -53,6 +51,8 @@ export interface ShareRecord {
   /** The source as resolved when it was bound. */
   source: string;
   readonly: boolean;
+  /** Id of the share's mount at hostPath (/proc/self/mountinfo), as made. */
+  mountId?: number;
 }
 
 export interface SharedDirState {
@@ -76,67 +76,20 @@ export interface VolumeShareRequest {
   name?: string;
   /** The source must resolve inside one of these directories (overrides the manager's volumeRoots). */
   allowedRoots?: string[];
+  /** Follow symlinks in the source path (never below a read-write share or the sandbox's tree). Default false. */
+  allowSymlinks?: boolean;
+}
+
+/** The manager-wide rules for share sources (from the configuration). */
+export interface SharePolicy {
+  /** Sources must resolve inside one of these (empty: anywhere). */
+  volumeRoots?: readonly string[];
+  /** A read-write source other host users can reach: refuse (default) or allow with a warning. */
+  rwShareReachable?: ReachablePolicy;
 }
 
 function sandboxDirOf(root: string, sandboxId: string): string {
   return join(root, 'sandboxes', sandboxId);
-}
-
-function unsafe(message: string, details: Record<string, unknown>): KataError {
-  return new KataError('E_PATH_UNSAFE', message, details);
-}
-
-function inside(path: string, dir: string): boolean {
-  return path === dir || path.startsWith(dir.endsWith('/') ? dir : `${dir}/`);
-}
-
-/** Container ids become path components: "/" and ".." are refused as unsafe, the rest as invalid names. */
-function checkContainerId(cid: unknown): string {
-  if (typeof cid === 'string' && (cid.includes('/') || cid.includes('..') || cid.includes('\0'))) {
-    throw unsafe(`container id ${JSON.stringify(cid)} would leave the sandbox's mounts directory ("/" or ".." in it)`, {
-      containerId: cid,
-    });
-  }
-  return validateId(cid, 'container id');
-}
-
-/** A share name is a relative path that stays in mounts/: no absolute path, no "." or ".." component. */
-function checkShareName(name: unknown): string {
-  if (typeof name !== 'string' || name.length === 0 || name.startsWith('/') || name.includes('\0')) {
-    throw unsafe(`share destination ${JSON.stringify(name)} must be a relative path inside mounts/`, { name });
-  }
-  const parts = name.split('/');
-  if (parts.some((p) => p === '' || p === '.' || p === '..')) {
-    throw unsafe(`share destination ${JSON.stringify(name)} leaves mounts/ or is not normalised (empty, "." or ".." component)`, { name });
-  }
-  return name;
-}
-
-function safeBase(dest: string | undefined): string {
-  const b = basename(dest ?? '').replace(/[^A-Za-z0-9_.-]/g, '_');
-  return b === '' || b === '.' || b === '..' ? 'volume' : b.slice(0, 64);
-}
-
-/** Remove a tree that should only hold empty directories and empty mount-point files; returns what it left. */
-function removeTreeSafely(path: string, left: string[]): void {
-  let st;
-  try {
-    st = lstatSync(path);
-  } catch {
-    return;
-  }
-  if (st.isDirectory()) {
-    for (const e of readdirSync(path)) removeTreeSafely(join(path, e), left);
-    try {
-      rmdirSync(path);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') left.push(path);
-    }
-  } else if ((st.isFile() && st.size === 0) || st.isSymbolicLink() || st.isSocket()) {
-    unlinkSync(path);
-  } else {
-    left.push(path);
-  }
 }
 
 export class SharedDir {
@@ -145,7 +98,7 @@ export class SharedDir {
   private constructor(
     readonly root: string,
     readonly sandboxId: string,
-    private readonly log: Logger,
+    readonly log: Logger,
   ) {}
 
   get sandboxDir(): string {
@@ -178,7 +131,7 @@ export class SharedDir {
     // An unmounted leftover (a crash between unmount and removal) is removed first.
     if (existsSync(sd.sandboxDir)) await SharedDir.teardownAt(sd.sandboxDir, log);
     await new UndoStack(log).guard(async (undo) => {
-      mkdirSync(sd.sandboxDir, { recursive: true, mode: 0o711 });
+      mkdirSync(sd.sandboxDir, { recursive: true, mode: 0o700 });
       undo.push('remove sandbox dir', () => SharedDir.teardownAt(sd.sandboxDir, log));
       mkdirSync(sd.mountsDir, { mode: 0o755 });
       mkdirSync(sd.sharedDir, { mode: 0o755 });
@@ -216,109 +169,112 @@ export class SharedDir {
   }
 
   /** Bind a container's (host-mounted) rootfs read-write to mounts/<cid>/rootfs. */
-  async shareRootfs(containerId: string, rootfs: string, opts: { allowedRoots?: string[] } = {}): Promise<ShareRecord> {
+  async shareRootfs(
+    containerId: string,
+    rootfs: string,
+    opts: { allowedRoots?: string[]; allowSymlinks?: boolean } = {},
+    policy: SharePolicy = {},
+  ): Promise<ShareRecord> {
     const cid = checkContainerId(containerId);
-    return this.share({
-      kind: 'rootfs',
-      containerId: cid,
-      name: `${cid}/rootfs`,
-      source: rootfs,
-      readonly: false,
-      allowedRoots: opts.allowedRoots ?? [],
-    });
+    return this.share(
+      {
+        kind: 'rootfs',
+        containerId: cid,
+        name: `${cid}/rootfs`,
+        source: rootfs,
+        readonly: false,
+        allowedRoots: opts.allowedRoots ?? [...(policy.volumeRoots ?? [])],
+        allowSymlinks: opts.allowSymlinks ?? false,
+      },
+      policy,
+    );
   }
 
-  /** Bind a volume into mounts/ (read-only ones through private/, see the class comment). */
-  async shareVolume(req: VolumeShareRequest, defaultRoots: string[] = []): Promise<ShareRecord> {
+  /** Bind a volume into mounts/ (through private/, see the class comment). */
+  async shareVolume(req: VolumeShareRequest, policy: SharePolicy = {}): Promise<ShareRecord> {
     const cid = checkContainerId(req.containerId);
     const name =
       req.name !== undefined
         ? checkShareName(req.name)
         : `${cid}-${randomBytes(8).toString('hex')}-${safeBase(req.destination ?? req.source)}`;
-    return this.share({
-      kind: 'volume',
-      containerId: cid,
-      name,
-      source: req.source,
-      readonly: req.readonly,
-      allowedRoots: req.allowedRoots ?? defaultRoots,
-    });
+    return this.share(
+      {
+        kind: 'volume',
+        containerId: cid,
+        name,
+        source: req.source,
+        readonly: req.readonly,
+        allowedRoots: req.allowedRoots ?? [...(policy.volumeRoots ?? [])],
+        allowSymlinks: req.allowSymlinks ?? false,
+      },
+      policy,
+    );
   }
 
-  private async share(r: {
-    kind: ShareRecord['kind'];
-    containerId: string;
-    name: string;
-    source: string;
-    readonly: boolean;
-    allowedRoots: string[];
-  }): Promise<ShareRecord> {
+  /** Refuse a name that is taken, lies inside another share, or would cover one. */
+  private checkFreeName(name: string): void {
+    for (const s of this.shareList) {
+      if (s.name === name) throw new KataError('E_INVALID_ARGUMENT', `${name} is already shared in sandbox ${this.sandboxId}`, { name });
+      if (name.startsWith(`${s.name}/`)) {
+        throw unsafe(
+          `share destination ${name} lies inside the share ${s.name} of sandbox ${this.sandboxId}: its mount point would be made in that share's source, where the guest decides what the path means; choose a name outside other shares`,
+          { name, inside: s.name },
+        );
+      }
+      if (s.name.startsWith(`${name}/`)) {
+        throw new KataError('E_INVALID_ARGUMENT', `share destination ${name} would cover the share ${s.name}; choose another name`, {
+          name,
+        });
+      }
+    }
+  }
+
+  private async share(
+    r: {
+      kind: ShareRecord['kind'];
+      containerId: string;
+      name: string;
+      source: string;
+      readonly: boolean;
+      allowedRoots: string[];
+      allowSymlinks: boolean;
+    },
+    policy: SharePolicy,
+  ): Promise<ShareRecord> {
     checkShareName(r.name);
-    if (this.shareList.some((s) => s.name === r.name)) {
-      throw new KataError('E_INVALID_ARGUMENT', `${r.name} is already shared in sandbox ${this.sandboxId}`, { name: r.name });
-    }
-    let fd: number;
+    this.checkFreeName(r.name);
+    const src = openShareSource({
+      source: r.source,
+      readonly: r.readonly,
+      allowSymlinks: r.allowSymlinks,
+      allowedRoots: r.allowedRoots,
+      guestWritable: this.shareList.filter((s) => !s.readonly).map((s) => s.source),
+      ownTree: this.sandboxDir,
+      reachable: policy.rwShareReachable ?? 'refuse',
+    });
+    if (src.warning) this.log.warn({ source: r.source }, src.warning);
     try {
-      // Refuse devices and fifos before opening anything (opening a device can have effects).
-      const pre = statSync(r.source);
-      if (!pre.isDirectory() && !pre.isFile()) {
-        throw new KataError('E_INVALID_ARGUMENT', `share source ${r.source} is neither a directory nor a regular file`, {
-          source: r.source,
-        });
-      }
-      fd = openSync(r.source, fsc.O_RDONLY | fsc.O_NONBLOCK);
-    } catch (e) {
-      if (e instanceof KataError) throw e;
-      throw new KataError('E_INVALID_ARGUMENT', `share source ${r.source}: ${(e as Error).message}`, { source: r.source }, { cause: e });
-    }
-    try {
-      const real = readlinkSync(`/proc/self/fd/${fd}`);
-      const st = fstatSync(fd);
-      if (!st.isDirectory() && !st.isFile()) {
-        throw new KataError('E_INVALID_ARGUMENT', `share source ${r.source} is neither a directory nor a regular file`, {
-          source: r.source,
-        });
-      }
-      if (r.allowedRoots.length > 0) {
-        const roots = r.allowedRoots.map((p) => {
-          try {
-            return realpathSync(p);
-          } catch {
-            return p;
-          }
-        });
-        if (!roots.some((root) => inside(real, root))) {
-          throw unsafe(`share source ${r.source} resolves to ${real}, outside the allowed directories ${roots.join(', ')}`, {
-            source: r.source,
-            resolved: real,
-            allowedRoots: roots,
-          });
-        }
-      }
-      const fdPath = `/proc/${process.pid}/fd/${fd}`;
-      const target = this.makeMountPoint(r.name, st.isDirectory());
+      const isDir = src.st.isDirectory();
       const undo = new UndoStack(this.log);
-      await undo.guard(async () => {
-        undo.push('remove mount point', async () => this.removeMountPoint(r.name));
-        if (!r.readonly) {
-          await bindMount(fdPath, target);
-          undo.push('unmount share', async () => void (await unmount(target, this.log)));
-        } else {
-          const priv = join(this.privateDir, `${randomBytes(6).toString('hex')}-${basename(r.name)}`);
-          if (st.isDirectory()) mkdirSync(priv, { mode: 0o700 });
-          else writeFileSync(priv, '', { mode: 0o600, flag: 'wx' });
+      const { target, mountId } = await undo.guard(async () => {
+        const target = makeMountPoint(this.mountsDir, r.name, isDir, undo);
+        // Flags set by a remount do not reach the copy already propagated to shared/ (nor
+        // virtiofsd's view): bind into private/ with them first, then bind that into mounts/.
+        const priv = join(this.privateDir, `${randomBytes(6).toString('hex')}-${basename(r.name)}`);
+        if (isDir) mkdirSync(priv, { mode: 0o700 });
+        else writeFileSync(priv, '', { mode: 0o600, flag: 'wx' });
+        try {
+          await bindMount(src.procPath, priv, { readonly: r.readonly, options: ['nosuid', 'nodev'] });
           try {
-            await bindMount(fdPath, priv, { readonly: true });
-            try {
-              await bindMount(priv, target);
-              undo.push('unmount share', async () => void (await unmount(target, this.log)));
-            } finally {
-              await unmount(priv, this.log);
-            }
+            await bindMount(priv, target);
+            undo.push('unmount share', async () => void (await detachExact(target)));
           } finally {
-            if (!isMountPoint(priv)) removeTreeSafely(priv, []);
+            await unmount(priv, this.log);
           }
+        } finally {
+          if (!isMountPoint(priv)) removeTreeSafely(priv, []);
         }
+        return { target, mountId: mountIdAt(this.mountsDir, r.name) };
       });
       const rec: ShareRecord = {
         kind: r.kind,
@@ -326,66 +282,40 @@ export class SharedDir {
         name: r.name,
         hostPath: target,
         guestPath: `${GUEST_SHARE_DIR}${r.name}`,
-        source: real,
+        source: src.path,
         readonly: r.readonly,
+        mountId,
       };
       this.shareList.push(rec);
       this.log.debug({ share: rec }, 'shared into virtio-fs');
       return { ...rec };
     } finally {
-      closeSync(fd);
+      closeSync(src.fd);
     }
   }
 
-  /** Create mounts/<name> (directory or empty file) after checking it stays inside mounts/. */
-  private makeMountPoint(name: string, dir: boolean): string {
-    const mounts = realpathSync(this.mountsDir);
-    const target = join(mounts, name);
-    mkdirSync(dirname(target), { recursive: true, mode: 0o755 });
-    const parent = realpathSync(dirname(target));
-    if (!inside(parent, mounts)) {
-      throw unsafe(`share destination ${name} resolves to ${parent}, outside ${mounts}`, { name, resolved: parent });
-    }
-    let existing;
-    try {
-      existing = lstatSync(target);
-    } catch {
-      /* absent: the normal case */
-    }
-    if (existing) {
-      if (existing.isSymbolicLink()) throw unsafe(`share destination ${target} is a symlink`, { name });
-      throw new KataError('E_INVALID_ARGUMENT', `share destination ${target} already exists`, { name });
-    }
-    if (dir) mkdirSync(target, { mode: 0o755 });
-    else writeFileSync(target, '', { mode: 0o644, flag: 'wx' });
-    return join(parent, basename(target));
-  }
-
-  private removeMountPoint(name: string): void {
-    const target = join(this.mountsDir, name);
-    const left: string[] = [];
-    if (!isMountPoint(target)) removeTreeSafely(target, left);
-    // Remove now-empty parents up to mounts/ (e.g. <cid>/ of a rootfs).
-    for (let d = dirname(target); d !== this.mountsDir && inside(d, this.mountsDir); d = dirname(d)) {
-      try {
-        rmdirSync(d);
-      } catch {
-        break;
-      }
-    }
-    if (left.length) this.log.warn({ left }, 'share mount point not removed (not empty)');
-  }
-
-  /** Exact inverse of a share: unmount it (its copy in shared/ goes with it) and remove the mount point. */
+  /**
+   * Exact inverse of a share: detach its mount (its copy in shared/ goes with it) and remove the
+   * mount point. Only a recorded share can be unshared: any other name is E_INVALID_ARGUMENT.
+   */
   async unshare(nameOrRecord: string | ShareRecord): Promise<void> {
     const name = typeof nameOrRecord === 'string' ? nameOrRecord : nameOrRecord.name;
     checkShareName(name);
-    const target = join(this.mountsDir, name);
-    await unmountAllUnder(target, this.log);
-    await unmountAllUnder(join(this.sharedDir, name), this.log);
-    this.removeMountPoint(name);
     const i = this.shareList.findIndex((s) => s.name === name);
-    if (i >= 0) this.shareList.splice(i, 1);
+    if (i < 0) {
+      const known = this.shareList.map((s) => s.name);
+      throw new KataError(
+        'E_INVALID_ARGUMENT',
+        `sandbox ${this.sandboxId} has no share named ${name} (${known.length ? `its shares: ${known.join(', ')}` : 'it has no shares'}); nothing was changed`,
+        { name, shares: known },
+      );
+    }
+    const rec = this.shareList[i]!;
+    const n = await detachAt(this.mountsDir, name);
+    if (n > 1) this.log.warn({ share: name, mountId: rec.mountId, unmounted: n }, 'more than one mount was stacked on the share');
+    await detachAt(this.sharedDir, name);
+    removeMountPoint(this.mountsDir, name, this.log);
+    this.shareList.splice(i, 1);
   }
 
   async unshareRootfs(containerId: string): Promise<void> {

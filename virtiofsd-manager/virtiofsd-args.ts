@@ -4,8 +4,8 @@ import type { Flavor } from './flavor.js';
 
 /**
  * The argument list for one virtiofsd, in the spelling of its flavor:
- *   C (QEMU 7.2):  --socket-path=SOCK -o source=DIR -o cache=auto|always|none -o sandbox=MODE --thread-pool-size=N [-o xattr] [-o announce_submounts]
- *   Rust:          --socket-path SOCK --shared-dir DIR --cache auto|always|never|metadata --sandbox MODE --thread-pool-size N [--xattr] [--announce-submounts]
+ *   C (QEMU 7.2):  --socket-path=SOCK -o source=DIR -o cache=auto|always|none -o sandbox=MODE [-o modcaps=-mknod:-setfcap] --thread-pool-size=N [-o xattr] [-o announce_submounts]
+ *   Rust:          --socket-path SOCK --shared-dir DIR --cache auto|always|never|metadata --sandbox MODE [--modcaps=-mknod:-setfcap] --thread-pool-size N [--xattr] [--announce-submounts]
  * followed by the configured extra args, verbatim.
  */
 export interface VirtiofsdArgsInput {
@@ -16,6 +16,8 @@ export interface VirtiofsdArgsInput {
   threadPoolSize: number | undefined;
   xattr: boolean;
   announceSubmounts: boolean;
+  /** Capabilities to drop (names without CAP_, e.g. mknod); empty keeps the daemon's default set. */
+  dropCaps: readonly string[];
   extraArgs: readonly string[];
 }
 
@@ -48,13 +50,16 @@ export function virtiofsdArgs(flavor: Flavor, o: VirtiofsdArgsInput): string[] {
   const cache = cacheWord(flavor, o.cache);
   if (!flavor.sandboxModes.includes(o.sandbox)) throw unsupported('sandbox', o.sandbox, flavor, flavor.sandboxModes);
   const args: string[] = [];
+  const modcaps = o.dropCaps.map((c) => `-${c}`).join(':');
   if (flavor.kind === 'c') {
     args.push(`--socket-path=${o.socketPath}`, '-o', `source=${o.sourceDir}`, '-o', `cache=${cache}`, '-o', `sandbox=${o.sandbox}`);
+    if (modcaps) args.push('-o', `modcaps=${modcaps}`);
     if (o.threadPoolSize !== undefined) args.push(`--thread-pool-size=${o.threadPoolSize}`);
     if (o.xattr) args.push('-o', 'xattr');
     if (o.announceSubmounts) args.push('-o', 'announce_submounts');
   } else {
     args.push('--socket-path', o.socketPath, '--shared-dir', o.sourceDir, '--cache', cache, '--sandbox', o.sandbox);
+    if (modcaps) args.push(`--modcaps=${modcaps}`);
     if (o.threadPoolSize !== undefined) args.push('--thread-pool-size', String(o.threadPoolSize));
     if (o.xattr) args.push('--xattr');
     if (o.announceSubmounts) args.push('--announce-submounts');

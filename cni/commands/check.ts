@@ -39,7 +39,9 @@ export async function cmdCheck(req: CniRequest, cfg: KataCniConfig, log: Logger)
 
   const tapName = recordHere && rec ? rec.tapName : expandTapName(cfg.tapName, req.ifname);
   const attached =
-    recordHere && rec?.attached ? rec.attached : await reconstructAttached(ctx, { ifname: req.ifname, tapName, model: cfg.model, index: endpointIndex(req.ifname) });
+    recordHere && rec?.attached
+      ? rec.attached
+      : await reconstructAttached(ctx, { ifname: req.ifname, tapName, model: cfg.model, index: endpointIndex(req.ifname) });
   problems.push(...(await checkEndpoint(ctx, attached)));
 
   if (findSandboxInterface(prev, req.ifname, req.netns) < 0)

@@ -26,7 +26,8 @@ export type EndpointConfig = ({ from: 'link' } & EndpointRequest) | ({ from: 'ta
 async function sweep(ctx: PluginContext, c: EndpointConfig): Promise<void> {
   if (c.from === 'tap') {
     const att = await reconstructAttached(ctx, { ifname: c.name, tapName: c.name, model: 'tcfilter', index: c.index ?? 0 });
-    if (att.resources.tap) await detachEndpoint(ctx, { ...att, resources: { ...att.resources, type: 'tap', model: 'none', ingress: [], filters: [] } });
+    if (att.resources.tap)
+      await detachEndpoint(ctx, { ...att, resources: { ...att.resources, type: 'tap', model: 'none', ingress: [], filters: [] } });
     return;
   }
   if (c.model === 'none') return;
@@ -36,11 +37,20 @@ async function sweep(ctx: PluginContext, c: EndpointConfig): Promise<void> {
     return;
   }
   if (type === 'physical' || type === 'vhost-user' || type === 'tap') {
-    ctx.log.warn({ link: c.link.name, type }, 'an interrupted attach of this endpoint type cannot be swept by convention; check the link by hand');
+    ctx.log.warn(
+      { link: c.link.name, type },
+      'an interrupted attach of this endpoint type cannot be swept by convention; check the link by hand',
+    );
     return;
   }
-  const att = await reconstructAttached(ctx, { ifname: c.link.name, tapName: c.tapName ?? tapName(c.index), model: c.model, index: c.index });
-  if (c.model === 'macvtap') ctx.log.warn({ link: c.link.name }, 'the macvtap model swapped the MAC of this link; without a record it is not restored');
+  const att = await reconstructAttached(ctx, {
+    ifname: c.link.name,
+    tapName: c.tapName ?? tapName(c.index),
+    model: c.model,
+    index: c.index,
+  });
+  if (c.model === 'macvtap')
+    ctx.log.warn({ link: c.link.name }, 'the macvtap model swapped the MAC of this link; without a record it is not restored');
   // Either way what was found is a link of ours to delete and our filters and qdisc: the tcfilter undo.
   await detachEndpoint(ctx, { ...att, resources: { ...att.resources, type, model: 'tcfilter' } });
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from '../../host/exec.js';
@@ -40,7 +40,11 @@ export async function demo(out: Out, progress: Out, log: Logger, opts: { config?
   let host: NetnsRef | undefined;
   let up = false;
   let ok = true;
-  const hostDir = await mkdtemp(join(tmpdir(), `kr-demo-${tag}-`));
+  // A read-write share must not be reachable by other users (a guest's set-uid files would be
+  // theirs to run): the shared directory sits below a 0700 one (mkdtemp makes it so).
+  const hostParent = await mkdtemp(join(tmpdir(), `kr-demo-${tag}-`));
+  const hostDir = join(hostParent, 'share');
+  await mkdir(hostDir);
   try {
     out(
       `1. pod network: namespace kr-demo-${tag} with eth0 ${DEMO_NET.pod} (mtu ${DEMO_NET.mtu}), default route via ${DEMO_NET.gateway}; its veth peer in kr-demoh-${tag}`,
@@ -134,7 +138,7 @@ export async function demo(out: Out, progress: Out, log: Logger, opts: { config?
       if (d) out(`   ${d.state} (via ${d.via})`);
     }
     if (!opts.keep) {
-      await rm(hostDir, { recursive: true, force: true });
+      await rm(hostParent, { recursive: true, force: true });
       if (pod) await deleteNetns(pod);
       if (host) await deleteNetns(host);
       const left = await residue(tag);

@@ -79,6 +79,8 @@ export function defaultConfig(): SandboxConfig {
       sandboxCgroupOnly: false,
       enableDebug: false,
       stateDir: DEFAULT_STATE_DIR,
+      volumeRoots: [],
+      rwShareReachable: 'refuse',
     },
   };
 }

@@ -229,6 +229,8 @@ function fromRaw(r: RawConfig, file: string): SandboxConfig {
   if (rt.sandbox_cgroup_only !== undefined) cfg.runtime.sandboxCgroupOnly = rt.sandbox_cgroup_only;
   if (rt.enable_debug !== undefined) cfg.runtime.enableDebug = rt.enable_debug;
   if (rt.state_dir !== undefined) cfg.runtime.stateDir = rt.state_dir;
+  if (rt.volume_roots !== undefined) cfg.runtime.volumeRoots = [...rt.volume_roots];
+  if (rt.rw_share_reachable !== undefined) cfg.runtime.rwShareReachable = rt.rw_share_reachable;
   return cfg;
 }
 

@@ -77,6 +77,8 @@ export const CONFIG_SCHEMA = {
         sandbox_cgroup_only: bool,
         enable_debug: bool,
         state_dir: absPath,
+        volume_roots: { type: 'array', items: absPath },
+        rw_share_reachable: { type: 'string', enum: ['refuse', 'allow'] },
       },
     },
     factory: { type: 'object' },
@@ -128,6 +130,8 @@ export interface RawConfig {
     sandbox_cgroup_only?: boolean;
     enable_debug?: boolean;
     state_dir?: string;
+    volume_roots?: string[];
+    rw_share_reachable?: 'refuse' | 'allow';
   };
   factory?: Record<string, unknown>;
 }

@@ -66,6 +66,10 @@ interface RuntimeConfig {
   enableDebug: boolean;
   /** Root of per-sandbox state: `<stateDir>/sandboxes/<id>/state.json`. */
   stateDir: string;
+  /** Share sources must lie inside one of these directories (`volume_roots`; empty = anywhere). */
+  volumeRoots: string[];
+  /** A read-write share of a directory other host users can reach: refused (default) or allowed with a warning. */
+  rwShareReachable: 'refuse' | 'allow';
 }
 
 export interface SandboxConfig {

@@ -105,6 +105,8 @@ async function attachShare(sb: SandboxCore, o: AssembleOptions): Promise<{ devic
     extraArgs: q.virtioFsExtraArgs,
     queueSize: q.virtioFsQueueSize,
     root: o.sharedRoot,
+    volumeRoots: o.config.runtime.volumeRoots,
+    rwShareReachable: o.config.runtime.rwShareReachable,
   };
   await sb.journal.intend('virtiofs', 'virtiofs', config);
   const att = await step(sb, 'virtiofs', () => sb.plugins.virtiofs.attach(sb.ctx, config));

@@ -234,19 +234,19 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> implements Sa
   shareVolume(req: { source: string; name?: string; readonly: boolean }): Promise<ShareRecord> {
     return this.serialize(async () => {
       this.requireRunning('share a volume');
-      const rec = await this.plugins.virtiofs.shareVolume(this.id, {
-        containerId: SANDBOX_VOLUMES,
-        source: req.source,
-        readonly: req.readonly,
-        ...(req.name ? { name: req.name } : {}),
-      });
-      try {
-        await this.persistVirtiofs();
-      } catch (e) {
-        // Not journalled, not kept: a share the state does not name would outlive the sandbox.
-        await this.plugins.virtiofs.unshare(this.id, rec).catch(() => {});
-        throw e;
-      }
+      const before = this.journal.records('virtiofs')[0]?.data;
+      // A share whose record cannot be saved is undone (the plugin unbinds it), and the in-memory
+      // record goes back to what is on disk: a share the state does not name would outlive the sandbox.
+      const rec = await this.plugins.virtiofs
+        .shareVolume(
+          this.id,
+          { containerId: SANDBOX_VOLUMES, source: req.source, readonly: req.readonly, ...(req.name ? { name: req.name } : {}) },
+          () => this.persistVirtiofs(),
+        )
+        .catch(async (e: unknown) => {
+          if (before) await this.journal.update('virtiofs', 'virtiofs', before).catch(() => {});
+          throw e;
+        });
       await this.waitGuestSees(rec.guestPath);
       return rec;
     });

@@ -55,10 +55,13 @@ t.test('the README table has one row per catalogue code, with its status and mea
   }
 });
 
-t.test('every code is referred to by the source as a string (the catalogue tables name them unquoted; a code nothing produces is dead)', async (t) => {
-  const text = ['host', 'plugins', 'virtiofsd-manager', 'runtime-core', 'cni', 'guest']
-    .flatMap((d) => sourceFiles(join(root, d)))
-    .map((f) => readFileSync(f, 'utf8'))
-    .join('\n');
-  for (const code of Object.keys(ERROR_CODES)) t.ok(text.includes(`'${code}'`), `${code} is produced or handled somewhere`);
-});
+t.test(
+  'every code is referred to by the source as a string (the catalogue tables name them unquoted; a code nothing produces is dead)',
+  async (t) => {
+    const text = ['host', 'plugins', 'virtiofsd-manager', 'runtime-core', 'cni', 'guest']
+      .flatMap((d) => sourceFiles(join(root, d)))
+      .map((f) => readFileSync(f, 'utf8'))
+      .join('\n');
+    for (const code of Object.keys(ERROR_CODES)) t.ok(text.includes(`'${code}'`), `${code} is produced or handled somewhere`);
+  },
+);

@@ -12,6 +12,7 @@ const base = {
   threadPoolSize: 1,
   xattr: false,
   announceSubmounts: false,
+  dropCaps: [] as string[],
   extraArgs: [] as string[],
 };
 
@@ -108,6 +109,22 @@ t.test("Rust spelling: separate values, --shared-dir, never stays never (and C's
   );
   t.same(virtiofsdArgs(RUST, { ...base, cache: 'metadata', sandbox: 'namespace' }).slice(4, 6), ['--cache', 'metadata']);
   t.same(daemonPidFiles(RUST, '/run/x/vfs.sock'), ['/run/x/vfs.sock.pid']);
+});
+
+t.test('by default both daemons drop mknod and setfcap: -o modcaps= (C) and --modcaps= (Rust)', async (t) => {
+  const d = resolveVirtiofsConfig();
+  t.same(d.dropCaps, ['mknod', 'setfcap'], 'the default');
+  t.equal(d.rwShareReachable, 'refuse', 'read-write shares other users can reach are refused by default');
+  const c = virtiofsdArgs(C, { ...base, cache: 'auto', sandbox: 'namespace', dropCaps: d.dropCaps });
+  t.same(c.slice(5, 9), ['-o', 'sandbox=namespace', '-o', 'modcaps=-mknod:-setfcap'], 'C: right after the sandbox mode');
+  const r = virtiofsdArgs(RUST, { ...base, cache: 'auto', sandbox: 'namespace', dropCaps: d.dropCaps });
+  t.ok(r.includes('--modcaps=-mknod:-setfcap'), `Rust: ${r.join(' ')}`);
+  t.notOk(
+    virtiofsdArgs(C, { ...base, cache: 'auto', sandbox: 'namespace' }).some((a) => a.includes('modcaps')),
+    'empty keeps all',
+  );
+  t.throws(() => resolveVirtiofsConfig({ dropCaps: ['CAP_MKNOD'] }), { code: 'E_CONFIG', message: /virtiofs\.dropCaps/ });
+  t.throws(() => resolveVirtiofsConfig({ rwShareReachable: 'maybe' }), { code: 'E_CONFIG', message: /virtiofs\.rwShareReachable/ });
 });
 
 t.test('a mode the binary lacks is a config error naming the key and the daemon', async (t) => {

@@ -64,6 +64,7 @@ t.test('the same config drives the Rust daemon in its own spelling', async (t) =
       'never',
       '--sandbox',
       'none',
+      '--modcaps=-mknod:-setfcap',
       '--thread-pool-size',
       '2',
       '--xattr',

@@ -18,11 +18,23 @@ t.test('unsafe sources, container ids and destinations are refused with E_PATH_U
 
   await t.rejects(
     sd.shareVolume({ containerId: 'c1', source: `${root}/allowed/escape`, destination: '/x', readonly: true, allowedRoots }),
-    { code: 'E_PATH_UNSAFE', message: /resolves to .*\/secret, outside the allowed directories/ },
-    'symlink escaping the allowed root',
+    { code: 'E_PATH_UNSAFE', message: /allowed\/escape is a symlink \(to .*\/secret\).*give the resolved path/ },
+    'a symlink in the source is refused by default, naming it and its target',
   );
   await t.rejects(
-    sd.shareVolume({ containerId: 'c1', source: `${root}/secret`, destination: '/x', readonly: false }, allowedRoots),
+    sd.shareVolume({
+      containerId: 'c1',
+      source: `${root}/allowed/escape`,
+      destination: '/x',
+      readonly: true,
+      allowedRoots,
+      allowSymlinks: true,
+    }),
+    { code: 'E_PATH_UNSAFE', message: /resolves to .*\/secret, outside the allowed directories/ },
+    'when symlinks are allowed, one escaping the allowed root is still refused',
+  );
+  await t.rejects(
+    sd.shareVolume({ containerId: 'c1', source: `${root}/secret`, destination: '/x', readonly: false }, { volumeRoots: allowedRoots }),
     { code: 'E_PATH_UNSAFE' },
     'manager-wide roots apply when the request has none',
   );
@@ -32,8 +44,9 @@ t.test('unsafe sources, container ids and destinations are refused with E_PATH_U
     destination: '/ok',
     readonly: true,
     allowedRoots,
+    allowSymlinks: true,
   });
-  t.equal(inside.source, `${root}/allowed/vol`, 'a symlink that stays inside is fine (and recorded resolved)');
+  t.equal(inside.source, `${root}/allowed/vol`, 'an allowed symlink that stays inside is fine (and recorded resolved)');
   await sd.unshare(inside);
 
   for (const cid of ['../evil', 'a/../../b', 'a/b']) {
@@ -53,7 +66,7 @@ t.test('unsafe sources, container ids and destinations are refused with E_PATH_U
   symlinkSync(`${root}/elsewhere`, `${sd.mountsDir}/trap`);
   await t.rejects(
     sd.shareVolume({ containerId: 'c1', source: `${root}/allowed/vol`, name: 'trap/x', readonly: false }),
-    { code: 'E_PATH_UNSAFE', message: /outside/ },
+    { code: 'E_PATH_UNSAFE', message: /trap is a symlink/ },
     'destination through a symlink in mounts',
   );
   await t.rejects(

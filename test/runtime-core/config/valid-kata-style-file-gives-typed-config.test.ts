@@ -54,6 +54,8 @@ disable_new_netns = false
 sandbox_cgroup_only = true
 enable_debug = true
 state_dir = "/run/krt-state"
+volume_roots = ["/var/lib/krt-volumes", "/srv/krt"]
+rw_share_reachable = "allow"
 `,
   );
   const { log, lines } = capturingLogger();
@@ -101,6 +103,8 @@ state_dir = "/run/krt-state"
     sandboxCgroupOnly: true,
     enableDebug: true,
     stateDir: '/run/krt-state',
+    volumeRoots: ['/var/lib/krt-volumes', '/srv/krt'],
+    rwShareReachable: 'allow',
   });
   t.same(
     lines.filter((l) => l.level >= 40),

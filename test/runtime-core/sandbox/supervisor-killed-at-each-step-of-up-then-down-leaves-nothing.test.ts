@@ -59,8 +59,9 @@ async function runCase(t: Test, rt: Runtime, c: Case, n: number): Promise<void> 
 t.test('the supervisor killed at each step of up: down leaves nothing', async (t) => {
   const rt = tempRuntime(t);
   for (const [i, c] of CASES.entries()) {
-    await t.test(`killed at ${c.step} (${c.createdNetns ? 'namespace made by the sandbox' : 'caller-owned pod namespace'}${c.boot ? ', after a boot' : ''})`, (t) =>
-      runCase(t, rt, c, i),
+    await t.test(
+      `killed at ${c.step} (${c.createdNetns ? 'namespace made by the sandbox' : 'caller-owned pod namespace'}${c.boot ? ', after a boot' : ''})`,
+      (t) => runCase(t, rt, c, i),
     );
   }
 });
@@ -81,7 +82,11 @@ t.test('down is honest: what it cannot remove is named, the record kept, and a s
   t.equal(d1.code, 1, 'down fails');
   t.match(d1.stderr, /E_STATE: sandbox .*: .*held still mounted/, 'naming what is left');
   t.ok(existsSync(join(rt.stateDir, 'sandboxes', id, 'state.json')), 'the record is kept');
-  t.equal(parseJson<{ id: string }[]>(await cli(['sandbox', 'list', ...C, '--json'])).filter((x) => x.id === id).length, 1, 'list still shows it');
+  t.equal(
+    parseJson<{ id: string }[]>(await cli(['sandbox', 'list', ...C, '--json'])).filter((x) => x.id === id).length,
+    1,
+    'list still shows it',
+  );
   await run('umount', [mnt]);
   const d2 = await cli(['sandbox', 'down', id, ...C]);
   t.equal(d2.code, 0, `the second down finishes ${d2.code === 0 ? '' : explain(d2)}`);

@@ -6,7 +6,7 @@
  * `exec` relaying output and exit codes, `sandbox list`, then `sandbox down` and a residue check.
  */
 import t from 'tap';
-import { mkdtempSync, readFileSync, existsSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, existsSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Interface, Route } from '../../../host/agent-types.js';
@@ -47,8 +47,11 @@ t.test('sandbox up in a pod netns: guest network, ping, shares, exec, list; down
     gw6: 'fd77::1',
     neighbour: { ip: '10.77.0.9', lladdr: '02:00:00:77:00:09' },
   });
-  const hostDir = mkdtempSync(join(tmpdir(), 'krt-share-'));
-  t.teardown(() => rmSync(hostDir, { recursive: true, force: true }));
+  // A read-write share must sit below a directory other users cannot search (mkdtemp's 0700).
+  const hostParent = mkdtempSync(join(tmpdir(), 'krt-share-'));
+  t.teardown(() => rmSync(hostParent, { recursive: true, force: true }));
+  const hostDir = join(hostParent, 'dir');
+  mkdirSync(hostDir);
   writeFileSync(join(hostDir, 'hello.txt'), 'hello from the host\n');
   const id = `krt-e2e-${process.pid}`;
   const C = ['--config', rt.config];

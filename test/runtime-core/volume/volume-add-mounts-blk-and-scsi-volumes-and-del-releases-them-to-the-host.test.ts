@@ -57,7 +57,13 @@ t.test('volumes: blk and scsi mounted, written, released, read back on the host;
   const a1 = await cli(['volume', 'add', id, '--source', loop, '--driver', 'virtio-blk', '--name', 'blk1', ...c, '--json']);
   t.equal(a1.code, 0, `add blk: ${why(a1)}`);
   const v1 = parseJson<Volume>(a1);
-  t.match(v1, { name: 'blk1', source: loop, driver: 'virtio-blk', readonly: false, mountPoint: '/run/kata-containers/sandbox/volumes/blk1' });
+  t.match(v1, {
+    name: 'blk1',
+    source: loop,
+    driver: 'virtio-blk',
+    readonly: false,
+    mountPoint: '/run/kata-containers/sandbox/volumes/blk1',
+  });
   t.match(v1.guestDevice, /^[0-9a-f]{2}\/00$/, 'the guest found it at a PCI path');
   const m1 = await guest('grep " /run/kata-containers/sandbox/volumes/blk1 " /proc/mounts');
   t.match(m1.stdout, /ext4 rw/, 'mounted read-write as ext4');
