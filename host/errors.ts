@@ -31,6 +31,8 @@ export const ERROR_CODES = {
   E_LOCKED: 'another live process holds the sandbox lock (the message names its pid); retry once it is done',
   E_MOUNT: 'a mount or unmount failed',
   E_CNI: 'a CNI request is invalid (the CNI error code is carried separately)',
+  E_TTRPC: 'a ttRPC call failed: the peer answered a non-zero status, or broke the protocol (the gRPC code is in details.grpcCode)',
+  E_TTRPC_CLOSED: 'the ttRPC connection closed (EOF, EPIPE, ECONNRESET, or closed locally) before the call was answered',
   E_INTERNAL: 'a bug: an invariant did not hold',
 } as const;
 
