@@ -51,21 +51,25 @@ const COPY_LIMIT = 64 * 1024;
 /**
  * Write one whole frame. Node runs one write call at a time and queues writes in order, so a
  * frame written by one call (or by two writes inside one cork) is never interleaved with
- * another's, whatever the number of concurrent senders.
+ * another's, whatever the number of concurrent senders. The socket stays corked until the
+ * current tick's callbacks have run, so the frames that many concurrent calls write at once go
+ * out in one writev instead of a syscall each.
  */
-export function writeFrame(socket: Socket, streamId: number, type: number, data: Uint8Array, flags = 0): boolean {
+export function writeFrame(socket: Socket, streamId: number, type: number, data: Uint8Array, flags = 0): void {
+  if (socket.writableCorked === 0) {
+    socket.cork();
+    process.nextTick(() => socket.uncork());
+  }
   const h = { length: data.byteLength, streamId, type, flags };
   if (data.byteLength <= COPY_LIMIT) {
     const buf = Buffer.allocUnsafe(HEADER_LENGTH + data.byteLength);
     encodeHeader(h, buf);
     buf.set(data, HEADER_LENGTH);
-    return socket.write(buf);
+    socket.write(buf);
+    return;
   }
-  socket.cork();
   socket.write(encodeHeader(h));
-  const ok = socket.write(data);
-  socket.uncork();
-  return ok;
+  socket.write(data);
 }
 
 export class FrameReader {
