@@ -173,8 +173,15 @@ async function main(): Promise<void> {
     for (const c of children) c.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   };
-  process.once('SIGINT', () => (cleanup(), process.exit(130)));
-  process.once('SIGTERM', () => (cleanup(), process.exit(143)));
+  for (const [sig, code] of [
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const) {
+    process.once(sig, () => {
+      cleanup();
+      process.exit(code);
+    });
+  }
   try {
     children.push(await child(join(dir, 'ttrpc.sock'), '--serve'), await child(join(dir, 'raw.sock'), '--echo'));
     const client = await TtrpcClient.connect(join(dir, 'ttrpc.sock'));
