@@ -48,6 +48,8 @@ interface Pending {
 }
 
 const MAX_STREAM_ID = 0xffffffff;
+/** How many given-up ids are remembered (to drop their late answers without a warning). */
+const ABANDONED_MAX = 1024;
 
 export class TtrpcClient {
   private readonly pending = new Map<number, Pending>();
@@ -166,6 +168,8 @@ export class TtrpcClient {
       const giveUp = (e: TtrpcError): void => {
         done();
         this.abandoned.add(id);
+        // A peer that never answers must not grow the set for ever: forget the oldest.
+        if (this.abandoned.size > ABANDONED_MAX) this.abandoned.delete(this.abandoned.values().next().value!);
         reject(e);
       };
       this.pending.set(id, {

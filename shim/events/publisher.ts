@@ -72,7 +72,8 @@ export class EventPublisher {
   /**
    * Queue an event; its topic follows from its type. Resolves true once containerd took it, false
    * if it was dropped (retries exhausted, a permanent error, queue full, or the publisher closed);
-   * never rejects, so callers that do not care need not await it.
+   * never rejects, so callers that do not care need not await it. Throws (synchronously) only for
+   * an event that cannot be encoded, a bug in the caller.
    */
   publish<D extends TaskEventSchema>(schema: D, event: MessageInitShape<D>): Promise<boolean> {
     const topic = topicOf(schema);
