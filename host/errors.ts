@@ -33,6 +33,8 @@ export const ERROR_CODES = {
   E_DEVICE_BUSY:
     'a host block device or image file is in use on the host (mounted, held, swap, a loop backing file); a guest would corrupt it',
   E_CNI: 'a CNI request is invalid (the CNI error code is carried separately)',
+  E_TTRPC: 'a ttRPC call failed: the peer answered a non-zero status, or broke the protocol (the gRPC code is in details.grpcCode)',
+  E_TTRPC_CLOSED: 'the ttRPC connection closed (EOF, EPIPE, ECONNRESET, or closed locally) before the call was answered',
   E_INTERNAL: 'a bug: an invariant did not hold',
 } as const;
 
@@ -63,6 +65,8 @@ const ERROR_STATUS: Partial<Record<ErrorCode, number>> = {
   E_AGENT: 502,
   E_QMP: 502,
   E_TIMEOUT: 504,
+  E_TTRPC: 502,
+  E_TTRPC_CLOSED: 502,
   E_EXEC_TIMEOUT: 504,
 };
 

@@ -35,6 +35,8 @@ export interface Containerd {
   dir: string;
   mntns: string;
   socket: string;
+  /** containerd's ttRPC socket (`[ttrpc] address`), where shims forward events: their $TTRPC_ADDRESS. */
+  ttrpcSocket: string;
   hostNs: NetnsRef;
   pid: number;
   /** `ctr -a SOCKET -n krt ARGS` inside the private mount and host network namespaces. */
@@ -113,6 +115,7 @@ export async function startContainerd(t: Teardownable, hostNs: NetnsRef): Promis
     dir,
     mntns,
     socket,
+    ttrpcSocket: `${socket}.ttrpc`,
     hostNs,
     pid: 0,
     ctr: (args, opts = {}) =>
@@ -178,7 +181,7 @@ export async function startContainerd(t: Teardownable, hostNs: NetnsRef): Promis
       '[grpc]',
       `  address = "${socket}"`,
       '[ttrpc]',
-      `  address = "${socket}.ttrpc"`,
+      `  address = "${c.ttrpcSocket}"`,
       '',
     ].join('\n'),
   );

@@ -70,12 +70,12 @@ t.test('volumes: blk and scsi mounted, written, released, read back on the host;
   t.equal((await guest('echo from-guest-blk > /run/kata-containers/sandbox/volumes/blk1/f && sync')).code, 0, 'the guest writes');
 
   // virtio-scsi from the image file (the default driver of this configuration), mounted where asked.
-  const a2 = await cli(['volume', 'add', id, '--source', img2, '--name', 'scsi1', '--mount-point', '/mnt/scsi', ...c, '--json']);
+  const a2 = await cli(['volume', 'add', id, '--source', img2, '--name', 'scsi1', '--mount-point', '/run/scsi', ...c, '--json']);
   t.equal(a2.code, 0, `add scsi: ${why(a2)}`);
   const v2 = parseJson<Volume>(a2);
-  t.match(v2, { driver: 'virtio-scsi', mountPoint: '/mnt/scsi' });
+  t.match(v2, { driver: 'virtio-scsi', mountPoint: '/run/scsi' });
   t.match(v2.guestDevice, /^\d+:0$/, 'a SCSI address');
-  t.equal((await guest('grep -q " /mnt/scsi ext4 " /proc/mounts && echo from-guest-scsi > /mnt/scsi/f && sync')).code, 0);
+  t.equal((await guest('grep -q " /run/scsi ext4 " /proc/mounts && echo from-guest-scsi > /run/scsi/f && sync')).code, 0);
   const l = parseJson<Volume[]>(await cli(['volume', 'list', id, ...c, '--json']));
   t.same(l.map((v) => v.name).sort(), ['blk1', 'scsi1']);
 
