@@ -24,6 +24,7 @@ import { DEFAULT_GUEST_CMDLINE } from './cmdline.js';
 import { INIT_SCRIPT, buildInitramfs } from './initramfs.js';
 import { downloadKernel, extractKernel, extractVmlinux, hasPvhNote, resolveKernelPackage, type KernelPackage } from './kernel.js';
 import { GUEST_MODULES, parseModulesBuiltin, parseModulesDep, resolveModules } from './modules.js';
+import { MONITOR_SOURCE, buildMonitor, monitorInputsHash } from './monitor.js';
 import { ROOTFS_INIT_SCRIPT, makeExt4Image, parseLdd, stageRootfs } from './rootfs.js';
 export { minimalQemuArgs } from './qemu-args.js';
 
@@ -73,6 +74,7 @@ interface Inputs {
   binaries: Record<string, string>;
   libraries: Record<string, string>;
   agent: string;
+  monitor: string;
   modules: readonly string[];
   scripts: string;
 }
@@ -81,6 +83,7 @@ interface Tools {
   node: string;
   ip: string;
   busybox: string;
+  runc: string;
   libs: string[];
 }
 
@@ -112,6 +115,7 @@ async function findTools(): Promise<Tools> {
   const node = await firstExisting('node', 'nodejs', ['/usr/bin/node', process.execPath]);
   const ip = await firstExisting('ip (iproute2)', 'iproute2', ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip', '/bin/ip']);
   const busybox = await firstExisting('static busybox', 'busybox-static', ['/usr/bin/busybox', '/bin/busybox']);
+  const runc = await firstExisting('runc', 'runc', ['/usr/sbin/runc', '/usr/bin/runc']);
   const bb = await run('ldd', [busybox], { reject: false });
   if (!/not a dynamic executable|statically linked/.test(bb.stdout + bb.stderr)) {
     throw new KataError(
@@ -120,8 +124,8 @@ async function findTools(): Promise<Tools> {
     );
   }
   const libs = new Set<string>();
-  for (const b of [node, ip]) for (const l of parseLdd((await run('ldd', [b])).stdout)) libs.add(l);
-  return { node, ip, busybox, libs: [...libs].sort() };
+  for (const b of [node, ip, runc]) for (const l of parseLdd((await run('ldd', [b])).stdout)) libs.add(l);
+  return { node, ip, busybox, runc, libs: [...libs].sort() };
 }
 
 async function computeInputs(tools: Tools, kernel: KernelPackage, agent: Buffer): Promise<Inputs> {
@@ -130,6 +134,7 @@ async function computeInputs(tools: Tools, kernel: KernelPackage, agent: Buffer)
     ['node', tools.node],
     ['ip', tools.ip],
     ['busybox', tools.busybox],
+    ['runc', tools.runc],
   ] as const)
     binaries[k] = await sha256File(p);
   const libraries: Record<string, string> = {};
@@ -140,6 +145,7 @@ async function computeInputs(tools: Tools, kernel: KernelPackage, agent: Buffer)
     binaries,
     libraries,
     agent: sha256(agent),
+    monitor: await monitorInputsHash(),
     modules: GUEST_MODULES,
     scripts: sha256(`${INIT_SCRIPT}\0${ROOTFS_INIT_SCRIPT}\0${DEFAULT_GUEST_CMDLINE}`),
   };
@@ -163,6 +169,8 @@ async function fingerprint(paths: string[]): Promise<string> {
     parts.push([p, s?.size, s?.mtimeMs, s?.ino]);
   }
   parts.push(await agentSourceStats());
+  const m = await stat(MONITOR_SOURCE).catch(() => undefined);
+  parts.push([MONITOR_SOURCE, m?.size, m?.mtimeMs]);
   return sha256(JSON.stringify(parts));
 }
 
@@ -292,7 +300,7 @@ export async function ensureGuestKit(opts: EnsureGuestKitOptions = {}): Promise<
   const inputs = await computeInputs(tools, kernel, agent);
   const hash = hashInputs(inputs);
   const remember = async (): Promise<void> => {
-    const paths = [tools.node, tools.ip, tools.busybox, ...tools.libs, ...APT_STATE];
+    const paths = [tools.node, tools.ip, tools.busybox, tools.runc, ...tools.libs, ...APT_STATE];
     const tmp = `${currentFile}.${process.pid}.tmp`;
     await writeFile(tmp, JSON.stringify({ hash, fingerprint: await fingerprint(paths), paths }));
     await rename(tmp, currentFile);
@@ -371,9 +379,11 @@ async function build(
     );
     await rm(kroot, { recursive: true, force: true });
 
-    progress('building the rootfs image (node, guest agent, ip, busybox) with mkfs.ext4 -d');
+    progress('building the rootfs image (node, guest agent, kata-monitor, ip, runc, busybox) with mkfs.ext4 -d');
+    const monitor = join(work, 'kata-monitor');
+    await buildMonitor(monitor);
     const stage = join(work, 'rootfs');
-    await stageRootfs(stage, { node: tools.node, ip: tools.ip, busybox: tools.busybox, agentBundle: agent });
+    await stageRootfs(stage, { node: tools.node, ip: tools.ip, busybox: tools.busybox, runc: tools.runc, monitor, agentBundle: agent });
     const { sizeMiB } = await makeExt4Image(stage, join(out, 'rootfs.ext4'));
 
     const record: KitRecord = {
