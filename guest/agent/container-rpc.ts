@@ -5,6 +5,7 @@
  */
 import type { Containers } from './containers.js';
 import { AgentError, MAX_READ_BYTES, MAX_WRITE_BYTES, type AgentMethod, type CreateContainerParams } from './protocol.js';
+import { WireBytes } from './wire-bytes.js';
 
 type Handler = (params: Record<string, unknown>) => Promise<unknown>;
 
@@ -33,8 +34,7 @@ export function containerHandlers(c: Containers): Partial<Record<AgentMethod, Ha
   const read = (which: 'stdout' | 'stderr', method: string) => async (p: Record<string, unknown>) => {
     const [cid, eid] = ref(p, method);
     const len = Math.min(uint(p, 'len', method, MAX_READ_BYTES), MAX_READ_BYTES) || MAX_READ_BYTES;
-    const data = await c.process(cid, eid).stream(which).read(len);
-    return { data: data.toString('base64') };
+    return { data: new WireBytes(await c.process(cid, eid).stream(which).read(len)) };
   };
   return {
     CreateContainer: async (p) => c.create(p as unknown as CreateContainerParams),

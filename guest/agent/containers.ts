@@ -106,7 +106,7 @@ export class Containers {
       await cleanIo();
       throw new AgentError((e as AgentError).code ?? 'E_EXEC', `${(e as Error).message}${printed ? `: ${printed}` : ''}`);
     }
-    void mon.exited.then(cleanIo);
+    await cleanIo(); // the monitor unlinked the FIFOs before the process ran
     return new AgentProcess(execId, mon, terminal, this.ctx.drainIdleMs);
   }
 

@@ -127,7 +127,8 @@ export class MonitoredProcess {
       }
     });
     this.child.on('error', (e) => onFail(new AgentError('E_EXEC', `cannot start ${opts.monitor}: ${e.message}`)));
-    this.child.on('exit', (code, signal) => {
+    // 'close', not 'exit': only then has every status line the monitor wrote been read.
+    this.child.on('close', (code, signal) => {
       onFail(new AgentError('E_EXEC', `kata-monitor ended (${signal ?? code}) before the process ran: ${this.diag.trim()}`));
       // A monitor that died without reporting (killed): the process's status is unknown.
       if (this.exitStatus === undefined) {

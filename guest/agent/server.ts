@@ -24,6 +24,7 @@ import {
 } from './protocol.js';
 import type { CommandRunner } from './runner.js';
 import { addStorages, listMounts, removeStorages, type StorageContext } from './storage.js';
+import { stringifyWithBytes } from './wire-bytes.js';
 
 const AGENT_VERSION = '0.2.0';
 
@@ -160,7 +161,7 @@ export class AgentServer {
       // Answer first; the transport writes the response before the shutdown callback runs.
       setTimeout(() => void Promise.resolve(this.opts.shutdown()).catch(() => {}), 50);
     }
-    return JSON.stringify(response);
+    return stringifyWithBytes(response);
   }
 
   private async dispatch(req: AgentRequest): Promise<AgentResponse> {
