@@ -13,7 +13,7 @@ import type { MonitoredProcess } from './monitor.js';
 import type { OutputStream } from './streams.js';
 
 /** Defaults: how long an output stream may stay silent after the exit before it is ended. */
-export const DRAIN_IDLE_MS = 1000;
+const DRAIN_IDLE_MS = 1000;
 /** Upper bound of the drain after the exit, whatever the streams do. */
 const DRAIN_MAX_MS = 5000;
 

@@ -217,7 +217,13 @@ export class AgentClient {
       new KataError('E_AGENT', `agent ${method} was cancelled: ${String(opts.signal?.reason ?? 'aborted')}`, { method, aborted: true });
     if (opts.signal?.aborted) throw aborted();
     const sock = await this.ensureConnected(timeoutMs === 0 ? 5_000 : Math.min(timeoutMs, 5_000));
-    const { id, promise } = this.send(sock, method, params, timeoutMs === 0 ? 0 : Math.max(1, timeoutMs - (Date.now() - started)), timeoutMs);
+    const { id, promise } = this.send(
+      sock,
+      method,
+      params,
+      timeoutMs === 0 ? 0 : Math.max(1, timeoutMs - (Date.now() - started)),
+      timeoutMs,
+    );
     let onAbort: (() => void) | undefined;
     const cancelled = opts.signal
       ? new Promise<never>((_, reject) => {
@@ -354,15 +360,25 @@ export class AgentClient {
   }
   /** Resolves with the byte count once the data is in the process's stdin pipe. */
   async writeStdin(containerId: string, execId: string, data: Buffer, opts?: CallOptions): Promise<number> {
-    const r = await this.call('WriteStdin', { container_id: containerId, exec_id: execId, data: data.toString('base64') }, { timeoutMs: 0, ...opts });
+    const r = await this.call(
+      'WriteStdin',
+      { container_id: containerId, exec_id: execId, data: data.toString('base64') },
+      { timeoutMs: 0, ...opts },
+    );
     return r.len;
   }
   /** Up to len bytes once there are any; an empty buffer is EOF. */
   async readStdout(containerId: string, execId: string, len: number, opts?: CallOptions): Promise<Buffer> {
-    return Buffer.from((await this.call('ReadStdout', { container_id: containerId, exec_id: execId, len }, { timeoutMs: 0, ...opts })).data, 'base64');
+    return Buffer.from(
+      (await this.call('ReadStdout', { container_id: containerId, exec_id: execId, len }, { timeoutMs: 0, ...opts })).data,
+      'base64',
+    );
   }
   async readStderr(containerId: string, execId: string, len: number, opts?: CallOptions): Promise<Buffer> {
-    return Buffer.from((await this.call('ReadStderr', { container_id: containerId, exec_id: execId, len }, { timeoutMs: 0, ...opts })).data, 'base64');
+    return Buffer.from(
+      (await this.call('ReadStderr', { container_id: containerId, exec_id: execId, len }, { timeoutMs: 0, ...opts })).data,
+      'base64',
+    );
   }
   closeStdin(containerId: string, execId: string, opts?: CallOptions): Promise<Record<string, never>> {
     return this.call('CloseStdin', { container_id: containerId, exec_id: execId }, { timeoutMs: 0, ...opts });

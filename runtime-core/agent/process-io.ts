@@ -56,7 +56,7 @@ export async function pumpOutput(
   }
 }
 
-export interface InputPumpOptions {
+interface InputPumpOptions {
   /** Most bytes per WriteStdin (default 1 MiB). */
   chunk?: number;
   signal?: AbortSignal;

@@ -46,7 +46,11 @@ export function ociProcess(args: string[], extra: Partial<OciProcess> = {}): Oci
   };
 }
 
-export function containerSpec(cid: string, args: string[], opts: { terminal?: boolean; hostname?: string; consoleSize?: { height: number; width: number } } = {}): OciSpec {
+export function containerSpec(
+  cid: string,
+  args: string[],
+  opts: { terminal?: boolean; hostname?: string; consoleSize?: { height: number; width: number } } = {},
+): OciSpec {
   const s = runcDefaultSpec();
   s.process = { ...s.process!, ...ociProcess(args, { terminal: opts.terminal ?? false }), capabilities: s.process!.capabilities };
   if (opts.consoleSize) s.process.consoleSize = opts.consoleSize;

@@ -141,14 +141,17 @@ t.test('containers in the guest', async (t) => {
     await c.execProcess(cid, 'e1', ociProcess(['sh', '-c', 'echo pid=$$; hostname; cat /proc/1/cmdline; echo']));
     const e = await attach(c, cid, 'e1');
     t.equal(e.status, 0);
-    t.match(e.stdout.toString(), /^pid=\d+\nex1\nsleep\u00001000/, 'runs in the container: its hostname, its pid 1');
+    t.match(e.stdout.toString().replaceAll('\0', ' '), /^pid=\d+\nex1\nsleep 1000/, 'runs in the container: its hostname, its pid 1');
     t.equal(await agentCode(c.execProcess(cid, 'e1', ociProcess(['true']))), 'E_ALREADY_EXISTS', 'duplicate exec_id');
     t.equal(await agentCode(c.execProcess(cid, cid, ociProcess(['true']))), 'E_ALREADY_EXISTS', "the init's exec_id");
     await c.signalProcess(cid, cid, 15);
     t.equal((await init).status, 137, 'SIGTERM became SIGKILL: 137');
     t.equal(await c.waitProcess(cid, ''), 137, 'a later Wait answers the cached status');
     const list = await c.listContainers();
-    t.match(list.find((x) => x.container_id === cid), { status: 'stopped', init: { exit_status: 137 } });
+    t.match(
+      list.find((x) => x.container_id === cid),
+      { status: 'stopped', init: { exit_status: 137 } },
+    );
     await c.removeContainer(cid);
   });
 
@@ -214,9 +217,15 @@ t.test('containers in the guest', async (t) => {
     await c.startContainer(cid);
     await c.removeContainer(cid, 10);
     t.same(await c.listContainers(), [], 'no container left');
-    const mounts = (await c.listMounts()).mounts.filter((m) => m.mount_point.startsWith('/run/kata-containers/') && !m.mount_point.startsWith(GUEST_SHARED));
+    const mounts = (await c.listMounts()).mounts.filter(
+      (m) => m.mount_point.startsWith('/run/kata-containers/') && !m.mount_point.startsWith(GUEST_SHARED),
+    );
     t.same(mounts, [], 'no rootfs bind left');
-    const ls = await rootExec(c, 'ls1', ['sh', '-c', 'ls -A /run/runc; echo --; ls -A /run/kata-containers; echo --; ls -A /sys/fs/cgroup | grep -E "^(default|kata)$"; echo --; ls -A /run/kata-agent']);
+    const ls = await rootExec(c, 'ls1', [
+      'sh',
+      '-c',
+      'ls -A /run/runc; echo --; ls -A /run/kata-containers; echo --; ls -A /sys/fs/cgroup | grep -E "^(default|kata)$"; echo --; ls -A /run/kata-agent',
+    ]);
     t.equal(ls.stdout.toString(), '--\nshared\n--\n--\n', 'runc state, bundles, cgroups, FIFOs and sockets are gone');
     t.equal(await agentCode(c.removeContainer(cid)), 'E_NOT_FOUND', 'a second remove: not found');
   });
