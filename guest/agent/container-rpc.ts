@@ -58,10 +58,10 @@ export function containerHandlers(c: Containers): Partial<Record<AgentMethod, Ha
       if (!BASE64.test(data)) throw new AgentError('E_INVALID_ARGUMENT', 'WriteStdin data must be base64');
       const buf = Buffer.from(data, 'base64');
       if (buf.length > MAX_WRITE_BYTES) throw new AgentError('E_INVALID_ARGUMENT', `WriteStdin carries at most ${MAX_WRITE_BYTES} bytes`);
-      return c
-        .process(cid, eid)
-        .mon.stdin.write(buf)
-        .then((len) => ({ len }));
+      const stdin = c.process(cid, eid).mon.stdin;
+      // Kata's agent (kata-containers#9534): a zero-length write closes stdin.
+      if (buf.length === 0) return stdin.close().then(() => ({ len: 0 }));
+      return stdin.write(buf).then((len) => ({ len }));
     },
     ReadStdout: read('stdout', 'ReadStdout'),
     ReadStderr: read('stderr', 'ReadStderr'),

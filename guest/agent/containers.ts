@@ -1,33 +1,27 @@
 /**
  * Containers in the guest (Kata's CreateContainer/StartContainer/ExecProcess/RemoveContainer) on
- * Debian's runc, each process under its own kata-monitor (monitor.ts), and the root-environment
- * processes (container_id ""). Kata's bundle layout: /run/kata-containers/<cid>/config.json with
+ * Debian's runc, each process under its own kata-monitor (launcher.ts, monitor.ts); container_id
+ * "" addresses the root-environment processes (root-processes.ts). Kata's bundle layout: /run/kata-containers/<cid>/config.json with
  * rootfs/ a bind of the rootfs the host shared (or a storage mounted). Everything CreateContainer
  * does is undone if a later step fails, and RemoveContainer undoes all of it.
  */
 import { mkdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { UndoStack } from '../../host/undo.js';
-import { MonitoredProcess, type MonitorOptions } from './monitor.js';
+import { Launcher, type LaunchContext } from './launcher.js';
 import { reworkSpec } from './oci-spec.js';
-import { AgentProcess, checkOciProcess, winsizeOf } from './processes.js';
-import { AgentError, type ContainerInfo, type CreateContainerParams, type OciProcess } from './protocol.js';
+import { checkOciProcess, type AgentProcess } from './processes.js';
+import { RootProcesses } from './root-processes.js';
+import { AgentError, type ContainerInfo, type CreateContainerParams } from './protocol.js';
 import { checkContainerId, runcBase, runcDelete, runcKillAll, runcStart, type RuncContext } from './runc.js';
 import { addStorages, readMounts, removeStorages, type StorageContext } from './storage.js';
 
-export interface ContainerContext extends RuncContext {
+export interface ContainerContext extends RuncContext, LaunchContext {
   storage: StorageContext;
-  /** The kata-monitor binary. */
-  monitor: string;
   /** Bundles: <bundleRoot>/<cid> (Kata: /run/kata-containers). */
   bundleRoot: string;
   /** Where a relative root.path is looked up: <sharedRoot>/<cid>/<path> (Kata: .../shared/containers). */
   sharedRoot: string;
-  /** FIFO directories and console sockets (short paths: a socket path has 108 bytes at most). */
-  ioRoot: string;
-  drainIdleMs?: number;
-  /** Output buffer bound per stream. */
-  highWater?: number;
 }
 
 interface Container {
@@ -44,7 +38,6 @@ interface Container {
   newPidNs: boolean;
 }
 
-const KEEP_FINISHED_ROOT = 32;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function checkExecId(id: unknown): string {
@@ -62,52 +55,13 @@ async function catches(pid: number, sig: number): Promise<boolean> {
 
 export class Containers {
   private readonly containers = new Map<string, Container>();
-  private readonly root = new Map<string, AgentProcess>();
+  private readonly launcher: Launcher;
+  private readonly root: RootProcesses;
   private seq = 0;
 
-  constructor(private readonly ctx: ContainerContext) {}
-
-  /** A FIFO directory (pipes), a console socket path (runc with a terminal), or nothing (a pty made by the monitor). */
-  private async newIo(terminal: boolean, runc: boolean): Promise<{ ioDir?: string; consoleSocket?: string }> {
-    const n = ++this.seq;
-    if (terminal && !runc) return {};
-    if (terminal) {
-      await mkdir(this.ctx.ioRoot, { recursive: true });
-      return { consoleSocket: join(this.ctx.ioRoot, `c${n}.sock`) };
-    }
-    const ioDir = join(this.ctx.ioRoot, `io${n}`);
-    await mkdir(ioDir, { recursive: true });
-    return { ioDir };
-  }
-
-  /** Start a monitored process and wait until it runs; on failure the error carries what it printed. */
-  private async launch(
-    execId: string,
-    terminal: boolean,
-    argv: (consoleSocket: string | undefined) => string[],
-    extra: Partial<MonitorOptions> = {},
-  ): Promise<AgentProcess> {
-    const io = await this.newIo(terminal, extra.pidFile !== undefined);
-    const mon = new MonitoredProcess({
-      monitor: this.ctx.monitor,
-      argv: argv(io.consoleSocket),
-      terminal,
-      highWater: this.ctx.highWater,
-      ...io,
-      ...extra,
-    });
-    const cleanIo = (): Promise<void> => (io.ioDir ? rmdir(io.ioDir).catch(() => {}) : Promise.resolve());
-    try {
-      await mon.started;
-    } catch (e) {
-      await Promise.race([mon.gone(), sleep(2000)]);
-      const printed = [mon.diagnostics, mon.stderr.drainText().trim()].filter(Boolean).join('; ');
-      mon.destroy();
-      await cleanIo();
-      throw new AgentError((e as AgentError).code ?? 'E_EXEC', `${(e as Error).message}${printed ? `: ${printed}` : ''}`);
-    }
-    await cleanIo(); // the monitor unlinked the FIFOs before the process ran
-    return new AgentProcess(execId, mon, terminal, this.ctx.drainIdleMs);
+  constructor(private readonly ctx: ContainerContext) {
+    this.launcher = new Launcher(ctx);
+    this.root = new RootProcesses(this.launcher);
   }
 
   async create(p: CreateContainerParams): Promise<{ pid: number }> {
@@ -153,7 +107,7 @@ export class Containers {
       const terminal = proc.terminal === true;
       const argv = [...runcBase(this.ctx), 'create', '--bundle', bundle, '--pid-file', pidFile];
       undo.push('runc state', () => runcDelete(this.ctx, cid));
-      const init = await this.launch(execId, terminal, (sock) => [...argv, ...(sock ? ['--console-socket', sock] : []), cid], {
+      const init = await this.launcher.launch(execId, terminal, (sock) => [...argv, ...(sock ? ['--console-socket', sock] : []), cid], {
         pidFile,
       });
       const newPidNs = (guestSpec.linux?.namespaces ?? []).some((n) => n.type === 'pid');
@@ -184,11 +138,7 @@ export class Containers {
 
   /** The process a (container_id, exec_id) pair names. */
   process(cid: string, eid: string): AgentProcess {
-    if (cid === '') {
-      const p = this.root.get(eid);
-      if (!p) throw new AgentError('E_NOT_FOUND', `no root-environment process with exec_id ${JSON.stringify(eid)}`);
-      return p;
-    }
+    if (cid === '') return this.root.get(eid);
     const c = this.get(cid);
     if (eid === '' || eid === c.execId) return c.init;
     const p = c.execs.get(eid);
@@ -208,7 +158,7 @@ export class Containers {
     const eid = checkExecId(eidIn);
     const proc = checkOciProcess(procIn, 'process');
     const terminal = proc.terminal === true;
-    if (cid === '') return this.execRoot(eid, proc);
+    if (cid === '') return this.root.exec(eid, proc);
     const c = this.get(cid);
     if (eid === c.execId || c.execs.has(eid)) throw new AgentError('E_ALREADY_EXISTS', `container ${cid} has a process ${eid} already`);
     if (!c.started || c.init.exited) throw new AgentError('E_FAILED_PRECONDITION', `container ${cid} is not running`);
@@ -218,40 +168,15 @@ export class Containers {
     await writeFile(procFile, JSON.stringify(proc));
     const argv = [...runcBase(this.ctx), 'exec', '--detach', '--pid-file', pidFile, '--process', procFile];
     try {
-      const p = await this.launch(eid, terminal, (sock) => [...argv, ...(sock ? ['--console-socket', sock] : []), cid], { pidFile });
+      const p = await this.launcher.launch(eid, terminal, (sock) => [...argv, ...(sock ? ['--console-socket', sock] : []), cid], {
+        pidFile,
+      });
       c.execs.set(eid, p);
       return { pid: p.mon.pid };
     } finally {
       await rm(procFile, { force: true });
       await rm(pidFile, { force: true });
     }
-  }
-
-  private async execRoot(eid: string, proc: OciProcess): Promise<{ pid: number }> {
-    if (this.root.has(eid)) throw new AgentError('E_ALREADY_EXISTS', `a root-environment process ${eid} exists already`);
-    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root' };
-    for (const kv of proc.env ?? []) {
-      const i = kv.indexOf('=');
-      if (i > 0) env[kv.slice(0, i)] = kv.slice(i + 1);
-    }
-    const terminal = proc.terminal === true;
-    if (terminal) env.TERM ??= 'xterm';
-    this.root.set(eid, undefined as never); // reserve the id while it starts
-    try {
-      const p = await this.launch(eid, terminal, () => proc.args, { env, cwd: proc.cwd, winsize: winsizeOf(proc) });
-      this.root.set(eid, p);
-      this.evictFinishedRoot();
-      return { pid: p.mon.pid };
-    } catch (e) {
-      this.root.delete(eid);
-      throw e;
-    }
-  }
-
-  /** Keep the newest finished root-environment processes only (each holds its exit status and buffers). */
-  private evictFinishedRoot(): void {
-    const finished = [...this.root.entries()].filter(([, p]) => p?.exited && p.waited);
-    for (const [eid] of finished.slice(0, Math.max(0, finished.length - KEEP_FINISHED_ROOT))) this.root.delete(eid);
   }
 
   async signal(cid: string, eid: string, sig: number): Promise<void> {

@@ -153,7 +153,7 @@ interface AgentMethods {
   SignalProcess: { params: ProcessRef & { signal: number }; result: Record<string, never> };
   /** Blocks until the process exited and its output is in the agent's buffers; 128+N for signal N. */
   WaitProcess: { params: ProcessRef; result: { status: number } };
-  /** Returns once the data is in the process's stdin pipe. */
+  /** Returns once the data is in the process's stdin pipe; empty data closes stdin (Kata). */
   WriteStdin: { params: ProcessRef & { data: string }; result: { len: number } };
   /** Up to `len` bytes as soon as there are any; data "" is EOF. */
   ReadStdout: { params: ProcessRef & { len: number }; result: { data: string } };

@@ -188,6 +188,9 @@ t.test('bad calls: unknown ids, duplicate exec_id, missing program, closed stdin
   t.equal(await code(c.writeStdin('', 'd', Buffer.from('late'))), 'E_FAILED_PRECONDITION', 'write after CloseStdin');
   t.equal(await c.waitProcess('', 'd'), 0);
   t.equal(await code(c.ttyWinResize('', 'd', 10, 10)), 'E_FAILED_PRECONDITION', 'no terminal');
+  await c.execProcess('', 'z', proc(['cat']));
+  t.equal(await c.writeStdin('', 'z', Buffer.alloc(0)), 0, 'a zero-length write closes stdin (Kata)');
+  t.equal(await c.waitProcess('', 'z', { timeoutMs: 30_000 }), 0, 'so cat ends');
   t.equal(await code(c.execProcess('', 'e', { args: [], cwd: '/' })), 'E_INVALID_ARGUMENT');
   const ac = new AbortController();
   await c.execProcess('', 'slow', proc(['sleep', '30']));
