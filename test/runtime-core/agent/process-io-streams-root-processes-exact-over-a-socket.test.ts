@@ -7,7 +7,7 @@
 import t from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
@@ -58,14 +58,22 @@ async function setup(t: { teardown(fn: () => unknown): void }, opts: { highWater
     shutdown: () => {},
   });
   const path = join(dir, 'agent.sock');
-  const srv = createServer((s) => serveStream(server, s));
+  const conns = new Set<Socket>();
+  const srv = createServer((s) => {
+    conns.add(s);
+    serveStream(server, s);
+  });
   await new Promise<void>((r) => srv.listen(path, r));
   const client = new AgentClient({ socketPath: path, log: silentLogger() });
   t.teardown(() => {
     client.close();
     srv.close();
   });
-  return { client, ioRoot };
+  /** What a dying VM does to the host: the agent connection closes. */
+  const cut = (): void => {
+    for (const s of conns) s.destroy();
+  };
+  return { client, ioRoot, cut };
 }
 
 async function runIt(c: AgentClient, eid: string, p: OciProcess, input?: Buffer) {
@@ -198,4 +206,21 @@ t.test('bad calls: unknown ids, duplicate exec_id, missing program, closed stdin
   ac.abort('test');
   t.match(await aborted, { code: 'E_AGENT', details: { aborted: true } }, 'an aborted call rejects at once');
   await c.signalProcess('', 'slow', 9);
+});
+
+t.test('when the connection dies, every pending call and pump rejects', async (t) => {
+  const { client: c, cut } = await setup(t);
+  await c.execProcess('', 'long', proc(['sleep', '30']));
+  const io = new ProcessIo(c, '', 'long', { stdout: new Collect(), stderr: new Collect() }, { leaveStdinOpen: true });
+  const wait = c.waitProcess('', 'long').catch((e: unknown) => e);
+  const read = c.readStdout('', 'long', 10).catch((e: unknown) => e);
+  await new Promise((r) => setTimeout(r, 100));
+  cut();
+  t.match(await wait, { code: 'E_AGENT' }, 'Wait rejects');
+  t.match(await read, { code: 'E_AGENT' }, 'Read rejects');
+  t.match(await io.output.catch((e: unknown) => e), { code: 'E_AGENT' }, 'the pumps reject');
+  const again = new AgentClient({ socketPath: c.socketPath, log: silentLogger() });
+  t.teardown(() => again.close());
+  await again.signalProcess('', 'long', 9);
+  t.equal(await again.waitProcess('', 'long'), 137, 'the agent kept the process; a new connection can kill it');
 });
