@@ -330,7 +330,8 @@ int main(int argc, char **argv) {
   }
   for (;;) {
     if (exit_reported && (!tty || out_done)) break;
-    if (tty && out_done && !ctl_open) break;
+    if (exit_reported && master < 0) break; /* the pty never arrived: nothing to relay */
+    if (!ctl_open && (exit_reported || (tty && out_done))) break; /* the agent is gone */
     struct pollfd p[6];
     int np = 0, i_sig, i_ctl = -1, i_l = -1, i_in = -1, i_mr = -1, i_mw = -1, i_out = -1;
     p[i_sig = np++] = (struct pollfd){.fd = sfd, .events = POLLIN};
