@@ -12,6 +12,7 @@
 import { createServer } from 'node:net';
 import { unlinkSync } from 'node:fs';
 import { uptime } from 'node:os';
+import { dirname, join } from 'node:path';
 import { makeCoprocessIp } from './ip-coprocess.js';
 import { sleep } from './pci-path.js';
 import { AGENT_PORT_NAME } from './protocol.js';
@@ -49,6 +50,8 @@ async function main(): Promise<void> {
     network: { ip, sysfs: '/sys' },
     storage: { run: spawnRunner, sysfs: '/sys', dev: '/dev', mountsFile: '/proc/self/mounts' },
     run: spawnRunner,
+    // Beside the agent bundle (/opt/kata-agent in the guest); KATA_MONITOR for a copy run elsewhere.
+    containers: { monitor: process.env.KATA_MONITOR ?? join(dirname(process.argv[1] ?? '/opt/kata-agent/agent.cjs'), 'kata-monitor') },
     shutdown: powerOff,
     log: debug
       ? log

@@ -8,6 +8,12 @@
  * Go JSON names; the health service's Check). A few administrator calls that Kata spreads over
  * several RPCs are single calls here (Exec, Shutdown, ListMounts, RemoveStorages).
  *
+ * Containers and processes (Kata's CreateContainer ... TtyWinResize): `OCI` is the OCI runtime spec
+ * as config.json has it (not Kata's protobuf rendering of it); bytes (`data`) are base64, as
+ * protobuf's JSON mapping has them. container_id "" in the process calls addresses a process in the
+ * guest's root environment (started by ExecProcess with container_id ""), the streaming successor
+ * of Exec. exec_id "" (or the container's own exec_id) means the container's init process.
+ *
  * This file is imported by the guest (types and constants) and, as types only, by the host-side
  * client (runtime-core/agent/client.ts): the two ends cannot drift apart.
  */
@@ -60,6 +66,66 @@ export interface ExecResult {
   truncated: boolean;
 }
 
+/** OCI runtime spec `process` (config.json). Fields the agent does not look at pass through to runc. */
+export interface OciProcess {
+  terminal?: boolean;
+  consoleSize?: { height: number; width: number };
+  user?: { uid: number; gid: number; umask?: number; additionalGids?: number[] };
+  args: string[];
+  env?: string[];
+  cwd: string;
+  [key: string]: unknown;
+}
+
+/** OCI runtime spec (config.json); only the fields the agent rewrites are typed. */
+export interface OciSpec {
+  ociVersion?: string;
+  process?: OciProcess;
+  root?: { path: string; readonly?: boolean };
+  hostname?: string;
+  mounts?: { destination: string; type?: string; source?: string; options?: string[] }[];
+  hooks?: unknown;
+  annotations?: Record<string, string>;
+  linux?: {
+    namespaces?: { type: string; path?: string }[];
+    cgroupsPath?: string;
+    resources?: Record<string, unknown>;
+    [key: string]: unknown;
+  };
+  [key: string]: unknown;
+}
+
+interface ProcessRef {
+  container_id: string;
+  exec_id: string;
+}
+
+export interface CreateContainerParams {
+  container_id: string;
+  /** Kata sets it to container_id; the init process answers to it and to "". */
+  exec_id?: string;
+  /** Mounted first (as AddStorages), unmounted by RemoveContainer. */
+  storages?: Storage[];
+  OCI: OciSpec;
+}
+
+/** One process as ListContainers shows it. */
+export interface ProcessInfo {
+  exec_id: string;
+  pid: number;
+  terminal: boolean;
+  /** null while it runs. */
+  exit_status: number | null;
+}
+
+export interface ContainerInfo {
+  container_id: string;
+  status: 'created' | 'running' | 'stopped';
+  bundle: string;
+  init: ProcessInfo;
+  execs: ProcessInfo[];
+}
+
 /** Every method: its params and its result. */
 interface AgentMethods {
   /** grpc.health.v1-style health check of the Kata agent. */
@@ -78,6 +144,26 @@ interface AgentMethods {
   ListMounts: { params: Record<string, never>; result: { mounts: MountInfo[] } };
   /** Run a command in the guest's root environment (an administrator's `exec`). */
   Exec: { params: ExecParams; result: ExecResult };
+  /** Mount the storages, write the bundle, `runc create`: the init waits for StartContainer. */
+  CreateContainer: { params: CreateContainerParams; result: { pid: number } };
+  StartContainer: { params: { container_id: string }; result: Record<string, never> };
+  /** A process in a container (`runc exec`), or with container_id "" in the guest's root environment. */
+  ExecProcess: { params: ProcessRef & { process: OciProcess }; result: { pid: number } };
+  /** exec_id "": every process of the container (Kata). A process that already exited: no error. */
+  SignalProcess: { params: ProcessRef & { signal: number }; result: Record<string, never> };
+  /** Blocks until the process exited and its output is in the agent's buffers; 128+N for signal N. */
+  WaitProcess: { params: ProcessRef; result: { status: number } };
+  /** Returns once the data is in the process's stdin pipe; empty data closes stdin (Kata). */
+  WriteStdin: { params: ProcessRef & { data: string }; result: { len: number } };
+  /** Up to `len` bytes as soon as there are any; data "" is EOF. */
+  ReadStdout: { params: ProcessRef & { len: number }; result: { data: string } };
+  ReadStderr: { params: ProcessRef & { len: number }; result: { data: string } };
+  /** Closes stdin once everything written before has reached the process. */
+  CloseStdin: { params: ProcessRef; result: Record<string, never> };
+  TtyWinResize: { params: ProcessRef & { row: number; column: number }; result: Record<string, never> };
+  /** Kill what is left (timeout s, 0 = no limit), runc delete, unmount the rootfs bind and the storages. */
+  RemoveContainer: { params: { container_id: string; timeout?: number }; result: Record<string, never> };
+  ListContainers: { params: Record<string, never>; result: { containers: ContainerInfo[] } };
   /** Acknowledge, then sync and power the guest off. */
   Shutdown: { params: Record<string, never>; result: Record<string, never> };
 }
@@ -98,8 +184,25 @@ export const AGENT_METHODS: readonly AgentMethod[] = [
   'RemoveStorages',
   'ListMounts',
   'Exec',
+  'CreateContainer',
+  'StartContainer',
+  'ExecProcess',
+  'SignalProcess',
+  'WaitProcess',
+  'WriteStdin',
+  'ReadStdout',
+  'ReadStderr',
+  'CloseStdin',
+  'TtyWinResize',
+  'RemoveContainer',
+  'ListContainers',
   'Shutdown',
 ];
+
+/** Most bytes one ReadStdout/ReadStderr returns (base64 of it stays far below the line limit). */
+export const MAX_READ_BYTES = 4 * 1024 * 1024;
+/** Most bytes one WriteStdin carries. */
+export const MAX_WRITE_BYTES = 4 * 1024 * 1024;
 
 /** Error codes the agent answers with (the host maps all of them to E_AGENT, keeping this code). */
 const AGENT_ERROR_CODES = {
@@ -111,6 +214,10 @@ const AGENT_ERROR_CODES = {
   E_DEVICE_TIMEOUT: 'a device named by a PCI path, SCSI address or path did not appear in time',
   E_MOUNT: 'a mount or unmount failed',
   E_EXEC: 'a command could not be started',
+  E_NOT_FOUND: 'no container or process with that id',
+  E_ALREADY_EXISTS: 'a container or process with that id exists already',
+  E_FAILED_PRECONDITION: 'the container or process is not in a state that allows the call (e.g. stdin closed)',
+  E_RUNC: "runc failed; the message carries runc's own",
   E_INTERNAL: 'an unexpected failure inside the agent',
 } as const;
 export type AgentErrorCode = keyof typeof AGENT_ERROR_CODES;

@@ -4,8 +4,13 @@
  *
  * Calls that change guest state (network, storage) run one at a time in arrival order; Check,
  * Version, the List* reads and Exec run at once (a long Exec must not block a health check).
+ * Container lifecycle calls (Create/Start/Exec/Remove) run one at a time per container_id, so two
+ * containers never wait for each other; the process calls (Wait, Read*, WriteStdin, CloseStdin,
+ * Signal, TtyWinResize) run at once: a Read blocked for data never holds up a Signal.
  */
 import { release } from 'node:os';
+import { containerHandlers } from './container-rpc.js';
+import { Containers, type ContainerContext } from './containers.js';
 import { addArpNeighbors, listInterfaces, listRoutes, updateInterface, updateRoutes, type NetworkContext } from './network.js';
 import {
   AGENT_METHODS,
@@ -19,14 +24,28 @@ import {
 } from './protocol.js';
 import type { CommandRunner } from './runner.js';
 import { addStorages, listMounts, removeStorages, type StorageContext } from './storage.js';
+import { stringifyWithBytes } from './wire-bytes.js';
 
-const AGENT_VERSION = '0.1.0';
+const AGENT_VERSION = '0.2.0';
+
+/** Where containers live in the guest (Kata's layout; runc's default state root). */
+const GUEST_CONTAINER_PATHS: Omit<ContainerContext, 'storage' | 'run'> = {
+  runc: '/usr/sbin/runc',
+  runcRoot: '/run/runc',
+  monitor: '/opt/kata-agent/kata-monitor',
+  bundleRoot: '/run/kata-containers',
+  sharedRoot: '/run/kata-containers/shared/containers',
+  ioRoot: '/run/kata-agent',
+  cgroupRoot: '/sys/fs/cgroup',
+};
 
 export interface AgentServerOptions {
   network: NetworkContext;
   storage: StorageContext;
   /** Runs Exec requests. */
   run: CommandRunner;
+  /** runc, kata-monitor and the guest paths for containers (default: GUEST_CONTAINER_PATHS). */
+  containers?: Partial<Omit<ContainerContext, 'storage' | 'run'>>;
   /** Called after Shutdown has been answered. In the guest: sync and power off. */
   shutdown: () => void | Promise<void>;
   /** One line per notable event (stderr / the console in the guest). */
@@ -35,7 +54,24 @@ export interface AgentServerOptions {
 
 type Handler = (params: Record<string, unknown>) => Promise<unknown>;
 
-const CONCURRENT = new Set<AgentMethod>(['Check', 'Version', 'ListInterfaces', 'ListRoutes', 'ListMounts', 'Exec']);
+const CONCURRENT = new Set<AgentMethod>([
+  'Check',
+  'Version',
+  'ListInterfaces',
+  'ListRoutes',
+  'ListMounts',
+  'Exec',
+  'SignalProcess',
+  'WaitProcess',
+  'WriteStdin',
+  'ReadStdout',
+  'ReadStderr',
+  'CloseStdin',
+  'TtyWinResize',
+  'ListContainers',
+]);
+/** Serialised per container_id rather than globally. */
+const PER_CONTAINER = new Set<AgentMethod>(['CreateContainer', 'StartContainer', 'ExecProcess', 'RemoveContainer']);
 const MAX_EXEC_TIMEOUT_MS = 24 * 3600 * 1000;
 
 function obj(v: unknown, what: string): Record<string, unknown> {
@@ -68,12 +104,15 @@ function checkExecParams(p: Record<string, unknown>): ExecParams {
 export class AgentServer {
   private readonly handlers: Record<AgentMethod, Handler>;
   private chain: Promise<unknown> = Promise.resolve();
+  private readonly containerChains = new Map<string, Promise<unknown>>();
   private shuttingDown = false;
 
   constructor(private readonly opts: AgentServerOptions) {
     const net = opts.network;
     const st = opts.storage;
+    const containers = new Containers({ ...GUEST_CONTAINER_PATHS, ...opts.containers, storage: st, run: opts.run });
     this.handlers = {
+      ...(containerHandlers(containers) as Record<AgentMethod, Handler>),
       Check: async () => ({ status: this.shuttingDown ? 'NOT_SERVING' : 'SERVING' }),
       Version: async () => ({ grpc_version: PROTOCOL_VERSION, agent_version: AGENT_VERSION, kernel_release: release() }),
       UpdateInterface: async (p) => updateInterface(net, obj(p.interface, 'params.interface') as never),
@@ -122,7 +161,7 @@ export class AgentServer {
       // Answer first; the transport writes the response before the shutdown callback runs.
       setTimeout(() => void Promise.resolve(this.opts.shutdown()).catch(() => {}), 50);
     }
-    return JSON.stringify(response);
+    return stringifyWithBytes(response);
   }
 
   private async dispatch(req: AgentRequest): Promise<AgentResponse> {
@@ -152,6 +191,16 @@ export class AgentServer {
       }
     };
     if (CONCURRENT.has(method)) return call();
+    if (PER_CONTAINER.has(method)) {
+      const key = String((req.params as { container_id?: unknown } | undefined)?.container_id ?? '');
+      const tail = (this.containerChains.get(key) ?? Promise.resolve()).then(call);
+      const settled = tail.catch(() => {});
+      this.containerChains.set(key, settled);
+      void settled.then(() => {
+        if (this.containerChains.get(key) === settled) this.containerChains.delete(key);
+      });
+      return tail;
+    }
     const next = this.chain.then(call);
     this.chain = next.catch(() => {});
     return next;

@@ -20,13 +20,17 @@ import {
   LineSplitter,
   type AgentMethod,
   type AgentResponse,
+  type ContainerInfo,
+  type CreateContainerParams,
   type ExecResult,
   type MountInfo,
+  type OciProcess,
+  type OciSpec,
   type ParamsOf,
   type ResultOf,
 } from '../../guest/agent/protocol.js';
 
-export type { AgentMethod, ExecResult, MountInfo };
+export type { AgentMethod, ContainerInfo, CreateContainerParams, ExecResult, MountInfo, OciProcess, OciSpec };
 
 export interface AgentClientOptions {
   /** The chardev socket path. */
@@ -37,7 +41,10 @@ export interface AgentClientOptions {
 }
 
 export interface CallOptions {
+  /** 0: no timeout (Wait, Read: they block by design). */
   timeoutMs?: number;
+  /** Rejects the call (E_AGENT, details.aborted) and forgets it; a late answer is dropped. */
+  signal?: AbortSignal;
 }
 
 interface Pending {
@@ -206,9 +213,32 @@ export class AgentClient {
   async call<M extends AgentMethod>(method: M, params: ParamsOf<M>, opts: CallOptions = {}): Promise<ResultOf<M>> {
     const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
     const started = Date.now();
-    const sock = await this.ensureConnected(Math.min(timeoutMs, 5_000));
-    const { promise } = this.send(sock, method, params, Math.max(1, timeoutMs - (Date.now() - started)), timeoutMs);
-    const result = (await promise) as ResultOf<M>;
+    const aborted = (): KataError =>
+      new KataError('E_AGENT', `agent ${method} was cancelled: ${String(opts.signal?.reason ?? 'aborted')}`, { method, aborted: true });
+    if (opts.signal?.aborted) throw aborted();
+    const sock = await this.ensureConnected(timeoutMs === 0 ? 5_000 : Math.min(timeoutMs, 5_000));
+    const { id, promise } = this.send(
+      sock,
+      method,
+      params,
+      timeoutMs === 0 ? 0 : Math.max(1, timeoutMs - (Date.now() - started)),
+      timeoutMs,
+    );
+    let onAbort: (() => void) | undefined;
+    const cancelled = opts.signal
+      ? new Promise<never>((_, reject) => {
+          onAbort = () => {
+            const p = this.pending.get(id);
+            if (p?.timer) clearTimeout(p.timer);
+            this.pending.delete(id);
+            reject(aborted());
+          };
+          opts.signal!.addEventListener('abort', onAbort, { once: true });
+        })
+      : undefined;
+    const result = (await (cancelled ? Promise.race([promise, cancelled]) : promise).finally(() => {
+      if (onAbort) opts.signal!.removeEventListener('abort', onAbort);
+    })) as ResultOf<M>;
     this.log.debug({ method, ms: Date.now() - started }, 'agent call');
     return result;
   }
@@ -308,6 +338,60 @@ export class AgentClient {
   exec(argv: string[], opts: { timeoutMs?: number; input?: string; env?: Record<string, string>; cwd?: string } = {}): Promise<ExecResult> {
     const timeoutMs = opts.timeoutMs ?? 30_000;
     return this.call('Exec', { argv, timeoutMs, input: opts.input, env: opts.env, cwd: opts.cwd }, { timeoutMs: timeoutMs + 10_000 });
+  }
+
+  // Containers and processes (Kata's calls; container_id "" = the guest's root environment).
+
+  createContainer(p: CreateContainerParams, opts?: CallOptions): Promise<{ pid: number }> {
+    return this.call('CreateContainer', p, { timeoutMs: 120_000, ...opts });
+  }
+  startContainer(containerId: string, opts?: CallOptions): Promise<Record<string, never>> {
+    return this.call('StartContainer', { container_id: containerId }, { timeoutMs: 60_000, ...opts });
+  }
+  execProcess(containerId: string, execId: string, process: OciProcess, opts?: CallOptions): Promise<{ pid: number }> {
+    return this.call('ExecProcess', { container_id: containerId, exec_id: execId, process }, { timeoutMs: 60_000, ...opts });
+  }
+  signalProcess(containerId: string, execId: string, signal: number, opts?: CallOptions): Promise<Record<string, never>> {
+    return this.call('SignalProcess', { container_id: containerId, exec_id: execId, signal }, opts);
+  }
+  /** The exit status (128 + N for signal N). Blocks without a timeout unless one is given. */
+  async waitProcess(containerId: string, execId: string, opts?: CallOptions): Promise<number> {
+    return (await this.call('WaitProcess', { container_id: containerId, exec_id: execId }, { timeoutMs: 0, ...opts })).status;
+  }
+  /** Resolves with the byte count once the data is in the process's stdin pipe. */
+  async writeStdin(containerId: string, execId: string, data: Buffer, opts?: CallOptions): Promise<number> {
+    const r = await this.call(
+      'WriteStdin',
+      { container_id: containerId, exec_id: execId, data: data.toString('base64') },
+      { timeoutMs: 0, ...opts },
+    );
+    return r.len;
+  }
+  /** Up to len bytes once there are any; an empty buffer is EOF. */
+  async readStdout(containerId: string, execId: string, len: number, opts?: CallOptions): Promise<Buffer> {
+    return Buffer.from(
+      (await this.call('ReadStdout', { container_id: containerId, exec_id: execId, len }, { timeoutMs: 0, ...opts })).data,
+      'base64',
+    );
+  }
+  async readStderr(containerId: string, execId: string, len: number, opts?: CallOptions): Promise<Buffer> {
+    return Buffer.from(
+      (await this.call('ReadStderr', { container_id: containerId, exec_id: execId, len }, { timeoutMs: 0, ...opts })).data,
+      'base64',
+    );
+  }
+  closeStdin(containerId: string, execId: string, opts?: CallOptions): Promise<Record<string, never>> {
+    return this.call('CloseStdin', { container_id: containerId, exec_id: execId }, { timeoutMs: 0, ...opts });
+  }
+  ttyWinResize(containerId: string, execId: string, rows: number, columns: number, opts?: CallOptions): Promise<Record<string, never>> {
+    return this.call('TtyWinResize', { container_id: containerId, exec_id: execId, row: rows, column: columns }, opts);
+  }
+  /** Kill what is left, runc delete, unmount. timeoutS: how long processes may take to die (0 = no limit). */
+  removeContainer(containerId: string, timeoutS = 10, opts?: CallOptions): Promise<Record<string, never>> {
+    return this.call('RemoveContainer', { container_id: containerId, timeout: timeoutS }, { timeoutMs: timeoutS * 1000 + 60_000, ...opts });
+  }
+  async listContainers(opts?: CallOptions): Promise<ContainerInfo[]> {
+    return (await this.call('ListContainers', {}, opts)).containers;
   }
 
   /** Ask the guest to power off. Resolves once the agent acknowledged (the VM exits shortly after). */

@@ -25,6 +25,7 @@ import { agentSourceStats, bundleAgent } from './agent-bundle.js';
 import { INIT_SCRIPT, buildInitramfs } from './initramfs.js';
 import { downloadKernel, extractKernel, extractVmlinux, hasPvhNote, resolveKernelPackage, type KernelPackage } from './kernel.js';
 import { GUEST_MODULES, parseModulesBuiltin, parseModulesDep, resolveModules } from './modules.js';
+import { MONITOR_SOURCE, buildMonitor, monitorInputsHash } from './monitor.js';
 import { ROOTFS_INIT_SCRIPT, makeExt4Image, parseLdd, stageRootfs } from './rootfs.js';
 
 /** Bump when the build changes in a way the other inputs do not capture. */
@@ -71,6 +72,7 @@ interface Inputs {
   binaries: Record<string, string>;
   libraries: Record<string, string>;
   agent: string;
+  monitor: string;
   modules: readonly string[];
   scripts: string;
 }
@@ -79,6 +81,7 @@ interface Tools {
   node: string;
   ip: string;
   busybox: string;
+  runc: string;
   libs: string[];
 }
 
@@ -110,6 +113,7 @@ async function findTools(): Promise<Tools> {
   const node = await firstExisting('node', 'nodejs', ['/usr/bin/node', process.execPath]);
   const ip = await firstExisting('ip (iproute2)', 'iproute2', ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip', '/bin/ip']);
   const busybox = await firstExisting('static busybox', 'busybox-static', ['/usr/bin/busybox', '/bin/busybox']);
+  const runc = await firstExisting('runc', 'runc', ['/usr/sbin/runc', '/usr/bin/runc']);
   const bb = await run('ldd', [busybox], { reject: false });
   if (!/not a dynamic executable|statically linked/.test(bb.stdout + bb.stderr)) {
     throw new KataError(
@@ -118,8 +122,8 @@ async function findTools(): Promise<Tools> {
     );
   }
   const libs = new Set<string>();
-  for (const b of [node, ip]) for (const l of parseLdd((await run('ldd', [b])).stdout)) libs.add(l);
-  return { node, ip, busybox, libs: [...libs].sort() };
+  for (const b of [node, ip, runc]) for (const l of parseLdd((await run('ldd', [b])).stdout)) libs.add(l);
+  return { node, ip, busybox, runc, libs: [...libs].sort() };
 }
 
 async function computeInputs(tools: Tools, kernel: KernelPackage, agent: Buffer): Promise<Inputs> {
@@ -128,6 +132,7 @@ async function computeInputs(tools: Tools, kernel: KernelPackage, agent: Buffer)
     ['node', tools.node],
     ['ip', tools.ip],
     ['busybox', tools.busybox],
+    ['runc', tools.runc],
   ] as const)
     binaries[k] = await sha256File(p);
   const libraries: Record<string, string> = {};
@@ -138,6 +143,7 @@ async function computeInputs(tools: Tools, kernel: KernelPackage, agent: Buffer)
     binaries,
     libraries,
     agent: sha256(agent),
+    monitor: await monitorInputsHash(),
     modules: GUEST_MODULES,
     scripts: sha256(`${INIT_SCRIPT}\0${ROOTFS_INIT_SCRIPT}`),
   };
@@ -161,6 +167,8 @@ async function fingerprint(paths: string[]): Promise<string> {
     parts.push([p, s?.size, s?.mtimeMs, s?.ino]);
   }
   parts.push(await agentSourceStats());
+  const m = await stat(MONITOR_SOURCE).catch(() => undefined);
+  parts.push([MONITOR_SOURCE, m?.size, m?.mtimeMs]);
   return sha256(JSON.stringify(parts));
 }
 
@@ -258,7 +266,7 @@ export async function ensureGuestKit(opts: EnsureGuestKitOptions = {}): Promise<
   const inputs = await computeInputs(tools, kernel, agent);
   const hash = hashInputs(inputs);
   const remember = async (): Promise<void> => {
-    const paths = [tools.node, tools.ip, tools.busybox, ...tools.libs, ...APT_STATE];
+    const paths = [tools.node, tools.ip, tools.busybox, tools.runc, ...tools.libs, ...APT_STATE];
     const tmp = `${currentFile}.${process.pid}.tmp`;
     await writeFile(tmp, JSON.stringify({ hash, fingerprint: await fingerprint(paths), paths }));
     await rename(tmp, currentFile);
@@ -342,9 +350,11 @@ async function build(
     );
     await rm(kroot, { recursive: true, force: true });
 
-    progress('building the rootfs image (node, guest agent, ip, busybox) with mkfs.ext4 -d');
+    progress('building the rootfs image (node, guest agent, kata-monitor, ip, runc, busybox) with mkfs.ext4 -d');
+    const monitor = join(work, 'kata-monitor');
+    await buildMonitor(monitor);
     const stage = join(work, 'rootfs');
-    await stageRootfs(stage, { node: tools.node, ip: tools.ip, busybox: tools.busybox, agentBundle: agent });
+    await stageRootfs(stage, { node: tools.node, ip: tools.ip, busybox: tools.busybox, runc: tools.runc, monitor, agentBundle: agent });
     const { sizeMiB } = await makeExt4Image(stage, join(out, 'rootfs.ext4'));
 
     const record: KitRecord = {

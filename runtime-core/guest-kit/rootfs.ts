@@ -1,7 +1,8 @@
 /**
  * The guest's rootfs image, built like Kata's osbuilder builds its image but much smaller: a
- * staging directory with node, the agent bundle, iproute2's ip, busybox and their shared libraries,
- * turned into an ext4 image by `mkfs.ext4 -d` (no mount, no loop device).
+ * staging directory with node, the agent bundle, iproute2's ip, runc (containers), kata-monitor,
+ * busybox and their shared libraries, turned into an ext4 image by `mkfs.ext4 -d` (no mount, no
+ * loop device).
  */
 import { copyFile, chmod, mkdir, stat, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -9,17 +10,30 @@ import { KataError } from '../../host/errors.js';
 import { run } from '../../host/exec.js';
 import { ROOTFS_INIT } from './initramfs.js';
 
-/** In-guest path of the agent bundle. */
+/** In-guest path of the agent bundle; kata-monitor sits beside it (the agent looks there). */
 const AGENT_PATH = '/opt/kata-agent/agent.cjs';
+const MONITOR_PATH = '/opt/kata-agent/kata-monitor';
 
+/*
+ * What runc needs (research shimv2 §6.2): /proc and /sys (moved from the initramfs), cgroup2 at
+ * /sys/fs/cgroup with every controller the kernel has enabled for the subtree (the agent and
+ * everything else stay in the root cgroup, which cgroup2 allows), devpts, /dev/shm, /dev/mqueue,
+ * a tmpfs /run for its state (/run/runc) and the bundles (/run/kata-containers). Namespaces,
+ * cgroups, seccomp and memfd are built into Debian's kernel; nothing to load.
+ */
 export const ROOTFS_INIT_SCRIPT = `#!/bin/sh
-# kata-resources guest init (PID 1 after switch_root): writable /run and /tmp, then the agent, restarted if it dies.
+# kata-resources guest init (PID 1 after switch_root): writable /run and /tmp, what runc needs, then the agent, restarted if it dies.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=linux
 mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
 mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /tmp
-mkdir -p /dev/pts /dev/shm
-mount -t devpts -o nosuid,noexec,gid=5,mode=0620 devpts /dev/pts
+mkdir -p /dev/pts /dev/shm /dev/mqueue
+mount -t devpts -o nosuid,noexec,gid=5,mode=0620,ptmxmode=0666 devpts /dev/pts
 mount -t tmpfs -o nosuid,nodev,mode=1777 shm /dev/shm
+mount -t mqueue -o nosuid,nodev,noexec mqueue /dev/mqueue
+ln -sf /proc/self/fd /dev/fd; ln -sf /proc/self/fd/0 /dev/stdin; ln -sf /proc/self/fd/1 /dev/stdout; ln -sf /proc/self/fd/2 /dev/stderr
+mount -t cgroup2 -o nosuid,nodev,noexec,nsdelegate cgroup2 /sys/fs/cgroup
+read -r ctrls < /sys/fs/cgroup/cgroup.controllers
+for c in $ctrls; do echo "+$c" > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; done
 hostname kata-guest
 /bin/busybox ip link set lo up
 for a in $(cat /proc/cmdline); do
@@ -66,6 +80,9 @@ export interface RootfsInputs {
   node: string;
   ip: string;
   busybox: string;
+  runc: string;
+  /** The built kata-monitor binary (static). */
+  monitor: string;
   /** The agent as one CommonJS file. */
   agentBundle: Buffer;
 }
@@ -102,6 +119,7 @@ export async function stageRootfs(stage: string, inp: RootfsInputs): Promise<voi
   // The host's node carries debug info; the guest does not need it (about 12 MB less).
   await run('strip', ['--strip-all', join(stage, 'usr/bin/node')], { reject: false }).catch(() => undefined); // binutils is optional
   await copyWithLibs(stage, inp.ip, 'usr/sbin/ip', libs);
+  await copyWithLibs(stage, inp.runc, 'usr/sbin/runc', libs); // libseccomp comes with it
   for (const lib of libs) {
     await mkdir(join(stage, dirname(lib)), { recursive: true });
     await copyFile(lib, join(stage, lib)); // copyFile follows symlinks: the real library lands at the soname path
@@ -129,6 +147,8 @@ export async function stageRootfs(stage: string, inp: RootfsInputs): Promise<voi
   }
 
   await writeFile(join(stage, AGENT_PATH), inp.agentBundle, { mode: 0o644 });
+  await copyFile(inp.monitor, join(stage, MONITOR_PATH));
+  await chmod(join(stage, MONITOR_PATH), 0o755);
   await writeFile(join(stage, ROOTFS_INIT), ROOTFS_INIT_SCRIPT, { mode: 0o755 });
   await writeFile(join(stage, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n');
   await writeFile(join(stage, 'etc/group'), 'root:x:0:\ntty:x:5:\nnogroup:x:65534:\n');

@@ -35,8 +35,7 @@ function sourceFiles(dir: string): string[] {
     const p = join(dir, e);
     if (statSync(p).isDirectory()) {
       if (e !== 'generated') out.push(...sourceFiles(p));
-    }
-    else if (p.endsWith('.ts')) out.push(p);
+    } else if (p.endsWith('.ts')) out.push(p);
   }
   return out;
 }
@@ -61,7 +60,7 @@ t.test(
   'every code is referred to by the source as a string (the catalogue tables name them unquoted; a code nothing produces is dead)',
   async (t) => {
     const text = ['host', 'plugins', 'virtiofsd-manager', 'devmapper', 'runtime-core', 'cni', 'guest', 'ttrpc', 'nbd', 'shim']
-    .filter((d) => existsSync(join(root, d)))
+      .filter((d) => existsSync(join(root, d)))
       .flatMap((d) => sourceFiles(join(root, d)))
       .map((f) => readFileSync(f, 'utf8'))
       .join('\n');

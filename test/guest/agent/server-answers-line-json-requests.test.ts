@@ -26,8 +26,8 @@ t.test('Check, Version and unknown methods', async (t) => {
   const v = await ask(s, { id: 'v', method: 'Version' });
   t.equal(v.id, 'v', 'string ids are echoed');
   t.match(v.result, { grpc_version: /line-json/, agent_version: /\d/ });
-  const u = await ask(s, { id: 2, method: 'CreateContainer', params: {} });
-  t.match(u, { id: 2, error: { code: 'E_UNIMPLEMENTED', message: /CreateContainer/ } });
+  const u = await ask(s, { id: 2, method: 'PauseContainer', params: {} });
+  t.match(u, { id: 2, error: { code: 'E_UNIMPLEMENTED', message: /PauseContainer/ } });
 });
 
 t.test('malformed lines get E_PARSE with a null id; bad params E_INVALID_ARGUMENT', async (t) => {

@@ -23,8 +23,9 @@ t.test('a second ensure returns the same kit without building; its hash is the i
   const record = JSON.parse(await readFile(join(first.dir, 'kit.json'), 'utf8'));
   t.match(record.inputs, {
     kernel: { name: /^linux-image-/ },
-    binaries: { node: /^[0-9a-f]{64}$/, busybox: /^[0-9a-f]{64}$/, ip: /^[0-9a-f]{64}$/ },
+    binaries: { node: /^[0-9a-f]{64}$/, busybox: /^[0-9a-f]{64}$/, ip: /^[0-9a-f]{64}$/, runc: /^[0-9a-f]{64}$/ },
     agent: /^[0-9a-f]{64}$/,
+    monitor: /^[0-9a-f]{64}$/,
   });
   t.ok(
     record.modules.load.some((m: string) => m.endsWith('/ext4.ko')),
