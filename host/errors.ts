@@ -31,6 +31,9 @@ export const ERROR_CODES = {
   E_LOCKED: 'another live process holds the sandbox lock (the message names its pid); retry once it is done',
   E_MOUNT: 'a mount or unmount failed',
   E_CNI: 'a CNI request is invalid (the CNI error code is carried separately)',
+  E_NBD: 'an NBD server refused an option or request, or the connection to it was lost; details carry the NBD error or option reply',
+  E_NBD_PROTOCOL: 'an NBD server broke the protocol (bad magic, unknown cookie, oversized or overrunning reply); the connection was closed',
+  E_NBD_READ_ONLY: 'a write, trim or zero was refused before sending because the NBD export is read-only',
   E_INTERNAL: 'a bug: an invariant did not hold',
 } as const;
 

@@ -1,0 +1,154 @@
+/**
+ * The socket under an NBD connection: connect to a unix or TCP address within a deadline, read
+ * into one reused buffer (net's `onread`, so a 256 KiB read reply costs one copy, into the
+ * caller's buffer) and hand each batch of bytes to the current sink: the handshake's
+ * WireReader first, then the transmission reply parser.
+ */
+import { connect, type Socket } from 'node:net';
+import type { KataError } from '../host/errors.js';
+import { abortError, connectionLost, timeoutError } from './errors.js';
+import type { NbdAddress } from './uri.js';
+
+/** Consumes bytes that are valid only during the call; returning false pauses the socket. */
+export type Sink = (data: Buffer) => boolean;
+
+const READ_BUFFER = 1024 * 1024;
+/** What the handshake reader keeps before pausing the socket (replies are far smaller). */
+const HANDSHAKE_HIGH_WATER = 256 * 1024;
+
+export class Wire {
+  private sink: Sink = () => true;
+  /** Why the socket ended, once it has. */
+  failure: KataError | undefined;
+  private readonly closeWaiters: (() => void)[] = [];
+  closed = false;
+
+  constructor(
+    readonly socket: Socket,
+    readonly uri: string,
+  ) {
+    socket.on('error', (e) => {
+      this.failure ??= connectionLost(uri, `connection failed: ${e.message}`, e);
+    });
+    socket.on('close', () => {
+      this.closed = true;
+      this.failure ??= connectionLost(uri, 'the server closed the connection');
+      for (const w of this.closeWaiters.splice(0)) w();
+    });
+  }
+
+  setSink(sink: Sink): void {
+    this.sink = sink;
+  }
+
+  /** Called by the socket for every read. */
+  deliver(data: Buffer): boolean {
+    return this.sink(data);
+  }
+
+  /** Hard disconnect; `why` becomes the failure every waiter sees. */
+  destroy(why: KataError): void {
+    this.failure ??= why;
+    this.socket.destroy();
+  }
+
+  /** Resolves once the socket has closed (immediately if it has). */
+  whenClosed(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    return new Promise((r) => this.closeWaiters.push(r));
+  }
+}
+
+/** Connect within `timeoutMs` (and `signal`); the socket's bytes go to the Wire's sink. */
+export function openWire(addr: NbdAddress, uri: string, timeoutMs: number, signal?: AbortSignal): Promise<Wire> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(abortError(uri, 'connect', signal.reason));
+    const buffer = Buffer.allocUnsafe(READ_BUFFER);
+    let wire: Wire | undefined;
+    const socket = connect({
+      ...(addr.transport === 'unix' ? { path: addr.socket } : { host: addr.host, port: addr.port }),
+      onread: { buffer, callback: (n: number, buf: Uint8Array) => wire!.deliver(Buffer.from(buf.buffer, buf.byteOffset, n)) },
+    });
+    wire = new Wire(socket, uri);
+    const done = (err?: KataError): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      socket.off('connect', onConnect);
+      socket.off('close', onClose);
+      if (err) {
+        wire!.destroy(err);
+        reject(err);
+      } else resolve(wire!);
+    };
+    const onConnect = (): void => {
+      if (addr.transport === 'tcp') socket.setNoDelay(true);
+      done();
+    };
+    const onClose = (): void => done(wire!.failure);
+    const onAbort = (): void => done(abortError(uri, 'connect', signal!.reason));
+    const timer = setTimeout(() => done(timeoutError(uri, 'connect', timeoutMs)), timeoutMs);
+    socket.once('connect', onConnect);
+    socket.once('close', onClose);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/**
+ * Exact-length reads for the handshake. Keeps what the server sent (bounded: the socket is paused
+ * above a high-water mark) and fails every read once the socket has failed.
+ */
+export class WireReader {
+  private chunks: Buffer[] = [];
+  private have = 0;
+  private want: { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | undefined;
+
+  constructor(private readonly wire: Wire) {
+    wire.setSink((d) => this.push(d));
+    wire.socket.on('close', () => this.settle());
+  }
+
+  private push(d: Buffer): boolean {
+    this.chunks.push(Buffer.from(d));
+    this.have += d.length;
+    this.settle();
+    return this.have < HANDSHAKE_HIGH_WATER;
+  }
+
+  private take(n: number): Buffer {
+    const out = this.chunks.length === 1 && this.chunks[0]!.length === n ? this.chunks[0]! : Buffer.concat(this.chunks, this.have);
+    const head = out.subarray(0, n);
+    const rest = out.subarray(n);
+    this.chunks = rest.length > 0 ? [rest] : [];
+    this.have = rest.length;
+    if (this.wire.socket.isPaused() && this.have < HANDSHAKE_HIGH_WATER) this.wire.socket.resume();
+    return head;
+  }
+
+  private settle(): void {
+    const w = this.want;
+    if (!w) return;
+    if (this.have >= w.n) {
+      this.want = undefined;
+      w.resolve(this.take(w.n));
+    } else if (this.wire.closed || this.wire.failure) {
+      this.want = undefined;
+      w.reject(this.wire.failure ?? connectionLost(this.wire.uri, 'the server closed the connection'));
+    }
+  }
+
+  read(n: number): Promise<Buffer> {
+    if (this.want) throw new Error('WireReader: one read at a time');
+    return new Promise((resolve, reject) => {
+      this.want = { n, resolve, reject };
+      this.settle();
+    });
+  }
+
+  /** Bytes received beyond what was read (the start of the transmission phase). */
+  leftover(): Buffer[] {
+    const l = this.chunks;
+    this.chunks = [];
+    this.have = 0;
+    return l;
+  }
+}
