@@ -77,52 +77,87 @@ export class NbdClient {
 
   /** Fill `into` with the export's bytes at `offset`. */
   read(offset: number, into: Uint8Array, opts: RequestOptions = {}): Promise<void> {
-    return this.split(P.CMD.READ, offset, into.length, this.info.blockSize.maximum, (o, n) =>
-      this.pipe.submit(P.CMD.READ, 0, o, n, into.subarray(o - offset, o - offset + n), undefined, opts),
-    );
+    return this.issue(P.CMD.READ, 0, offset, into.length, this.info.blockSize.maximum, opts, into, undefined);
   }
 
   /** Write `data` at `offset`. The client reads `data` until the promise settles. */
-  async write(offset: number, data: Uint8Array, opts: WriteOptions = {}): Promise<void> {
-    const flags = this.guard(P.CMD.WRITE, opts);
-    return this.split(P.CMD.WRITE, offset, data.length, this.info.blockSize.maximum, (o, n) =>
-      this.pipe.submit(P.CMD.WRITE, flags, o, n, undefined, data.subarray(o - offset, o - offset + n), opts),
-    );
+  write(offset: number, data: Uint8Array, opts: WriteOptions = {}): Promise<void> {
+    return this.issue(P.CMD.WRITE, opts.fua ? P.CMD_FLAG_FUA : 0, offset, data.length, this.info.blockSize.maximum, opts, undefined, data);
   }
 
-  async flush(opts: RequestOptions = {}): Promise<void> {
-    this.guard(P.CMD.FLUSH, {});
-    return this.pipe.submit(P.CMD.FLUSH, 0, 0, 0, undefined, undefined, opts);
+  flush(opts: RequestOptions = {}): Promise<void> {
+    return this.issue(P.CMD.FLUSH, 0, 0, 0, 0, opts, undefined, undefined);
   }
 
-  async trim(offset: number, length: number, opts: WriteOptions = {}): Promise<void> {
-    const flags = this.guard(P.CMD.TRIM, opts);
-    return this.split(P.CMD.TRIM, offset, length, MAX_RANGE, (o, n) =>
-      this.pipe.submit(P.CMD.TRIM, flags, o, n, undefined, undefined, opts),
-    );
+  trim(offset: number, length: number, opts: WriteOptions = {}): Promise<void> {
+    return this.issue(P.CMD.TRIM, opts.fua ? P.CMD_FLAG_FUA : 0, offset, length, MAX_RANGE, opts, undefined, undefined);
   }
 
-  async writeZeroes(offset: number, length: number, opts: ZeroOptions = {}): Promise<void> {
-    const flags = this.guard(P.CMD.WRITE_ZEROES, opts) | (opts.noHole ? P.CMD_FLAG_NO_HOLE : 0);
-    return this.split(P.CMD.WRITE_ZEROES, offset, length, MAX_RANGE, (o, n) =>
-      this.pipe.submit(P.CMD.WRITE_ZEROES, flags, o, n, undefined, undefined, opts),
-    );
+  writeZeroes(offset: number, length: number, opts: ZeroOptions = {}): Promise<void> {
+    const flags = (opts.fua ? P.CMD_FLAG_FUA : 0) | (opts.noHole ? P.CMD_FLAG_NO_HOLE : 0);
+    return this.issue(P.CMD.WRITE_ZEROES, flags, offset, length, MAX_RANGE, opts, undefined, undefined);
   }
 
-  /** Refuses what the export does not allow before anything is sent; returns the FUA flag. */
-  private guard(type: number, opts: WriteOptions): number {
+  /**
+   * Checks what the export allows and the range, then sends one request per `max` bytes (reads
+   * into `into`, writes from `data`); settles once every part has (first error wins). Refusals
+   * are rejections, and nothing is sent for them.
+   */
+  private issue(
+    type: number,
+    flags: number,
+    offset: number,
+    length: number,
+    max: number,
+    opts: RequestOptions,
+    into: Uint8Array | undefined,
+    data: Uint8Array | undefined,
+  ): Promise<void> {
+    const refusal = this.refuse(type, flags, offset, length);
+    if (refusal) return Promise.reject(refusal);
+    if (type === P.CMD.FLUSH) return this.pipe.submit(type, flags, 0, 0, undefined, undefined, opts);
+    if (length === 0) return Promise.resolve();
+    const part = (o: number, n: number): Promise<void> =>
+      this.pipe.submit(type, flags, o, n, into?.subarray(o - offset, o - offset + n), data?.subarray(o - offset, o - offset + n), opts);
+    if (length <= max) return part(offset, length);
+    const parts: Promise<void>[] = [];
+    for (let o = offset; o < offset + length; o += max) parts.push(part(o, Math.min(max, offset + length - o)));
+    // Wait for every part: none may still write into the caller's buffer after we return.
+    return Promise.allSettled(parts).then((results) => {
+      const bad = results.find((r) => r.status === 'rejected');
+      if (bad) throw (bad as PromiseRejectedResult).reason;
+    });
+  }
+
+  /** Why the request may not be sent: read-only export, command not offered, bad range; or undefined. */
+  private refuse(type: number, flags: number, offset: number, length: number): KataError | undefined {
     const cmd = P.commandName(type);
-    if (type !== P.CMD.FLUSH && this.has(P.TF.READ_ONLY)) {
-      throw new KataError('E_NBD_READ_ONLY', `NBD export ${this.uri} is read-only: ${cmd} refused (nothing was sent)`, {
+    if (type !== P.CMD.READ && type !== P.CMD.FLUSH && this.has(P.TF.READ_ONLY)) {
+      return new KataError('E_NBD_READ_ONLY', `NBD export ${this.uri} is read-only: ${cmd} refused (nothing was sent)`, {
         uri: this.uri,
         command: cmd,
       });
     }
     const need = NEEDS[type];
-    if (need && !this.has(need[0])) throw this.unsupported(cmd, need[1]);
-    if (!opts.fua) return 0;
-    if (!this.has(P.TF.SEND_FUA)) throw this.unsupported(`${cmd} with FUA`, 'NBD_FLAG_SEND_FUA');
-    return P.CMD_FLAG_FUA;
+    if (need && !this.has(need[0])) return this.unsupported(cmd, need[1]);
+    if (flags & P.CMD_FLAG_FUA && !this.has(P.TF.SEND_FUA)) return this.unsupported(`${cmd} with FUA`, 'NBD_FLAG_SEND_FUA');
+    const min = this.info.blockSize.minimum;
+    const where = { uri: this.uri, offset, length };
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.info.size) {
+      return new KataError(
+        'E_INVALID_ARGUMENT',
+        `NBD export ${this.uri}: ${cmd} of ${length} bytes at ${offset} is outside the export (size ${this.info.size})`,
+        where,
+      );
+    }
+    if (offset % min !== 0 || length % min !== 0) {
+      return new KataError(
+        'E_INVALID_ARGUMENT',
+        `NBD export ${this.uri}: ${cmd} at ${offset} of ${length} bytes is not aligned to the minimum block size ${min}`,
+        where,
+      );
+    }
+    return undefined;
   }
 
   private unsupported(cmd: string, flag: string): KataError {
@@ -130,41 +165,6 @@ export class NbdClient {
       uri: this.uri,
       command: cmd,
     });
-  }
-
-  /** Checks the range, then issues one request per `max` bytes; settles once all have (first error wins). */
-  private async split(
-    type: number,
-    offset: number,
-    length: number,
-    max: number,
-    issue: (o: number, n: number) => Promise<void>,
-  ): Promise<void> {
-    const cmd = P.commandName(type);
-    const min = this.info.blockSize.minimum;
-    const where = { uri: this.uri, offset, length };
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.info.size) {
-      throw new KataError(
-        'E_INVALID_ARGUMENT',
-        `NBD export ${this.uri}: ${cmd} of ${length} bytes at ${offset} is outside the export (size ${this.info.size})`,
-        where,
-      );
-    }
-    if (offset % min !== 0 || length % min !== 0) {
-      throw new KataError(
-        'E_INVALID_ARGUMENT',
-        `NBD export ${this.uri}: ${cmd} at ${offset} of ${length} bytes is not aligned to the minimum block size ${min}`,
-        where,
-      );
-    }
-    if (length === 0) return;
-    if (length <= max) return issue(offset, length);
-    const parts: Promise<void>[] = [];
-    for (let o = offset; o < offset + length; o += max) parts.push(issue(o, Math.min(max, offset + length - o)));
-    // Wait for every part: none may still write into the caller's buffer after we return.
-    const results = await Promise.allSettled(parts);
-    const bad = results.find((r) => r.status === 'rejected');
-    if (bad) throw (bad as PromiseRejectedResult).reason;
   }
 
   /**

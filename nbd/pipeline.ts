@@ -53,6 +53,7 @@ export class Pipeline implements ParserHost {
       this.parser.push(d);
       return true;
     });
+    wire.bufferFor = () => this.parser.directTarget();
     for (const d of leftover) this.parser.push(d);
   }
 
@@ -191,7 +192,9 @@ export class Pipeline implements ParserHost {
   private aborted(r: Request): void {
     this.release(r);
     r.abandoned = true;
-    r.reject(abortError(this.uri, P.commandName(r.type), r.signal!.reason));
+    // Rejected only once the socket no longer reads into the caller's buffer.
+    const e = abortError(this.uri, P.commandName(r.type), r.signal!.reason);
+    this.wire.whenReleased(r.target, () => r.reject(e));
     const q = this.queue.indexOf(r);
     if (q >= 0) {
       this.queue.splice(q, 1);

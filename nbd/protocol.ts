@@ -118,9 +118,10 @@ export const CMD = {
   BLOCK_STATUS: 7,
 } as const;
 
+const COMMAND_NAMES = Object.fromEntries(Object.entries(CMD).map(([k, v]) => [v, `NBD_CMD_${k}`])) as Record<number, string>;
+
 export function commandName(type: number): string {
-  const e = Object.entries(CMD).find(([, v]) => v === type);
-  return e ? `NBD_CMD_${e[0]}` : `command ${type}`;
+  return COMMAND_NAMES[type] ?? `command ${type}`;
 }
 
 export const CMD_FLAG_FUA = 1 << 0;

@@ -36,6 +36,9 @@ export interface ParserHost {
 /** Error chunks carry a message of at most 4096 bytes and an optional offset. */
 const MAX_ERROR_PAYLOAD = 6 + P.MAX_STRING + 8 + 64;
 
+/** Payloads at least this large are read straight into the caller's buffer. */
+const DIRECT_MIN = 16 * 1024;
+
 /** Parser states. */
 const S = { Header: 0, SimpleData: 1, ChunkPrefix: 2, ChunkData: 3, Broken: 4 } as const;
 
@@ -59,6 +62,12 @@ export class ReplyParser {
   private broken(what: string, details?: Record<string, unknown>): void {
     this.state = S.Broken;
     this.host.violation(what, details);
+  }
+
+  /** The caller's buffer for the rest of the payload now arriving, if worth reading into directly. */
+  directTarget(): Uint8Array | undefined {
+    if ((this.state !== S.SimpleData && this.state !== S.ChunkData) || this.left < DIRECT_MIN || this.p!.abandoned) return undefined;
+    return this.p!.target!.subarray(this.pos, this.pos + this.left);
   }
 
   push(d: Buffer): void {
@@ -90,7 +99,10 @@ export class ReplyParser {
         case S.ChunkData: {
           const k = Math.min(this.left, n - i);
           const p = this.p!;
-          if (!p.abandoned) d.copy(p.target!, this.pos, i, i + k);
+          const t = p.target!;
+          // Data read by the kernel straight into place (directTarget) needs no copy.
+          const inPlace = d.buffer === t.buffer && d.byteOffset + i === t.byteOffset + this.pos;
+          if (!p.abandoned && !inPlace) d.copy(t, this.pos, i, i + k);
           this.pos += k;
           this.left -= k;
           i += k;

@@ -1,8 +1,9 @@
 /**
  * The socket under an NBD connection: connect to a unix or TCP address within a deadline, read
- * into one reused buffer (net's `onread`, so a 256 KiB read reply costs one copy, into the
- * caller's buffer) and hand each batch of bytes to the current sink: the handshake's
- * WireReader first, then the transmission reply parser.
+ * with net's `onread` and hand each batch of bytes to the current sink: the handshake's
+ * WireReader first, then the transmission reply parser. Reads go into one reused buffer, except
+ * that while a large read payload is arriving the parser offers the caller's own buffer, so the
+ * kernel copies the data straight to where it belongs (no copy in JavaScript).
  */
 import { connect, type Socket } from 'node:net';
 import type { KataError } from '../host/errors.js';
@@ -18,6 +19,11 @@ const HANDSHAKE_HIGH_WATER = 256 * 1024;
 
 export class Wire {
   private sink: Sink = () => true;
+  /** Where the next read may go instead of the shared buffer (the caller's read buffer). */
+  bufferFor: () => Uint8Array | undefined = () => undefined;
+  /** The caller's buffer handed to the socket for the coming read, if any. */
+  private lent: Uint8Array | undefined;
+  private readonly afterRead: (() => void)[] = [];
   /** Why the socket ended, once it has. */
   failure: KataError | undefined;
   private readonly closeWaiters: (() => void)[] = [];
@@ -26,6 +32,8 @@ export class Wire {
   constructor(
     readonly socket: Socket,
     readonly uri: string,
+    /** The reused read buffer. */
+    private readonly shared: Buffer,
   ) {
     socket.on('error', (e) => {
       this.failure ??= connectionLost(uri, `connection failed: ${e.message}`, e);
@@ -33,6 +41,8 @@ export class Wire {
     socket.on('close', () => {
       this.closed = true;
       this.failure ??= connectionLost(uri, 'the server closed the connection');
+      this.lent = undefined;
+      for (const f of this.afterRead.splice(0)) f();
       for (const w of this.closeWaiters.splice(0)) w();
     });
   }
@@ -41,9 +51,35 @@ export class Wire {
     this.sink = sink;
   }
 
-  /** Called by the socket for every read. */
-  deliver(data: Buffer): boolean {
-    return this.sink(data);
+  /** Called by the socket after each read (and once at the start): the memory the next read goes to. */
+  nextBuffer(): Uint8Array {
+    this.lent = this.bufferFor();
+    return this.lent ?? this.shared;
+  }
+
+  /** Called by the socket after every read with the buffer nextBuffer() gave. */
+  deliver(buf: Uint8Array, n: number): boolean {
+    const more = this.sink(buf === this.shared ? this.shared.subarray(0, n) : Buffer.from(buf.buffer, buf.byteOffset, n));
+    this.lent = undefined;
+    for (const f of this.afterRead.splice(0)) f();
+    return more;
+  }
+
+  /**
+   * Runs `fn` once the socket can no longer write into `target`: at once, or, when part of it is
+   * lent to the coming read, after that read (or the close).
+   */
+  whenReleased(target: Uint8Array | undefined, fn: () => void): void {
+    const l = this.lent;
+    if (
+      l &&
+      target &&
+      l.buffer === target.buffer &&
+      l.byteOffset < target.byteOffset + target.length &&
+      target.byteOffset < l.byteOffset + l.length
+    ) {
+      this.afterRead.push(fn);
+    } else fn();
   }
 
   /** Hard disconnect; `why` becomes the failure every waiter sees. */
@@ -63,13 +99,13 @@ export class Wire {
 export function openWire(addr: NbdAddress, uri: string, timeoutMs: number, signal?: AbortSignal): Promise<Wire> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(abortError(uri, 'connect', signal.reason));
-    const buffer = Buffer.allocUnsafe(READ_BUFFER);
     let wire: Wire | undefined;
+    const shared = Buffer.allocUnsafe(READ_BUFFER);
     const socket = connect({
       ...(addr.transport === 'unix' ? { path: addr.socket } : { host: addr.host, port: addr.port }),
-      onread: { buffer, callback: (n: number, buf: Uint8Array) => wire!.deliver(Buffer.from(buf.buffer, buf.byteOffset, n)) },
+      onread: { buffer: () => wire?.nextBuffer() ?? shared, callback: (n: number, buf: Uint8Array) => wire!.deliver(buf, n) },
     });
-    wire = new Wire(socket, uri);
+    wire = new Wire(socket, uri, shared);
     const done = (err?: KataError): void => {
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);

@@ -1,5 +1,6 @@
 import t from 'tap';
 import { connectNbd } from '../../nbd/connect.js';
+import { hostileServer, u64 } from '../helpers/nbd-hostile-server.js';
 import { freeze, startNbdkit } from '../helpers/nbd-servers.js';
 
 const settleAll = (ps: Promise<unknown>[]): Promise<PromiseSettledResult<unknown>[]> => Promise.allSettled(ps);
@@ -76,4 +77,43 @@ t.test('an aborted request rejects at once; its late reply is discarded and the 
     "the aborted read's late reply did not touch the caller's buffer",
   );
   await t.rejects(c.read(0, Buffer.alloc(1), { signal: AbortSignal.abort() }), { code: 'E_TIMEOUT' }, 'an already-aborted signal');
+});
+
+t.test('an abort while a large read lands directly in the caller buffer: once rejected, the buffer is never written again', async (t) => {
+  let aborted!: () => void;
+  const abortedP = new Promise<void>((r) => (aborted = r));
+  let more!: () => void;
+  const moreP = new Promise<void>((r) => (more = r));
+  const uri = await hostileServer(t, async (conn) => {
+    if (!(await conn.handshakeGo(1 << 20, 1))) return;
+    const r = await conn.request();
+    if (!r) return;
+    conn.chunk(r.cookie, 1, 1, Buffer.concat([u64(r.offset), Buffer.alloc(16384, 1)]), 8 + r.length);
+    await abortedP;
+    conn.send(Buffer.alloc(16384, 2));
+    await moreP;
+    conn.send(Buffer.alloc(r.length - 32768, 3));
+    const next = await conn.request();
+    if (next) conn.chunk(next.cookie, 1, 1, Buffer.concat([u64(next.offset), Buffer.alloc(next.length, 4)]));
+    await conn.request();
+  });
+  const c = await connectNbd(uri);
+  t.teardown(() => c.close());
+  const target = Buffer.alloc(65536);
+  const ac = new AbortController();
+  const p = c.read(0, target, { signal: ac.signal });
+  await new Promise((r) => setTimeout(r, 200));
+  ac.abort(new Error('stop'));
+  aborted();
+  await t.rejects(p, { code: 'E_TIMEOUT', details: { aborted: true } });
+  const snapshot = Buffer.from(target);
+  more();
+  const b = Buffer.alloc(4096);
+  await c.read(0, b);
+  t.ok(
+    b.every((x) => x === 4),
+    'the next read gets its own reply',
+  );
+  t.ok(target.equals(snapshot), 'nothing reached the aborted read buffer after its rejection');
+  t.notOk(target.includes(3), 'the tail of the abandoned reply was dropped');
 });
