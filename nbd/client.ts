@@ -28,6 +28,8 @@ export interface ZeroOptions extends WriteOptions {
 /** Non-payload commands (TRIM, WRITE_ZEROES) are split below the 32-bit length field. */
 const MAX_RANGE = 2 ** 31;
 
+const NO_OPTIONS = Object.freeze({});
+
 /** Commands and the transmission flag the server must have set for them. */
 const NEEDS: Record<number, [number, string]> = {
   [P.CMD.FLUSH]: [P.TF.SEND_FLUSH, 'NBD_FLAG_SEND_FLUSH'],
@@ -76,24 +78,24 @@ export class NbdClient {
   }
 
   /** Fill `into` with the export's bytes at `offset`. */
-  read(offset: number, into: Uint8Array, opts: RequestOptions = {}): Promise<void> {
+  read(offset: number, into: Uint8Array, opts: RequestOptions = NO_OPTIONS): Promise<void> {
     return this.issue(P.CMD.READ, 0, offset, into.length, this.info.blockSize.maximum, opts, into, undefined);
   }
 
   /** Write `data` at `offset`. The client reads `data` until the promise settles. */
-  write(offset: number, data: Uint8Array, opts: WriteOptions = {}): Promise<void> {
+  write(offset: number, data: Uint8Array, opts: WriteOptions = NO_OPTIONS): Promise<void> {
     return this.issue(P.CMD.WRITE, opts.fua ? P.CMD_FLAG_FUA : 0, offset, data.length, this.info.blockSize.maximum, opts, undefined, data);
   }
 
-  flush(opts: RequestOptions = {}): Promise<void> {
+  flush(opts: RequestOptions = NO_OPTIONS): Promise<void> {
     return this.issue(P.CMD.FLUSH, 0, 0, 0, 0, opts, undefined, undefined);
   }
 
-  trim(offset: number, length: number, opts: WriteOptions = {}): Promise<void> {
+  trim(offset: number, length: number, opts: WriteOptions = NO_OPTIONS): Promise<void> {
     return this.issue(P.CMD.TRIM, opts.fua ? P.CMD_FLAG_FUA : 0, offset, length, MAX_RANGE, opts, undefined, undefined);
   }
 
-  writeZeroes(offset: number, length: number, opts: ZeroOptions = {}): Promise<void> {
+  writeZeroes(offset: number, length: number, opts: ZeroOptions = NO_OPTIONS): Promise<void> {
     const flags = (opts.fua ? P.CMD_FLAG_FUA : 0) | (opts.noHole ? P.CMD_FLAG_NO_HOLE : 0);
     return this.issue(P.CMD.WRITE_ZEROES, flags, offset, length, MAX_RANGE, opts, undefined, undefined);
   }
@@ -117,9 +119,9 @@ export class NbdClient {
     if (refusal) return Promise.reject(refusal);
     if (type === P.CMD.FLUSH) return this.pipe.submit(type, flags, 0, 0, undefined, undefined, opts);
     if (length === 0) return Promise.resolve();
+    if (length <= max) return this.pipe.submit(type, flags, offset, length, into, data, opts);
     const part = (o: number, n: number): Promise<void> =>
       this.pipe.submit(type, flags, o, n, into?.subarray(o - offset, o - offset + n), data?.subarray(o - offset, o - offset + n), opts);
-    if (length <= max) return part(offset, length);
     const parts: Promise<void>[] = [];
     for (let o = offset; o < offset + length; o += max) parts.push(part(o, Math.min(max, offset + length - o)));
     // Wait for every part: none may still write into the caller's buffer after we return.
@@ -131,7 +133,7 @@ export class NbdClient {
 
   /** Why the request may not be sent: read-only export, command not offered, bad range; or undefined. */
   private refuse(type: number, flags: number, offset: number, length: number): KataError | undefined {
-    const cmd = P.commandName(type);
+    const cmd = P.COMMAND_NAMES[type]!;
     if (type !== P.CMD.READ && type !== P.CMD.FLUSH && this.has(P.TF.READ_ONLY)) {
       return new KataError('E_NBD_READ_ONLY', `NBD export ${this.uri} is read-only: ${cmd} refused (nothing was sent)`, {
         uri: this.uri,

@@ -7,7 +7,7 @@ import type { KataError } from '../host/errors.js';
 import type { Logger } from '../host/log.js';
 import { abortError, connectionLost, protocolError, requestError, timeoutError } from './errors.js';
 import * as P from './protocol.js';
-import { type ParserHost, type Pending, ReplyParser } from './reply-parser.js';
+import { DIRECT_MIN, type ParserHost, type Pending, ReplyParser } from './reply-parser.js';
 import type { Wire } from './wire.js';
 
 export interface RequestOptions {
@@ -22,7 +22,8 @@ interface Request extends Pending {
   payload: Uint8Array | undefined;
   resolve: () => void;
   reject: (e: KataError) => void;
-  timer: NodeJS.Timeout | undefined;
+  /** performance.now() by which the reply must have come. */
+  deadline: number;
   timeoutMs: number;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
@@ -39,7 +40,11 @@ export class Pipeline implements ParserHost {
   private readonly queue: Request[] = [];
   private readonly parser: ReplyParser;
   private nextCookie = 1;
+  /** Reads in flight long enough to be received straight into the caller's buffer. */
+  bigReads = 0;
   private corked = false;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private sweepAt = Number.POSITIVE_INFINITY;
   private idleWaiters: (() => void)[] = [];
 
   constructor(
@@ -49,8 +54,8 @@ export class Pipeline implements ParserHost {
     private readonly opts: { maxInFlight: number; requestTimeoutMs: number; log?: Logger },
   ) {
     this.parser = new ReplyParser(this);
-    wire.setSink((d) => {
-      this.parser.push(d);
+    wire.setSink((d, n) => {
+      this.parser.push(d, n);
       return true;
     });
     wire.bufferFor = () => this.parser.directTarget();
@@ -89,15 +94,16 @@ export class Pipeline implements ParserHost {
         abandoned: false,
         error: undefined,
         covered: 0,
-        ranges: [],
+        ranges: undefined,
         resolve,
         reject,
-        timer: undefined,
+        deadline: 0,
         timeoutMs: o.timeoutMs ?? this.opts.requestTimeoutMs,
         signal: o.signal,
         onAbort: undefined,
       };
-      r.timer = setTimeout(() => this.timedOut(r), r.timeoutMs);
+      r.deadline = performance.now() + r.timeoutMs;
+      if (r.deadline < this.sweepAt) this.armSweep(r.deadline);
       if (o.signal) {
         r.onAbort = () => this.aborted(r);
         o.signal.addEventListener('abort', r.onAbort, { once: true });
@@ -112,6 +118,7 @@ export class Pipeline implements ParserHost {
     r.cookie = this.nextCookie;
     this.nextCookie = (this.nextCookie % 0xffffffff) + 1;
     this.inflight.set(r.cookie, r);
+    if (isBigRead(r)) this.bigReads++;
     this.writeRequest(r.type, r.flags, r.cookie, r.offset, r.length, r.payload);
   }
 
@@ -146,6 +153,7 @@ export class Pipeline implements ParserHost {
   settle(p: Pending): void {
     const r = p as Request;
     this.inflight.delete(r.cookie);
+    if (isBigRead(r)) this.bigReads--;
     this.release(r);
     if (!r.abandoned) {
       if (r.error) {
@@ -167,7 +175,11 @@ export class Pipeline implements ParserHost {
 
   private pump(): void {
     while (this.queue.length > 0 && this.inflight.size < this.opts.maxInFlight) this.send(this.queue.shift()!);
-    if (this.pending === 0) for (const w of this.idleWaiters.splice(0)) w();
+    if (this.pending === 0) {
+      clearTimeout(this.sweepTimer);
+      this.sweepAt = Number.POSITIVE_INFINITY;
+      for (const w of this.idleWaiters.splice(0)) w();
+    }
   }
 
   /** Resolves once nothing is pending (or everything has failed). */
@@ -176,8 +188,34 @@ export class Pipeline implements ParserHost {
   }
 
   private release(r: Request): void {
-    clearTimeout(r.timer);
     if (r.onAbort) r.signal!.removeEventListener('abort', r.onAbort);
+  }
+
+  /**
+   * One timer for all deadlines (a timer per request costs more than the rest of the request):
+   * armed for the earliest deadline, it fails the connection if a request has passed its own,
+   * else re-arms for the earliest remaining.
+   */
+  private armSweep(at: number): void {
+    clearTimeout(this.sweepTimer);
+    this.sweepAt = at;
+    this.sweepTimer = setTimeout(() => this.sweep(), Math.max(0, at - performance.now()) + 1);
+  }
+
+  private sweep(): void {
+    this.sweepAt = Number.POSITIVE_INFINITY;
+    this.sweepTimer = undefined;
+    const now = performance.now();
+    let next = Number.POSITIVE_INFINITY;
+    for (const r of [...this.inflight.values(), ...this.queue]) {
+      if (r.abandoned) continue;
+      if (r.deadline <= now) {
+        this.timedOut(r);
+        return;
+      }
+      next = Math.min(next, r.deadline);
+    }
+    if (next !== Number.POSITIVE_INFINITY) this.armSweep(next);
   }
 
   private timedOut(r: Request): void {
@@ -206,6 +244,9 @@ export class Pipeline implements ParserHost {
   failAll(e: KataError): void {
     const all = [...this.inflight.values(), ...this.queue.splice(0)];
     this.inflight.clear();
+    clearTimeout(this.sweepTimer);
+    this.sweepAt = Number.POSITIVE_INFINITY;
+    this.bigReads = 0;
     for (const r of all) {
       this.release(r);
       if (!r.abandoned) r.reject(e);
@@ -222,4 +263,8 @@ export class Pipeline implements ParserHost {
     this.failAll(e);
     this.wire.destroy(e);
   }
+}
+
+function isBigRead(r: Pending): boolean {
+  return r.type === P.CMD.READ && r.length >= DIRECT_MIN;
 }

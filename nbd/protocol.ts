@@ -118,7 +118,7 @@ export const CMD = {
   BLOCK_STATUS: 7,
 } as const;
 
-const COMMAND_NAMES = Object.fromEntries(Object.entries(CMD).map(([k, v]) => [v, `NBD_CMD_${k}`])) as Record<number, string>;
+export const COMMAND_NAMES = Object.fromEntries(Object.entries(CMD).map(([k, v]) => [v, `NBD_CMD_${k}`])) as Record<number, string>;
 
 export function commandName(type: number): string {
   return COMMAND_NAMES[type] ?? `command ${type}`;

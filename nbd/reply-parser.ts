@@ -21,7 +21,7 @@ export interface Pending {
   error: { errno: number; message?: string; offset?: number } | undefined;
   /** READ: bytes covered by content chunks, and the covered ranges as [start, end) pairs. */
   covered: number;
-  ranges: number[];
+  ranges: number[] | undefined;
 }
 
 export interface ParserHost {
@@ -31,13 +31,15 @@ export interface ParserHost {
   settle(p: Pending): void;
   /** The stream is broken; nothing more will be parsed. */
   violation(what: string, details?: Record<string, unknown>): void;
+  /** How many reads of at least DIRECT_MIN bytes are in flight. */
+  readonly bigReads: number;
 }
 
 /** Error chunks carry a message of at most 4096 bytes and an optional offset. */
 const MAX_ERROR_PAYLOAD = 6 + P.MAX_STRING + 8 + 64;
 
 /** Payloads at least this large are read straight into the caller's buffer. */
-const DIRECT_MIN = 16 * 1024;
+export const DIRECT_MIN = 16 * 1024;
 
 /** Parser states. */
 const S = { Header: 0, SimpleData: 1, ChunkPrefix: 2, ChunkData: 3, Broken: 4 } as const;
@@ -45,6 +47,8 @@ const S = { Header: 0, SimpleData: 1, ChunkPrefix: 2, ChunkData: 3, Broken: 4 } 
 export class ReplyParser {
   private state: number = S.Header;
   private readonly hdr = Buffer.alloc(P.STRUCTURED_HEADER_SIZE);
+  /** A structured chunk header plus the offset of a data chunk. */
+  private readonly small = Buffer.alloc(P.STRUCTURED_HEADER_SIZE + 8);
   private hdrHave = 0;
   private hdrNeed = 4;
   private p: Pending | undefined;
@@ -64,15 +68,21 @@ export class ReplyParser {
     this.host.violation(what, details);
   }
 
-  /** The caller's buffer for the rest of the payload now arriving, if worth reading into directly. */
+  /**
+   * Where the next socket read should go, if not the connection's big shared buffer: the
+   * caller's buffer for the rest of a large payload now arriving; or, between replies while a
+   * large read is in flight, just enough for a chunk header and its offset, so that the payload
+   * after it lands in the caller's buffer too rather than being copied there from the shared one.
+   */
   directTarget(): Uint8Array | undefined {
+    if (this.state === S.Header) return this.hdrHave === 0 && this.host.bigReads > 0 ? this.small : undefined;
     if ((this.state !== S.SimpleData && this.state !== S.ChunkData) || this.left < DIRECT_MIN || this.p!.abandoned) return undefined;
     return this.p!.target!.subarray(this.pos, this.pos + this.left);
   }
 
-  push(d: Buffer): void {
+  /** Parses d[0, n) (n defaults to all of d). */
+  push(d: Buffer, n = d.length): void {
     let i = 0;
-    const n = d.length;
     while (i < n) {
       switch (this.state) {
         case S.Header: {
@@ -180,7 +190,7 @@ export class ReplyParser {
     const b = this.prefix;
     const type = this.chunkType;
     if (type === P.REPLY_TYPE.OFFSET_DATA || type === P.REPLY_TYPE.OFFSET_HOLE) {
-      const start = Number(b.readBigUInt64BE(0));
+      const start = u64(b, 0);
       const isData = type === P.REPLY_TYPE.OFFSET_DATA;
       const len = isData ? this.chunkLen - 8 : b.readUInt32BE(8);
       const problem = claimProblem(p, start, len, isData ? 'NBD_REPLY_TYPE_OFFSET_DATA' : 'NBD_REPLY_TYPE_OFFSET_HOLE');
@@ -251,7 +261,7 @@ function claimProblem(p: Pending, start: number, len: number, what: string): str
   if (len === 0) return `${what} of size 0`;
   if (start < p.offset || end > p.offset + p.length)
     return `${what} [${start}, ${end}) outside the request [${p.offset}, ${p.offset + p.length})`;
-  const r = p.ranges;
+  const r = (p.ranges ??= []);
   for (let j = 0; j < r.length; j += 2) {
     if (start < r[j + 1]! && r[j]! < end) return `${what} [${start}, ${end}) overlaps an earlier chunk [${r[j]}, ${r[j + 1]})`;
   }
@@ -269,8 +279,13 @@ function parseErrorChunk(p: Pending, type: number, b: Buffer): NonNullable<Pendi
   if (6 + msgLen + tail > b.length) return `error chunk message of ${msgLen} bytes overruns its ${b.length}-byte chunk`;
   const message = b.toString('utf8', 6, 6 + msgLen);
   if (!tail) return { errno, ...(message ? { message } : {}) };
-  const offset = Number(b.readBigUInt64BE(6 + msgLen));
+  const offset = u64(b, 6 + msgLen);
   if (offset < p.offset || offset >= p.offset + Math.max(p.length, 1))
     return `NBD_REPLY_TYPE_ERROR_OFFSET at ${offset} outside the request`;
   return { errno, offset, ...(message ? { message } : {}) };
+}
+
+/** A 64-bit big-endian offset as a number (exact below 2^53; larger ones fail the range checks). */
+function u64(b: Buffer, at: number): number {
+  return b.readUInt32BE(at) * 2 ** 32 + b.readUInt32BE(at + 4);
 }

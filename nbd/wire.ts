@@ -10,8 +10,8 @@ import type { KataError } from '../host/errors.js';
 import { abortError, connectionLost, timeoutError } from './errors.js';
 import type { NbdAddress } from './uri.js';
 
-/** Consumes bytes that are valid only during the call; returning false pauses the socket. */
-export type Sink = (data: Buffer) => boolean;
+/** Consumes data[0, length), valid only during the call; returning false pauses the socket. */
+export type Sink = (data: Buffer, length: number) => boolean;
 
 const READ_BUFFER = 1024 * 1024;
 /** What the handshake reader keeps before pausing the socket (replies are far smaller). */
@@ -59,7 +59,7 @@ export class Wire {
 
   /** Called by the socket after every read with the buffer nextBuffer() gave. */
   deliver(buf: Uint8Array, n: number): boolean {
-    const more = this.sink(buf === this.shared ? this.shared.subarray(0, n) : Buffer.from(buf.buffer, buf.byteOffset, n));
+    const more = this.sink(buf instanceof Buffer ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.length), n);
     this.lent = undefined;
     for (const f of this.afterRead.splice(0)) f();
     return more;
@@ -139,7 +139,7 @@ export class WireReader {
   private want: { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | undefined;
 
   constructor(private readonly wire: Wire) {
-    wire.setSink((d) => this.push(d));
+    wire.setSink((d, n) => this.push(d.subarray(0, n)));
     wire.socket.on('close', () => this.settle());
   }
 
