@@ -41,7 +41,7 @@ export class Pipeline implements ParserHost {
   private readonly parser: ReplyParser;
   private nextCookie = 1;
   /** Reads in flight long enough to be received straight into the caller's buffer. */
-  bigReads = 0;
+  private bigReads = 0;
   private corked = false;
   private sweepTimer: NodeJS.Timeout | undefined;
   private sweepAt = Number.POSITIVE_INFINITY;
@@ -64,6 +64,10 @@ export class Pipeline implements ParserHost {
 
   get uri(): string {
     return this.wire.uri;
+  }
+
+  get expectBigRead(): boolean {
+    return this.bigReads > 0 || this.inflight.size === 0;
   }
 
   get pending(): number {
@@ -104,6 +108,7 @@ export class Pipeline implements ParserHost {
       };
       r.deadline = performance.now() + r.timeoutMs;
       if (r.deadline < this.sweepAt) this.armSweep(r.deadline);
+      else if (this.pending === 0) this.sweepTimer?.ref();
       if (o.signal) {
         r.onAbort = () => this.aborted(r);
         o.signal.addEventListener('abort', r.onAbort, { once: true });
@@ -176,8 +181,8 @@ export class Pipeline implements ParserHost {
   private pump(): void {
     while (this.queue.length > 0 && this.inflight.size < this.opts.maxInFlight) this.send(this.queue.shift()!);
     if (this.pending === 0) {
-      clearTimeout(this.sweepTimer);
-      this.sweepAt = Number.POSITIVE_INFINITY;
+      // Idle: the deadline timer stays armed (re-arming per request costs) but holds no process alive.
+      this.sweepTimer?.unref();
       for (const w of this.idleWaiters.splice(0)) w();
     }
   }

@@ -31,8 +31,11 @@ export interface ParserHost {
   settle(p: Pending): void;
   /** The stream is broken; nothing more will be parsed. */
   violation(what: string, details?: Record<string, unknown>): void;
-  /** How many reads of at least DIRECT_MIN bytes are in flight. */
-  readonly bigReads: number;
+  /**
+   * Whether the next reply is likely to carry a large read payload (one is in flight, or nothing
+   * is: the next reply answers a request not yet made), so that its header is best read alone.
+   */
+  readonly expectBigRead: boolean;
 }
 
 /** Error chunks carry a message of at most 4096 bytes and an optional offset. */
@@ -70,12 +73,14 @@ export class ReplyParser {
 
   /**
    * Where the next socket read should go, if not the connection's big shared buffer: the
-   * caller's buffer for the rest of a large payload now arriving; or, between replies while a
-   * large read is in flight, just enough for a chunk header and its offset, so that the payload
+   * caller's buffer for the rest of a large payload now arriving; or, between replies when a
+   * large read may come next, just enough for a chunk header and its offset, so that the payload
    * after it lands in the caller's buffer too rather than being copied there from the shared one.
+   * (Node asks for the next buffer right after each read, before the caller can issue its next
+   * request: an idle connection counts as expecting a large read.)
    */
   directTarget(): Uint8Array | undefined {
-    if (this.state === S.Header) return this.hdrHave === 0 && this.host.bigReads > 0 ? this.small : undefined;
+    if (this.state === S.Header) return this.hdrHave === 0 && this.host.expectBigRead ? this.small : undefined;
     if ((this.state !== S.SimpleData && this.state !== S.ChunkData) || this.left < DIRECT_MIN || this.p!.abandoned) return undefined;
     return this.p!.target!.subarray(this.pos, this.pos + this.left);
   }
