@@ -79,23 +79,14 @@ async function measure(server: Daemon, size: number, isNbdcopy: boolean, fn: () 
   return { mibs: size / MiB / secs, client, server: [(s1.user - s0.user) * 10, (s1.sys - s0.sys) * 10] };
 }
 
-async function tsWrite(uri: string, o: Opts, depth: number, src: Buffer[]): Promise<void> {
+/** Sequential I/O over the whole export, `depth` requests in flight, each slot with its own buffer. */
+async function tsRun(uri: string, o: Opts, depth: number, op: 'read' | 'write', bufs: Buffer[]): Promise<void> {
   const c = await connectNbd(uri, { maxInFlight: depth });
   let next = 0;
   const count = o.size / o.requestSize;
   const worker = async (slot: number): Promise<void> => {
-    for (let i = next++; i < count; i = next++) await c.write(i * o.requestSize, src[slot]!);
-  };
-  await Promise.all(Array.from({ length: depth }, (_, k) => worker(k)));
-  await c.close();
-}
-
-async function tsRead(uri: string, o: Opts, depth: number, bufs: Buffer[]): Promise<void> {
-  const c = await connectNbd(uri, { maxInFlight: depth });
-  let next = 0;
-  const count = o.size / o.requestSize;
-  const worker = async (slot: number): Promise<void> => {
-    for (let i = next++; i < count; i = next++) await c.read(i * o.requestSize, bufs[slot]!);
+    for (let i = next++; i < count; i = next++)
+      await (op === 'read' ? c.read(i * o.requestSize, bufs[slot]!) : c.write(i * o.requestSize, bufs[slot]!));
   };
   await Promise.all(Array.from({ length: depth }, (_, k) => worker(k)));
   await c.close();
@@ -148,7 +139,7 @@ async function main(): Promise<void> {
     const rs = `--request-size=${o.requestSize}`;
     const configs: { name: string; op: 'write' | 'read'; depth: number; copy: boolean; fn: () => Promise<unknown> }[] = [];
     for (const depth of o.depths) {
-      configs.push({ name: `write qd${depth} client`, op: 'write', depth, copy: false, fn: () => tsWrite(uri, o, depth, src) });
+      configs.push({ name: `write qd${depth} client`, op: 'write', depth, copy: false, fn: () => tsRun(uri, o, depth, 'write', src) });
       configs.push({
         name: `write qd${depth} nbdcopy`,
         op: 'write',
@@ -158,7 +149,7 @@ async function main(): Promise<void> {
       });
     }
     for (const depth of o.depths) {
-      configs.push({ name: `read qd${depth} client`, op: 'read', depth, copy: false, fn: () => tsRead(uri, o, depth, bufs) });
+      configs.push({ name: `read qd${depth} client`, op: 'read', depth, copy: false, fn: () => tsRun(uri, o, depth, 'read', bufs) });
       configs.push({
         name: `read qd${depth} nbdcopy`,
         op: 'read',
