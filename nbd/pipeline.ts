@@ -11,7 +11,11 @@ import { DIRECT_MIN, type ParserHost, type Pending, ReplyParser } from './reply-
 import type { Wire } from './wire.js';
 
 export interface RequestOptions {
-  /** Rejects the request (E_TIMEOUT, details.aborted); a request already sent has its reply discarded. */
+  /**
+   * Rejects the request (E_TIMEOUT, details.aborted). A request already sent has its reply
+   * discarded; a read's buffer is not written after the rejection, but an aborted write's payload
+   * may still be on its way to the server: leave it unchanged until the client is idle or closed.
+   */
   signal?: AbortSignal;
   /** Deadline for this request in ms (default: the connection's requestTimeoutMs). */
   timeoutMs?: number;
