@@ -46,6 +46,8 @@ const PACKAGE_OF: Record<string, string> = {
   modprobe: 'kmod',
   dmsetup: 'dmsetup',
   'nbd-client': 'nbd-client',
+  nbdkit: 'nbdkit',
+  nbdcopy: 'libnbd-bin',
   mkfs_ext4: 'e2fsprogs',
   busybox: 'busybox-static',
   cpio: 'cpio',

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(iproute2 qemu-system-x86 qemu-utils busybox-static kmod cpio e2fsprogs xz-utils zstd
-      containernetworking-plugins containerd runc nbdkit socat ethtool util-linux procps psmisc
+      containernetworking-plugins containerd runc nbdkit nbd-client libnbd-bin socat ethtool util-linux procps psmisc
       iputils-ping ca-certificates systemd gcc libc6-dev)
 missing=()
 for p in "${PKGS[@]}"; do
