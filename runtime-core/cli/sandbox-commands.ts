@@ -7,14 +7,10 @@ import { fileURLToPath } from 'node:url';
 import { KataError } from '../../host/errors.js';
 import type { Logger } from '../../host/log.js';
 import { validateId } from '../../host/names.js';
-import { isSameProcessAlive } from '../../host/proc.js';
 import { loadConfig } from '../config/load-config.js';
 import type { SandboxConfig } from '../config/types.js';
-import { StateStore, type SandboxState } from '../state/store.js';
-import { Journal } from '../sandbox/journal.js';
-import { createPlugins } from '../sandbox/resources.js';
-import { sandboxContext } from '../sandbox/sandbox.js';
-import { teardownJournal } from '../sandbox/teardown.js';
+import { StateStore } from '../state/store.js';
+import { removeSandbox, supervisorAlive } from '../sandbox/remove.js';
 import { sandboxView, type SandboxView } from '../sandbox/view.js';
 import { mgmtCall } from '../supervisor/mgmt-client.js';
 import { MGMT_SOCKET, type MgmtParams } from '../supervisor/mgmt-protocol.js';
@@ -99,11 +95,6 @@ export async function sandboxUp(
   return { sandbox: final.sandbox, log: lp };
 }
 
-function supervisorAlive(s: SandboxState): boolean {
-  const sup = s.processes.supervisor;
-  return sup !== undefined && isSameProcessAlive(sup.pid, sup.startTime);
-}
-
 export async function sandboxStatus(
   id: string,
   configFile: string | undefined,
@@ -135,34 +126,6 @@ export async function sandboxStatus(
   return { ...view, ...(guest !== undefined ? { guest } : {}), supervisor: 'running' };
 }
 
-/** SIGKILL the supervisor, only while its pid still names that process (pid + start time: a reused pid is never signalled). */
-function killSupervisor(s: SandboxState): void {
-  const sup = s.processes.supervisor;
-  if (!sup || !isSameProcessAlive(sup.pid, sup.startTime)) return;
-  try {
-    process.kill(sup.pid, 'SIGKILL');
-  } catch {
-    /* gone */
-  }
-}
-
-/**
- * The supervisor exits just after it answered Shutdown: wait for that (bounded; SIGKILL after), so
- * that when `down` returns no process of the sandbox is left.
- */
-async function supervisorExited(s: SandboxState, timeoutMs = 5000): Promise<void> {
-  const sup = s.processes.supervisor;
-  if (!sup) return;
-  const end = Date.now() + timeoutMs;
-  while (isSameProcessAlive(sup.pid, sup.startTime)) {
-    if (Date.now() > end) {
-      killSupervisor(s);
-      return;
-    }
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 /** Take a sandbox down: through its supervisor when alive, else from its persisted state. Idempotent. */
 export async function sandboxDown(
   id: string,
@@ -170,54 +133,9 @@ export async function sandboxDown(
   log: Logger,
 ): Promise<{ id: string; state: 'removed' | 'absent'; via: 'supervisor' | 'state' | 'none'; timings?: Record<string, number> }> {
   const cfg = loadConfig(configFile, { log });
-  const store = new StateStore(cfg.runtime.stateDir, log);
-  validateId(id);
-  return store.withLock(id, async () => {
-    const s = await store.tryLoad(id);
-    if (!s) {
-      rmSync(logPath(cfg, id), { force: true });
-      return { id, state: 'absent' as const, via: 'none' as const };
-    }
-    if (supervisorAlive(s)) {
-      try {
-        const r = await mgmtCall(join(store.sandboxDir(id), MGMT_SOCKET), 'Shutdown', {}, 120_000);
-        await supervisorExited(s);
-        rmSync(logPath(cfg, id), { force: true });
-        return { id, state: 'removed' as const, via: 'supervisor' as const, ...(r.timings ? { timings: r.timings } : {}) };
-      } catch (e) {
-        log.warn({ err: (e as Error).message }, 'supervisor did not take the sandbox down; cleaning from state');
-        killSupervisor(s);
-      }
-    }
-    const fresh = (await store.tryLoad(id)) ?? s;
-    const problems = await teardownFromState(fresh, store, log);
-    if (problems.length > 0) {
-      fresh.phase = 'failed';
-      fresh.error = { code: 'E_STATE', message: `teardown left: ${problems.join('; ')}` };
-      await store.save(fresh).catch(() => {});
-      throw new KataError(
-        'E_STATE',
-        `sandbox ${id}: could not remove everything: ${problems.join('; ')}; fix that and run \`kata-resources sandbox down ${id}\` again`,
-        {
-          problems,
-        },
-      );
-    }
-    await store.remove(id);
-    rmSync(logPath(cfg, id), { force: true });
-    return { id, state: 'removed' as const, via: 'state' as const };
-  });
-}
-
-/** Undo a sandbox from its persisted journal alone (its supervisor is gone); what could not be removed is returned. */
-async function teardownFromState(state: SandboxState, store: StateStore, log: Logger): Promise<string[]> {
-  const ctx = sandboxContext(state, store, log.child({ sandbox: state.id }));
-  const plugins = createPlugins({ hypervisor: 'qemu' });
-  try {
-    return await teardownJournal(new Journal(state, store), plugins, ctx, 'recover');
-  } finally {
-    await ctx.netlink.close();
-  }
+  const r = await removeSandbox(validateId(id), new StateStore(cfg.runtime.stateDir, log), log);
+  rmSync(logPath(cfg, id), { force: true });
+  return r;
 }
 
 export async function sandboxList(

@@ -4,6 +4,7 @@
  * which matters under TCG. The agent imports only node: built-ins, which stay external.
  */
 import { readdir, stat } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { KataError } from '../../host/errors.js';
@@ -49,7 +50,8 @@ export async function bundleAgent(root = projectRoot()): Promise<Buffer> {
   }
   let esbuild: typeof import('esbuild');
   try {
-    esbuild = await import('esbuild');
+    // Resolved from the project (not from the importer: the containerd shim is a bundle elsewhere).
+    esbuild = createRequire(join(root, 'package.json'))('esbuild') as typeof import('esbuild');
   } catch {
     throw new KataError('E_EXEC_NOT_FOUND', 'esbuild is not installed (it bundles the guest agent); run `npm ci` (it is a devDependency)');
   }

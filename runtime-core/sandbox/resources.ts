@@ -7,6 +7,7 @@
 import type { Attached, FaultHook, ResourcePlugin } from '../../host/plugin.js';
 import { volumePlugin, type VolumeConfig, type VolumeResources } from '../../plugins/block/volume-plugin.js';
 import { netnsPlugin, type NetnsConfig, type NetnsResources } from '../../plugins/network/netns-plugin.js';
+import { rootfsPlugin, type RootfsConfig, type RootfsResources } from '../../plugins/rootfs/mount-plugin.js';
 import { endpointPlugin, type EndpointConfig } from '../../plugins/network/plugin.js';
 import type { EndpointResources } from '../../plugins/network/resources.js';
 import { VirtiofsPlugin, type VirtiofsConfig, type VirtiofsResources } from '../../virtiofsd-manager/index.js';
@@ -52,6 +53,7 @@ interface ResourceKinds {
   virtiofs: { config: VirtiofsConfig; data: VirtiofsResources; plugin: VirtiofsPlugin };
   vm: { config: VmConfig; data: VmRecord; plugin: VmResource };
   volume: { config: VolumeConfig; data: VolumeResources; plugin: typeof volumePlugin };
+  rootfs: { config: RootfsConfig; data: RootfsResources; plugin: typeof rootfsPlugin };
 }
 
 export type ResourceKind = keyof ResourceKinds;
@@ -122,6 +124,7 @@ const REGISTRY: Registry = {
       });
     },
   },
+  rootfs: { create: () => rootfsPlugin },
 };
 
 export function createPlugins(env: SandboxEnv): SandboxPlugins {
@@ -131,6 +134,7 @@ export function createPlugins(env: SandboxEnv): SandboxPlugins {
     virtiofs: REGISTRY.virtiofs.create(env),
     vm: REGISTRY.vm.create(env),
     volume: REGISTRY.volume.create(env),
+    rootfs: REGISTRY.rootfs.create(env),
   };
 }
 

@@ -259,6 +259,11 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> implements Sa
     });
   }
 
+  /** Persist the virtio-fs share list (after a share changed). */
+  persistShares(): Promise<void> {
+    return this.persistVirtiofs();
+  }
+
   private async persistVirtiofs(): Promise<void> {
     const r = this.journal.records('virtiofs')[0];
     if (!r) return;

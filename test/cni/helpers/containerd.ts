@@ -73,7 +73,12 @@ async function mountList(): Promise<string[]> {
     .filter(Boolean);
 }
 
-export async function startContainerd(t: Teardownable, hostNs: NetnsRef): Promise<Containerd> {
+export interface ContainerdOptions {
+  /** containerd's `opt` directory: <opt>/bin is put first on containerd's PATH (where a shim is found). */
+  optDir?: string;
+}
+
+export async function startContainerd(t: Teardownable, hostNs: NetnsRef, opts: ContainerdOptions = {}): Promise<Containerd> {
   const dir = mkdtempSync(join(tmpdir(), 'krt-ctrd-'));
   const mntns = join(dir, 'mntns');
   const socket = join(dir, 'c.sock');
@@ -182,6 +187,7 @@ export async function startContainerd(t: Teardownable, hostNs: NetnsRef): Promis
       `  address = "${socket}"`,
       '[ttrpc]',
       `  address = "${c.ttrpcSocket}"`,
+      ...(opts.optDir ? ['[plugins."io.containerd.internal.v1.opt"]', `  path = "${opts.optDir}"`] : []),
       '',
     ].join('\n'),
   );
@@ -228,14 +234,20 @@ function sha256(buf: Buffer): string {
  * with /bin/busybox and a few applet symlinks, an image config, a manifest and an index whose
  * entry is named "latest". Nothing is pulled.
  */
-export async function buildBusyboxImage(workDir: string, busybox = '/bin/busybox'): Promise<string> {
+export async function buildBusyboxImage(
+  workDir: string,
+  busybox = '/bin/busybox',
+  opts: { files?: Record<string, Buffer> } = {},
+): Promise<string> {
   const rootfs = join(workDir, 'rootfs');
   const layout = join(workDir, 'layout');
   const blobs = join(layout, 'blobs', 'sha256');
   mkdirSync(join(rootfs, 'bin'), { recursive: true });
   mkdirSync(blobs, { recursive: true });
   copyFileSync(busybox, join(rootfs, 'bin', 'busybox'));
-  for (const applet of ['sh', 'sleep', 'ip', 'cat', 'ls']) symlinkSync('busybox', join(rootfs, 'bin', applet));
+  const applets = ['sh', 'sleep', 'ip', 'cat', 'ls', 'echo', 'head', 'hostname', 'wc', 'ping', 'stty', 'sha256sum', 'tr', 'true', 'printf'];
+  for (const applet of applets) symlinkSync('busybox', join(rootfs, 'bin', applet));
+  for (const [name, data] of Object.entries(opts.files ?? {})) writeFileSync(join(rootfs, 'bin', name), data);
   const layerTar = join(workDir, 'layer.tar');
   await run('tar', ['-C', rootfs, '--numeric-owner', '--owner=0', '--group=0', '--sort=name', '--mtime=@0', '-cf', layerTar, 'bin']);
   const layer = readFileSync(layerTar);

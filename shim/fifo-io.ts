@@ -1,0 +1,97 @@
+/**
+ * containerd's stdio FIFOs (made by the client: ctr or CRI) as Node streams for the process pumps.
+ *
+ * - stdout/stderr are opened O_RDWR|O_NONBLOCK: the open never blocks, and holding both ends means
+ *   a client that goes away costs no EPIPE; a client that stops reading only fills the pipe, which
+ *   stalls the pump (and the guest process), never the exit report.
+ * - stdin is opened O_RDONLY in blocking mode in the background (it returns once the client has
+ *   the write end), then read as a pipe; its EOF (the client closed it) becomes CloseStdin. Closing
+ *   before the client came unblocks that open by opening the write end once ourselves.
+ *
+ * A path may carry the `fifo://` scheme; the binary:// and file:// log drivers are not supported.
+ */
+import { closeSync, constants as fsc, openSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { Socket } from 'node:net';
+import { PassThrough, type Readable, type Writable } from 'node:stream';
+import { KataError } from '../host/errors.js';
+
+export interface StdioPaths {
+  stdin: string;
+  stdout: string;
+  stderr: string;
+  terminal: boolean;
+}
+
+export interface OpenedStdio {
+  stdin?: Readable;
+  stdout?: Writable;
+  stderr?: Writable;
+  close(): void;
+}
+
+function fifoPath(uri: string, what: string): string {
+  if (uri === '') return '';
+  const m = /^([a-z][a-z0-9+.-]*):\/\/(.*)$/.exec(uri);
+  if (!m) return uri;
+  if (m[1] === 'fifo') return m[2]!;
+  throw new KataError('E_UNSUPPORTED', `${what} ${uri}: the ${m[1]}:// I/O scheme is not supported (FIFOs only)`, { uri });
+}
+
+function writer(path: string): Writable {
+  const fd = openSync(path, fsc.O_RDWR | fsc.O_NONBLOCK);
+  const s = new Socket({ fd, readable: false, writable: true });
+  s.on('error', () => {});
+  return s;
+}
+
+export function openStdio(p: StdioPaths): OpenedStdio {
+  const stdinPath = fifoPath(p.stdin, 'stdin');
+  const stdoutPath = fifoPath(p.stdout, 'stdout');
+  // With a terminal the pty merges stderr (containerd sends no stderr path then).
+  const stderrPath = p.terminal ? '' : fifoPath(p.stderr, 'stderr');
+  const opened: Socket[] = [];
+  const stdout = stdoutPath ? writer(stdoutPath) : undefined;
+  const stderr = stderrPath ? writer(stderrPath) : undefined;
+  let stdin: PassThrough | undefined;
+  let closed = false;
+  let inSock: Socket | undefined;
+  if (stdinPath) {
+    stdin = new PassThrough();
+    const out = stdin;
+    void open(stdinPath, fsc.O_RDONLY).then(
+      (fh) => {
+        if (closed) {
+          void fh.close();
+          out.end();
+          return;
+        }
+        inSock = new Socket({ fd: fh.fd, readable: true, writable: false });
+        inSock.on('error', () => out.end());
+        inSock.pipe(out);
+      },
+      () => out.end(),
+    );
+  }
+  for (const s of [stdout, stderr]) if (s) opened.push(s as Socket);
+  return {
+    ...(stdin ? { stdin } : {}),
+    ...(stdout ? { stdout } : {}),
+    ...(stderr ? { stderr } : {}),
+    close() {
+      if (closed) return;
+      closed = true;
+      for (const s of opened) s.destroy();
+      inSock?.destroy();
+      if (stdin && !inSock) {
+        // Unblock our pending open of the read end (it waits for a writer).
+        try {
+          closeSync(openSync(stdinPath, fsc.O_WRONLY | fsc.O_NONBLOCK));
+        } catch {
+          /* nobody waiting */
+        }
+      }
+      stdin?.end();
+    },
+  };
+}
