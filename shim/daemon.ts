@@ -99,7 +99,7 @@ async function bootSandbox(id: string, netns: string | undefined, config: Sandbo
   sb.on('failed', (e) => pod.sandboxFailed(e));
   // The CLI's view of it (`kata-resources sandbox status|down ID`), as for a sandbox it started.
   await serveManagement(
-    join(store.sandboxDir(id), MGMT_SOCKET),
+    join(store.runDir(id), MGMT_SOCKET),
     sandboxService(
       sb,
       () => networkOptions(config),

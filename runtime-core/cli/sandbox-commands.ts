@@ -119,7 +119,7 @@ export async function sandboxStatus(
         : {}),
     };
   }
-  const sock = join(store.sandboxDir(id), MGMT_SOCKET);
+  const sock = join(store.runDir(id), MGMT_SOCKET);
   const view = await mgmtCall(sock, 'GetSandbox', {});
   let guest: unknown;
   if (view.state === 'running') guest = await mgmtCall(sock, 'GetGuest', {}).catch((e: Error) => ({ error: e.message }));
@@ -186,7 +186,7 @@ async function runningSocket(id: string, configFile: string | undefined, log: Lo
       'E_SANDBOX_NOT_FOUND',
       `sandbox ${id} is not running (its supervisor is gone); see \`kata-resources sandbox status ${id}\``,
     );
-  return join(store.sandboxDir(id), MGMT_SOCKET);
+  return join(store.runDir(id), MGMT_SOCKET);
 }
 
 export interface ShareResult {

@@ -58,7 +58,7 @@ export async function removeSandbox(
     if (!s) return { id, state: 'absent' as const, via: 'none' as const };
     if (supervisorAlive(s)) {
       try {
-        const r = await mgmtCall(join(store.sandboxDir(id), MGMT_SOCKET), 'Shutdown', {}, 120_000);
+        const r = await mgmtCall(join(store.runDir(id), MGMT_SOCKET), 'Shutdown', {}, 120_000);
         await supervisorExited(s);
         return { id, state: 'removed' as const, via: 'supervisor' as const, ...(r.timings ? { timings: r.timings } : {}) };
       } catch (e) {

@@ -50,7 +50,7 @@ export function sandboxContext(state: SandboxState, store: StateStore, log: Logg
     log,
     netlink: new CoprocessNetlink(),
     sysfs: new Sysfs(),
-    runDir: store.sandboxDir(state.id),
+    runDir: store.runDir(state.id),
     ...(faults ? { faults } : {}),
   };
 }

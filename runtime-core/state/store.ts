@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, unlink } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -7,7 +8,7 @@ import type { NetnsIdentity } from '../../host/netns.js';
 import { isResourceKind, type JournalRecord } from '../sandbox/resources.js';
 import { KataError } from '../../host/errors.js';
 import type { Logger } from '../../host/log.js';
-import { validateId } from '../../host/names.js';
+import { SOCKET_PATH_MAX, validateId } from '../../host/names.js';
 import { acquireLock, type FileLock, type LockOptions } from '../../host/file-lock.js';
 
 /**
@@ -16,6 +17,11 @@ import { acquireLock, type FileLock, type LockOptions } from '../../host/file-lo
  * one starts, so `down` after a crash knows exactly what to undo: `resources` are kept in creation
  * order and undone newest first. Locks live apart, in `<stateDir>/locks/<id>.lock`, so removing a
  * sandbox's directory never removes a lock someone holds or waits for.
+ *
+ * The sandbox's sockets (QMP, agent, virtiofsd, supervisor) live in its run directory: the sandbox
+ * directory itself while socket paths in it fit the 107 bytes of sun_path, else (the 64-hex ids of
+ * CRI under a long state_dir) `<stateDir>/run/<first 12 of the id>-<8 hex of sha256(id)>`, which
+ * stays recognisable (crictl shows 13-character ids) and is removed with the sandbox.
  */
 
 /** Format version of state.json; a file of another version is refused with how to clean it up. */
@@ -83,6 +89,14 @@ export interface ListedSandbox {
 
 const STATE_FILE = 'state.json';
 
+/** Room left in a socket path for the names kept in a run directory ("/supervisor.sock" is 16 bytes). */
+const SOCKET_NAME_ROOM = 24;
+
+/** The short run directory name of a sandbox whose own directory is too long for socket paths. */
+function shortRunName(id: string): string {
+  return `${id.slice(0, 12)}-${createHash('sha256').update(id).digest('hex').slice(0, 8)}`;
+}
+
 /** Mount points under a directory (from /proc/self/mountinfo). */
 function mountsUnder(dir: string): string[] {
   let text: string;
@@ -117,6 +131,13 @@ export class StateStore {
   /** The sandbox's private directory (state, sockets, console log). */
   sandboxDir(id: string): string {
     return join(this.sandboxesDir, validateId(id));
+  }
+
+  /** Where the sandbox's sockets go (see the header): derived from the id alone, so a crashed run finds it. */
+  runDir(id: string): string {
+    const own = this.sandboxDir(id);
+    if (Buffer.byteLength(own) + SOCKET_NAME_ROOM <= SOCKET_PATH_MAX) return own;
+    return join(this.stateDir, 'run', shortRunName(id));
   }
 
   statePath(id: string): string {
@@ -159,6 +180,10 @@ export class StateStore {
       // only when it is empty (anything in it belongs to a live or crashed start: not ours).
       if ((await readdir(dir)).length > 0) throw exists();
     }
+    await this.makeRunDir(id).catch(async (e: unknown) => {
+      await rm(dir, { recursive: true, force: true });
+      throw e;
+    });
     const now = new Date().toISOString();
     const state: SandboxState = {
       version: STATE_VERSION,
@@ -173,6 +198,22 @@ export class StateStore {
     };
     await this.save(state);
     return state;
+  }
+
+  /** A separate run directory (long ids): made here, refused when even it leaves no room for socket names. */
+  private async makeRunDir(id: string): Promise<void> {
+    const run = this.runDir(id);
+    if (run === this.sandboxDir(id)) return;
+    if (Buffer.byteLength(run) + SOCKET_NAME_ROOM > SOCKET_PATH_MAX) {
+      throw new KataError(
+        'E_SOCKET_PATH_TOO_LONG',
+        `state_dir ${this.stateDir} is too long for the unix sockets of sandbox ${id} (${run}/supervisor.sock and others must fit in ${SOCKET_PATH_MAX} bytes): choose a state_dir of at most ${SOCKET_PATH_MAX - SOCKET_NAME_ROOM - 26} bytes`,
+        { sandbox: id, stateDir: this.stateDir },
+      );
+    }
+    await mkdir(join(this.stateDir, 'run'), { recursive: true, mode: 0o700 });
+    await rm(run, { recursive: true, force: true }); // a crashed run's leftovers (sockets only)
+    await mkdir(run, { mode: 0o700 });
   }
 
   /**
@@ -323,5 +364,7 @@ export class StateStore {
       if (e.code !== 'ENOENT') throw e;
     });
     await rm(dir, { recursive: true, force: true });
+    const run = this.runDir(id);
+    if (run !== dir) await rm(run, { recursive: true, force: true });
   }
 }
