@@ -35,6 +35,8 @@ export { createTap, deleteTap } from './endpoints/tap.js';
  *
  * Model "none" creates nothing on the host for the link: the result has no device spec, only the
  * guest interface descriptor (the caller plumbs the VM itself, as Kata's none + disable_new_netns).
+ * A link whose tap a chained CNI plugin already made (`preattached`, as kata-cni does) gets that tap
+ * as its device and nothing else: detach leaves it to the plugin's DEL.
  */
 
 /** Attach options: where vhost-user sockets are looked for (see detect.ts). */
@@ -94,6 +96,14 @@ export async function attachEndpoint(
   try {
     if (req.model === 'none') {
       // Nothing on the host: guest descriptors only.
+    } else if (req.preattached) {
+      // A CNI plugin (kata-cni) made the tap and both redirects: the VM gets that tap, nothing is made here.
+      const p = req.preattached;
+      validateIfName(p.tap, 'preattached tap');
+      res.preattachedTap = p.tap;
+      const queues = p.multiQueue ? req.queues : 1;
+      const spec: NetTapSpec = { kind: 'net-tap', id, ifname: p.tap, mac: link.mac, mtu: link.mtu, queues, vhost: req.vhost };
+      devices.push(spec);
     } else if (type === 'virtual' || type === 'macvlan' || type === 'ipvlan' || type === 'tuntap') {
       if (req.model === 'macvtap') {
         if (type === 'ipvlan' || type === 'tuntap') {
@@ -181,6 +191,7 @@ export async function attachEndpoint(
 export async function detachEndpoint(ctx: PluginContext, attached: Attached<EndpointResources>): Promise<void> {
   const res = attached.resources;
   const problems: string[] = [];
+  if (res.preattachedTap) return; // the CNI plugin that made it removes it (its DEL)
   if (res.type === 'tap') {
     if (res.tap) problems.push(...(await detachTcFilter(ctx, res)));
   } else if (res.model !== 'none') {
@@ -293,6 +304,10 @@ export async function checkEndpoint(ctx: PluginContext, attached: Attached<Endpo
     }
   }
   if (res.type === 'macvtap') return p;
+  if (res.preattachedTap) {
+    if (!byName.has(res.preattachedTap)) p.push(`tap ${res.preattachedTap} (made by the CNI plugin) is missing`);
+    return p;
+  }
   if (res.type === 'tap') {
     const t = byName.get(res.link);
     if (t && t.mtu !== res.mtu) p.push(`MTU mismatch: tap ${res.link} has ${t.mtu}, expected ${res.mtu}`);

@@ -81,6 +81,7 @@ function parseLink(e: IpAddrJson): ScannedLink {
   if (kind === 'tun') {
     const t = e.linkinfo?.info_data?.type;
     if (t === 'tap' || t === 'tun') link.tunMode = t;
+    if (e.linkinfo?.info_data?.multi_queue === true) link.tunMultiQueue = true;
   }
   // ethtool's bus info for a PCI NIC is its BDF; ip -d prints the same as parentbus/parentdev.
   if (e.parentbus === 'pci' && typeof e.parentdev === 'string' && PCI_BDF.test(e.parentdev)) link.pciAddress = e.parentdev;

@@ -30,7 +30,7 @@ async function sweep(ctx: PluginContext, c: EndpointConfig): Promise<void> {
       await detachEndpoint(ctx, { ...att, resources: { ...att.resources, type: 'tap', model: 'none', ingress: [], filters: [] } });
     return;
   }
-  if (c.model === 'none') return;
+  if (c.model === 'none' || c.preattached) return; // nothing was made for it (the CNI plugin's tap is not ours)
   const type = c.type ?? endpointTypeOf(c.link);
   if (type === 'macvtap') {
     await removeNode(join(ctx.runDir, macvtapNodeName(c.link.name, c.index)));

@@ -28,6 +28,8 @@ export interface EndpointResources {
   mtu: number;
   /** Tap or macvtap this attach created. */
   tap?: string;
+  /** A tap a CNI plugin made and joined to the link (kata-cni): used, never removed here. */
+  preattachedTap?: string;
   /** Devices on which this attach added the ingress qdisc. */
   ingress: string[];
   filters: RedirectFilter[];

@@ -4,6 +4,7 @@ import type { Logger } from '../../host/log.js';
 import type { PluginContext } from '../../host/plugin.js';
 import { readLinks } from './link-info.js';
 import { classifyLink, type ClassifyOptions } from './detect.js';
+import { findPreattached } from './preattached.js';
 import type { ScannedEndpoint, ScannedLink, ScanResult } from './types.js';
 
 /**
@@ -19,7 +20,9 @@ import type { ScannedEndpoint, ScannedLink, ScanResult } from './types.js';
  *
  * Four reads and no writes: links+addresses (`ip -details addr show`, one spawn), IPv4 and IPv6
  * routes and the neighbour table (through ctx.netlink, so a long-lived process reads them from
- * its coprocess without spawning).
+ * its coprocess without spawning); plus, only when the namespace holds taps, their ingress filters:
+ * a tap a chained CNI plugin (kata-cni) already joined to a link marks that link's endpoint as
+ * preattached (preattached.ts).
  */
 
 /** A link the scan leaves out, and why (a debug line; a warning for an unsupported kind). */
@@ -271,7 +274,12 @@ export async function scanNetns(ctx: PluginContext, opts: ClassifyOptions = {}):
   const built = selectEndpoints(links, opts);
   logSkipped(ctx.log, built.skipped);
   const devices = new Set(built.endpoints.map((e) => e.link.name));
+  const pre = await findPreattached(ctx, links, [...devices]);
+  const endpoints = built.endpoints.map((e) => {
+    const p = pre.get(e.link.name);
+    return p ? { ...e, preattached: p } : e;
+  });
   const routes = sortRoutes([...parseRoutes(v4, IPFamily.v4, devices), ...parseRoutes(v6, IPFamily.v6, devices)]);
   const neighbors = sortNeighbours(parseNeighbours(neigh, devices, routes));
-  return { endpoints: built.endpoints, routes, neighbors };
+  return { endpoints, routes, neighbors };
 }

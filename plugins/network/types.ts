@@ -14,6 +14,8 @@ export interface ScannedLink {
   kind: string;
   /** For kind "tun": "tap" or "tun". */
   tunMode?: 'tap' | 'tun';
+  /** For kind "tun": made with IFF_MULTI_QUEUE (a VMM may open several queues). */
+  tunMultiQueue?: boolean;
   mac: string;
   mtu: number;
   txqlen: number;
@@ -25,10 +27,19 @@ export interface ScannedLink {
   pciAddress?: string;
 }
 
+/** A tap a chained CNI plugin (kata-cni) already joined to a link with a redirect each way (preattached.ts). */
+export interface Preattached {
+  tap: string;
+  mtu: number;
+  multiQueue: boolean;
+}
+
 /** A link the scan keeps, with its endpoint type (detect.ts classifyLink: the one classifier). */
 export interface ScannedEndpoint {
   link: ScannedLink;
   type: EndpointType;
+  /** The tap a CNI plugin already joined to this link: the VM gets it, nothing is attached. */
+  preattached?: Preattached;
 }
 
 /** The result of scanning a namespace. */
@@ -58,4 +69,6 @@ export interface EndpointRequest {
   gid?: number;
   /** vhost-user socket given explicitly (otherwise discovered by Kata's /tmp/vhostuser_<IP>/vhu.sock convention). */
   vhostUserSocket?: string;
+  /** Use this tap, which a CNI plugin already joined to the link (and removes on its DEL): nothing is made or removed here. */
+  preattached?: Preattached;
 }

@@ -86,7 +86,10 @@ async function attachNetwork(sb: SandboxCore, cfg: SandboxConfig): Promise<{ sca
         model: net.model,
         queues: net.queues,
         vhost: net.vhost,
+        ...(e.preattached ? { preattached: e.preattached } : {}),
       };
+      if (e.preattached)
+        sb.log.info({ link: e.link.name, tap: e.preattached.tap }, 'a CNI plugin already joined a tap to this link: using it');
       await sb.journal.intend(id, 'endpoint', config);
       const att = await step(sb, 'endpoint', () => sb.plugins.endpoint.attach(sb.ctx, config));
       await sb.journal.done(id, 'endpoint', att);

@@ -7,9 +7,10 @@
 import type { Interface } from '../../host/agent-types.js';
 import { KataError } from '../../host/errors.js';
 import { validateMac } from '../../host/names.js';
-import { readLink } from '../../plugins/network/link-info.js';
+import { readLink, readLinks } from '../../plugins/network/link-info.js';
 import { tapName } from '../../plugins/network/names.js';
 import type { EndpointConfig } from '../../plugins/network/plugin.js';
+import { findPreattached } from '../../plugins/network/preattached.js';
 import { scanNetns } from '../../plugins/network/scan.js';
 import type { NetworkOptions } from './assemble.js';
 import { hotplugResource, unplugResource } from './hotplug.js';
@@ -81,7 +82,16 @@ export function addInterface(sb: Sandbox, req: InterfaceRequest, opts: NetworkOp
           link: 'lo',
         });
       await checkMacFree(sb, link.mac);
-      config = { from: 'link', link, index, model: opts.model, queues: opts.queues, vhost: opts.vhost };
+      const pre = (await findPreattached(sb.ctx, await readLinks(sb.ctx), [link.name])).get(link.name);
+      config = {
+        from: 'link',
+        link,
+        index,
+        model: opts.model,
+        queues: opts.queues,
+        vhost: opts.vhost,
+        ...(pre ? { preattached: pre } : {}),
+      };
     } else {
       const i = req.interface;
       checkAddresses(i.IPAddresses);

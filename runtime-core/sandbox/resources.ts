@@ -80,7 +80,7 @@ const REGISTRY: Registry = {
       into.endpoints.push({
         name: i?.name ?? a.resources.link,
         type: i?.type ?? a.resources.type,
-        ...(a.resources.tap ? { tap: a.resources.tap } : {}),
+        ...(a.resources.tap || a.resources.preattachedTap ? { tap: a.resources.tap ?? a.resources.preattachedTap } : {}),
         mac: i?.hwAddr ?? a.resources.guestMac,
         mtu: i?.mtu ?? a.resources.mtu,
         addresses: (i?.IPAddresses ?? []).map((x) => `${x.address}/${x.mask}`),
