@@ -1,5 +1,6 @@
 /**
- * The steps of `sandbox up`, in order: the namespace (taken, or created as a journalled resource),
+ * The steps of `sandbox up`, in order: the pod's cgroup when one is given (the supervisor joins it,
+ * so everything below starts inside), the namespace (taken, or created as a journalled resource),
  * the scan, an endpoint per link, the virtio-fs share and the guest kit side by side, the VM with
  * every device cold-plugged, the agent, then interfaces, routes, neighbours and storages. Each
  * resource's intent is journalled before it is made and its result after, so a crash at any point
@@ -18,6 +19,7 @@ import type { ScanResult } from '../../plugins/network/types.js';
 import { AgentClient } from '../agent/client.js';
 import type { SandboxConfig } from '../config/types.js';
 import type { VmResources } from '../hypervisor/hypervisor.js';
+import { sandboxCgroupPath } from './cgroup-resource.js';
 import type { GuestImage } from './guest-image.js';
 import type { SandboxCore } from './core.js';
 
@@ -59,6 +61,8 @@ export interface AssembleOptions {
   guest: () => Promise<GuestImage>;
   sharedRoot: string;
   progress: (msg: string) => void;
+  /** The pod's cgroup (OCI cgroupsPath): the supervisor joins it first (cgroup-resource.ts). */
+  cgroupPath?: string;
 }
 
 const ms = (t0: bigint): number => Number((process.hrtime.bigint() - t0) / 1000n) / 1000;
@@ -118,9 +122,21 @@ async function attachShare(sb: SandboxCore, o: AssembleOptions): Promise<{ devic
   return { devices: att.devices, storages: att.guest.storages ?? [] };
 }
 
+/** The supervisor joins the sandbox's cgroup before it starts anything (every daemon is born there). */
+async function joinCgroup(sb: SandboxCore, o: AssembleOptions & { cgroupPath: string }): Promise<void> {
+  await checkpoint(sb.ctx, 'sandbox.cgroup');
+  const t0 = process.hrtime.bigint();
+  const config = { path: sandboxCgroupPath(o.cgroupPath, sb.ctx.sandboxId, o.config.runtime.sandboxCgroupOnly), pid: process.pid };
+  await sb.journal.intend('cgroup', 'cgroup', config);
+  const att = await sb.plugins.cgroup.attach(sb.ctx, config);
+  await sb.journal.done('cgroup', 'cgroup', att);
+  sb.timings.cgroup = ms(t0);
+}
+
 export async function assemble(sb: SandboxCore, o: AssembleOptions): Promise<void> {
   const cfg = o.config;
   const ns = sb.ctx.netns!;
+  if (o.cgroupPath) await joinCgroup(sb, { ...o, cgroupPath: o.cgroupPath });
   if (o.createNetns) {
     await step(sb, 'netns', async () => {
       await sb.journal.intend('netns', 'netns', { name: ns.name! });

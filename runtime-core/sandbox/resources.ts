@@ -14,6 +14,7 @@ import { VirtiofsPlugin, type VirtiofsConfig, type VirtiofsResources } from '../
 import type { HypervisorKind } from '../hypervisor/capabilities.js';
 import { hypervisorDriver } from '../hypervisor/drivers.js';
 import type { VmRecord } from '../hypervisor/hypervisor.js';
+import { cgroupPlugin, type CgroupConfig, type CgroupResources } from './cgroup-resource.js';
 import { VmResource, type VmConfig } from './vm-resource.js';
 
 /** What the entries need to make the plugins of one sandbox. */
@@ -40,6 +41,8 @@ export interface ResourceView {
   vm?: { hypervisor: string; pid: number; consoleLog: string; details: Record<string, string | number | boolean> };
   /** Block volumes hot-plugged into the guest (`volume add`). */
   blockVolumes: { name: string; source: string; driver: string; readonly: boolean; guestDevice?: string; mountPoint: string }[];
+  /** The host cgroup the sandbox's processes run in (the hierarchies joined, and those the host refused). */
+  cgroup?: { path: string; hierarchies: string[]; skipped: string[] };
 }
 
 /**
@@ -48,6 +51,7 @@ export interface ResourceView {
  * (the compiler insists on both).
  */
 interface ResourceKinds {
+  cgroup: { config: CgroupConfig; data: CgroupResources; plugin: typeof cgroupPlugin };
   netns: { config: NetnsConfig; data: NetnsResources; plugin: typeof netnsPlugin };
   endpoint: { config: EndpointConfig; data: EndpointResources; plugin: typeof endpointPlugin };
   virtiofs: { config: VirtiofsConfig; data: VirtiofsResources; plugin: VirtiofsPlugin };
@@ -72,6 +76,16 @@ type Registry = {
 };
 
 const REGISTRY: Registry = {
+  cgroup: {
+    create: () => cgroupPlugin,
+    view(a, into) {
+      into.cgroup = {
+        path: a.resources.path,
+        hierarchies: a.resources.joined.map((j) => j.mount),
+        skipped: a.resources.skipped.map((s) => `${s.mount}: ${s.why}`),
+      };
+    },
+  },
   netns: { create: () => netnsPlugin },
   endpoint: {
     create: () => endpointPlugin,
@@ -129,6 +143,7 @@ const REGISTRY: Registry = {
 
 export function createPlugins(env: SandboxEnv): SandboxPlugins {
   return {
+    cgroup: REGISTRY.cgroup.create(env),
     netns: REGISTRY.netns.create(env),
     endpoint: REGISTRY.endpoint.create(env),
     virtiofs: REGISTRY.virtiofs.create(env),

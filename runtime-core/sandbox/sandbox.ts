@@ -34,6 +34,8 @@ export interface UpOptions {
   onProgress?: (msg: string) => void;
   /** Root of the virtio-fs shared tree (default <state_dir>/shared, as Kata's /run/kata-containers/shared). */
   sharedRoot?: string;
+  /** The pod's cgroup (the sandbox container's OCI cgroupsPath): QEMU and the daemons run in it (sandbox_cgroup_only). */
+  cgroupPath?: string;
 }
 
 /** The "container id" under which sandbox-level volumes are shared. */
@@ -127,6 +129,7 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> implements Sa
         guest: o.guest,
         sharedRoot: o.sharedRoot ?? defaultSharedRoot(o.config),
         progress: o.onProgress ?? (() => {}),
+        ...(o.cgroupPath ? { cgroupPath: o.cgroupPath } : {}),
       });
       state.phase = 'running';
       state.timings = sb.timings;
