@@ -69,7 +69,7 @@ export async function runDaemon(f: ShimFlags): Promise<void> {
     log,
     events,
     loadConfig: (path) => loadConfig(path, { log }),
-    bootSandbox: (id, netns, config) => bootSandbox(id, netns, config, log, pod),
+    bootSandbox: (id, netns, config, cgroupPath) => bootSandbox(id, netns, config, log, pod, cgroupPath),
   });
   server = new TtrpcServer({ logger: log }).register(Task, taskService(pod, { shimPid: process.pid, onShutdown: () => void exit(0) }));
   try {
@@ -87,9 +87,24 @@ export async function runDaemon(f: ShimFlags): Promise<void> {
   process.on('SIGINT', stop);
 }
 
-async function bootSandbox(id: string, netns: string | undefined, config: SandboxConfig, log: Logger, pod: Pod): Promise<Sandbox> {
+async function bootSandbox(
+  id: string,
+  netns: string | undefined,
+  config: SandboxConfig,
+  log: Logger,
+  pod: Pod,
+  cgroupPath: string | undefined,
+): Promise<Sandbox> {
   const store = new StateStore(config.runtime.stateDir, log);
-  const sb = await Sandbox.up({ id, ...(netns ? { netns } : {}), config, store, log, guest: () => resolveGuestImage(config) });
+  const sb = await Sandbox.up({
+    id,
+    ...(netns ? { netns } : {}),
+    ...(cgroupPath ? { cgroupPath } : {}),
+    config,
+    store,
+    log,
+    guest: () => resolveGuestImage(config),
+  });
   await sb.recordProcess('supervisor', {
     name: 'containerd-shim-kata-resources-v2',
     pid: process.pid,

@@ -16,6 +16,8 @@ import { TtrpcError } from '../ttrpc/errors.js';
 import { groupOf, readBundleSpec, writeBundleRecord, type Grouping } from './bundle.js';
 import type { ShimEvents } from './events/shim-events.js';
 import { guestSpec } from './guest-spec.js';
+import { releasePodFiles } from './pod-files.js';
+import { podSizing } from './pod-sizing.js';
 import { ShimProcess, type ProcExit } from './process.js';
 import { syncNetwork } from './network-sync.js';
 
@@ -45,7 +47,7 @@ export interface PodDeps {
   log: Logger;
   events: ShimEvents;
   /** Boot the sandbox (the runtime core's Sandbox.up under the configuration). */
-  bootSandbox(id: string, netns: string | undefined, config: SandboxConfig): Promise<Sandbox>;
+  bootSandbox(id: string, netns: string | undefined, config: SandboxConfig, cgroupPath?: string): Promise<Sandbox>;
   loadConfig(path: string | undefined): SandboxConfig;
 }
 
@@ -116,8 +118,8 @@ export class Pod {
             GrpcCode.FAILED_PRECONDITION,
             `container ${req.id}: its pod sandbox ${group.sandboxId} is not running in this shim`,
           );
-        this.config = this.deps.loadConfig(req.configPath);
-        this.sandbox = await this.deps.bootSandbox(group.sandboxId, specNetns(spec), this.config);
+        this.config = podSizing(this.deps.loadConfig(req.configPath), spec.annotations ?? {}, this.deps.log);
+        this.sandbox = await this.deps.bootSandbox(group.sandboxId, specNetns(spec), this.config, spec.linux?.cgroupsPath);
         this.ownerId = req.id;
         made = true;
       } else if (group.role !== 'container') {
@@ -144,6 +146,7 @@ export class Pod {
         } catch (e) {
           init.release();
           await removeContainerRootfs(sb, req.id).catch(() => {});
+          await releasePodFiles(sb, req.id).catch(() => {});
           throw e;
         }
         this.containers.set(req.id, {
@@ -259,10 +262,12 @@ export class Pod {
           .removeContainer(id)
           .catch((e: unknown) => this.deps.log.warn({ err: (e as Error).message, container: id }, 'RemoveContainer failed'));
       }
-      if (sb)
+      if (sb) {
         await removeContainerRootfs(sb, id).catch((e: unknown) =>
           this.deps.log.warn({ err: (e as Error).message, container: id }, 'rootfs removal failed'),
         );
+        await releasePodFiles(sb, id).catch(() => {});
+      }
       if (!c.init.exit) c.init.finish(c.started ? 255 : 0);
       for (const p of [c.init, ...c.execs.values()]) p.release();
       this.containers.delete(id);
