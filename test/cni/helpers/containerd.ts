@@ -39,8 +39,8 @@ export interface Containerd {
   ttrpcSocket: string;
   hostNs: NetnsRef;
   pid: number;
-  /** `ctr -a SOCKET -n krt ARGS` inside the private mount and host network namespaces. */
-  ctr(args: string[], opts?: { reject?: boolean }): Promise<{ stdout: string; stderr: string; exitCode: number }>;
+  /** `ctr -a SOCKET -n krt ARGS` (or another namespace: CRI's is k8s.io) inside the private mount and host network namespaces. */
+  ctr(args: string[], opts?: { reject?: boolean; namespace?: string }): Promise<{ stdout: string; stderr: string; exitCode: number }>;
   /** Run any command inside the private mount namespace. */
   inMnt(file: string, args: string[]): Promise<string>;
   /** Spawn `ctr ...` in the background (e.g. `run` in the foreground of ctr). */
@@ -52,6 +52,13 @@ export interface Containerd {
 interface Teardownable {
   teardown(fn: () => unknown): void;
 }
+
+const UNUSED_SNAPSHOTTERS = [
+  'io.containerd.snapshotter.v1.btrfs',
+  'io.containerd.snapshotter.v1.zfs',
+  'io.containerd.snapshotter.v1.devmapper',
+  'io.containerd.snapshotter.v1.aufs',
+];
 
 const BINARIES = ['/usr/bin/containerd', '/usr/bin/ctr', '/usr/bin/containerd-shim-runc-v2', '/usr/sbin/runc'];
 
@@ -76,6 +83,12 @@ async function mountList(): Promise<string[]> {
 export interface ContainerdOptions {
   /** containerd's `opt` directory: <opt>/bin is put first on containerd's PATH (where a shim is found). */
   optDir?: string;
+  /**
+   * Enable the CRI plugin with this configuration (TOML, the `[plugins."io.containerd.grpc.v1.cri"...]`
+   * sections, appended as given). Without it CRI is disabled: it would read /etc/cni/net.d and
+   * manage pods of its own.
+   */
+  cri?: string;
 }
 
 export async function startContainerd(t: Teardownable, hostNs: NetnsRef, opts: ContainerdOptions = {}): Promise<Containerd> {
@@ -88,11 +101,13 @@ export async function startContainerd(t: Teardownable, hostNs: NetnsRef, opts: C
   const teardown = async (): Promise<void> => {
     // Tasks and shims first (a failed test may leave a container running), then containerd.
     if (child && child.exitCode === null && existsSync(socket)) {
-      const ls = await c.ctr(['task', 'ls', '-q'], { reject: false });
-      for (const id of ls.stdout.split('\n').filter(Boolean)) {
-        await c.ctr(['task', 'kill', '-s', 'KILL', id], { reject: false });
-        await c.ctr(['task', 'rm', '-f', id], { reject: false });
-        await c.ctr(['container', 'rm', id], { reject: false });
+      for (const namespace of opts.cri ? ['krt', 'k8s.io'] : ['krt']) {
+        const ls = await c.ctr(['task', 'ls', '-q'], { reject: false, namespace });
+        for (const id of ls.stdout.split('\n').filter(Boolean)) {
+          await c.ctr(['task', 'kill', '-s', 'KILL', id], { reject: false, namespace });
+          await c.ctr(['task', 'rm', '-f', id], { reject: false, namespace });
+          await c.ctr(['container', 'rm', id], { reject: false, namespace });
+        }
       }
     }
     for (const pid of shimPids(dir)) {
@@ -124,7 +139,7 @@ export async function startContainerd(t: Teardownable, hostNs: NetnsRef, opts: C
     hostNs,
     pid: 0,
     ctr: (args, opts = {}) =>
-      run('nsenter', [`--mount=${mntns}`, `--net=${hostNs.path}`, 'ctr', '-a', socket, '-n', 'krt', ...args], {
+      run('nsenter', [`--mount=${mntns}`, `--net=${hostNs.path}`, 'ctr', '-a', socket, '-n', opts.namespace ?? 'krt', ...args], {
         reject: opts.reject ?? true,
         timeoutMs: 120_000,
       }),
@@ -181,13 +196,13 @@ export async function startContainerd(t: Teardownable, hostNs: NetnsRef, opts: C
       'version = 2',
       `root = "${dir}/root"`,
       `state = "${dir}/state"`,
-      // No CRI: it would read /etc/cni/net.d and manage pods of its own.
-      'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]',
+      `disabled_plugins = [${[...(opts.cri ? [] : ['io.containerd.grpc.v1.cri']), ...UNUSED_SNAPSHOTTERS].map((p) => JSON.stringify(p)).join(', ')}]`,
       '[grpc]',
       `  address = "${socket}"`,
       '[ttrpc]',
       `  address = "${c.ttrpcSocket}"`,
       ...(opts.optDir ? ['[plugins."io.containerd.internal.v1.opt"]', `  path = "${opts.optDir}"`] : []),
+      ...(opts.cri ? [opts.cri] : []),
       '',
     ].join('\n'),
   );
@@ -232,12 +247,13 @@ function sha256(buf: Buffer): string {
 /**
  * A tiny OCI image (image-layout tar) built from Debian's busybox-static: one uncompressed layer
  * with /bin/busybox and a few applet symlinks, an image config, a manifest and an index whose
- * entry is named "latest". Nothing is pulled.
+ * entry is named "latest" (`cmd` sets the image's default command: `sleep infinity` makes a pause
+ * image for CRI's sandbox containers). Nothing is pulled.
  */
 export async function buildBusyboxImage(
   workDir: string,
   busybox = '/bin/busybox',
-  opts: { files?: Record<string, Buffer> } = {},
+  opts: { files?: Record<string, Buffer>; cmd?: string[] } = {},
 ): Promise<string> {
   const rootfs = join(workDir, 'rootfs');
   const layout = join(workDir, 'layout');
@@ -245,7 +261,26 @@ export async function buildBusyboxImage(
   mkdirSync(join(rootfs, 'bin'), { recursive: true });
   mkdirSync(blobs, { recursive: true });
   copyFileSync(busybox, join(rootfs, 'bin', 'busybox'));
-  const applets = ['sh', 'sleep', 'ip', 'cat', 'ls', 'echo', 'head', 'hostname', 'wc', 'ping', 'stty', 'sha256sum', 'tr', 'true', 'printf'];
+  const applets = [
+    'sh',
+    'sleep',
+    'ip',
+    'cat',
+    'ls',
+    'echo',
+    'head',
+    'hostname',
+    'wc',
+    'ping',
+    'stty',
+    'sha256sum',
+    'tr',
+    'true',
+    'printf',
+    'grep',
+    'nproc',
+    'mount',
+  ];
   for (const applet of applets) symlinkSync('busybox', join(rootfs, 'bin', applet));
   for (const [name, data] of Object.entries(opts.files ?? {})) writeFileSync(join(rootfs, 'bin', name), data);
   const layerTar = join(workDir, 'layer.tar');
@@ -262,7 +297,7 @@ export async function buildBusyboxImage(
       JSON.stringify({
         architecture: 'amd64',
         os: 'linux',
-        config: { Env: ['PATH=/bin'], Cmd: ['/bin/sh'] },
+        config: { Env: ['PATH=/bin'], Cmd: opts.cmd ?? ['/bin/sh'] },
         rootfs: { type: 'layers', diff_ids: [l.digest] },
       }),
     ),
