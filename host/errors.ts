@@ -31,6 +31,7 @@ export const ERROR_CODES = {
   E_LOCKED: 'another live process holds the sandbox lock (the message names its pid); retry once it is done',
   E_MOUNT: 'a mount or unmount failed',
   E_CNI: 'a CNI request is invalid (the CNI error code is carried separately)',
+  E_DEVMAPPER: 'a device-mapper operation (dmsetup) failed or gave an unexpected answer; the message carries its stderr',
   E_INTERNAL: 'a bug: an invariant did not hold',
 } as const;
 

@@ -1,6 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Test } from 'tap';
+import { processesMentioning } from './sandbox.js';
 
 /** The repository root (dist/test/helpers -> ../../..). */
 export const REPO = join(import.meta.dirname, '..', '..', '..');
@@ -61,25 +63,9 @@ export function labRunDir(stderr: string): string | undefined {
   return /run dir (\/\S+)\)/.exec(stderr)?.[1];
 }
 
-/** Processes whose command line mentions `needle` (the run directory: QEMU's and virtiofsd's do). */
-function processesMentioning(needle: string): string[] {
-  const out: string[] = [];
-  for (const e of readdirSync('/proc')) {
-    if (!/^\d+$/.test(e) || Number(e) === process.pid) continue;
-    let cmd: string;
-    try {
-      cmd = readFileSync(`/proc/${e}/cmdline`, 'utf8').replace(/\0/g, ' ');
-    } catch {
-      continue;
-    }
-    if (cmd.includes(needle)) out.push(`${e}: ${cmd.slice(0, 160)}`);
-  }
-  return out;
-}
-
 /** What is left of a run: its directory, processes naming it, virtiofsd's pid file. */
 function labLeftovers(runDir: string): string[] {
-  const left = processesMentioning(runDir);
+  const left = processesMentioning(runDir).map((p) => `${p.pid}: ${p.cmdline.slice(0, 160)}`);
   if (existsSync(runDir)) left.push(`directory ${runDir}`);
   const pidFile = `/run/virtiofsd/${join(runDir, 'vfs.sock').replace(/\//g, '.')}.pid`;
   if (existsSync(pidFile)) left.push(`pid file ${pidFile}`);
@@ -94,4 +80,29 @@ export async function waitNoLeftovers(runDir: string, ms = 15_000): Promise<stri
     if (left.length === 0 || Date.now() > deadline) return left;
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+/**
+ * Run a tap test file (built JS, relative to the repository) inside the kernel lab and assert that
+ * it really passed there: exit 0, at least one result, no failure, and no skip or todo (a part
+ * missing inside the lab is a failure here, not a skip).
+ */
+export async function tapFileInLab(t: Test, file: string, modules: readonly string[], env: readonly string[] = []): Promise<LabResult> {
+  const r = await runLab(t, [
+    '--modules',
+    modules.join(','),
+    '--env',
+    'TAP_TIMEOUT=1800',
+    ...env.flatMap((e) => ['--env', e]),
+    '--',
+    'node',
+    file,
+  ]);
+  if (r.code !== 0) t.comment(`inner TAP:\n${r.stdout}\nlab stderr:\n${r.stderr}`);
+  t.equal(r.code, 0, `${file} passed in the kernel lab`);
+  t.ok(/^ok \d+ /m.test(r.stdout), 'the inner file reported results');
+  t.notMatch(r.stdout, /^\s*not ok /m, 'no inner failure');
+  t.notMatch(r.stdout, /^\s*ok \d+ .*# (SKIP|TODO)/m, 'nothing skipped inside the lab');
+  if (r.runDir) t.same(await waitNoLeftovers(r.runDir), [], 'nothing of the VM is left');
+  return r;
 }
