@@ -47,6 +47,8 @@ async function removeDm(name: string): Promise<void> {
  * deletions are finished.
  */
 export async function recoverThinIntents(store: PoolStore, st: PoolState): Promise<void> {
+  const thinOps = new Set(['create-snap', 'create-thin', 'activate', 'deactivate', 'delete-thin']);
+  if (!st.intents.some((i) => thinOps.has(i.op))) return; // the common case: nothing to settle, nothing spawned
   const poolUp = (await dmInfo(st.name)) !== undefined;
   for (const i of [...st.intents]) {
     switch (i.op) {
