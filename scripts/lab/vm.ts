@@ -113,7 +113,7 @@ async function tail(path: string, n: number): Promise<string[]> {
 
 export async function runLab(kit: LabKit, o: LabRunOptions): Promise<number> {
   const started = Date.now();
-  for (const p of [kit.modulesDir, o.cwd]) {
+  for (const p of [kit.modulesDir, o.cwd, tmpdir()]) {
     if (/\s/.test(p)) throw new KataError('E_INVALID_ARGUMENT', `${p} contains white space; the lab passes it on the kernel command line`);
   }
   const dir = await mkdtemp(join(tmpdir(), 'kr-lab-'));
