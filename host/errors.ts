@@ -38,6 +38,7 @@ export const ERROR_CODES = {
   E_NBD: 'an NBD server refused an option or request, or the connection to it was lost; details carry the NBD error or option reply',
   E_NBD_PROTOCOL: 'an NBD server broke the protocol (bad magic, unknown cookie, oversized or overrunning reply); the connection was closed',
   E_NBD_READ_ONLY: 'a write, trim or zero was refused before sending because the NBD export is read-only',
+  E_DEVMAPPER: 'a device-mapper operation (dmsetup) failed or gave an unexpected answer; the message carries its stderr',
   E_INTERNAL: 'a bug: an invariant did not hold',
 } as const;
 
