@@ -29,6 +29,12 @@ export interface AttachmentRecord<A = unknown> {
   /** Identity of that namespace (nsfs inode), so a later namespace at the same path is never touched. */
   netnsId?: NetnsId;
   tapName: string;
+  /**
+   * The tap's MAC once attached (tcfilter: the kernel's random one; macvtap: the guest MAC). Namespace
+   * inodes are reused once a namespace is freed, so the identity above can match a later namespace;
+   * a tap of this name with another MAC proves the attachment there is somebody else's.
+   */
+  tapMac?: string;
   model: string;
   /** The endpoint plugin's Attached; absent while the ADD is in progress ("pending"). */
   attached?: A;

@@ -97,10 +97,11 @@ export async function cmdAdd(
       ...(cfg.group !== undefined ? { gid: cfg.group } : {}),
     });
     mark('attached');
-    rec.attached = attached;
-    writeRecord(cfg.stateDir, rec);
     const res = attached.resources;
     const tap = prefetch ? ((await prefetch.result()) ?? (await readLink(ctx, tapName))) : { mac: res.guestMac, mtu: res.mtu };
+    rec.attached = attached;
+    rec.tapMac = tap.mac;
+    writeRecord(cfg.stateDir, rec);
     const result = addResult(prev, {
       tap: { name: tapName, mac: tap.mac, mtu: tap.mtu },
       netns: req.netns,

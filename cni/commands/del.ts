@@ -1,8 +1,11 @@
 import { existsSync } from 'node:fs';
+import { isKataError } from '../../host/errors.js';
 import type { Logger } from '../../host/log.js';
 import type { NetnsRef } from '../../host/netns.js';
 import type { Attached } from '../../host/plugin.js';
 import { detachEndpoint, type EndpointResources } from '../../plugins/network/endpoint.js';
+import { readLinks } from '../../plugins/network/link-info.js';
+import type { ScannedLink } from '../../plugins/network/types.js';
 import type { KataCniConfig, TapModel } from '../config.js';
 import { cniNetlink, isNamespaceFile, pluginContext, toNetnsRef } from '../context.js';
 import { CniError } from '../errors.js';
@@ -10,6 +13,7 @@ import { quickUnlink } from '../quick-unlink.js';
 import { reconstructAttached } from '../reconstruct.js';
 import type { CniRequest } from '../skel.js';
 import { type AttachmentRecord, type NetnsId, netnsIdentity, otherClaims, readRecord, removeRecord, runDirFor } from '../state.js';
+import { provablyOurs } from '../ownership.js';
 import { expandTapName } from '../tap-name.js';
 import { mark } from '../timing.js';
 
@@ -95,11 +99,26 @@ export async function detachIn(
     log.info({ netns: ns.path, tap: rec.tapName }, 'the record was made in another namespace at this path: nothing here is ours');
     return;
   }
+  let links: ScannedLink[];
+  try {
+    links = await readLinks(ctx);
+  } catch (e) {
+    if (isKataError(e, 'E_NETNS_NOT_FOUND')) return; // gone meanwhile, and everything in it
+    throw e;
+  }
   let attached = rec?.attached;
+  if (rec && attached && !provablyOurs(rec, attached, links)) {
+    log.info({ netns: ns.path, tap: rec.tapName }, "a later namespace reuses the recorded one's inode: what is here is not ours");
+    return;
+  }
   if (!attached) {
     const model: TapModel = rec?.model === 'macvtap' || (!rec && cfg.model === 'macvtap') ? 'macvtap' : 'tcfilter';
     const tapName = rec?.tapName ?? expandTapName(cfg.tapName, ifname);
-    const claims = here ? otherClaims(cfg.stateDir, { network: cfg.name, containerId, ifname }, here, tapName) : [];
+    const tapNow = links.find((l) => l.name === tapName);
+    // A claim counts when its tap is provably there (its recorded MAC), or it predates recorded MACs.
+    const claims = (here ? otherClaims(cfg.stateDir, { network: cfg.name, containerId, ifname }, here, tapName) : []).filter(
+      (c) => c.tapMac === undefined || c.tapMac === tapNow?.mac,
+    );
     if (claims.length > 0) {
       log.info(
         { netns: ns.path, tap: tapName, claimedBy: claims.map((c) => `${c.network}/${c.containerId}@${c.ifname}`) },
