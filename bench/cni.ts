@@ -97,7 +97,7 @@ const FLOOR_PROBE = [
 const PHASES: Record<string, [string, string | undefined, string][]> = {
   ADD: [
     ['Node start (to the first line of kata-cni)', undefined, 'launcher'],
-    ['start ip + tc helpers (child_process, 2 spawns)', 'launcher', 'helpers-spawned'],
+    ['start ip + tc helpers (2 spawns, no child_process)', 'launcher', 'helpers-spawned'],
     ['compile the plugin code (code cache)', 'helpers-spawned', 'code-loaded'],
     ['read stdin', 'code-loaded', 'stdin-read'],
     ['validate config, start link read', 'stdin-read', 'config-checked'],
@@ -108,7 +108,7 @@ const PHASES: Record<string, [string, string | undefined, string][]> = {
   ],
   DEL: [
     ['Node start (to the first line of kata-cni)', undefined, 'launcher'],
-    ['start ip + tc helpers (child_process, 2 spawns)', 'launcher', 'helpers-spawned'],
+    ['start ip + tc helpers (2 spawns, no child_process)', 'launcher', 'helpers-spawned'],
     ['compile the plugin code (code cache)', 'helpers-spawned', 'code-loaded'],
     ['read stdin, validate config', 'code-loaded', 'config-checked'],
     ['read the record, plan the detach', 'config-checked', 'detach-planned'],

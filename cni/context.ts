@@ -62,7 +62,8 @@ let shared: CoprocessNetlink | undefined;
 
 /** The call's netlink: one set of helpers per namespace, for the whole process. */
 export function cniNetlink(): CoprocessNetlink {
-  shared ??= new CoprocessNetlink(2000, { ipDetails: true, adopt: takeEarlyHelper });
+  // The timeout of a one-shot ip/tc command in the host layer (E_EXEC_TIMEOUT, code 102).
+  shared ??= new CoprocessNetlink(2000, { ipDetails: true, adopt: takeEarlyHelper, requestTimeoutMs: 20_000 });
   return shared;
 }
 

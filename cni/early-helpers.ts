@@ -1,7 +1,8 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { holdEventLoop } from '../host/child-ref.js';
 import { helperArgv, type Tool } from '../host/netlink.js';
 import { type NetnsRef, netnsRef } from '../host/netns.js';
+import { RawChild } from './raw-spawn.js';
 
 /**
  * The `ip` and `tc` helpers of one CNI call, started as the very first thing the process does
@@ -37,10 +38,13 @@ export function startEarlyHelpers(env: NodeJS.ProcessEnv): void {
   const children = new Map<Tool, ChildProcess>();
   for (const tool of ['ip', 'tc'] as const) {
     const [file, args] = helperArgv(tool, ns, true);
-    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    // A spawn failure (ENOENT) is reported by the CoprocessNetlink that spawns its own instead.
+    // Not started (no usable bindings, or e.g. ENOENT): CoprocessNetlink spawns its own and reports.
+    const raw = RawChild.spawn(file, args);
+    if (!raw) continue;
+    // RawChild offers the part of ChildProcess that CoprocessNetlink uses (see raw-spawn.ts).
+    const child = raw as unknown as ChildProcess;
     child.on('error', () => {});
-    child.stdin.on('error', () => {});
+    child.stdin?.on('error', () => {});
     holdEventLoop(child, false);
     children.set(tool, child);
   }

@@ -138,6 +138,9 @@ class Coprocess {
   private errPending: string[] = [];
   dead = false;
   private idleTimer: NodeJS.Timeout | undefined;
+  /** With a timeout: runs while a request is pending, restarted whenever the oldest one settles. */
+  private watchdog: NodeJS.Timeout | undefined;
+  private readonly command: string;
   /** Reads are serialised: a failed read has no stdout, so two in flight could not be told apart. */
   private readChain: Promise<unknown> = Promise.resolve();
 
@@ -148,8 +151,10 @@ class Coprocess {
     private readonly onExit: () => void,
     ipDetails = false,
     adopted?: ChildProcess,
+    private readonly timeoutMs = 0,
   ) {
     const [file, args] = helperArgv(tool, ns, ipDetails);
+    this.command = [file, ...args].join(' ');
     if (adopted) {
       this.child = adopted;
     } else {
@@ -199,7 +204,10 @@ class Coprocess {
         reject,
       };
       this.queue.push(p);
-      if (this.queue.length === 1) this.setRef(true);
+      if (this.queue.length === 1) {
+        this.setRef(true);
+        this.armWatchdog();
+      }
       this.child.stdin!.write(`${lines.join('\n')}\n${SENTINEL[this.tool]}\n`);
     });
   }
@@ -235,6 +243,7 @@ class Coprocess {
       if (p.stdout.length < expected) return;
       this.queue.shift();
       if (this.queue.length === 0) this.setRef(false);
+      this.armWatchdog();
       p.resolve({ outcome: p.outcome, stdout: p.stdout });
     }
     if (this.idleMs > 0 && !this.dead) {
@@ -244,10 +253,23 @@ class Coprocess {
     }
   }
 
+  /** A helper that does not answer the oldest request within timeoutMs is killed; its requests fail with E_EXEC_TIMEOUT. */
+  private armWatchdog(): void {
+    if (this.timeoutMs <= 0) return;
+    if (this.watchdog) clearTimeout(this.watchdog);
+    this.watchdog = undefined;
+    if (this.queue.length === 0 || this.dead) return;
+    this.watchdog = setTimeout(() => {
+      this.child.kill('SIGKILL');
+      this.fail(new ExecError('E_EXEC_TIMEOUT', this.command, this.errPending.join('\n') + this.err.partial, undefined));
+    }, this.timeoutMs);
+  }
+
   private fail(e: unknown): void {
     if (this.dead) return;
     this.dead = true;
     if (this.idleTimer) clearTimeout(this.idleTimer);
+    if (this.watchdog) clearTimeout(this.watchdog);
     for (const p of this.queue.splice(0)) p.reject(e);
     this.setRef(false);
     this.onExit();
@@ -275,6 +297,8 @@ class Coprocess {
 export interface CoprocessOptions {
   /** Start `ip` helpers with -details, so that reads asking for details (`-details ...`) are served by the helper. */
   ipDetails?: boolean;
+  /** Kill a helper whose oldest request is unanswered after this many ms (E_EXEC_TIMEOUT); 0: no limit. */
+  requestTimeoutMs?: number;
   /**
    * A helper already started (e.g. first thing at process start, so that its start overlaps other
    * work) for this tool and namespace, or undefined. It is used only if it was spawned with exactly
@@ -344,6 +368,7 @@ export class CoprocessNetlink implements Netlink {
         },
         ipDetails,
         adopted,
+        this.opts.requestTimeoutMs ?? 0,
       );
       p = created;
       this.procs.set(k, p);

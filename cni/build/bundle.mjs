@@ -1,14 +1,15 @@
 #!/usr/bin/env node
 // Builds the kata-cni executable: ONE file, dist/cni/kata-cni.js, with a node shebang. It holds
-// two scripts: a small head (cni/build/launcher.ts) and the plugin's code (the "body") as a string
-// together with a V8 code cache for it; see launcher.ts for why.
+// a small head (cni/build/launcher.ts), then in a trailing comment the plugin's code (the "body")
+// and a V8 code cache for it, base64; see launcher.ts for why.
 //  - the body: esbuild bundles cni/main.ts and everything it reaches (host/, plugins/network/, pino)
 //    and minifies it; dynamic imports stay lazily initialised modules inside the one file, so
 //    VERSION never runs the network code. It is wrapped as `(function (require) { ... })`.
 //  - the config schema is compiled ahead of time (ajv standalone code) in place of
 //    cni/config-validator.ts, so no call loads ajv or compiles a schema.
-//  - execa is replaced by cni/build/execa-lite.ts and node:crypto by cni/build/crypto-lite.ts
-//    (see there for why); pino is embedded as a string evaluated on first use (see below).
+//  - execa is replaced by cni/build/execa-lite.ts and node:crypto by cni/build/crypto-lite.ts (see
+//    there for why); node:child_process and node:fs/promises load on first use (below); pino is
+//    embedded as a string evaluated on first use (see below).
 //  - the code cache: the body compiled by this Node with every function compiled (V8's --no-lazy
 //    only while compiling, so the cache's flags match a plain `node`), serialised, base64.
 //  - the output is a classic script (esbuild "iife"), valid both as CommonJS and as an ES module:
@@ -101,6 +102,36 @@ const pinoFromString = {
   },
 };
 
+// node:child_process and node:fs/promises load on first use, not when a module importing them is
+// initialised: each is replaced by a generated module whose exports (the real module's functions)
+// load it on their first call. node:child_process (with net and the stream machinery) costs about
+// 3 ms per process here and node:fs/promises about 1 ms, and a normal ADD, DEL or CHECK calls
+// neither: its ip/tc helpers are started by cni/early-helpers.ts (cni/raw-spawn.ts), and the
+// promise-based file calls are on other paths (macvtap, sysfs). Importing anything that is not a
+// function from them fails the build instead of misbehaving.
+const LAZY_BUILTINS = ['child_process', 'fs/promises'];
+const lazyBuiltins = {
+  name: 'lazy-builtins',
+  setup(build) {
+    const filter = new RegExp(`^(node:)?(${LAZY_BUILTINS.map((b) => b.replace('/', '\\/')).join('|')})$`);
+    build.onResolve({ filter }, (a) =>
+      a.namespace === 'lazy-builtins' ? undefined : { path: a.path.replace(/^node:/, ''), namespace: 'lazy-builtins' },
+    );
+    build.onLoad({ filter: /.*/, namespace: 'lazy-builtins' }, (a) => {
+      const real = require(`node:${a.path}`);
+      const names = Object.keys(real).filter((k) => typeof real[k] === 'function' && /^[A-Za-z_$][\w$]*$/.test(k));
+      return {
+        loader: 'js',
+        contents: [
+          'let real;',
+          `const load = () => (real ??= require(${JSON.stringify(`node:${a.path}`)}));`,
+          ...names.map((n) => `export function ${n}(...args) { return load().${n}(...args); }`),
+        ].join('\n'),
+      };
+    });
+  },
+};
+
 // node:crypto -> cni/build/crypto-lite.ts (see there for why).
 const cryptoLite = {
   name: 'crypto-lite',
@@ -125,7 +156,7 @@ const result = await esbuild.build({
   metafile: true,
   logLevel: 'warning',
   alias: { execa: join(root, 'cni/build/execa-lite.ts') },
-  plugins: [precompiledValidator, pinoFromString, cryptoLite],
+  plugins: [precompiledValidator, pinoFromString, cryptoLite, lazyBuiltins],
   write: false,
 });
 const body = `(function (require) {\n${result.outputFiles[0].text}})`;
@@ -173,18 +204,22 @@ const head = await esbuild.build({
   legalComments: 'none',
   logLevel: 'warning',
   alias: { execa: join(root, 'cni/build/execa-lite.ts') },
-  plugins: [cryptoLite],
-  define: { KATA_CNI_BODY: JSON.stringify(body), KATA_CNI_CODE_CACHE: JSON.stringify(cache) },
+  plugins: [cryptoLite, lazyBuiltins],
   banner: { js: "#!/usr/bin/env node\nvar require = typeof require === 'function' ? require : process.getBuiltinModule;" },
   write: false,
 });
+// The head, then the payload launcher.ts reads back: a comment holding the body and the cache in
+// base64 (no "*/" can occur in base64), one line each.
+const bodyB64 = Buffer.from(body, 'utf8').toString('base64');
+const payload = `\n/*kata-cni payload:\n${bodyB64}\n${cache}\n*/\n`;
+const contents = Buffer.concat([head.outputFiles[0].contents, Buffer.from(payload, 'latin1')]);
 // Written atomically, so a plugin run (or a test) meanwhile never executes half a file.
 const tmp = `${outfile}.${process.pid}.tmp`;
-writeFileSync(tmp, head.outputFiles[0].contents, { mode: 0o755 });
+writeFileSync(tmp, contents, { mode: 0o755 });
 chmodSync(tmp, 0o755);
 renameSync(tmp, outfile);
 if (metafile) writeFileSync(metafile, JSON.stringify(result.metafile));
 const kib = (n) => `${(n / 1024).toFixed(0)} KiB`;
 process.stderr.write(
-  `kata-cni: ${outfile} (${kib(head.outputFiles[0].contents.length)}: code ${kib(body.length)}, code cache ${kib((cache.length * 3) / 4)})\n`,
+  `kata-cni: ${outfile} (${kib(contents.length)}: head ${kib(head.outputFiles[0].contents.length)}, code ${kib(body.length)}, code cache ${kib((cache.length * 3) / 4)}, both in base64)\n`,
 );
