@@ -29,23 +29,6 @@ function payload(file: string): { body: string; cache: Buffer } {
   return { body: Buffer.from(body, 'base64').toString('utf8'), cache: Buffer.from(cache, 'base64') };
 }
 
-function exec(file: string, env: Record<string, string>, stdin: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(file, [], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env }, cwd: dir });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    c.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    c.on('error', reject);
-    c.on('close', (code) => resolve({ code, stdout, stderr }));
-    c.stdin.end(stdin);
-  });
-}
-
 t.test('the static import graph of the entry holds no network, validation or logging code', async (t) => {
   const seen = new Set<string>();
   const stack = ['cni/main.ts'];
@@ -144,7 +127,7 @@ t.test('VERSION echoes the input version, or 1.1.0 when there is none', async (t
     ['not json', '1.1.0'],
     ['{"cniVersion":"0.2.0"}', '0.2.0'],
   ] as const) {
-    const r = await exec(out, { CNI_COMMAND: 'VERSION' }, stdin);
+    const r = await execClean([out], { CNI_COMMAND: 'VERSION' }, stdin);
     t.equal(r.code, 0);
     t.equal((JSON.parse(r.stdout) as { cniVersion: string }).cniVersion, v, JSON.stringify(stdin));
     t.equal(r.stdout.trim().split('\n').length, 1, 'one line');
@@ -152,7 +135,7 @@ t.test('VERSION echoes the input version, or 1.1.0 when there is none', async (t
 });
 
 t.test('without CNI_COMMAND it says what it is on stderr and succeeds, stdout empty (as libcni skel)', async (t) => {
-  const r = await exec(out, {}, '');
+  const r = await execClean([out], {}, '');
   t.equal(r.code, 0);
   t.equal(r.stdout, '');
   t.match(r.stderr, /CNI protocol versions supported: 0\.3\.0, 0\.3\.1, 0\.4\.0, 1\.0\.0, 1\.1\.0/);
@@ -161,9 +144,9 @@ t.test('without CNI_COMMAND it says what it is on stderr and succeeds, stdout em
 t.test('logs only when configured: with logLevel, pino JSON lines on stderr and stdout keeps only the result', async (t) => {
   const cfg = JSON.stringify({ cniVersion: '1.0.0', name: 'n', type: 'kata-cni', stateDir: dir });
   const env = { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1', CNI_NETNS: '/run/netns/krt-none', CNI_IFNAME: 'eth0' };
-  const quiet = await exec(out, env, cfg);
+  const quiet = await execClean([out], env, cfg);
   t.equal(quiet.stderr, '', 'not configured: nothing on stderr');
-  const loud = await exec(out, { ...env, KATA_CNI_LOG_LEVEL: 'error' }, cfg);
+  const loud = await execClean([out], { ...env, KATA_CNI_LOG_LEVEL: 'error' }, cfg);
   t.equal(loud.stdout, quiet.stdout, 'stdout is the same error result');
   const line = JSON.parse(loud.stderr.trim().split('\n')[0]!) as Record<string, unknown>;
   t.match(line, { level: 50, plugin: 'kata-cni', command: 'ADD', containerId: 'c1', code: 7, msg: /prevResult/ }, 'a pino error line');
