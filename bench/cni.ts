@@ -93,6 +93,10 @@ const FLOOR_PROBE = [
   "for (const c of cs) { c.stdout.resume(); c.stderr.resume(); c.stdin.end('');}",
 ].join('\n');
 
+/** `node -e 0` that reports its own CPU time at exit, as kata-cni's KATA_CNI_TIMING line does. */
+const NODE_CPU_PROBE =
+  "process.on('exit', () => { const c = process.cpuUsage(); process.stderr.write('kata-cni-timing ' + JSON.stringify({ 'cpu-ms': (c.user + c.system) / 1000 }) + '\\n'); })";
+
 /** Phases of a kata-cni call from its marks, in order: [label, from mark, to mark]. */
 const PHASES: Record<string, [string, string | undefined, string][]> = {
   ADD: [
@@ -131,6 +135,14 @@ async function inner(o: Options): Promise<void> {
     samples.set(k, xs);
   };
   const phases = new Map<string, number[]>();
+  const cpu = new Map<string, number[]>();
+  const addCpu = (k: string, r: Outcome): void => {
+    const v = r.marks?.['cpu-ms'];
+    if (v === undefined || r.code !== 0) return;
+    const xs = cpu.get(k) ?? [];
+    xs.push(v);
+    cpu.set(k, xs);
+  };
   const addPhases = (cmd: string, label: string, r: Outcome): void => {
     if (!r.marks || r.code !== 0) return;
     for (const [name, from, to] of PHASES[cmd] ?? []) {
@@ -167,10 +179,10 @@ async function inner(o: Options): Promise<void> {
       const env = { ...base, ...extra };
       const kenv = { ...env, KATA_CNI_TIMING: '1' };
       add(`node -e 0|${label}`, must('node -e 0', await timed(process.execPath, ['-e', '0'], env, '')).ms);
-      add(
-        `kata-cni VERSION|${label}`,
-        must('kata-cni VERSION', await timed(KATA, [], { ...kenv, CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}')).ms,
-      );
+      addCpu(`node -e 0|${label}`, must('node cpu probe', await timed(process.execPath, ['-e', NODE_CPU_PROBE], env, '')));
+      const kv = must('kata-cni VERSION', await timed(KATA, [], { ...kenv, CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}'));
+      add(`kata-cni VERSION|${label}`, kv.ms);
+      addCpu(`kata-cni VERSION|${label}`, kv);
 
       const pod = `${PREFIX}p-${randomBytes(3).toString('hex')}`;
       await run('ip', ['netns', 'add', pod]);
@@ -188,11 +200,15 @@ async function inner(o: Options): Promise<void> {
         const ka = must('kata-cni ADD', await timed(KATA, [], cni('ADD', kenv), conf(kata, prev)));
         add(`kata-cni ADD|${label}`, ka.ms);
         addPhases('ADD', label, ka);
+        addCpu(`kata-cni ADD|${label}`, ka);
         const cached = ka.code === 0 ? JSON.parse(ka.stdout) : prev;
-        add(`kata-cni CHECK|${label}`, must('kata-cni CHECK', await timed(KATA, [], cni('CHECK', kenv), conf(kata, cached))).ms);
+        const kc = must('kata-cni CHECK', await timed(KATA, [], cni('CHECK', kenv), conf(kata, cached)));
+        add(`kata-cni CHECK|${label}`, kc.ms);
+        addCpu(`kata-cni CHECK|${label}`, kc);
         const kd = must('kata-cni DEL', await timed(KATA, [], cni('DEL', kenv), conf(kata, cached)));
         add(`kata-cni DEL|${label}`, kd.ms);
         addPhases('DEL', label, kd);
+        addCpu(`kata-cni DEL|${label}`, kd);
         const tuned = must('tuning ADD', await timed('/usr/lib/cni/tuning', [], cni('ADD'), conf(tuning, prev)));
         add(`tuning ADD|${label}`, tuned.ms);
         const tprev = tuned.code === 0 ? JSON.parse(tuned.stdout) : prev;
@@ -249,6 +265,18 @@ async function inner(o: Options): Promise<void> {
   for (const c of ['ADD', 'DEL', 'CHECK']) {
     lines.push(
       `| kata-cni ${c} - node -e 0 (ms beyond Node's start) | ${cols.map((l) => fmt(med(`kata-cni ${c}|${l}`) - med(`node -e 0|${l}`))).join(' | ')} |`,
+    );
+  }
+  lines.push('');
+  lines.push(`| CPU time of the process itself (median ms; less moved by other work than wall time) | ${cols.join(' | ')} |`);
+  lines.push(`|---|${cols.map(() => '---:').join('|')}|`);
+  const cpuMed = (k: string): number => summarize(cpu.get(k) ?? []).median;
+  for (const what of ['node -e 0', 'kata-cni VERSION', 'kata-cni ADD', 'kata-cni CHECK', 'kata-cni DEL']) {
+    lines.push(`| ${what} | ${cols.map((l) => fmt(cpuMed(`${what}|${l}`))).join(' | ')} |`);
+  }
+  for (const what of ['kata-cni ADD', 'kata-cni DEL']) {
+    lines.push(
+      `| ${what} CPU / node -e 0 CPU | ${cols.map((l) => fmt(cpuMed(`${what}|${l}`) / cpuMed(`node -e 0|${l}`), 2)).join(' | ')} |`,
     );
   }
   for (const cmd of Object.keys(PHASES)) {
