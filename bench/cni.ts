@@ -4,8 +4,8 @@
  *   - a bare `node -e 0` start (the floor of any Node plugin),
  *   - Debian's Go `tuning` plugin in the same chained position (same prevResult, same namespace),
  * plus a "floor probe": a node process that only starts the two helpers a kata-cni call needs
- * (`ip -n NS -batch -` and `tc -n NS -batch -`) and waits for them (what no Node plugin that drives
- * iproute2 can go below). Every figure is taken both with and without NODE_EXTRA_CA_CERTS (this
+ * (`ip -n NS -batch -` and `tc -n NS -batch -`) and gets one answer from each (what a Node plugin
+ * that drives iproute2 pays besides Node's start; it uses node:child_process, kata-cni does not). Every figure is taken both with and without NODE_EXTRA_CA_CERTS (this
  * machine sets it; Node then reads the CA bundle at start, about 40-60 ms, which real hosts do not pay).
  *
  * The plugins are spawned directly, as a runtime does: the benchmark re-executes itself inside a
@@ -85,12 +85,21 @@ function timed(file: string, args: string[], env: Record<string, string>, stdin:
   });
 }
 
-/** The floor probe: start the two helpers of a kata-cni call in NS and wait for them to exit. */
+/**
+ * The floor probe: start the two helpers of a kata-cni call in NS (with node:child_process), get one
+ * answer from each (each has then started and entered the namespace: a failing sentinel line) and
+ * exit, not waiting for them. What any Node plugin driving iproute2 this way pays besides Node's start.
+ */
 const FLOOR_PROBE = [
   "const { spawn } = require('node:child_process');",
   'const ns = process.argv[1];',
-  "const cs = [spawn('ip', ['-n', ns, '-force', '-json', '-details', '-batch', '-']), spawn('tc', ['-n', ns, '-force', '-json', '-batch', '-'])];",
-  "for (const c of cs) { c.stdout.resume(); c.stderr.resume(); c.stdin.end('');}",
+  'let pending = 2;',
+  "for (const [tool, line] of [['ip', 'addr show dev a/b'], ['tc', 'qdisc show dev a/b']]) {",
+  "  const c = spawn(tool, ['-n', ns, '-force', '-json', '-batch', '-']);",
+  '  c.stdout.resume();',
+  "  c.stderr.on('data', (d) => { if (/Command failed/.test(String(d)) && --pending === 0) process.exit(0); });",
+  "  c.stdin.write(line + '\\n');",
+  '}',
 ].join('\n');
 
 /** `node -e 0` that reports its own CPU time at exit, as kata-cni's KATA_CNI_TIMING line does. */
