@@ -71,6 +71,9 @@ const ERROR_STATUS: Partial<Record<ErrorCode, number>> = {
   E_TIMEOUT: 504,
   E_TTRPC: 502,
   E_TTRPC_CLOSED: 502,
+  E_NBD: 502,
+  E_NBD_PROTOCOL: 502,
+  E_NBD_READ_ONLY: 409,
   E_EXEC_TIMEOUT: 504,
 };
 
