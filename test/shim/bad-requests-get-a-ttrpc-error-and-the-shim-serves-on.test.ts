@@ -85,7 +85,7 @@ t.test('malformed bundle, unknown rootfs type, unknown method, 5 MiB request: er
       { timeoutMs: 60_000 },
     ),
   );
-  t.equal(e2.grpcCode, 3, 'unsupported rootfs type: INVALID_ARGUMENT');
+  t.equal(e2.grpcCode, 12, 'unsupported rootfs type: UNIMPLEMENTED (containerd reads it as errdefs.ErrNotImplemented)');
   t.match(e2.message, /rootfs mount type "nfs" is not supported/, `naming the type: ${e2.message}`);
   const s2 = await failure(client.call(Task.method.state, { id: 'bad2' }, { timeoutMs: 10_000 }));
   t.equal(s2.grpcCode, 5, 'the refused container does not exist afterwards (NOT_FOUND)');
