@@ -85,7 +85,7 @@ async function main(): Promise<void> {
       const ds = await timed(() => removeVolume(s, 'vs'));
       if (!record) return;
       const v = Object.values(steps);
-      [r, ab, db, as, ds].forEach((x, i) => v[i]!.push(x));
+      for (const [i, x] of [r, ab, db, as, ds].entries()) v[i]!.push(x);
     };
     process.stderr.write('warm-up round\n');
     await one(false);
