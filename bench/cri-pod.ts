@@ -91,18 +91,20 @@ async function main(): Promise<void> {
     const samples = new Map<string, Sample[]>(rigs.map(([h]) => [h, []]));
     for (const [h, r] of rigs) await onePod(r, h, 0); // warm-up: first image unpack, accelerator probe, guest-kit check
     for (let i = 1; i <= runs; i++) for (const [h, r] of rigs) samples.get(h)!.push(await onePod(r, h, i));
+    const head = ['handler', 'RunPodSandbox', 'Create + Start', 'RunPodSandbox to running'];
+    const rows = rigs.map(([h]) => {
+      const s = samples.get(h)!;
+      return [h, row(s.map((x) => x.run)), row(s.map((x) => x.createStart)), row(s.map((x) => x.total))];
+    });
+    const w = head.map((c, i) => Math.max(c.length, ...rows.map((r) => r[i]!.length)));
+    const line = (cells: string[]): string => `| ${cells.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join(' | ')} |`;
     const out = [
       `CRI pod start, ${runs} runs per handler (load average ${loadavg()[0]!.toFixed(1)}), ms median (min-max)`,
       '',
-      '| handler          | RunPodSandbox | Create + Start | RunPodSandbox to running |',
-      '| ---------------- | ------------: | -------------: | -----------------------: |',
+      line(head),
+      `| ${w.map((n, i) => (i === 0 ? '-'.repeat(n) : `${'-'.repeat(n - 1)}:`)).join(' | ')} |`,
+      ...rows.map(line),
     ];
-    for (const [h] of rigs) {
-      const s = samples.get(h)!;
-      out.push(
-        `| ${h.padEnd(16)} | ${row(s.map((x) => x.run)).padStart(13)} | ${row(s.map((x) => x.createStart)).padStart(14)} | ${row(s.map((x) => x.total)).padStart(24)} |`,
-      );
-    }
     const med = (h: string): number => summarize(samples.get(h)!.map((x) => x.total)).median;
     out.push('', `kata-resources / runc (RunPodSandbox to running): ${fmt(med(HANDLER) / med(RUNC), 1)}x`);
     process.stdout.write(`${out.join('\n')}\n`);
