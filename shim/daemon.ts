@@ -63,6 +63,9 @@ function report(line: string): void {
   }
 }
 
+/** How long a shim whose pod is gone waits for containerd's Shutdown before it exits by itself. */
+const EMPTIED_GRACE_MS = 10_000;
+
 export async function runDaemon(f: ShimFlags): Promise<void> {
   const bundle = process.cwd();
   const { log, flushSync } = shimLogger(bundle, f);
@@ -90,6 +93,16 @@ export async function runDaemon(f: ShimFlags): Promise<void> {
     events,
     loadConfig: (path) => loadConfig(path, { log }),
     bootSandbox: (id, netns, config, cgroupPath) => bootSandbox(id, netns, config, log, pod, cgroupPath),
+    onEmptied: () => {
+      // containerd sends Shutdown after the last Delete. When that call is lost (its Delete timed out
+      // under load and it took the shim for dead, running `delete` against a live socket), nothing
+      // would ever end this process: it ends itself once the pod stayed empty for a grace period.
+      setTimeout(() => {
+        if (!pod.empty || pod.sandboxOf) return;
+        log.info({ graceMs: EMPTIED_GRACE_MS }, 'the pod is gone and no Shutdown came: the shim exits');
+        void exit(0);
+      }, EMPTIED_GRACE_MS).unref();
+    },
   });
   server = new TtrpcServer({ logger: log }).register(Task, taskService(pod, { shimPid: process.pid, onShutdown: () => void exit(0) }));
   try {

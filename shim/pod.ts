@@ -49,6 +49,8 @@ export interface PodDeps {
   /** Boot the sandbox (the runtime core's Sandbox.up under the configuration). */
   bootSandbox(id: string, netns: string | undefined, config: SandboxConfig, cgroupPath?: string): Promise<Sandbox>;
   loadConfig(path: string | undefined): SandboxConfig;
+  /** The last container was deleted and the sandbox is down (the pod is gone; the shim has no further use). */
+  onEmptied?(): void;
 }
 
 const notFound = (what: string): TtrpcError => new TtrpcError(GrpcCode.NOT_FOUND, `${what}: not found`);
@@ -272,7 +274,10 @@ export class Pod {
       for (const p of [c.init, ...c.execs.values()]) p.release();
       this.containers.delete(id);
       this.deps.events.deleted(id, pid, c.init.exit!);
-      if (this.containers.size === 0) await this.dropSandbox();
+      if (this.containers.size === 0) {
+        await this.dropSandbox();
+        this.deps.onEmptied?.();
+      }
       return { pid, exit: c.init.exit! };
     });
   }
