@@ -37,7 +37,8 @@ export const ERROR_CODES = {
   E_TTRPC_CLOSED: 'the ttRPC connection closed (EOF, EPIPE, ECONNRESET, or closed locally) before the call was answered',
   E_NBD: 'an NBD server refused an option or request, or the connection to it was lost; details carry the NBD error or option reply',
   E_NBD_PROTOCOL: 'an NBD server broke the protocol (bad magic, unknown cookie, oversized or overrunning reply); the connection was closed',
-  E_NBD_READ_ONLY: 'a write, trim or zero was refused before sending because the NBD export is read-only',
+  E_NBD_READ_ONLY:
+    'the NBD export is read-only: a write, trim or zero was refused before sending, or a read-write volume of it was refused',
   E_INTERNAL: 'a bug: an invariant did not hold',
 } as const;
 
