@@ -120,6 +120,11 @@ export class StateStore {
     return join(this.sandboxesDir, validateId(id));
   }
 
+  /** The supervisor's log (its stderr), kept outside the sandbox directory so a failed start keeps it until `down`. */
+  logPath(id: string): string {
+    return join(this.stateDir, 'logs', `${validateId(id)}.log`);
+  }
+
   statePath(id: string): string {
     return join(this.sandboxDir(id), STATE_FILE);
   }
