@@ -40,6 +40,7 @@ export const ERROR_CODES = {
   E_NBD_READ_ONLY:
     'the NBD export is read-only: a write, trim or zero was refused before sending, or a read-write volume of it was refused',
   E_PERMISSION: 'the caller may not do this: a path of the runtime (state, locks) cannot be opened; kata-resources runs as root',
+  E_DEVMAPPER: 'a device-mapper operation (dmsetup) failed or gave an unexpected answer; the message carries its stderr',
   E_INTERNAL: 'a bug: an invariant did not hold',
 } as const;
 
@@ -73,6 +74,9 @@ const ERROR_STATUS: Partial<Record<ErrorCode, number>> = {
   E_TIMEOUT: 504,
   E_TTRPC: 502,
   E_TTRPC_CLOSED: 502,
+  E_NBD: 502,
+  E_NBD_PROTOCOL: 502,
+  E_NBD_READ_ONLY: 409,
   E_EXEC_TIMEOUT: 504,
 };
 
