@@ -37,7 +37,9 @@ export const ERROR_CODES = {
   E_TTRPC_CLOSED: 'the ttRPC connection closed (EOF, EPIPE, ECONNRESET, or closed locally) before the call was answered',
   E_NBD: 'an NBD server refused an option or request, or the connection to it was lost; details carry the NBD error or option reply',
   E_NBD_PROTOCOL: 'an NBD server broke the protocol (bad magic, unknown cookie, oversized or overrunning reply); the connection was closed',
-  E_NBD_READ_ONLY: 'a write, trim or zero was refused before sending because the NBD export is read-only',
+  E_NBD_READ_ONLY:
+    'the NBD export is read-only: a write, trim or zero was refused before sending, or a read-write volume of it was refused',
+  E_PERMISSION: 'the caller may not do this: a path of the runtime (state, locks) cannot be opened; kata-resources runs as root',
   E_DEVMAPPER: 'a device-mapper operation (dmsetup) failed or gave an unexpected answer; the message carries its stderr',
   E_INTERNAL: 'a bug: an invariant did not hold',
 } as const;
@@ -55,6 +57,7 @@ const ERROR_STATUS: Partial<Record<ErrorCode, number>> = {
   E_PATH_UNSAFE: 400,
   E_SOCKET_PATH_TOO_LONG: 400,
   E_CNI: 400,
+  E_PERMISSION: 403,
   E_SANDBOX_NOT_FOUND: 404,
   E_NETNS_NOT_FOUND: 404,
   E_LINK_NOT_FOUND: 404,

@@ -1,6 +1,7 @@
 import { mkdir, open, readFile, stat, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { KataError } from './errors.js';
+import { fsError } from './fs-errors.js';
 import type { Logger } from './log.js';
 import { isSameProcessAlive, readProcStat } from './proc.js';
 import { sleep } from './retry.js';
@@ -80,7 +81,7 @@ async function readOwner(path: string): Promise<{ text: string; owner: LockOwner
     text = await readFile(path, 'utf8');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw e;
+    throw fsError(e, `cannot read the lock ${path}`, 'E_STATE');
   }
   try {
     const o = JSON.parse(text) as LockOwner;
@@ -99,19 +100,23 @@ async function ageMs(path: string): Promise<number | undefined> {
   }
 }
 
+/** Create `path` holding `content`; false if it exists. A file that could not be written is removed. */
 async function tryCreate(path: string, content: string): Promise<boolean> {
   let fh;
   try {
     fh = await open(path, 'wx', 0o600);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw e;
+    throw fsError(e, `cannot take the lock ${path}`, 'E_STATE');
   }
   try {
     await fh.writeFile(content);
-  } finally {
-    await fh.close();
+  } catch (e) {
+    await fh.close().catch(() => {});
+    await unlink(path).catch(() => {});
+    throw fsError(e, `cannot take the lock ${path}`, 'E_STATE');
   }
+  await fh.close();
   return true;
 }
 
@@ -144,7 +149,9 @@ async function breakStale(path: string, staleText: string, log?: Logger): Promis
  */
 export async function acquireLock(path: string, opts: LockOptions = {}): Promise<FileLock> {
   const waitMs = opts.waitMs ?? 10_000;
-  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 }).catch((e: unknown) => {
+    throw fsError(e, `cannot make the lock directory ${dirname(path)}`, 'E_STATE');
+  });
   const owner: LockOwner = {
     pid: process.pid,
     startTime: ownStartTime(),

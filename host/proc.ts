@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
 
 /**
  * Reading /proc/PID/stat. The start time (field 22, clock ticks since boot) identifies a process
@@ -86,4 +86,31 @@ export function childPids(pid: number): number[] {
   } catch {
     return [];
   }
+}
+
+/** Whether a live process other than this one has `path` open (a scan of /proc/PID/fd; needs root for others' fds). */
+export function openByAnotherProcess(path: string): boolean {
+  let target: string;
+  try {
+    target = realpathSync(path); // /proc/PID/fd links name the canonical path
+  } catch {
+    return false; // no such file: nobody has it open
+  }
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e) || Number(e) === process.pid) continue;
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${e}/fd`);
+    } catch {
+      continue; // gone, or not ours to see
+    }
+    for (const fd of fds) {
+      try {
+        if (readlinkSync(`/proc/${e}/fd/${fd}`) === target) return true;
+      } catch {
+        /* closed meanwhile */
+      }
+    }
+  }
+  return false;
 }

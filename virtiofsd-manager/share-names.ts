@@ -19,7 +19,14 @@ export function checkContainerId(cid: unknown): string {
   return validateId(cid, 'container id');
 }
 
-/** A share name is a relative path that stays in mounts/: no absolute path, no "." or ".." component. */
+/** Linux NAME_MAX; the whole name is bounded too, far below PATH_MAX with the sandbox's own prefix. */
+const NAME_MAX = 255;
+const SHARE_NAME_MAX = 1024;
+
+/**
+ * A share name is a relative path that stays in mounts/: no absolute path, no "." or ".." component,
+ * components of at most NAME_MAX bytes.
+ */
 export function checkShareName(name: unknown): string {
   if (typeof name !== 'string' || name.length === 0 || name.startsWith('/') || name.includes('\0')) {
     throw unsafe(`share destination ${JSON.stringify(name)} must be a relative path inside mounts/`, { name });
@@ -27,6 +34,14 @@ export function checkShareName(name: unknown): string {
   const parts = name.split('/');
   if (parts.some((p) => p === '' || p === '.' || p === '..')) {
     throw unsafe(`share destination ${JSON.stringify(name)} leaves mounts/ or is not normalised (empty, "." or ".." component)`, { name });
+  }
+  const long = parts.find((p) => Buffer.byteLength(p) > NAME_MAX);
+  if (long !== undefined || Buffer.byteLength(name) > SHARE_NAME_MAX) {
+    throw new KataError(
+      'E_INVALID_NAME',
+      `share name ${JSON.stringify(`${name.slice(0, 40)}...`)} is too long: at most ${NAME_MAX} bytes per component and ${SHARE_NAME_MAX} in all`,
+      { bytes: Buffer.byteLength(long ?? name) },
+    );
   }
   return name;
 }

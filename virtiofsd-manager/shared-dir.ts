@@ -260,7 +260,7 @@ export class SharedDir {
         const target = makeMountPoint(this.mountsDir, r.name, isDir, undo);
         // Flags set by a remount do not reach the copy already propagated to shared/ (nor
         // virtiofsd's view): bind into private/ with them first, then bind that into mounts/.
-        const priv = join(this.privateDir, `${randomBytes(6).toString('hex')}-${basename(r.name)}`);
+        const priv = join(this.privateDir, `${randomBytes(6).toString('hex')}-${basename(r.name).slice(0, 64)}`);
         if (isDir) mkdirSync(priv, { mode: 0o700 });
         else writeFileSync(priv, '', { mode: 0o600, flag: 'wx' });
         try {

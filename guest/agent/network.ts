@@ -5,7 +5,8 @@
  *   else by device/name; set it down, replace its addresses (addresses not asked for are removed,
  *   IPv6 link-local ones kept), set the MTU, the name (a link already holding that name swaps names
  *   with it), ARP from raw_flags (IFF_NOARP), then up.
- * - UpdateRoutes: routes without a gateway first, then those with one; `replace` semantics, EEXIST ignored.
+ * - UpdateRoutes: routes without a gateway first, then those with one; `replace` semantics, EEXIST ignored;
+ *   all or nothing: when one fails, what the others changed is put back (route-rollback.ts).
  * - AddARPNeighbors: `neigh replace`, state PERMANENT when 0.
  *
  * Everything goes through an Ip (ip.ts), so host tests run it against a namespace they created.
@@ -15,6 +16,7 @@ import { join } from 'node:path';
 import type { ARPNeighbor, Interface, IPAddress, Route } from '../../host/agent-types.js';
 import { throwFirstFailure, type Ip } from './ip.js';
 import { childrenOfKind, pciDeviceDir, pciPathOf, waitFor } from './pci-path.js';
+import { allOrNothing } from './route-rollback.js';
 import { AgentError } from './protocol.js';
 
 export interface NetworkContext {
@@ -289,14 +291,16 @@ export async function updateRoutes(ctx: NetworkContext, routes: readonly Route[]
   const lines = ordered.map(routeLine);
   // Without -force: a gateway route is not tried once a route before it failed. EEXIST is ignored
   // (as Kata does): the batch resumes after that line.
-  let rest = lines;
-  while (rest.length > 0) {
-    const outcome = await ctx.ip.batch(rest, { force: false });
-    const fail = outcome.findIndex((o) => o !== null);
-    if (fail < 0) break;
-    if (!/File exists/i.test(outcome[fail]!)) throwFirstFailure(ctx.ip, rest, outcome);
-    rest = rest.slice(fail + 1);
-  }
+  await allOrNothing(ctx.ip, async () => {
+    let rest = lines;
+    while (rest.length > 0) {
+      const outcome = await ctx.ip.batch(rest, { force: false });
+      const fail = outcome.findIndex((o) => o !== null);
+      if (fail < 0) break;
+      if (!/File exists/i.test(outcome[fail]!)) throwFirstFailure(ctx.ip, rest, outcome);
+      rest = rest.slice(fail + 1);
+    }
+  });
   return listRoutes(ctx);
 }
 

@@ -13,6 +13,7 @@ import { NBD_COMMANDS } from './commands/nbd.js';
 import { NETWORK_COMMANDS } from './commands/network.js';
 import { SANDBOX_COMMANDS } from './commands/sandbox.js';
 import { VOLUME_COMMANDS } from './commands/volume.js';
+import { printable } from './print.js';
 
 const COMMANDS: readonly Command[] = [
   ...SANDBOX_COMMANDS,
@@ -81,7 +82,9 @@ async function dispatch(argv: string[]): Promise<number> {
     out(commandHelp(found.cmd));
     return 0;
   }
-  const io: CliIo = { out, err, progress: (m) => err(`.. ${m}`), log: rootLogger() };
+  // Text output is escaped (print.ts); the --json object goes out as it is.
+  const text = (s: string): void => out(printable(s));
+  const io: CliIo = { out: inv.values.json === true ? out : text, err, progress: (m) => err(`.. ${printable(m)}`), log: rootLogger() };
   return found.cmd.run(inv, io);
 }
 
@@ -91,7 +94,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     const k = isKataError(e) ? e : new KataError('E_INTERNAL', (e as Error).stack ?? String(e));
     if (argv.includes('--json')) out(JSON.stringify({ error: { code: k.code, message: k.message } }));
-    err(`kata-resources: ${k.code}: ${k.message}`);
+    err(`kata-resources: ${k.code}: ${printable(k.message)}`);
     return k.details.usage ? 2 : 1;
   }
 }

@@ -1,14 +1,14 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, openSync, closeSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { KataError } from '../../host/errors.js';
+import { openByAnotherProcess } from '../../host/proc.js';
 import type { Logger } from '../../host/log.js';
 import { validateId } from '../../host/names.js';
 import { loadConfig } from '../config/load-config.js';
-import type { SandboxConfig } from '../config/types.js';
 import { StateStore } from '../state/store.js';
 import { removeSandbox, supervisorAlive } from '../sandbox/remove.js';
 import { sandboxView, type SandboxView } from '../sandbox/view.js';
@@ -23,10 +23,6 @@ const SUPERVISOR_MAIN = join(here, '..', 'supervisor', 'main.js');
 
 function newSandboxId(): string {
   return `sb-${randomBytes(4).toString('hex')}`;
-}
-
-function logPath(cfg: SandboxConfig, id: string): string {
-  return join(cfg.runtime.stateDir, 'logs', `${id}.log`);
 }
 
 export interface UpResult {
@@ -50,7 +46,7 @@ export async function sandboxUp(
       'E_SANDBOX_EXISTS',
       `sandbox ${id} already exists; take it down first (kata-resources sandbox down ${id}) or choose another id`,
     );
-  const lp = logPath(cfg, id);
+  const lp = store.logPath(id);
   mkdirSync(dirname(lp), { recursive: true, mode: 0o700 });
   const logFd = openSync(lp, 'a', 0o600);
   const args = [
@@ -133,8 +129,12 @@ export async function sandboxDown(
   log: Logger,
 ): Promise<{ id: string; state: 'removed' | 'absent'; via: 'supervisor' | 'state' | 'none'; timings?: Record<string, number> }> {
   const cfg = loadConfig(configFile, { log });
-  const r = await removeSandbox(validateId(id), new StateStore(cfg.runtime.stateDir, log), log);
-  rmSync(logPath(cfg, id), { force: true });
+  const store = new StateStore(cfg.runtime.stateDir, log);
+  const r = await removeSandbox(validateId(id), store, log);
+  // The log goes with the sandbox, but not while a process writes it: when `down` found no state,
+  // an `up` whose supervisor has not written it yet may own the log.
+  const lp = store.logPath(id);
+  if (r.state === 'removed' || (existsSync(lp) && !openByAnotherProcess(lp))) rmSync(lp, { force: true });
   return r;
 }
 

@@ -63,6 +63,9 @@ export function defaultConfig(): SandboxConfig {
       disableBlockDeviceUse: true,
       // Kata's defaults: cache not set (QEMU's own), threads for aio.
       blockCache: { set: false, direct: false, noFlush: false, aio: 'threads' },
+      // Kata has no NBD volumes; QEMU's defaults (0, 0) fail guest I/O at the first server restart.
+      nbdReconnectDelaySec: 10,
+      nbdOpenTimeoutSec: 5,
       // Kata: 0. Hotplug needs root ports on q35.
       pcieRootPorts: 4,
       hotplugVfioOnRootBus: false,

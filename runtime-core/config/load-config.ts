@@ -211,6 +211,8 @@ function fromRaw(r: RawConfig, file: string): SandboxConfig {
   if (q.block_device_cache_direct !== undefined) h.blockCache.direct = q.block_device_cache_direct;
   if (q.block_device_cache_noflush !== undefined) h.blockCache.noFlush = q.block_device_cache_noflush;
   if (q.block_device_aio !== undefined) h.blockCache.aio = q.block_device_aio;
+  if (q.block_device_nbd_reconnect_delay !== undefined) h.nbdReconnectDelaySec = q.block_device_nbd_reconnect_delay;
+  if (q.block_device_nbd_open_timeout !== undefined) h.nbdOpenTimeoutSec = q.block_device_nbd_open_timeout;
   if (q.pcie_root_port !== undefined) h.pcieRootPorts = q.pcie_root_port;
   if (q.hotplug_vfio_on_root_bus !== undefined) h.hotplugVfioOnRootBus = q.hotplug_vfio_on_root_bus;
   if (q.disable_vhost_net !== undefined) h.disableVhostNet = q.disable_vhost_net;

@@ -12,6 +12,9 @@ const absPath = { type: 'string', pattern: '^/' } as const;
 export const MAX_VCPUS = 240;
 const MAX_PCIE_ROOT_PORTS = 16;
 const MAX_NETWORK_QUEUES = 16;
+const MAX_NBD_RECONNECT_DELAY_S = 3600;
+/** blockdev-add waits this long at most for the first connection (its QMP deadline is raised to match). */
+const MAX_NBD_OPEN_TIMEOUT_S = 300;
 
 export const CONFIG_SCHEMA = {
   type: 'object',
@@ -46,6 +49,8 @@ export const CONFIG_SCHEMA = {
             block_device_cache_direct: bool,
             block_device_cache_noflush: bool,
             block_device_aio: { type: 'string', enum: ['threads', 'native', 'io_uring'] },
+            block_device_nbd_reconnect_delay: { type: 'integer', minimum: 0, maximum: MAX_NBD_RECONNECT_DELAY_S },
+            block_device_nbd_open_timeout: { type: 'integer', minimum: 0, maximum: MAX_NBD_OPEN_TIMEOUT_S },
             pcie_root_port: { type: 'integer', minimum: 0, maximum: MAX_PCIE_ROOT_PORTS },
             hotplug_vfio_on_root_bus: bool,
             disable_vhost_net: bool,
@@ -113,6 +118,8 @@ export interface RawConfig {
       block_device_cache_direct?: boolean;
       block_device_cache_noflush?: boolean;
       block_device_aio?: 'threads' | 'native' | 'io_uring';
+      block_device_nbd_reconnect_delay?: number;
+      block_device_nbd_open_timeout?: number;
       pcie_root_port?: number;
       hotplug_vfio_on_root_bus?: boolean;
       disable_vhost_net?: boolean;

@@ -42,6 +42,13 @@ export interface QemuConfig {
   disableBlockDeviceUse: boolean;
   /** block_device_cache_set/direct/noflush and block_device_aio, as given to every block volume. */
   blockCache: BlockCache;
+  /**
+   * NBD volumes (QEMU's own NBD client): seconds a lost connection is retried with guest I/O paused
+   * before requests fail (`block_device_nbd_reconnect_delay`; 0 = no reconnect), and seconds the
+   * first connection may be retried (`block_device_nbd_open_timeout`; 0 = one try).
+   */
+  nbdReconnectDelaySec: number;
+  nbdOpenTimeoutSec: number;
   /** Number of pcie-root-ports cold-plugged for hotplug. */
   pcieRootPorts: number;
   hotplugVfioOnRootBus: boolean;

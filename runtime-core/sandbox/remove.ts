@@ -4,6 +4,7 @@ import { isSameProcessAlive } from '../../host/proc.js';
 import type { SandboxState, StateStore } from '../state/store.js';
 import { mgmtCall } from '../supervisor/mgmt-client.js';
 import { MGMT_SOCKET } from '../supervisor/mgmt-protocol.js';
+import { rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Journal } from './journal.js';
 import { createPlugins } from './resources.js';
@@ -55,7 +56,12 @@ export async function removeSandbox(
 ): Promise<{ id: string; state: 'removed' | 'absent'; via: 'supervisor' | 'state' | 'none'; timings?: Record<string, number> }> {
   return store.withLock(id, async () => {
     const s = await store.tryLoad(id);
-    if (!s) return { id, state: 'absent' as const, via: 'none' as const };
+    if (!s) {
+      // An empty directory is what a start that died before its first state write leaves (under
+      // the lock no start is under way): it goes; anything in it is left alone.
+      await rmdir(store.sandboxDir(id)).catch(() => {});
+      return { id, state: 'absent' as const, via: 'none' as const };
+    }
     if (supervisorAlive(s)) {
       try {
         const r = await mgmtCall(join(store.runDir(id), MGMT_SOCKET), 'Shutdown', {}, 120_000);

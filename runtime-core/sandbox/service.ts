@@ -47,7 +47,9 @@ function volumeParams(p: Record<string, unknown>): VolumeRequest {
     return v;
   };
   const source = str('source');
-  if (!source) throw bad('AddVolume needs {source: PATH, name?, driver?, readonly?, fstype?, options?, mountPoint?}');
+  const nbd = str('nbd');
+  if (!source === !nbd)
+    throw bad('AddVolume needs {source: PATH} or {nbd: URI} (one of them), and name?, driver?, readonly?, fstype?, options?, mountPoint?');
   const driver = str('driver');
   if (driver !== undefined && driver !== 'virtio-blk' && driver !== 'virtio-scsi')
     throw bad(`AddVolume driver "${driver}" is not virtio-blk or virtio-scsi`);
@@ -59,7 +61,7 @@ function volumeParams(p: Record<string, unknown>): VolumeRequest {
   const fstype = str('fstype');
   const mountPoint = str('mountPoint');
   return {
-    source,
+    ...(source ? { source } : { nbd: nbd! }),
     ...(name ? { name } : {}),
     ...(driver ? { driver } : {}),
     ...(p.readonly === true ? { readonly: true } : {}),

@@ -7,6 +7,7 @@ import type { DaemonRecord } from '../../host/daemon.js';
 import type { NetnsIdentity } from '../../host/netns.js';
 import { isResourceKind, type JournalRecord } from '../sandbox/resources.js';
 import { KataError } from '../../host/errors.js';
+import { fsError } from '../../host/fs-errors.js';
 import type { Logger } from '../../host/log.js';
 import { SOCKET_PATH_MAX, validateId } from '../../host/names.js';
 import { acquireLock, type FileLock, type LockOptions } from '../../host/file-lock.js';
@@ -140,6 +141,11 @@ export class StateStore {
     return join(this.stateDir, 'run', shortRunName(id));
   }
 
+  /** The supervisor's log (its stderr), kept outside the sandbox directory so a failed start keeps it until `down`. */
+  logPath(id: string): string {
+    return join(this.stateDir, 'logs', `${validateId(id)}.log`);
+  }
+
   statePath(id: string): string {
     return join(this.sandboxDir(id), STATE_FILE);
   }
@@ -166,17 +172,21 @@ export class StateStore {
   /** Make the directory and the first state file; E_SANDBOX_EXISTS if the sandbox has state already. */
   async create(id: string, init: Partial<Pick<SandboxState, 'netns' | 'configSource'>> = {}): Promise<SandboxState> {
     const dir = this.sandboxDir(id);
-    await mkdir(this.sandboxesDir, { recursive: true, mode: 0o700 });
+    await mkdir(this.sandboxesDir, { recursive: true, mode: 0o700 }).catch((e: unknown) => {
+      throw fsError(e, `cannot make ${this.sandboxesDir}`, 'E_STATE');
+    });
     // Exclusive: of two creators of one id, exactly one gets the directory.
     const exists = (): KataError =>
       new KataError('E_SANDBOX_EXISTS', `sandbox ${id} already exists (${this.statePath(id)}); take it down first or choose another id`, {
         sandbox: id,
       });
+    let made = false;
     try {
       await mkdir(dir, { mode: 0o700 });
+      made = true;
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      // A directory without state is what a failed start leaves before its first write: take it
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw fsError(e, `cannot make ${dir}`, 'E_STATE');
+      // A directory without state is what a crashed start leaves before its first write: take it
       // only when it is empty (anything in it belongs to a live or crashed start: not ours).
       if ((await readdir(dir)).length > 0) throw exists();
     }
@@ -196,7 +206,13 @@ export class StateStore {
       resources: [],
       processes: {},
     };
-    await this.save(state);
+    try {
+      await this.save(state);
+    } catch (e) {
+      // No state was written (a full file system): the directory goes too, so nothing is left.
+      if (made) await rm(dir, { recursive: true, force: true }).catch(() => {});
+      throw e;
+    }
     return state;
   }
 
@@ -234,7 +250,7 @@ export class StateStore {
           { cause: e },
         );
       }
-      throw new KataError('E_STATE', `cannot write ${final}: ${(e as Error).message}`, { sandbox: state.id }, { cause: e });
+      throw fsError(e, `cannot write ${final}`, 'E_STATE');
     }
   }
 
@@ -248,7 +264,7 @@ export class StateStore {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
         throw new KataError('E_SANDBOX_NOT_FOUND', `no sandbox ${id} (no ${p}); see \`kata-resources sandbox list\``, { sandbox: id });
       }
-      throw new KataError('E_STATE', `cannot read ${p}: ${(e as Error).message}`, { sandbox: id }, { cause: e });
+      throw fsError(e, `cannot read ${p}`, 'E_STATE');
     }
     let parsed: unknown;
     try {
@@ -297,7 +313,7 @@ export class StateStore {
       names = await readdir(this.sandboxesDir);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw e;
+      throw fsError(e, `cannot list ${this.sandboxesDir}`, 'E_STATE');
     }
     const out: ListedSandbox[] = [];
     for (const id of names.sort()) {

@@ -7,6 +7,7 @@
  *   node supervisor/main.js --id ID [--netns NAME|PATH] [--config FILE]
  */
 import { createWriteStream, readFileSync, type WriteStream } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { KataError, isKataError } from '../../host/errors.js';
@@ -107,8 +108,12 @@ async function main(): Promise<void> {
     server.close();
     process.exit(1);
   });
+  // Stopped by a signal: everything goes, as with `down`, and then its log (which `down` would remove).
   const shutdown = (): void => {
-    void sandbox.down().finally(() => process.exit(0));
+    void sandbox
+      .down()
+      .then(() => rm(store.logPath(id), { force: true }))
+      .finally(() => process.exit(0));
   };
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', shutdown);

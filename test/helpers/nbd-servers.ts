@@ -6,7 +6,7 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { startDaemon, type Daemon } from '../../host/daemon.js';
 import { KataError } from '../../host/errors.js';
 import { silentLogger } from '../../host/log.js';
@@ -42,9 +42,15 @@ function canConnect(path: string): Promise<boolean> {
   });
 }
 
-async function serve(t: Teardownable, name: string, file: string, args: (socket: string, dir: string) => string[]): Promise<NbdServer> {
-  const dir = tempDir(t, name);
-  const socket = join(dir, 'nbd.sock');
+async function serve(
+  t: Teardownable,
+  name: string,
+  file: string,
+  args: (socket: string, dir: string) => string[],
+  at?: string,
+): Promise<NbdServer> {
+  const dir = at ? dirname(at) : tempDir(t, name);
+  const socket = at ?? join(dir, 'nbd.sock');
   const daemon = await startDaemon({ name, file, args: args(socket, dir), log: silentLogger() });
   t.teardown(() => daemon.stop({ graceMs: 2000 }));
   for (let i = 0; i < 400; i++) {
@@ -61,10 +67,12 @@ async function serve(t: Teardownable, name: string, file: string, args: (socket:
 /**
  * nbdkit in the foreground on a unix socket: `nbdkit [args...]`, e.g. ["memory", "64M"] or
  * ["-r", "--filter=delay", "file", "disk.img", "rdelay=10ms"]. nbdkit serves one connection after
- * another and many at once.
+ * another and many at once. `opts.socket` listens on that path (a restart in place: nbdkit does not
+ * replace a socket file a killed server left, so it is removed first).
  */
-export function startNbdkit(t: Teardownable, args: string[]): Promise<NbdServer> {
-  return serve(t, 'nbdkit', 'nbdkit', (socket) => ['-f', '--exit-with-parent', '-U', socket, ...args]);
+export function startNbdkit(t: Teardownable, args: string[], opts: { socket?: string } = {}): Promise<NbdServer> {
+  if (opts.socket) rmSync(opts.socket, { force: true });
+  return serve(t, 'nbdkit', 'nbdkit', (socket) => ['-f', '--exit-with-parent', '-U', socket, ...args], opts.socket);
 }
 
 /** qemu-nbd serving `image` (raw) as export `name`, persistent (-t), with extra args. */

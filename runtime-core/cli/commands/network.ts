@@ -86,7 +86,7 @@ const routeUpdate: Command = {
   synopsis: 'ID FILE|- [--json]',
   description:
     'Send routes (a JSON array of Kata agent Route objects, or {"Routes": [...]}) to the guest agent; routes\n' +
-    'without a gateway are applied first.',
+    'without a gateway are applied first. All or none: when one fails, the others are rolled back.',
   options: common,
   args: [{ name: 'ID' }, { name: 'FILE|-' }],
   async run(inv, io) {

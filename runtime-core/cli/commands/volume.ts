@@ -28,18 +28,29 @@ async function mountInfo(src: string): Promise<{ source: string; fstype?: string
   return { source: m.device, ...(m.fs_type ? { fstype: m.fs_type } : {}), ...(m.options ? { options: m.options as string[] } : {}) };
 }
 
+/** An nbd+unix URI with its socket made absolute (the supervisor does not share the caller's cwd). */
+async function absoluteNbdUri(uri: string): Promise<string> {
+  const { formatNbdUri, parseNbdUri } = await import('../../../nbd/uri.js');
+  const a = parseNbdUri(uri);
+  if (a.transport !== 'unix' || a.socket.startsWith('\0')) return uri;
+  return formatNbdUri({ ...a, socket: resolve(a.socket) });
+}
+
 const add: Command = {
   words: ['volume', 'add'],
   synopsis:
-    'ID (--source PATH | --mount-info FILE|-) [--driver virtio-blk|virtio-scsi] [--readonly] [--fstype ext4] [--mount-point DIR] [--name NAME] [--json]',
+    'ID (--source PATH | --nbd URI | --mount-info FILE|-) [--driver virtio-blk|virtio-scsi] [--readonly] [--fstype ext4] [--mount-point DIR] [--name NAME] [--json]',
   description:
     'Hot-plug a block volume into a running sandbox and have the guest mount it. PATH is a host block device\n' +
     '(loop, device-mapper, NBD, a disk) or a regular image file; one the host has mounted or otherwise uses is\n' +
     'refused (E_DEVICE_BUSY). virtio-blk goes on a free PCIe root port, virtio-scsi on the controller; the agent\n' +
     "waits for the device and mounts it (default /run/kata-containers/sandbox/volumes/NAME). --mount-info takes Kata's\n" +
-    'direct-assigned volume JSON ({"volume_type","device","fs_type","metadata","options"}).',
+    'direct-assigned volume JSON ({"volume_type","device","fs_type","metadata","options"}). --nbd takes an export\n' +
+    "on a unix socket (nbd+unix:///EXPORT?socket=PATH), probed first and opened by QEMU's own NBD client (reconnect\n" +
+    'and open timeouts: block_device_nbd_reconnect_delay/_open_timeout); a read-only export needs --readonly.',
   options: {
     source: { type: 'string', value: 'PATH', describe: 'host block device or image file' },
+    nbd: { type: 'string', value: 'URI', describe: 'an NBD export: nbd+unix:///EXPORT?socket=PATH' },
     'mount-info': { type: 'string', value: 'FILE', describe: "Kata's mountInfo.json (or - for stdin) instead of --source" },
     driver: { type: 'string', value: 'DRIVER', describe: 'virtio-blk or virtio-scsi (default: block_device_driver)' },
     readonly: { type: 'boolean', describe: 'read-only for the guest (the device and the mount)' },
@@ -52,12 +63,13 @@ const add: Command = {
   async run(inv, io) {
     const source = str(inv, 'source');
     const info = str(inv, 'mount-info');
-    if ((source === undefined) === (info === undefined))
-      throw usageError('kata-resources volume add needs --source PATH or --mount-info FILE (one of them)');
+    const nbd = str(inv, 'nbd');
+    if ([source, info, nbd].filter((v) => v !== undefined).length !== 1)
+      throw usageError('kata-resources volume add needs --source PATH, --nbd URI or --mount-info FILE (one of them)');
     const driver = str(inv, 'driver');
     if (driver !== undefined && driver !== 'virtio-blk' && driver !== 'virtio-scsi')
       throw usageError(`--driver must be virtio-blk or virtio-scsi (got "${driver}")`);
-    const base = info ? await mountInfo(info) : { source: resolve(source!) };
+    const base = info ? await mountInfo(info) : nbd ? { nbd: await absoluteNbdUri(nbd) } : { source: resolve(source!) };
     const name = str(inv, 'name');
     const fstype = str(inv, 'fstype');
     const mountPoint = str(inv, 'mount-point');

@@ -54,6 +54,20 @@ function removeCommand(p: Exclude<QemuPart, { kind: 'device' }>): [string, Recor
   }
 }
 
+/** QMP's default command deadline (qmp-client.ts), which most parts finish well within. */
+const COMMAND_TIMEOUT_MS = 10_000;
+
+/**
+ * A blockdev-add of an NBD node keeps retrying its first connection for `open-timeout` seconds
+ * before it answers: its deadline is that plus the usual one.
+ */
+function commandDeadline(p: QemuPart): { timeoutMs?: number } {
+  if (p.kind !== 'blockdev') return {};
+  const file = p.props.file as { driver?: unknown; 'open-timeout'?: unknown } | undefined;
+  const open = file?.driver === 'nbd' && typeof file['open-timeout'] === 'number' ? file['open-timeout'] : 0;
+  return open > 0 ? { timeoutMs: open * 1000 + COMMAND_TIMEOUT_MS } : {};
+}
+
 const gone = (e: unknown): boolean =>
   e instanceof QmpError && (e.qmpClass === 'DeviceNotFound' || /not found|Failed to find|does not exist/i.test(e.desc));
 
@@ -163,7 +177,7 @@ export class QemuDeviceManager {
     });
     const commands = parts.map((p) => [p, addCommand(p)] as const);
     for (const [part, [cmd, args]] of commands) {
-      await qmp.execute(cmd, args);
+      await qmp.execute(cmd, args, commandDeadline(part));
       if (part.kind === 'device')
         undo.push(`device_del ${part.props.id}`, () => this.deviceDelAndWait(qmp, part.props.id, DEFAULT_UNPLUG_TIMEOUT_MS));
       else {

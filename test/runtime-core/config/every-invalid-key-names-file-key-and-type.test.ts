@@ -69,6 +69,8 @@ t.test('out-of-range integers and bad enum values name the allowed range or valu
     ['hypervisor.qemu', 'default_vcpus', '2.5', /must be an integer \(got the number 2.5\)/],
     ['hypervisor.qemu', 'shared_fs', '"virtio-9p"', /one of "virtio-fs", "none"/],
     ['hypervisor.qemu', 'block_device_driver', '"nvdimm"', /one of "virtio-blk", "virtio-scsi"/],
+    ['hypervisor.qemu', 'block_device_nbd_reconnect_delay', '-1', /from 0 to 3600/],
+    ['hypervisor.qemu', 'block_device_nbd_open_timeout', '301', /from 0 to 300/],
     ['hypervisor.qemu', 'virtio_fs_cache', '"none"', /one of "never", "metadata", "auto", "always"/],
     ['hypervisor.qemu', 'virtio_fs_queue_size', '100', /one of 64, 128, 256, 512, 1024/],
     ['hypervisor.qemu', 'accel', '"hvf"', /one of "auto", "kvm", "tcg"/],

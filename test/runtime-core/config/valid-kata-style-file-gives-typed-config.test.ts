@@ -36,6 +36,8 @@ block_device_cache_set = true
 block_device_cache_direct = true
 block_device_cache_noflush = false
 block_device_aio = "io_uring"
+block_device_nbd_reconnect_delay = 30
+block_device_nbd_open_timeout = 0
 pcie_root_port = 6
 hotplug_vfio_on_root_bus = true
 disable_vhost_net = true
@@ -86,6 +88,8 @@ rw_share_reachable = "allow"
       blockDeviceDriver: 'virtio-scsi',
       disableBlockDeviceUse: false,
       blockCache: { set: true, direct: true, noFlush: false, aio: 'io_uring' },
+      nbdReconnectDelaySec: 30,
+      nbdOpenTimeoutSec: 0,
       pcieRootPorts: 6,
       hotplugVfioOnRootBus: true,
       disableVhostNet: true,
