@@ -14,7 +14,7 @@
  * command of a sample runs once per environment, so load from other work on the machine spreads
  * evenly. Only the plugin process (spawn to exit) is timed. kata-cni runs with KATA_CNI_TIMING=1
  * (a few process.uptime() calls and one stderr line at exit, < 0.1 ms): its phase marks give the
- * breakdown printed after the figures. Namespaces are named kr-bench-cni-* and removed at the end,
+ * breakdown printed after the figures. Namespaces are named kr-bench-cni-<run id>-* and removed at the end,
  * on failure and on Ctrl-C.
  *
  *   node dist/bench/cni.js [--runs 40]
@@ -29,7 +29,8 @@ import { run } from '../host/exec.js';
 import { fmt, msSince, now, summarize } from './lib/stats.js';
 
 const REPO = resolve(fileURLToPath(import.meta.url), '../../..');
-const PREFIX = 'kr-bench-cni-';
+/** This run's namespaces: a concurrent run of the bench has another id, and its namespaces are not ours to remove. */
+const PREFIX = `kr-bench-cni-${randomBytes(2).toString('hex')}-`;
 const CA = process.env.NODE_EXTRA_CA_CERTS;
 
 interface Options {

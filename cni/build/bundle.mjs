@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Builds the kata-cni executable: ONE file, dist/cni/kata-cni.js, with a node shebang. It holds
 // a small head (cni/build/launcher.ts), then in a trailing comment the plugin's code (the "body")
-// and a V8 code cache for it, base64; see launcher.ts for why.
+// and a V8 code cache for it; see launcher.ts and payload.ts for why.
 //  - the body: esbuild bundles cni/main.ts and everything it reaches (host/, plugins/network/, pino)
 //    and minifies it; dynamic imports stay lazily initialised modules inside the one file, so
 //    VERSION never runs the network code. It is wrapped as `(function (require) { ... })`.
@@ -38,7 +38,14 @@ const opt = (name, dflt) => {
 };
 const outfile = opt('--outfile', join(root, 'dist/cni/kata-cni.js'));
 const metafile = opt('--metafile', undefined);
-const codeCache = !args.includes('--no-code-cache');
+// --code-cache trained (default) | eager | none; --no-code-cache is none.
+const cacheMode = args.includes('--no-code-cache')
+  ? 'none'
+  : args.includes('--code-cache')
+    ? args[args.indexOf('--code-cache') + 1]
+    : 'trained';
+if (args.includes('--code-cache') && !['trained', 'eager', 'none'].includes(cacheMode))
+  throw new Error('--code-cache: trained, eager or none');
 
 // Same options as cni/config-validator.ts (AJV_OPTIONS), plus code generation.
 // Annotations (title, description) do not validate anything: leave them out of the generated code.
@@ -68,9 +75,10 @@ const precompiledValidator = {
 };
 
 // pino (two thirds of the bundle's dependencies by size) is needed only when logging is configured.
-// Even unused, bundled code costs V8 a parse at every start; a string literal costs only a scan.
-// So pino is bundled on its own into a CommonJS string that the 'pino' import evaluates on first
-// use (cni/log.ts imports it dynamically, only when a log file or level is set).
+// Even unused, bundled code costs V8 a parse at every start, and a string literal in the body would
+// still be a 64 KiB constant in the code cache. So pino is bundled on its own into CommonJS code that
+// travels as a part of the payload of its own (cni/build/payload.ts); the 'pino' import compiles it
+// on first use (cni/log.ts imports it dynamically, only when a log file or level is set).
 const pinoCjs = (
   await esbuild.build({
     absWorkingDir: root,
@@ -85,14 +93,14 @@ const pinoCjs = (
     logLevel: 'warning',
   })
 ).outputFiles[0].text;
-const pinoFromString = {
-  name: 'pino-from-string',
+const pinoFromPayload = {
+  name: 'pino-from-payload',
   setup(build) {
-    build.onResolve({ filter: /^pino$/ }, () => ({ path: 'pino', namespace: 'pino-from-string' }));
-    build.onLoad({ filter: /.*/, namespace: 'pino-from-string' }, () => ({
+    build.onResolve({ filter: /^pino$/ }, () => ({ path: 'pino', namespace: 'pino-from-payload' }));
+    build.onLoad({ filter: /.*/, namespace: 'pino-from-payload' }, () => ({
       loader: 'js',
       contents: [
-        `const source = ${JSON.stringify(pinoCjs)};`,
+        "const source = globalThis[Symbol.for('kata-cni.payload')].text('pino');",
         'const m = { exports: {} };',
         "new Function('module', 'exports', 'require', '__filename', '__dirname', source)(m, m.exports, require, '/kata-cni/pino.js', '/kata-cni');",
         'export const pino = m.exports.pino ?? m.exports;',
@@ -156,63 +164,100 @@ const result = await esbuild.build({
   metafile: true,
   logLevel: 'warning',
   alias: { execa: join(root, 'cni/build/execa-lite.ts') },
-  plugins: [precompiledValidator, pinoFromString, cryptoLite, lazyBuiltins],
+  plugins: [precompiledValidator, pinoFromPayload, cryptoLite, lazyBuiltins],
   write: false,
 });
 const body = `(function (require) {\n${result.outputFiles[0].text}})`;
 
-// The code cache, made in a fresh `node` (no flags: V8 checks its flag hash at load time).
-let cache = '';
-if (codeCache) {
+const buildHead = async (train) =>
+  (
+    await esbuild.build({
+      absWorkingDir: root,
+      entryPoints: [join(root, 'cni/build/launcher.ts')],
+      bundle: true,
+      platform: 'node',
+      format: 'iife',
+      target: 'node20',
+      minify: true,
+      legalComments: 'none',
+      logLevel: 'warning',
+      define: { KATA_CNI_TRAIN: String(train) },
+      alias: { execa: join(root, 'cni/build/execa-lite.ts') },
+      plugins: [cryptoLite, lazyBuiltins],
+      banner: { js: "#!/usr/bin/env node\nvar require = typeof require === 'function' ? require : process.getBuiltinModule;" },
+      write: false,
+    })
+  ).outputFiles[0].contents;
+
+// The head, then the payload launcher.ts reads back (cni/build/payload.ts): a function that is never
+// called, whose comment holds the parts. Code goes in as it is when that is safe (ASCII, which
+// esbuild's output is, and no comment end), else in base64; the code cache always in base64.
+const plainSafe = (text) => Buffer.byteLength(text, 'utf8') === text.length && !text.includes('*/'); // ASCII: one byte a character
+const asPart = (name, text) => (plainSafe(text) ? [name, text, 'plain'] : [name, Buffer.from(text, 'utf8').toString('base64'), 'base64']);
+const executable = (headBytes, cacheBytes) => {
+  const parts = [asPart('body', body), asPart('pino', pinoCjs), ['cache', cacheBytes.toString('base64'), 'base64']];
+  const header = JSON.stringify(Object.fromEntries(parts.map(([name, text, enc]) => [name, [text.length, enc]])));
+  const payload = `\nfunction kataCniPayload(){/*kata-cni payload ${header}\n${parts.map(([, text]) => `${text}\n`).join('')}*/}\n`;
+  return Buffer.concat([headBytes, Buffer.from(payload, 'latin1')]);
+};
+
+// The code cache of the body, made by this Node in fresh processes without flags (V8 checks its
+// flag hash at load time): trained on real calls (cni/build/train-cache.mjs) where that can run
+// (root, unshare, iproute2), else every function compiled (--no-lazy only while compiling).
+function trainedCache(scratch) {
+  const exe = join(scratch, 'kata-cni-train');
+  const cacheFile = join(scratch, 'train.cache');
+  writeFileSync(exe, executable(trainHead, Buffer.alloc(0)), { mode: 0o755 });
+  const r = spawnSync(
+    'unshare',
+    ['--net', '--mount', '--propagation', 'private', process.execPath, join(root, 'cni/build/train-cache.mjs'), exe, cacheFile, scratch],
+    { stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8', env: { PATH: process.env.PATH ?? '' } },
+  );
+  if (r.status === 0) {
+    process.stderr.write(r.stderr);
+    return readFileSync(cacheFile);
+  }
+  const why = (r.error?.message ?? r.stderr).trim().split('\n').pop();
+  process.stderr.write(`kata-cni: cannot train the code cache on real calls (${why}); caching every function instead\n`);
+  return undefined;
+}
+
+function eagerCache(scratch) {
+  writeFileSync(join(scratch, 'body.js'), body);
+  const r = spawnSync(
+    process.execPath,
+    [
+      '-e',
+      [
+        "const { readFileSync, writeFileSync } = require('node:fs');",
+        "const { setFlagsFromString } = require('node:v8');",
+        "const { Script } = require('node:vm');",
+        'const [src, out] = process.argv.slice(1);',
+        "setFlagsFromString('--no-lazy');",
+        "const s = new Script(readFileSync(src, 'utf8'), { filename: 'kata-cni' });",
+        "setFlagsFromString('--lazy');",
+        'writeFileSync(out, s.createCachedData());',
+      ].join('\n'),
+      join(scratch, 'body.js'),
+      join(scratch, 'body.cache'),
+    ],
+    { stdio: ['ignore', 'inherit', 'inherit'], env: { PATH: process.env.PATH ?? '' } },
+  );
+  if (r.status !== 0) throw new Error(`kata-cni: making the code cache failed (exit ${r.status})`);
+  return readFileSync(join(scratch, 'body.cache'));
+}
+
+const [head, trainHead] = await Promise.all([buildHead(false), buildHead(true)]);
+let cache = Buffer.alloc(0);
+if (cacheMode !== 'none') {
   const scratch = mkdtempSync(join(tmpdir(), 'kata-cni-cache-'));
   try {
-    writeFileSync(join(scratch, 'body.js'), body);
-    const r = spawnSync(
-      process.execPath,
-      [
-        '-e',
-        [
-          "const { readFileSync, writeFileSync } = require('node:fs');",
-          "const { setFlagsFromString } = require('node:v8');",
-          "const { Script } = require('node:vm');",
-          'const [src, out] = process.argv.slice(1);',
-          "setFlagsFromString('--no-lazy');",
-          "const s = new Script(readFileSync(src, 'utf8'), { filename: 'kata-cni' });",
-          "setFlagsFromString('--lazy');",
-          'writeFileSync(out, s.createCachedData());',
-        ].join('\n'),
-        join(scratch, 'body.js'),
-        join(scratch, 'body.cache'),
-      ],
-      { stdio: ['ignore', 'inherit', 'inherit'], env: { PATH: process.env.PATH ?? '' } },
-    );
-    if (r.status !== 0) throw new Error(`kata-cni: making the code cache failed (exit ${r.status})`);
-    cache = readFileSync(join(scratch, 'body.cache')).toString('base64');
+    cache = (cacheMode === 'trained' ? trainedCache(scratch) : undefined) ?? eagerCache(scratch);
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }
 }
-
-const head = await esbuild.build({
-  absWorkingDir: root,
-  entryPoints: [join(root, 'cni/build/launcher.ts')],
-  bundle: true,
-  platform: 'node',
-  format: 'iife',
-  target: 'node20',
-  minify: true,
-  legalComments: 'none',
-  logLevel: 'warning',
-  alias: { execa: join(root, 'cni/build/execa-lite.ts') },
-  plugins: [cryptoLite, lazyBuiltins],
-  banner: { js: "#!/usr/bin/env node\nvar require = typeof require === 'function' ? require : process.getBuiltinModule;" },
-  write: false,
-});
-// The head, then the payload launcher.ts reads back: a comment holding the body and the cache in
-// base64 (no "*/" can occur in base64), one line each.
-const bodyB64 = Buffer.from(body, 'utf8').toString('base64');
-const payload = `\n/*kata-cni payload:\n${bodyB64}\n${cache}\n*/\n`;
-const contents = Buffer.concat([head.outputFiles[0].contents, Buffer.from(payload, 'latin1')]);
+const contents = executable(head, cache);
 // Written atomically, so a plugin run (or a test) meanwhile never executes half a file.
 const tmp = `${outfile}.${process.pid}.tmp`;
 writeFileSync(tmp, contents, { mode: 0o755 });
@@ -221,5 +266,5 @@ renameSync(tmp, outfile);
 if (metafile) writeFileSync(metafile, JSON.stringify(result.metafile));
 const kib = (n) => `${(n / 1024).toFixed(0)} KiB`;
 process.stderr.write(
-  `kata-cni: ${outfile} (${kib(contents.length)}: head ${kib(head.outputFiles[0].contents.length)}, code ${kib(body.length)}, code cache ${kib((cache.length * 3) / 4)}, both in base64)\n`,
+  `kata-cni: ${outfile} (${kib(contents.length)}: head ${kib(head.length)}, code ${kib(body.length)}, pino ${kib(pinoCjs.length)}, code cache ${kib(cache.length)} in base64)\n`,
 );

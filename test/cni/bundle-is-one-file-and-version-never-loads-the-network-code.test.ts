@@ -4,13 +4,15 @@ import { join } from 'node:path';
 import t from 'tap';
 import { run } from '../../host/exec.js';
 import { tempNetns, vethPair } from '../helpers/netns.js';
+import { readPayload } from '../../cni/build/payload.js';
 import { REPO, tempDir } from './helpers/cni-runtime.js';
 
 /**
  * The shipped plugin is ONE file that runs on its own (copied anywhere, no node_modules), and its
  * static import graph from the entry stops before config validation, logging and the network code,
  * which are reached only through dynamic imports (lazily initialised inside the bundle). The file
- * is a small head plus, in a trailing comment, the plugin's code and its V8 code cache (base64):
+ * is a small head plus, in the comment of a trailing function, the plugin's code, pino's code and
+ * the plugin's V8 code cache (trained on real calls):
  * this Node accepts the cache, a Node with other V8 flags rejects it and still answers, and a
  * real ADD, CHECK and DEL load neither node:child_process nor node:fs/promises.
  */
@@ -20,13 +22,10 @@ const metaFile = join(dir, 'meta.json');
 await run(process.execPath, [join(REPO, 'cni/build/bundle.mjs'), '--outfile', out, '--metafile', metaFile]);
 const meta = JSON.parse(readFileSync(metaFile, 'utf8')) as { inputs: Record<string, { imports: { path: string; kind: string }[] }> };
 
-/** The plugin's code and code cache from the payload comment at the end of the file. */
-function payload(file: string): { body: string; cache: Buffer } {
-  const text = readFileSync(file, 'latin1');
-  const marker = '/*kata-cni payload:\n';
-  const at = text.lastIndexOf(marker);
-  const [body = '', cache = ''] = text.slice(at + marker.length).split('\n');
-  return { body: Buffer.from(body, 'base64').toString('utf8'), cache: Buffer.from(cache, 'base64') };
+/** The plugin's code, pino's code and the code cache from the payload comment at the end of the file. */
+function payload(file: string): { body: string; pino: string; cache: Buffer } {
+  const p = readPayload(readFileSync(file, 'latin1'));
+  return { body: p.text('body'), pino: p.text('pino'), cache: p.bytes('cache') };
 }
 
 t.test('the static import graph of the entry holds no network, validation or logging code', async (t) => {
@@ -49,7 +48,7 @@ t.test('the static import graph of the entry holds no network, validation or log
     /^cni\/config-validator\.ts$/,
     /^cni\/config\.ts$/,
     /^cni\/commands\//,
-    /^pino-from-string:/,
+    /^pino-from-payload:/,
   ]) {
     t.same(
       eager.filter((f) => lazy.test(f)),
@@ -62,7 +61,7 @@ t.test('the static import graph of the entry holds no network, validation or log
     all.some((f) => f.startsWith('plugins/network/')),
     'the network code is in the bundle (lazily)',
   );
-  t.ok(all.includes('pino-from-string:pino'), 'pino is in the bundle, as a string evaluated on first use');
+  t.ok(all.includes('pino-from-payload:pino'), 'pino is in the bundle, as a payload part compiled on first use');
   t.same(
     all.filter((f) => f.includes('node_modules/pino/')),
     [],
@@ -82,11 +81,13 @@ t.test('no execa and no ajv compiler in the bundle: the schema is compiled ahead
     [],
     'no ajv compiler',
   );
-  const { body: text, cache } = payload(out);
+  const { body: text, pino, cache } = payload(out);
   t.match(text, /kata-resources\.local\/schemas\/kata-cni-request\.json/, 'the precompiled validator carries the schema id');
   t.notMatch(text, /require\("(node:)?(crypto|tty)"\)/, 'neither node:crypto nor node:tty is loaded by the bundle');
   t.ok(cache.length > 10_000, `a code cache is in the file (${cache.length} bytes)`);
-  t.ok(readFileSync(out, 'utf8').trimEnd().endsWith('*/'), 'the payload is a trailing comment');
+  t.match(pino, /stdSerializers/, "pino's code travels as a payload part of its own");
+  t.notMatch(text, /stdSerializers/, "pino's code is not in the plugin's code");
+  t.ok(readFileSync(out, 'utf8').trimEnd().endsWith('*/}'), 'the payload is the comment of a trailing function');
   t.ok(all.includes('cni/build/crypto-lite.ts'), 'randomBytes comes from cni/build/crypto-lite.ts');
 });
 

@@ -1,0 +1,64 @@
+/**
+ * The payload of the kata-cni executable (written by cni/build/bundle.mjs, read by launcher.ts):
+ * the last thing in the file is a function that is never called,
+ *
+ *     function kataCniPayload(){/*kata-cni payload {"body":[LEN,ENC],"pino":[...],"cache":[...]}
+ *     <body>
+ *     <pino>
+ *     <cache>
+ *     *\/}
+ *
+ * whose comment holds the parts one after another, each followed by a newline: the plugin's code
+ * ("body"), pino's code (evaluated only when logging is configured) and the V8 code cache of the
+ * body. ENC is "plain" (the text as is: ASCII without a comment end) or "base64" (the code cache,
+ * and code that is not plain-safe). Why a function: `kataCniPayload.toString()` is a slice of the
+ * source V8 already holds, so nothing is read twice or copied (the source of the whole file, as a
+ * CommonJS wrapper's toString would give it, is a new string that V8 flattens at 1-10 ms); and V8
+ * only scans a comment, where a string literal of that size costs it 5-10 ms.
+ */
+export type PartName = 'body' | 'pino' | 'cache';
+type Encoding = 'plain' | 'base64';
+
+export const PAYLOAD_MARK = 'kata-cni payload ';
+
+export interface Payload {
+  /** A part as text (plain parts are slices of the source, not copies). */
+  text(part: PartName): string;
+  /** A part as bytes (base64 decoded, or the text as UTF-8). */
+  bytes(part: PartName): Buffer;
+  /** Length of the part's text in the file (0: absent). */
+  size(part: PartName): number;
+}
+
+/** Read the payload from the source text of kataCniPayload (or of the whole file). */
+export function readPayload(source: string): Payload {
+  const at = source.lastIndexOf(`/*${PAYLOAD_MARK}`);
+  if (at < 0) throw new Error('kata-cni: the payload is missing from the executable (rebuild it: npm run build:cni)');
+  const nl = source.indexOf('\n', at);
+  const header = JSON.parse(source.slice(at + 2 + PAYLOAD_MARK.length, nl)) as Record<PartName, [number, Encoding] | undefined>;
+  const spans = new Map<PartName, [number, number, Encoding]>();
+  let from = nl + 1;
+  for (const part of ['body', 'pino', 'cache'] as const) {
+    const [len, enc] = header[part] ?? [0, 'plain'];
+    spans.set(part, [from, len, enc]);
+    from += len + 1;
+  }
+  const raw = (part: PartName): [string, Encoding] => {
+    const [start, len, enc] = spans.get(part)!;
+    return [source.slice(start, start + len), enc];
+  };
+  return {
+    text(part) {
+      const [s, enc] = raw(part);
+      return enc === 'base64' ? Buffer.from(s, 'base64').toString('utf8') : s;
+    },
+    bytes(part) {
+      const [s, enc] = raw(part);
+      return Buffer.from(s, enc === 'base64' ? 'base64' : 'utf8');
+    },
+    size: (part) => spans.get(part)![1],
+  };
+}
+
+/** Where the launcher leaves the payload for the plugin's code (pino's part; see cni/build/bundle.mjs). */
+export const PAYLOAD_KEY = Symbol.for('kata-cni.payload');
