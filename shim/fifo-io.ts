@@ -30,7 +30,23 @@ export interface OpenedStdio {
   stdin?: Readable;
   stdout?: Writable;
   stderr?: Writable;
+  /** End the output FIFOs once what was written to them got in (each bounded by boundMs), then close all. */
+  flush(boundMs: number): Promise<void>;
+  /** Close everything now; output not yet in the FIFOs is dropped. */
   close(): void;
+}
+
+/** End a FIFO writer after its queued writes; destroyed if the reader takes longer than boundMs. */
+function endWithin(s: Socket, boundMs: number): Promise<void> {
+  if (s.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(() => s.destroy(), boundMs);
+    s.once('close', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    s.end();
+  });
 }
 
 /** stdin FIFOs whose blocking open has not returned yet. */
@@ -103,6 +119,10 @@ export function openStdio(p: StdioPaths): OpenedStdio {
     ...(stdin ? { stdin } : {}),
     ...(stdout ? { stdout } : {}),
     ...(stderr ? { stderr } : {}),
+    async flush(boundMs) {
+      await Promise.all(opened.map((s) => endWithin(s, boundMs)));
+      this.close();
+    },
     close() {
       if (closed) return;
       closed = true;

@@ -1,9 +1,10 @@
 /**
  * One process of a container in the guest (the init, or an exec) as the shim tracks it: its state,
  * the guest pid, its stdio between containerd's FIFOs and the agent, and its exit. The exit is
- * reported only after the output was drained, with a bound (Kata #3913, #13695: a grandchild that
- * keeps stdout open must not hang Wait), and every Wait, before or after, gets the same cached
- * exit. Nothing here waits on a FIFO write.
+ * reported only after the output was drained and reached containerd's FIFOs, each with a bound
+ * (Kata #3913, #13695: a grandchild that keeps stdout open must not hang Wait; nor must a FIFO
+ * reader that went away), and every Wait, before or after, gets the same cached exit. Output is
+ * never dropped by closing a FIFO writer with bytes still queued in it.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AgentClient } from '../runtime-core/agent/client.js';
@@ -17,10 +18,29 @@ export interface ProcExit {
   at: Date;
 }
 
-/** How long the output may take to drain after the process exited. */
-const DRAIN_BOUND_MS = 5000;
+/**
+ * After the exit, how long the output may stand still before it is given up (a grandchild holding
+ * the pipe). An idle bound, not a total one: a backlog that keeps moving under load is delivered.
+ */
+const DRAIN_IDLE_MS = 5000;
+/** How long what reached our FIFO writers may take to get into the FIFOs (the reader is slow or gone). */
+const FLUSH_BOUND_MS = 10_000;
 /** How long stdin may take to reach EOF after CloseIO said the client closed it. */
 const STDIN_EOF_BOUND_MS = 2000;
+
+/** true at the output's EOF; false once no output moved for idleMs since the exit or the last chunk. */
+async function outputDrained(io: ProcessIo, idleMs: number): Promise<boolean> {
+  const done = io.output.then(
+    () => true,
+    () => true,
+  );
+  const exitedAt = Date.now();
+  for (;;) {
+    const idle = Date.now() - Math.max(exitedAt, io.lastOutputAt);
+    if (idle >= idleMs) return false;
+    if (await Promise.race([done, sleep(idleMs - idle).then(() => false)])) return true;
+  }
+}
 
 export class ShimProcess {
   state: ProcState = 'created';
@@ -64,14 +84,8 @@ export class ShimProcess {
       .waitProcess(this.containerId, this.agentExecId, { timeoutMs: 0 })
       .catch(() => 255)
       .then(async (status) => {
-        const drained = await Promise.race([
-          io.output.then(
-            () => true,
-            () => true,
-          ),
-          sleep(DRAIN_BOUND_MS).then(() => false),
-        ]);
-        if (!drained) io.cancel('output not drained in time after the exit');
+        if (!(await outputDrained(io, DRAIN_IDLE_MS))) io.cancel('output stood still after the exit');
+        await this.stdio.flush(FLUSH_BOUND_MS);
         this.finish(status);
         onExit(this);
       });

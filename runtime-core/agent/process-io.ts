@@ -24,6 +24,8 @@ export interface OutputPumpOptions {
   /** Reads kept outstanding (default 2: one is answered while the next is on its way). */
   inflight?: number;
   signal?: AbortSignal;
+  /** Called with each chunk's size once it was handed to dst (progress, for an idle bound). */
+  onData?: (bytes: number) => void;
 }
 
 /** Copy a guest process's stdout or stderr into dst until EOF; resolves with the byte count. dst is not ended. */
@@ -49,6 +51,7 @@ export async function pumpOutput(
       const data = await queue.shift()!;
       if (data.length === 0) return total;
       total += data.length;
+      opts.onData?.(data.length);
       if (!dst.write(data)) await Promise.race([once(dst, 'drain'), once(dst, 'close')]);
     }
   } finally {
@@ -99,11 +102,20 @@ export interface AttachOptions extends OutputPumpOptions {
 export class ProcessIo {
   readonly output: Promise<{ stdout: number; stderr: number }>;
   readonly input: Promise<number>;
+  /** Date.now() when output last moved (0: none yet). */
+  lastOutputAt = 0;
   private readonly abort = new AbortController();
 
   constructor(client: AgentClient, containerId: string, execId: string, streams: ProcessStreams, opts: AttachOptions = {}) {
     const signal = opts.signal ? AbortSignal.any([opts.signal, this.abort.signal]) : this.abort.signal;
-    const o = { ...opts, signal };
+    const o = {
+      ...opts,
+      signal,
+      onData: (n: number) => {
+        this.lastOutputAt = Date.now();
+        opts.onData?.(n);
+      },
+    };
     const out = streams.stdout ? pumpOutput(client, containerId, execId, 'stdout', streams.stdout, o) : Promise.resolve(0);
     const err = streams.stderr ? pumpOutput(client, containerId, execId, 'stderr', streams.stderr, o) : Promise.resolve(0);
     this.output = Promise.all([out, err]).then(([stdout, stderr]) => ({ stdout, stderr }));
