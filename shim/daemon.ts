@@ -106,6 +106,7 @@ async function bootSandbox(id: string, netns: string | undefined, config: Sandbo
       () => {},
     ),
     log,
+    () => sb.agent,
   );
   return sb;
 }

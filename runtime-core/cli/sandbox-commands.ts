@@ -14,7 +14,9 @@ import { removeSandbox, supervisorAlive } from '../sandbox/remove.js';
 import { sandboxView, type SandboxView } from '../sandbox/view.js';
 import { mgmtCall } from '../supervisor/mgmt-client.js';
 import { MGMT_SOCKET, type MgmtParams } from '../supervisor/mgmt-protocol.js';
-import type { ExecResult } from '../agent/client.js';
+import type { ExecRequest } from '../exec/session.js';
+import { execStream, type ExecIo } from './exec-client.js';
+import { Readable, Writable } from 'node:stream';
 import type { Interface, Route } from '../../host/agent-types.js';
 import type { VolumeResources } from '../../plugins/block/volume-plugin.js';
 
@@ -166,15 +168,40 @@ export async function sandboxList(
   return out;
 }
 
+/** `exec`: one command in the guest's root environment over the supervisor's exec stream, with this process's stdio. */
 export async function sandboxExec(
+  id: string,
+  req: ExecRequest,
+  configFile: string | undefined,
+  log: Logger,
+  io: ExecIo = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr },
+): Promise<{ status: number; timedOut: boolean }> {
+  const sock = await runningSocket(id, configFile, log);
+  return execStream(sock, req, io);
+}
+
+/** `exec` with no input and the output collected (the demo's guest commands). */
+export async function sandboxExecCollect(
   id: string,
   argv: string[],
   configFile: string | undefined,
   log: Logger,
-  timeoutMs?: number,
-): Promise<ExecResult> {
-  const sock = await runningSocket(id, configFile, log);
-  return mgmtCall(sock, 'Exec', { argv, ...(timeoutMs ? { timeoutMs } : {}) }, (timeoutMs ?? 30_000) + 10_000);
+): Promise<{ status: number; stdout: string; stderr: string }> {
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  const sink = (into: Buffer[]): Writable =>
+    new Writable({
+      write(c: Buffer, _e, cb) {
+        into.push(c);
+        cb();
+      },
+    });
+  const r = await sandboxExec(id, { argv, terminal: false }, configFile, log, {
+    stdin: Readable.from([]),
+    stdout: sink(out),
+    stderr: sink(err),
+  });
+  return { status: r.status, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
 }
 
 async function runningSocket(id: string, configFile: string | undefined, log: Logger): Promise<string> {

@@ -21,16 +21,6 @@ function obj(p: unknown, method: string): Record<string, unknown> {
 
 const bad = (msg: string): KataError => new KataError('E_INVALID_ARGUMENT', msg);
 
-function execParams(p: Record<string, unknown>): MgmtParams<'Exec'> {
-  const argv = p.argv;
-  if (!Array.isArray(argv) || argv.length === 0 || !argv.every((a) => typeof a === 'string'))
-    throw bad('Exec needs argv: a non-empty array of strings');
-  if (p.timeoutMs !== undefined && (typeof p.timeoutMs !== 'number' || !Number.isSafeInteger(p.timeoutMs) || p.timeoutMs <= 0)) {
-    throw bad('Exec timeoutMs must be a positive integer (ms)');
-  }
-  return { argv, ...(typeof p.timeoutMs === 'number' ? { timeoutMs: p.timeoutMs } : {}) };
-}
-
 function interfaceParams(p: Record<string, unknown>): MgmtParams<'AddInterface'> {
   if (typeof p.link === 'string') return { link: p.link };
   const i = p.interface;
@@ -76,10 +66,6 @@ export function sandboxService(sb: Sandbox, net: () => NetworkOptions, onShutdow
     GetGuest: async () => {
       const [ifs, routes, mounts] = await Promise.all([sb.agent.listInterfaces(), sb.agent.listRoutes(), sb.agent.listMounts()]);
       return { interfaces: ifs.Interfaces, routes: routes.Routes, mounts: mounts.mounts };
-    },
-    Exec: async (p) => {
-      const r = execParams(obj(p, 'Exec'));
-      return sb.agent.exec(r.argv, r.timeoutMs !== undefined ? { timeoutMs: r.timeoutMs } : {});
     },
     Share: async (p) => {
       const r = obj(p, 'Share');

@@ -102,7 +102,7 @@ async function main(): Promise<void> {
       process.exit(0);
     },
   );
-  const server = await serveManagement(join(store.sandboxDir(id), MGMT_SOCKET), service, log);
+  const server = await serveManagement(join(store.sandboxDir(id), MGMT_SOCKET), service, log, () => sandbox.agent);
   sandbox.on('failed', () => {
     server.close();
     process.exit(1);
