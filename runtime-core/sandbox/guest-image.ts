@@ -1,6 +1,5 @@
 import { statSync } from 'node:fs';
 import type { BlockSpec, PmemSpec } from '../../host/device-specs.js';
-import { KataError } from '../../host/errors.js';
 import type { SandboxConfig } from '../config/types.js';
 import { guestKernelParams } from '../guest-kit/cmdline.js';
 import { ensureGuestKit } from '../guest-kit/index.js';
@@ -40,25 +39,20 @@ function imageDevice(path: string, nvdimm: boolean): { spec: PmemSpec | BlockSpe
 }
 
 /**
- * The kernel, initrd and rootfs a sandbox boots: the config's when it names all three, else the
- * embedded guest kit (built on first use, then cached).
+ * The kernel, initrd and rootfs a sandbox boots: each the config's when it names it, else the
+ * embedded guest kit's (built on first use, then cached). Kata's own form, kernel + image without an
+ * initrd, boots the image with the kit's initrd, whose /init mounts it and starts the agent (its
+ * modules are the kit kernel's).
  */
 export async function resolveGuestImage(cfg: SandboxConfig, progress: (m: string) => void = () => {}): Promise<GuestImage> {
   const q = cfg.hypervisor;
-  const given = [q.kernel, q.initrd, q.image].filter((x) => x !== undefined).length;
-  if (given !== 0 && given !== 3) {
-    throw new KataError(
-      'E_CONFIG',
-      `${cfg.source ?? 'configuration'}: hypervisor.qemu kernel, initrd and image go together (set all three, or none to use the embedded guest kit)`,
-    );
-  }
-  const files =
-    given === 3
-      ? { kernel: q.kernel!, initrd: q.initrd!, image: q.image! }
-      : await ensureGuestKit({ onProgress: progress }).then((k) => ({ kernel: k.kernel, initrd: k.initrd, image: k.rootfs }));
+  const kit =
+    q.kernel !== undefined && q.initrd !== undefined && q.image !== undefined ? undefined : await ensureGuestKit({ onProgress: progress });
+  const files = { kernel: q.kernel ?? kit!.kernel, initrd: q.initrd ?? kit!.initrd, image: q.image ?? kit!.rootfs };
   const dev = imageDevice(files.image, !q.disableImageNvdimm);
   const params = guestKernelParams({
     rootDevice: dev.rootDevice,
+    rootFsType: q.rootfsType,
     ...(dev.rootFlags ? { rootFlags: dev.rootFlags } : {}),
     debug: q.enableDebug,
     agentDebug: cfg.agent.enableDebug,

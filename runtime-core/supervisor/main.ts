@@ -65,7 +65,8 @@ async function main(): Promise<void> {
   const log = rootLogger().child({ component: 'supervisor' });
   const id = a.id;
   if (!id) throw new KataError('E_INVALID_ARGUMENT', 'supervisor needs --id');
-  const config = loadConfig(a.config, { log });
+  // The CLI reported on the file already (once per command).
+  const config = loadConfig(a.config, { log, report: false });
   const store = new StateStore(config.runtime.stateDir, log);
   const netns = a.netns;
   let sandbox: Sandbox;
