@@ -7,7 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { KataError } from '../../host/errors.js';
 import type { Logger } from '../../host/log.js';
 import { validateId } from '../../host/names.js';
-import { loadConfig } from '../config/load-config.js';
+import { configError, loadConfig } from '../config/load-config.js';
+import { preflight } from '../sandbox/preflight.js';
 import type { SandboxConfig } from '../config/types.js';
 import { StateStore } from '../state/store.js';
 import { removeSandbox, supervisorAlive } from '../sandbox/remove.js';
@@ -45,6 +46,10 @@ export async function sandboxUp(
   log: Logger,
 ): Promise<UpResult> {
   const cfg = loadConfig(opts.config, { log });
+  // What the sandbox would refuse about its configuration, before anything is made (check --config says the same).
+  const pf = await preflight(cfg);
+  for (const n of pf.notes) opts.progress?.(n);
+  if (pf.problems.length > 0) throw configError(cfg.source ?? '(built-in defaults)', pf.problems);
   const id = validateId(opts.id ?? newSandboxId());
   const store = new StateStore(cfg.runtime.stateDir, log);
   if (await store.tryLoad(id))
@@ -65,7 +70,7 @@ export async function sandboxUp(
   const child = spawn(process.execPath, args, {
     detached: true,
     stdio: ['ignore', 'ignore', logFd, 'pipe'],
-    env: { ...(opts.env ?? process.env), KATA_LOG_LEVEL: process.env.KATA_LOG_LEVEL ?? 'info' },
+    env: { ...(opts.env ?? process.env), KATA_LOG_LEVEL: process.env.KATA_LOG_LEVEL ?? (cfg.runtime.enableDebug ? 'debug' : 'info') },
   });
   closeSync(logFd);
   const pipe = child.stdio[3] as NodeJS.ReadableStream;

@@ -47,18 +47,23 @@ const check: Command = {
   synopsis: '[--config FILE] [--json]',
   description:
     'Host capabilities: tools, QEMU, virtiofsd, /dev/net/tun, /dev/vhost-net, KVM (probed), kernel features\n' +
-    '(tried in a throw-away namespace). Each failure comes with a fix. Exit 1 when a required feature is missing.',
+    '(tried in a throw-away namespace). Each failure comes with a fix. Exit 1 when a required feature is missing.\n' +
+    'The configuration (--config, KATA_RESOURCES_CONFIG, KATA_CONF_FILE or the default path) is checked by the\n' +
+    'rules and files `sandbox up` uses: a file that passes here does not fail `up` on its configuration.',
   options: { config: CONFIG_OPTION, json: JSON_OPTION },
   async run(inv, io) {
     const { hostCheck, formatCheck } = await import('../../host-check.js');
-    const { loadConfig } = await import('../../config/load-config.js');
-    const cfg = loadConfig(str(inv, 'config'), { log: io.log, checkFiles: false });
+    const { configCheck } = await import('../config-check.js');
+    const { cfg, items: cfgItems } = await configCheck(str(inv, 'config'), io.log);
     const { kvmProbe } = await import('../../hypervisor/qemu/accel.js');
-    const items = await hostCheck({
-      qemuPath: cfg.hypervisor.path,
-      virtiofsdPath: cfg.hypervisor.virtioFsDaemon,
-      kvmProbe: () => kvmProbe(cfg.hypervisor.path),
-    });
+    const items = [
+      ...cfgItems,
+      ...(await hostCheck({
+        qemuPath: cfg.hypervisor.path,
+        virtiofsdPath: cfg.hypervisor.virtioFsDaemon,
+        kvmProbe: () => kvmProbe(cfg.hypervisor.path),
+      })),
+    ];
     io.out(flag(inv, 'json') ? JSON.stringify(items) : formatCheck(items));
     return items.some((i) => !i.ok && i.severity === 'fail') ? 1 : 0;
   },

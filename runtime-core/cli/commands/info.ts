@@ -1,0 +1,38 @@
+import { JSON_OPTION, CONFIG_OPTION, flag, str, type Command } from '../command.js';
+
+const env: Command = {
+  words: ['env'],
+  synopsis: '[--config FILE] [--json]',
+  description:
+    'The effective configuration after defaults (as TOML that loads back to the same configuration), where each\n' +
+    'value came from, the Kata settings that have no effect here and why, versions, the guest kit and the host\n' +
+    '(like `kata-runtime env`). Nothing is built or started.',
+  options: { config: CONFIG_OPTION, json: JSON_OPTION },
+  async run(inv, io) {
+    const { environment } = await import('../env.js');
+    const e = await environment(str(inv, 'config'), io.log);
+    if (flag(inv, 'json')) io.out(JSON.stringify(e));
+    else {
+      const { stringify } = await import('smol-toml');
+      io.out(stringify(e));
+    }
+    return 0;
+  },
+};
+
+const version: Command = {
+  words: ['version'],
+  synopsis: '[--json]',
+  description: 'The version and the commit this build was made from (also: kata-resources --version).',
+  options: { json: JSON_OPTION },
+  async run(inv, io) {
+    const { buildInfo, versionLine } = await import('../../build-info.js');
+    const b = buildInfo();
+    io.out(
+      flag(inv, 'json') ? JSON.stringify({ ...b, node: process.version }) : `kata-resources ${versionLine(b)}\n  node ${process.version}`,
+    );
+    return 0;
+  },
+};
+
+export const INFO_COMMANDS: readonly Command[] = [env, version];
