@@ -7,6 +7,7 @@
 import { KataError, isKataError } from '../../host/errors.js';
 import { rootLogger } from '../../host/log.js';
 import { commandHelp, parseInvocation, usageError, usageLine, type CliIo, type Command } from './command.js';
+import { DEVMAPPER_COMMANDS } from './commands/devmapper.js';
 import { HOST_COMMANDS } from './commands/host.js';
 import { INFO_COMMANDS } from './commands/info.js';
 import { NBD_COMMANDS } from './commands/nbd.js';
@@ -20,6 +21,7 @@ const COMMANDS: readonly Command[] = [
   ...VOLUME_COMMANDS,
   ...NBD_COMMANDS,
   ...HOST_COMMANDS,
+  ...DEVMAPPER_COMMANDS,
   ...INFO_COMMANDS,
 ];
 
