@@ -50,6 +50,7 @@ export async function execStream(socketPath: string, req: ExecRequest, io: ExecI
   try {
     return await new Promise((resolve, reject) => {
       let settled = false;
+      let exited = false;
       const done = (f: () => void): void => {
         if (settled) return;
         settled = true;
@@ -74,8 +75,13 @@ export async function execStream(socketPath: string, req: ExecRequest, io: ExecI
             break;
           case F.EXIT: {
             const x = F.jsonOf(payload, 'EXIT');
+            exited = true;
             // Resolve once the local streams took every byte written before.
-            const wait = (w: Writable): Promise<void> => new Promise((r) => (w.writableNeedDrain ? w.once('drain', () => r()) : r()));
+            const wait = (w: Writable): Promise<void> =>
+              new Promise((r) => {
+                if (!w.writableNeedDrain) return r();
+                for (const ev of ['drain', 'close', 'error']) w.once(ev, () => r());
+              });
             void Promise.all([wait(io.stdout), wait(io.stderr)]).then(() =>
               done(() => resolve({ status: Number(x.status), timedOut: x.timedOut === true })),
             );
@@ -99,11 +105,14 @@ export async function execStream(socketPath: string, req: ExecRequest, io: ExecI
         }
       });
       sock.on('error', (e) => done(() => reject(new KataError('E_AGENT', `the exec stream failed: ${e.message}`))));
-      sock.on('close', () =>
-        done(() =>
-          reject(new KataError('E_AGENT', 'the supervisor closed the exec stream before the command ended (did the sandbox stop?)')),
-        ),
-      );
+      // After EXIT the supervisor closes its end while the local streams may still be draining:
+      // that close is the stream's normal end, not a failure.
+      sock.on('close', () => {
+        if (!exited)
+          done(() =>
+            reject(new KataError('E_AGENT', 'the supervisor closed the exec stream before the command ended (did the sandbox stop?)')),
+          );
+      });
 
       const send = (type: number, payload?: Buffer | Record<string, unknown>): boolean =>
         !sock.destroyed && sock.write(F.frame(type, payload));

@@ -117,6 +117,26 @@ t.test('50 MiB of binary output arrive intact (hash)', async (t) => {
   t.equal(sha(r.stdout), sha(blob), 'the same bytes');
 });
 
+/** A destination slower than the stream: its buffer fills, so the exit arrives while it still drains. */
+class SlowSink extends Sink {
+  constructor() {
+    super({ highWaterMark: 64 * 1024 });
+  }
+  override _write(c: Buffer, e: BufferEncoding, cb: () => void): void {
+    setTimeout(() => super._write(c, e, cb), 5);
+  }
+}
+
+t.test('a slow local destination: the exit status after every byte, not a closed-stream error', async (t) => {
+  const { dir, mgmtSock } = await setup(t);
+  const file = join(dir, 'blob8');
+  const blob = randomBytes(8 * 1024 * 1024);
+  writeFileSync(file, blob);
+  const r = await run(mgmtSock, req(['sh', '-c', `cat ${file}; exit 5`]), undefined, new SlowSink());
+  t.equal(r.status, 5, "the command's status (the supervisor's close after EXIT is no failure)");
+  t.equal(sha(r.stdout), sha(blob), 'every byte');
+});
+
 t.test('output streams as it comes: the first line arrives while the command still runs', async (t) => {
   const { dir, mgmtSock } = await setup(t);
   const gate = join(dir, 'gate');
