@@ -14,13 +14,15 @@ export interface GuestImage {
 }
 
 /**
- * The guest image as a device: an NVDIMM (Kata's default: DAX, no guest page cache) or, with
- * disable_image_nvdimm, a read-only virtio-blk disk (the first disk: /dev/vda). The guest kit's
- * initramfs is told where its root is.
+ * The guest image as a device: an NVDIMM (Kata's default) or, with disable_image_nvdimm, a
+ * read-only virtio-blk disk (the first disk: /dev/vda). The guest kit's initramfs is told where its
+ * root is. The NVDIMM root is mounted without `dax`: DAX needs an fsdax namespace (a pfn info block
+ * in the image, which Kata's image builder writes); a plain ext4 image such as the kit's is a raw
+ * namespace, on which `-o dax` fails the mount ("DAX unsupported by block device").
  */
 function imageDevice(path: string, nvdimm: boolean): { spec: PmemSpec | BlockSpec; rootDevice: string; rootFlags?: string } {
   if (nvdimm)
-    return { spec: { kind: 'pmem', id: 'image', path, readonly: true }, rootDevice: '/dev/pmem0', rootFlags: 'dax,errors=remount-ro' };
+    return { spec: { kind: 'pmem', id: 'image', path, readonly: true }, rootDevice: '/dev/pmem0', rootFlags: 'errors=remount-ro' };
   let isBlock = false;
   try {
     isBlock = statSync(path).isBlockDevice();
