@@ -266,6 +266,10 @@ export async function routeList(id: string, configFile: string | undefined, log:
   return (await mgmtCall(await runningSocket(id, configFile, log), 'ListRoutes', {})).Routes;
 }
 
+export async function sandboxMetricsText(id: string, configFile: string | undefined, log: Logger): Promise<string> {
+  return (await mgmtCall(await runningSocket(id, configFile, log), 'GetMetrics', {}, 60_000)).text;
+}
+
 export async function routeUpdate(id: string, routes: Route[], configFile: string | undefined, log: Logger): Promise<Route[]> {
   return (await mgmtCall(await runningSocket(id, configFile, log), 'UpdateRoutes', { Routes: routes })).Routes;
 }

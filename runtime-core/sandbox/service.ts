@@ -7,6 +7,7 @@ import type { Route } from '../../host/agent-types.js';
 import { KataError } from '../../host/errors.js';
 import type { MgmtMethod, MgmtParams, MgmtResult } from '../supervisor/mgmt-protocol.js';
 import type { NetworkOptions } from './assemble.js';
+import { sandboxMetrics } from './metrics.js';
 import { addInterface, removeInterface } from './network-hotplug.js';
 import { addVolume, listVolumes, removeVolume, type VolumeRequest } from './volume-hotplug.js';
 import type { Sandbox } from './sandbox.js';
@@ -105,6 +106,13 @@ export function sandboxService(sb: Sandbox, net: () => NetworkOptions, onShutdow
       return { name: r.name, state: 'removed' as const };
     },
     ListVolumes: async () => ({ volumes: listVolumes(sb) }),
+    GetMetrics: async () => {
+      const v = sb.view();
+      const taps = v.endpoints.flatMap((e) => (e.tap ? [e.tap] : []));
+      const netns = v.netns ? { path: v.netns.path, ...(v.netns.name ? { name: v.netns.name } : {}) } : undefined;
+      const agent = v.state === 'running' ? sb.agent : undefined;
+      return { text: await sandboxMetrics({ id: sb.id, pids: v.pids, netns, taps, agent }) };
+    },
     Shutdown: async () => {
       shuttingDown ??= sb.down();
       await shuttingDown;

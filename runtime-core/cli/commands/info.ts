@@ -35,4 +35,21 @@ const version: Command = {
   },
 };
 
-export const INFO_COMMANDS: readonly Command[] = [env, version];
+const metrics: Command = {
+  words: ['metrics'],
+  synopsis: 'ID',
+  description:
+    "The sandbox's metrics in Prometheus text format (like `kata-runtime metrics`): CPU seconds and resident\n" +
+    "memory of QEMU, virtiofsd and the supervisor, the counters of each tap on the host; the guest's memory,\n" +
+    'load and interface counters through the agent. A part that cannot be read is counted in\n' +
+    'kata_metrics_scrape_errors{part} and left out.',
+  options: { config: CONFIG_OPTION },
+  args: [{ name: 'ID' }],
+  async run(inv, io) {
+    const { sandboxMetricsText } = await import('../sandbox-commands.js');
+    io.out((await sandboxMetricsText(inv.args[0]!, str(inv, 'config'), io.log)).trimEnd());
+    return 0;
+  },
+};
+
+export const INFO_COMMANDS: readonly Command[] = [env, version, metrics];
