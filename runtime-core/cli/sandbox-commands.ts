@@ -266,6 +266,15 @@ export async function routeList(id: string, configFile: string | undefined, log:
   return (await mgmtCall(await runningSocket(id, configFile, log), 'ListRoutes', {})).Routes;
 }
 
+export async function agentRequest(
+  id: string,
+  req: MgmtParams<'AgentCall'>,
+  configFile: string | undefined,
+  log: Logger,
+): Promise<unknown> {
+  return (await mgmtCall(await runningSocket(id, configFile, log), 'AgentCall', req, 120_000)).result;
+}
+
 export async function sandboxMetricsText(id: string, configFile: string | undefined, log: Logger): Promise<string> {
   return (await mgmtCall(await runningSocket(id, configFile, log), 'GetMetrics', {}, 60_000)).text;
 }

@@ -7,6 +7,7 @@ import type { Route } from '../../host/agent-types.js';
 import { KataError } from '../../host/errors.js';
 import type { MgmtMethod, MgmtParams, MgmtResult } from '../supervisor/mgmt-protocol.js';
 import type { NetworkOptions } from './assemble.js';
+import { agentCall } from './agent-call.js';
 import { sandboxMetrics } from './metrics.js';
 import { addInterface, removeInterface } from './network-hotplug.js';
 import { addVolume, listVolumes, removeVolume, type VolumeRequest } from './volume-hotplug.js';
@@ -106,6 +107,11 @@ export function sandboxService(sb: Sandbox, net: () => NetworkOptions, onShutdow
       return { name: r.name, state: 'removed' as const };
     },
     ListVolumes: async () => ({ volumes: listVolumes(sb) }),
+    AgentCall: async (p) => {
+      const r = obj(p, 'AgentCall');
+      if (typeof r.method !== 'string') throw bad('AgentCall needs {method: string, params?: object, force?: boolean}');
+      return { result: await agentCall(sb.agent, r.method, r.params, r.force === true) };
+    },
     GetMetrics: async () => {
       const v = sb.view();
       const taps = v.endpoints.flatMap((e) => (e.tap ? [e.tap] : []));

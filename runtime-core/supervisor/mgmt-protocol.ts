@@ -36,6 +36,8 @@ export interface MgmtMethods {
   AddVolume: { params: VolumeRequest; result: VolumeResources };
   RemoveVolume: { params: { name: string; timeoutMs?: number }; result: { name: string; state: 'removed' } };
   ListVolumes: { params: None; result: { volumes: VolumeResources[] } };
+  /** One request to the guest agent (agent-call.ts: state-changing methods only with force). */
+  AgentCall: { params: { method: string; params?: unknown; force?: boolean }; result: { result: unknown } };
   /** The sandbox's metrics in Prometheus text format (host and guest side: sandbox/metrics.ts). */
   GetMetrics: { params: None; result: { text: string } };
   /** Tear the sandbox down; answered when done, then the supervisor exits. */

@@ -1,4 +1,4 @@
-import { JSON_OPTION, CONFIG_OPTION, flag, str, type Command } from '../command.js';
+import { JSON_OPTION, CONFIG_OPTION, flag, str, usageError, type Command } from '../command.js';
 
 const env: Command = {
   words: ['env'],
@@ -52,4 +52,41 @@ const metrics: Command = {
   },
 };
 
-export const INFO_COMMANDS: readonly Command[] = [env, version, metrics];
+const agent: Command = {
+  words: ['agent'],
+  synopsis: 'ID METHOD [JSON|FILE|-] [--force]',
+  description:
+    "Send one request to the sandbox's guest agent and print its answer as JSON (for learning and debugging\n" +
+    'the agent protocol). METHOD is an agent method (Version, ListInterfaces, ListRoutes, ListMounts,\n' +
+    'ListContainers, Check, Exec ...); its params are inline JSON ({...}), a file, or - for stdin (default {}).\n' +
+    'Methods that change what the supervisor manages (network, mounts, processes, Shutdown) need --force.',
+  options: { config: CONFIG_OPTION, force: { type: 'boolean', describe: 'also send methods that change what the supervisor manages' } },
+  args: [{ name: 'ID' }, { name: 'METHOD' }, { name: 'JSON', optional: true }],
+  async run(inv, io) {
+    const { agentRequest } = await import('../sandbox-commands.js');
+    const src = inv.args[2];
+    let params: unknown;
+    if (src !== undefined) {
+      if (src.trimStart().startsWith('{')) {
+        try {
+          params = JSON.parse(src);
+        } catch (e) {
+          throw usageError(`the params are not JSON (${(e as Error).message})`);
+        }
+      } else {
+        const { readJsonInput } = await import('../input.js');
+        params = await readJsonInput(src);
+      }
+    }
+    const r = await agentRequest(
+      inv.args[0]!,
+      { method: inv.args[1]!, ...(params !== undefined ? { params } : {}), force: flag(inv, 'force') },
+      str(inv, 'config'),
+      io.log,
+    );
+    io.out(JSON.stringify(r));
+    return 0;
+  },
+};
+
+export const INFO_COMMANDS: readonly Command[] = [env, version, metrics, agent];

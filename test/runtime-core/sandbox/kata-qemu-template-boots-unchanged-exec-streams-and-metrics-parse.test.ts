@@ -5,8 +5,9 @@
  * its Rust virtiofsd) and the state directory of this test. `check --config` accepts it, `sandbox
  * up` boots it with one line about the Kata settings that have no effect and none called unknown;
  * then through the VM: `exec` forwards stdin and streams 50 MiB of binary output byte-exact,
- * `exec -t` under `script` runs an interactive command on a pty, and `metrics` prints Prometheus
- * text with the host and the guest series. `down` leaves nothing.
+ * `exec -t` under `script` runs an interactive command on a pty, `agent` sends one agent request
+ * (refusing state-changing ones without --force), and `metrics` prints Prometheus text with the
+ * host and the guest series. `down` leaves nothing.
  */
 import t from 'tap';
 import { spawn } from 'node:child_process';
@@ -158,6 +159,31 @@ t.test("Kata's QEMU configuration boots unchanged; exec streams, pty and metrics
     t.match(out, /\/dev\/pts\/\d+/, 'its stdin is a terminal in the guest');
     t.match(out, /got=hello/, 'what was typed reached it');
     t.equal(r.code, 3, "script exits with the command's status");
+  });
+
+  t.test('agent: one request to the guest agent; state-changing methods only with --force', async (t) => {
+    const v = await cli(['agent', id, 'Version', ...C], { timeoutMs: 60_000 });
+    t.equal(v.code, 0, `agent Version exits 0 ${v.code === 0 ? '' : explain(v)}`);
+    t.match(
+      parseJson<{ agent_version: string; kernel_release: string }>(v),
+      { agent_version: String, kernel_release: String },
+      'the answer',
+    );
+    const l = await cli(['agent', id, 'ListInterfaces', '{}', ...C], { timeoutMs: 60_000 });
+    const ifs = parseJson<{ Interfaces: { hwAddr: string }[] }>(l).Interfaces;
+    t.ok(
+      ifs.some((i) => i.hwAddr === net.mac),
+      'inline JSON params; the guest has the veth MAC',
+    );
+    const x = await cli(['agent', id, 'Exec', '{"argv":["echo","hi"]}', ...C], { timeoutMs: 60_000 });
+    t.equal(parseJson<{ stdout: string }>(x).stdout, 'hi\n', 'Exec with params');
+    const sd = await cli(['agent', id, 'Shutdown', ...C], { timeoutMs: 60_000 });
+    t.equal(sd.code, 1, 'Shutdown without --force is refused');
+    t.match(sd.stderr, /E_INVALID_ARGUMENT.*Shutdown changes what the supervisor manages/);
+    const bad = await cli(['agent', id, 'Frobnicate', ...C], { timeoutMs: 60_000 });
+    t.match(bad.stderr, /E_INVALID_ARGUMENT: agent method "Frobnicate" does not exist/, 'an unknown method is named');
+    const st = await cli(['sandbox', 'status', id, ...C, '--json'], { timeoutMs: 60_000 });
+    t.equal(parseJson<{ state: string }>(st).state, 'running', 'the sandbox still runs');
   });
 
   t.test('metrics: Prometheus text with the host and the guest series', async (t) => {
