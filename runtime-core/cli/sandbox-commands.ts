@@ -37,6 +37,12 @@ export interface UpResult {
   log: string;
 }
 
+/** Milliseconds between heartbeat lines of `up`: 10 s, or KATA_RESOURCES_HEARTBEAT_MS. */
+function heartbeatMs(env: NodeJS.ProcessEnv): number {
+  const v = Number(env.KATA_RESOURCES_HEARTBEAT_MS);
+  return Number.isSafeInteger(v) && v > 0 ? v : 10_000;
+}
+
 /**
  * Start the supervisor of a new sandbox and wait until it reports the sandbox running (or failed,
  * after its own rollback). Progress lines go to `progress`.
@@ -76,18 +82,32 @@ export async function sandboxUp(
   const pipe = child.stdio[3] as NodeJS.ReadableStream;
   let final: { ok: boolean; sandbox?: SandboxView; error?: { code: string; message: string } } | undefined;
   const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
-  for await (const line of createInterface({ input: pipe })) {
-    let msg: { progress?: string; ok?: boolean; sandbox?: SandboxView; error?: { code: string; message: string } };
-    try {
-      msg = JSON.parse(line);
-    } catch {
-      continue;
+  // A heartbeat while a step takes long (a boot under TCG): the step and the time since `up` began.
+  const started = Date.now();
+  let step = 'starting the supervisor';
+  const beat = setInterval(
+    () => opts.progress?.(`${step} (still waiting, ${Math.round((Date.now() - started) / 1000)} s)`),
+    heartbeatMs(opts.env ?? process.env),
+  );
+  try {
+    for await (const line of createInterface({ input: pipe })) {
+      let msg: { progress?: string; ok?: boolean; sandbox?: SandboxView; error?: { code: string; message: string } };
+      try {
+        msg = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      if (msg.progress) {
+        step = msg.progress;
+        opts.progress?.(msg.progress);
+      }
+      if (msg.ok !== undefined) {
+        final = msg as typeof final;
+        break;
+      }
     }
-    if (msg.progress) opts.progress?.(msg.progress);
-    if (msg.ok !== undefined) {
-      final = msg as typeof final;
-      break;
-    }
+  } finally {
+    clearInterval(beat);
   }
   (pipe as unknown as { destroy?: () => void }).destroy?.();
   if (!final) {

@@ -110,7 +110,10 @@ t.test("Kata's QEMU configuration boots unchanged; exec streams, pty and metrics
 
   const net = await podNetwork(t, { v4: '10.78.0.2/24', gw4: '10.78.0.1' });
   const id = `krt-kata-${process.pid}`;
-  const up = await cli(['sandbox', 'up', '--netns', net.pod.name!, '--id', id, ...C, '--json'], { timeoutMs: 420_000 });
+  const up = await cli(['sandbox', 'up', '--netns', net.pod.name!, '--id', id, ...C, '--json'], {
+    timeoutMs: 420_000,
+    env: { KATA_RESOURCES_HEARTBEAT_MS: '1000' },
+  });
   if (up.code !== 0) {
     t.fail(`sandbox up on Kata's file failed: ${explain(up)}`);
     return;
@@ -125,6 +128,8 @@ t.test("Kata's QEMU configuration boots unchanged; exec streams, pty and metrics
     'one line about the Kata settings without effect',
   );
   t.notMatch(up.stderr, /unknown key|a typo/i, 'no Kata key is called unknown');
+  t.match(up.stderr, /\.\. [^\n]+ \(still waiting, \d+ s\)/, 'a heartbeat names the step and the time while up waits');
+  t.equal(up.stdout.trim().split('\n').length, 1, 'and --json stays one object on stdout');
 
   t.test('exec forwards stdin and streams 50 MiB of binary output byte-exact', async (t) => {
     const input = randomBytes(3 * 1024 * 1024 + 7);
