@@ -20,6 +20,7 @@ import { sandboxService } from '../sandbox/service.js';
 import { MGMT_SOCKET } from './mgmt-protocol.js';
 import { serveManagement } from './server.js';
 import { readProcStat } from '../../host/proc.js';
+import { consoleTail } from '../sandbox/console-tail.js';
 
 /**
  * Test hooks: KATA_RESOURCES_FAULT=<step> makes the sandbox fail at that named step (see STEPS in
@@ -83,7 +84,10 @@ async function main(): Promise<void> {
     });
   } catch (e) {
     const err = isKataError(e) ? e : new KataError('E_INTERNAL', (e as Error).message);
-    say({ ok: false, error: { code: err.code, message: err.message } });
+    // The agent gone or QEMU exited: the guest's console usually says why (a failed mount, a panic).
+    const tail = err.code === 'E_AGENT' || err.code === 'E_DAEMON_CRASHED' ? consoleTail(join(store.sandboxDir(id), 'console.log')) : [];
+    const message = tail.length > 0 ? `${err.message}; the guest console ends with: ${tail.join(' | ')}` : err.message;
+    say({ ok: false, error: { code: err.code, message } });
     report?.end();
     process.exitCode = 1;
     return;
