@@ -1,5 +1,7 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 
+/** ANSI CSI sequences and the reset ESC c (SeaBIOS clears the screen with them). */
+const ESCAPES = new RegExp(`${String.fromCharCode(27)}(\\[[0-9;?]*[A-Za-z]|c)`, 'g');
 /** Most bytes read from the end of a console log. */
 const TAIL_BYTES = 16 * 1024;
 
@@ -22,7 +24,7 @@ export function consoleTail(path: string, lines = 6): string[] {
     readSync(fd, buf, 0, n, size - n);
     return buf
       .toString('utf8')
-      .replace(/\x1b(\[[0-9;?]*[A-Za-z]|c)/g, '')
+      .replace(ESCAPES, '')
       .split(/\r?\n|\r/)
       .map((l) => l.trim())
       .filter((l) => l !== '')
