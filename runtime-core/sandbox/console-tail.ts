@@ -2,6 +2,8 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 
 /** ANSI CSI sequences and the reset ESC c (SeaBIOS clears the screen with them). */
 const ESCAPES = new RegExp(`${String.fromCharCode(27)}(\\[[0-9;?]*[A-Za-z]|c)`, 'g');
+export const stripTerminalEscapes = (s: string): string => s.replace(ESCAPES, '');
+
 /** Most bytes read from the end of a console log. */
 const TAIL_BYTES = 16 * 1024;
 
@@ -22,9 +24,7 @@ export function consoleTail(path: string, lines = 6): string[] {
     const n = Math.min(size, TAIL_BYTES);
     const buf = Buffer.alloc(n);
     readSync(fd, buf, 0, n, size - n);
-    return buf
-      .toString('utf8')
-      .replace(ESCAPES, '')
+    return stripTerminalEscapes(buf.toString('utf8'))
       .split(/\r?\n|\r/)
       .map((l) => l.trim())
       .filter((l) => l !== '')

@@ -21,6 +21,7 @@ import { MGMT_SOCKET } from './mgmt-protocol.js';
 import { serveManagement } from './server.js';
 import { readProcStat } from '../../host/proc.js';
 import { consoleTail } from '../sandbox/console-tail.js';
+import { forwardGuestConsole } from './guest-log.js';
 
 /**
  * Test hooks: KATA_RESOURCES_FAULT=<step> makes the sandbox fail at that named step (see STEPS in
@@ -117,6 +118,7 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', shutdown);
+  forwardGuestConsole(join(store.sandboxDir(id), 'console.log'), log);
   say({ ok: true, sandbox: sandbox.view() });
   report?.end();
 }

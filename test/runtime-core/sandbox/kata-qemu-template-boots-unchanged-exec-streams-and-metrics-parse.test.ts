@@ -12,11 +12,12 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ensureGuestKit } from '../../../runtime-core/guest-kit/index.js';
 import { renderKataTemplate, renderKataTemplateLocal } from '../../helpers/kata-config.js';
-import { cli, explain, parseJson, podNetwork, residue, tempRuntime, viewPids } from '../../helpers/sandbox.js';
+import { cli, explain, parseJson, podNetwork, residue, tempRuntime, viewPids, waitFor } from '../../helpers/sandbox.js';
 
 const CLI = fileURLToPath(new URL('../../../runtime-core/cli/main.js', import.meta.url));
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
@@ -220,6 +221,24 @@ t.test("Kata's QEMU configuration boots unchanged; exec streams, pty and metrics
       'every series names the sandbox',
     );
     t.notOk(one('kata_metrics_scrape_errors', {}), 'no part failed to read');
+  });
+
+  t.test("the guest's console reaches the sandbox log with source guest", async (t) => {
+    const file = join(rt.stateDir, 'logs', `${id}.log`);
+    await waitFor(() => readFileSync(file, 'utf8').includes('"source":"guest"'), 30_000).catch(() => {});
+    const lines = readFileSync(file, 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { source?: string; msg: string; pid: number });
+    const guest = lines.filter((l) => l.source === 'guest');
+    t.ok(
+      guest.some((l) => /^kata-agent: ready on /.test(l.msg)),
+      `the agent's own log line is there (${guest.length} guest lines)`,
+    );
+    t.ok(
+      guest.every((l) => !l.msg.includes(String.fromCharCode(27))),
+      'without terminal escapes',
+    );
   });
 
   t.test('down leaves nothing', async (t) => {
