@@ -155,6 +155,7 @@ async function bootSandbox(
       () => {},
     ),
     log,
+    () => sb.agent,
   );
   return sb;
 }

@@ -5,3 +5,4 @@ export * from './readiness.js';
 export * from './virtiofsd.js';
 export * from './shared-dir.js';
 export * from './plugin.js';
+export * from './extra-args.js';

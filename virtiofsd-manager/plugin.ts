@@ -9,6 +9,7 @@ import { validateId } from '../host/names.js';
 import { checkpoint, type Attached, type PluginContext, type ResourcePlugin } from '../host/plugin.js';
 import { UndoStack } from '../host/undo.js';
 import { GUEST_SHARE_DIR, resolveVirtiofsConfig, type ResolvedVirtiofsConfig, type VirtiofsConfig } from './config.js';
+import { translateExtraArgs } from './extra-args.js';
 import { detectFlavor } from './flavor.js';
 import { SharedDir, type SharePolicy, type ShareRecord, type SharedDirState, type VolumeShareRequest } from './shared-dir.js';
 import { daemonPidFiles, virtiofsdArgs } from './virtiofsd-args.js';
@@ -71,6 +72,8 @@ export class VirtiofsPlugin
     // Config errors (binary, cache or sandbox mode it lacks) before anything is created.
     const flavor = await detectFlavor(cfg.daemonPath);
     virtiofsdArgs(flavor, { ...cfg, socketPath, sourceDir: '/' });
+    for (const note of translateExtraArgs(flavor, cfg.extraArgs).notes)
+      log.warn({ daemon: cfg.daemonPath }, `virtio_fs_extra_args: ${note}`);
 
     return new UndoStack(log).guard(async (undo) => {
       await checkpoint(ctx, 'virtiofs.shared-dir');

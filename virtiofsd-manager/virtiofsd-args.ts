@@ -1,12 +1,13 @@
 import { KataError } from '../host/errors.js';
 import type { CacheMode, SandboxMode } from './config.js';
+import { translateExtraArgs } from './extra-args.js';
 import type { Flavor } from './flavor.js';
 
 /**
  * The argument list for one virtiofsd, in the spelling of its flavor:
  *   C (QEMU 7.2):  --socket-path=SOCK -o source=DIR -o cache=auto|always|none -o sandbox=MODE [-o modcaps=-mknod:-setfcap] --thread-pool-size=N [-o xattr] [-o announce_submounts]
  *   Rust:          --socket-path SOCK --shared-dir DIR --cache auto|always|never|metadata --sandbox MODE [--modcaps=-mknod:-setfcap] --thread-pool-size N [--xattr] [--announce-submounts]
- * followed by the configured extra args, verbatim.
+ * followed by the configured extra args (respelled for the C daemon: extra-args.ts).
  */
 export interface VirtiofsdArgsInput {
   socketPath: string;
@@ -64,7 +65,7 @@ export function virtiofsdArgs(flavor: Flavor, o: VirtiofsdArgsInput): string[] {
     if (o.xattr) args.push('--xattr');
     if (o.announceSubmounts) args.push('--announce-submounts');
   }
-  args.push(...o.extraArgs);
+  args.push(...translateExtraArgs(flavor, o.extraArgs).args);
   return args;
 }
 

@@ -52,7 +52,13 @@ export async function pumpOutput(
       if (data.length === 0) return total;
       total += data.length;
       opts.onData?.(data.length);
-      if (!dst.write(data)) await Promise.race([once(dst, 'drain'), once(dst, 'close')]);
+      if (!dst.write(data)) {
+        // The loser's listeners go too (else each pause leaves a 'close' and an 'error' listener behind).
+        const settled = new AbortController();
+        await Promise.race([once(dst, 'drain', { signal: settled.signal }), once(dst, 'close', { signal: settled.signal })]).finally(() =>
+          settled.abort(),
+        );
+      }
     }
   } finally {
     for (const q of queue) q.catch(() => {}); // answers to reads past EOF or after a failure

@@ -51,8 +51,9 @@ export interface Command {
   description: string;
   options?: Record<string, OptionSpec>;
   args?: readonly PositionalSpec[];
-  /** Name of what follows `--` (e.g. "CMD [ARGS...]"); required when set. */
+  /** Name of what follows `--` (e.g. "CMD [ARGS...]"); required when set, unless restOptional says otherwise. */
   rest?: string;
+  restOptional?: (inv: Invocation) => boolean;
   run(inv: Invocation, io: CliIo): Promise<number>;
 }
 
@@ -115,9 +116,10 @@ export function parseInvocation(c: Command, argv: readonly string[]): Invocation
   if (!variadic && args.length > specs.length) {
     throw usageError(`${cmd}: unexpected argument "${args[specs.length]}" (usage: ${usageLine(c)})`);
   }
-  if (c.rest !== undefined && rest.length === 0) throw usageError(`usage: ${usageLine(c)}`);
   if (c.rest === undefined && dash >= 0) throw usageError(`${cmd} takes no "--" (usage: ${usageLine(c)})`);
-  return { values: parsed.values as Invocation['values'], args, rest };
+  const inv = { values: parsed.values as Invocation['values'], args, rest };
+  if (c.rest !== undefined && rest.length === 0 && !c.restOptional?.(inv)) throw usageError(`usage: ${usageLine(c)}`);
+  return inv;
 }
 
 function describeParseError(e: Error & { code?: string }): string {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { run } from '../../host/exec.js';
 import type { Logger } from '../../host/log.js';
 import { createNetns, deleteNetns, type NetnsRef } from '../../host/netns.js';
-import { sandboxDown, sandboxExec, sandboxShare, sandboxStatus, sandboxUnshare, sandboxUp } from './sandbox-commands.js';
+import { sandboxDown, sandboxExecCollect, sandboxShare, sandboxStatus, sandboxUnshare, sandboxUp } from './sandbox-commands.js';
 
 /** The demo's pod network, as a CNI ptp plugin would leave it. */
 const DEMO_NET = { pod: '10.88.0.2/24', gateway: '10.88.0.1', host: '10.88.0.1/24', mtu: 1450 };
@@ -91,12 +91,12 @@ export async function demo(out: Out, progress: Out, log: Logger, opts: { config?
 
     out('3. what the guest sees');
     const guestCmd = async (argv: string[], show = true): Promise<number> => {
-      const x = await sandboxExec(id, argv, opts.config, log);
+      const x = await sandboxExecCollect(id, argv, opts.config, log);
       if (show) {
         out(`   guest$ ${argv.join(' ')}`);
         for (const l of (x.stdout + x.stderr).trimEnd().split('\n')) if (l !== '') out(`     ${l}`);
       }
-      return x.exitCode;
+      return x.status;
     };
     await guestCmd(['ip', '-br', 'addr']);
     await guestCmd(['ip', 'route']);

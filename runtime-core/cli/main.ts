@@ -9,6 +9,7 @@ import { rootLogger } from '../../host/log.js';
 import { commandHelp, parseInvocation, usageError, usageLine, type CliIo, type Command } from './command.js';
 import { DEVMAPPER_COMMANDS } from './commands/devmapper.js';
 import { HOST_COMMANDS } from './commands/host.js';
+import { INFO_COMMANDS } from './commands/info.js';
 import { NBD_COMMANDS } from './commands/nbd.js';
 import { NETWORK_COMMANDS } from './commands/network.js';
 import { SANDBOX_COMMANDS } from './commands/sandbox.js';
@@ -22,9 +23,8 @@ const COMMANDS: readonly Command[] = [
   ...NBD_COMMANDS,
   ...HOST_COMMANDS,
   ...DEVMAPPER_COMMANDS,
+  ...INFO_COMMANDS,
 ];
-
-const VERSION = '0.1.0';
 
 const out = (s: string): void => {
   process.stdout.write(`${s}\n`);
@@ -40,7 +40,10 @@ function overview(): string {
     'Usage:',
     ...COMMANDS.map((c) => `  ${usageLine(c)}`),
     '',
+    '  kata-resources --version | --show-default-config-paths',
+    '',
     'Every command takes --help. Logs: KATA_LOG_LEVEL (default warn), KATA_LOG_FILE.',
+    'Configuration: --config FILE, else KATA_RESOURCES_CONFIG, else KATA_CONF_FILE, else the first default path that exists.',
     'Exit codes: 0 success, 1 failure (the message names the error code, see README), 2 usage error.',
   ].join('\n');
 }
@@ -60,8 +63,14 @@ async function dispatch(argv: string[]): Promise<number> {
     out(overview());
     return 0;
   }
-  if (first === '--version' || first === 'version') {
-    out(`kata-resources ${VERSION}`);
+  if (first === '--version' || first === '-v') {
+    const { versionLine } = await import('../build-info.js');
+    out(`kata-resources ${versionLine()}`);
+    return 0;
+  }
+  if (first === '--show-default-config-paths' || first === '--kata-show-default-config-paths') {
+    const { DEFAULT_CONFIG_PATHS } = await import('../config/defaults.js');
+    for (const p of DEFAULT_CONFIG_PATHS) out(p);
     return 0;
   }
   const found = findCommand(argv);

@@ -8,13 +8,16 @@ import { KataError } from '../../host/errors.js';
 import { openByAnotherProcess } from '../../host/proc.js';
 import type { Logger } from '../../host/log.js';
 import { validateId } from '../../host/names.js';
-import { loadConfig } from '../config/load-config.js';
+import { configError, loadConfig } from '../config/load-config.js';
+import { preflight } from '../sandbox/preflight.js';
 import { StateStore } from '../state/store.js';
 import { removeSandbox, supervisorAlive } from '../sandbox/remove.js';
 import { sandboxView, type SandboxView } from '../sandbox/view.js';
 import { mgmtCall } from '../supervisor/mgmt-client.js';
 import { MGMT_SOCKET, type MgmtParams } from '../supervisor/mgmt-protocol.js';
-import type { ExecResult } from '../agent/client.js';
+import type { ExecRequest } from '../exec/session.js';
+import { execStream, type ExecIo } from './exec-client.js';
+import { Readable, Writable } from 'node:stream';
 import type { Interface, Route } from '../../host/agent-types.js';
 import type { VolumeResources } from '../../plugins/block/volume-plugin.js';
 
@@ -30,6 +33,12 @@ export interface UpResult {
   log: string;
 }
 
+/** Milliseconds between heartbeat lines of `up`: 10 s, or KATA_RESOURCES_HEARTBEAT_MS. */
+function heartbeatMs(env: NodeJS.ProcessEnv): number {
+  const v = Number(env.KATA_RESOURCES_HEARTBEAT_MS);
+  return Number.isSafeInteger(v) && v > 0 ? v : 10_000;
+}
+
 /**
  * Start the supervisor of a new sandbox and wait until it reports the sandbox running (or failed,
  * after its own rollback). Progress lines go to `progress`.
@@ -39,6 +48,10 @@ export async function sandboxUp(
   log: Logger,
 ): Promise<UpResult> {
   const cfg = loadConfig(opts.config, { log });
+  // What the sandbox would refuse about its configuration, before anything is made (check --config says the same).
+  const pf = await preflight(cfg);
+  for (const n of pf.notes) opts.progress?.(n);
+  if (pf.problems.length > 0) throw configError(cfg.source ?? '(built-in defaults)', pf.problems);
   const id = validateId(opts.id ?? newSandboxId());
   const store = new StateStore(cfg.runtime.stateDir, log);
   if (await store.tryLoad(id))
@@ -59,24 +72,38 @@ export async function sandboxUp(
   const child = spawn(process.execPath, args, {
     detached: true,
     stdio: ['ignore', 'ignore', logFd, 'pipe'],
-    env: { ...(opts.env ?? process.env), KATA_LOG_LEVEL: process.env.KATA_LOG_LEVEL ?? 'info' },
+    env: { ...(opts.env ?? process.env), KATA_LOG_LEVEL: process.env.KATA_LOG_LEVEL ?? (cfg.runtime.enableDebug ? 'debug' : 'info') },
   });
   closeSync(logFd);
   const pipe = child.stdio[3] as NodeJS.ReadableStream;
   let final: { ok: boolean; sandbox?: SandboxView; error?: { code: string; message: string } } | undefined;
   const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
-  for await (const line of createInterface({ input: pipe })) {
-    let msg: { progress?: string; ok?: boolean; sandbox?: SandboxView; error?: { code: string; message: string } };
-    try {
-      msg = JSON.parse(line);
-    } catch {
-      continue;
+  // A heartbeat while a step takes long (a boot under TCG): the step and the time since `up` began.
+  const started = Date.now();
+  let step = 'starting the supervisor';
+  const beat = setInterval(
+    () => opts.progress?.(`${step} (still waiting, ${Math.round((Date.now() - started) / 1000)} s)`),
+    heartbeatMs(opts.env ?? process.env),
+  );
+  try {
+    for await (const line of createInterface({ input: pipe })) {
+      let msg: { progress?: string; ok?: boolean; sandbox?: SandboxView; error?: { code: string; message: string } };
+      try {
+        msg = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      if (msg.progress) {
+        step = msg.progress;
+        opts.progress?.(msg.progress);
+      }
+      if (msg.ok !== undefined) {
+        final = msg as typeof final;
+        break;
+      }
     }
-    if (msg.progress) opts.progress?.(msg.progress);
-    if (msg.ok !== undefined) {
-      final = msg as typeof final;
-      break;
-    }
+  } finally {
+    clearInterval(beat);
   }
   (pipe as unknown as { destroy?: () => void }).destroy?.();
   if (!final) {
@@ -166,15 +193,40 @@ export async function sandboxList(
   return out;
 }
 
+/** `exec`: one command in the guest's root environment over the supervisor's exec stream, with this process's stdio. */
 export async function sandboxExec(
+  id: string,
+  req: ExecRequest,
+  configFile: string | undefined,
+  log: Logger,
+  io: ExecIo = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr },
+): Promise<{ status: number; timedOut: boolean }> {
+  const sock = await runningSocket(id, configFile, log);
+  return execStream(sock, req, io);
+}
+
+/** `exec` with no input and the output collected (the demo's guest commands). */
+export async function sandboxExecCollect(
   id: string,
   argv: string[],
   configFile: string | undefined,
   log: Logger,
-  timeoutMs?: number,
-): Promise<ExecResult> {
-  const sock = await runningSocket(id, configFile, log);
-  return mgmtCall(sock, 'Exec', { argv, ...(timeoutMs ? { timeoutMs } : {}) }, (timeoutMs ?? 30_000) + 10_000);
+): Promise<{ status: number; stdout: string; stderr: string }> {
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  const sink = (into: Buffer[]): Writable =>
+    new Writable({
+      write(c: Buffer, _e, cb) {
+        into.push(c);
+        cb();
+      },
+    });
+  const r = await sandboxExec(id, { argv, terminal: false }, configFile, log, {
+    stdin: Readable.from([]),
+    stdout: sink(out),
+    stderr: sink(err),
+  });
+  return { status: r.status, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
 }
 
 async function runningSocket(id: string, configFile: string | undefined, log: Logger): Promise<string> {
@@ -232,6 +284,19 @@ export async function ifaceList(id: string, configFile: string | undefined, log:
 
 export async function routeList(id: string, configFile: string | undefined, log: Logger): Promise<Route[]> {
   return (await mgmtCall(await runningSocket(id, configFile, log), 'ListRoutes', {})).Routes;
+}
+
+export async function agentRequest(
+  id: string,
+  req: MgmtParams<'AgentCall'>,
+  configFile: string | undefined,
+  log: Logger,
+): Promise<unknown> {
+  return (await mgmtCall(await runningSocket(id, configFile, log), 'AgentCall', req, 120_000)).result;
+}
+
+export async function sandboxMetricsText(id: string, configFile: string | undefined, log: Logger): Promise<string> {
+  return (await mgmtCall(await runningSocket(id, configFile, log), 'GetMetrics', {}, 60_000)).text;
 }
 
 export async function routeUpdate(id: string, routes: Route[], configFile: string | undefined, log: Logger): Promise<Route[]> {

@@ -18,8 +18,11 @@ const DEFAULT_STATE_DIR = '/run/kata-resources';
  * is spawned (taps are opened by name, script=no), nothing changes uid, nothing sets CPU affinity.
  */
 const DEFAULT_SECCOMP_SANDBOX = 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny';
-/** Where loadConfig looks when no file is named (and KATA_RESOURCES_CONFIG is unset). */
-export const DEFAULT_CONFIG_PATHS = ['/etc/kata-resources/configuration.toml'];
+/**
+ * Where loadConfig looks when no file is named (and neither KATA_RESOURCES_CONFIG nor KATA_CONF_FILE
+ * is set), first found wins: the administrator's file, then the packaged one (Kata's two places).
+ */
+export const DEFAULT_CONFIG_PATHS = ['/etc/kata-resources/configuration.toml', '/usr/share/defaults/kata-resources/configuration.toml'];
 
 export function hostCores(): number {
   return Math.max(1, Math.min(cpus().length, MAX_VCPUS));
@@ -39,7 +42,15 @@ export function defaultConfig(): SandboxConfig {
       initrd: undefined,
       image: undefined,
       machineType: 'q35',
+      rootfsType: 'ext4',
       kernelParams: [],
+      // Kata: "pmu=off" on amd64. QEMU's own CPU model as is.
+      cpuFeatures: '',
+      entropySource: '/dev/urandom',
+      // Kata's default file allows a few (enable_iommu, kernel_params, kernel_verity_params); none by default here.
+      enableAnnotations: [],
+      validHypervisorPaths: [],
+      validVirtioFsDaemonPaths: [],
       vcpus: 1,
       // Kata: 0 = the host's cores.
       maxVcpus: hostCores(),
@@ -60,7 +71,6 @@ export function defaultConfig(): SandboxConfig {
       disableImageNvdimm: true,
       // Kata: virtio-scsi. virtio-blk needs no controller and gives the agent a PCI path.
       blockDeviceDriver: 'virtio-blk',
-      disableBlockDeviceUse: true,
       // Kata's defaults: cache not set (QEMU's own), threads for aio.
       blockCache: { set: false, direct: false, noFlush: false, aio: 'threads' },
       // Kata has no NBD volumes; QEMU's defaults (0, 0) fail guest I/O at the first server restart.
@@ -68,7 +78,6 @@ export function defaultConfig(): SandboxConfig {
       nbdOpenTimeoutSec: 5,
       // Kata: 0. Hotplug needs root ports on q35.
       pcieRootPorts: 4,
-      hotplugVfioOnRootBus: false,
       disableVhostNet: false,
       networkQueues: 1,
       enableDebug: false,

@@ -1,16 +1,17 @@
 import { closeSync, constants as fsc, existsSync, fstatSync, openSync, readFileSync, statSync } from 'node:fs';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { KataError } from '../../host/errors.js';
 import { resolveExecutable } from '../../host/daemon.js';
 import type { Logger } from '../../host/log.js';
 import { silentLogger } from '../../host/log.js';
-import { defaultConfig, DEFAULT_CONFIG_PATHS, hostCores, hostMemoryMiB } from './defaults.js';
+import { defaultConfig, DEFAULT_CONFIG_PATHS } from './defaults.js';
+import { applyRaw, type Origin } from './keys.js';
 import { checkRules, type ConfigProblem } from './rules.js';
-import { CONFIG_SCHEMA, type RawConfig, type SchemaNode } from './schema.js';
+import { CONFIG_SCHEMA, REFUSED_VALUES, type RawConfig, type SchemaNode } from './schema.js';
 import type { SandboxConfig } from './types.js';
-import { findUnknownKeys } from './unknown-keys.js';
+import { findIgnoredKeys, type IgnoredKey } from './unknown-keys.js';
 
 /**
  * Reading the configuration file: TOML (smol-toml) -> JSON Schema check (ajv: types, enums,
@@ -27,6 +28,26 @@ export interface ConfigOptions {
    * Default true; tests of pure parsing turn it off.
    */
   checkFiles?: boolean;
+  /**
+   * Log what the file sets that has no effect here (one line) and the values changed the way Kata
+   * changes them. Default true; the supervisor, which loads the file the CLI already reported on,
+   * turns it off.
+   */
+  report?: boolean;
+}
+
+/** What loading a file found besides the configuration itself (`kata-resources env` prints it). */
+export interface ConfigReport {
+  config: SandboxConfig;
+  /** The file read; undefined = built-in defaults only. */
+  file: string | undefined;
+  /** How the file was chosen: --config, an environment variable, a default path, or none. */
+  chosenBy: 'option' | 'KATA_RESOURCES_CONFIG' | 'KATA_CONF_FILE' | 'default path' | 'built-in defaults';
+  /** Where each applied key's value came from. */
+  origins: Record<string, Origin>;
+  ignored: IgnoredKey[];
+  /** Values changed as Kata changes them (clamped, rounded up, zero = default). */
+  notes: ConfigProblem[];
 }
 
 /** Hypervisor tables of Kata that have no driver here: naming one is an error, not a typo. */
@@ -91,9 +112,13 @@ function problemOf(e: ErrorObject, raw: unknown): ConfigProblem & { expected: st
       if (t === 'array' && node?.items?.type) expected = `an array of ${node.items.type}s`;
       break;
     }
-    case 'enum':
+    case 'enum': {
       expected = `one of ${(e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}`;
+      const refused = REFUSED_VALUES[key];
+      const why = refused?.[String(valueAt(raw, e.instancePath))] ?? refused?.['*'];
+      if (why) return { key, expected, message: `must be ${expected} (got ${got}: ${why})` };
       break;
+    }
     case 'minimum':
     case 'maximum': {
       const lo = node?.minimum;
@@ -125,7 +150,8 @@ function valueAt(raw: unknown, instancePath: string): unknown {
   return v;
 }
 
-function configError(file: string, problems: ConfigProblem[]): KataError {
+/** E_CONFIG listing every problem of a file (details.problems keeps them one by one). */
+export function configError(file: string, problems: ConfigProblem[]): KataError {
   const lines = problems.map((p) => `${p.key} ${p.message}`);
   return new KataError('E_CONFIG', `${file}: ${lines.join('; ')}`, { file, keys: problems.map((p) => p.key), problems });
 }
@@ -135,6 +161,11 @@ function configError(file: string, problems: ConfigProblem[]): KataError {
  * (resolved against the file's directory).
  */
 export function parseConfig(text: string, file: string, opts: ConfigOptions = {}): SandboxConfig {
+  return parseConfigReport(text, file, opts).config;
+}
+
+/** parseConfig, with what the file set that has no effect, and where each value came from. */
+export function parseConfigReport(text: string, file: string, opts: ConfigOptions = {}): Omit<ConfigReport, 'chosenBy'> {
   const log = opts.log ?? silentLogger();
   let raw: unknown;
   try {
@@ -162,78 +193,61 @@ export function parseConfig(text: string, file: string, opts: ConfigOptions = {}
   }
   if (problems.length > 0) throw configError(file, problems);
 
-  for (const u of findUnknownKeys(raw, CONFIG_SCHEMA as unknown as SchemaNode)) {
-    if (u.key.startsWith('hypervisor.') && OTHER_HYPERVISORS.includes(u.key.split('.')[1]!)) continue;
-    if (u.kata) log.warn({ file, key: u.key }, `${file}: ${u.key} is a Kata setting this runtime does not use; ignored`);
-    else log.warn({ file, key: u.key }, `${file}: unknown key ${u.key}; ignored (a typo?)`);
-  }
-  if (r.factory !== undefined) {
-    log.warn({ file, key: 'factory' }, `${file}: [factory] (VM templating and caching) is not supported; the section is ignored`);
-  }
-
-  const cfg = fromRaw(r, file);
+  const ignored = findIgnoredKeys(raw, CONFIG_SCHEMA as unknown as SchemaNode).filter(
+    (u) => !(u.key.startsWith('hypervisor.') && OTHER_HYPERVISORS.includes(u.key.split('.')[1]!)),
+  );
+  const cfg = defaultConfig();
+  cfg.source = file;
+  const notes: ConfigProblem[] = [];
+  const set = applyRaw(cfg, raw, { base: dirname(resolve(file)), note: (key, message) => notes.push({ key, message }) });
+  const origins: Record<string, Origin> = {};
+  for (const k of set) origins[k] = 'file';
   if (opts.checkFiles !== false) problems.push(...checkFiles(r, cfg));
   problems.push(...checkRules(cfg));
   if (problems.length > 0) throw configError(file, problems);
-  return cfg;
+  if (opts.report !== false) reportIgnored(log, file, ignored, notes);
+  return { config: cfg, file, origins, ignored, notes };
 }
 
-function fromRaw(r: RawConfig, file: string): SandboxConfig {
-  const cfg = defaultConfig();
-  cfg.source = file;
-  const base = dirname(resolve(file));
-  const abs = (p: string | undefined): string | undefined => (p === undefined ? undefined : isAbsolute(p) ? p : resolve(base, p));
-  const q = r.hypervisor?.qemu ?? {};
-  const h = cfg.hypervisor;
-  // A QEMU given by bare name is looked up in PATH at start; a relative path is anchored at the file.
-  if (q.path !== undefined) h.path = q.path.includes('/') ? abs(q.path)! : q.path;
-  h.kernel = abs(q.kernel);
-  h.initrd = abs(q.initrd);
-  h.image = abs(q.image);
-  if (q.machine_type !== undefined) h.machineType = q.machine_type;
-  if (q.kernel_params !== undefined) h.kernelParams = q.kernel_params.split(/\s+/).filter((s) => s !== '');
-  // Kata: 0 (or unset) = the default.
-  if (q.default_vcpus !== undefined && q.default_vcpus > 0) h.vcpus = q.default_vcpus;
-  if (q.default_maxvcpus !== undefined) h.maxVcpus = q.default_maxvcpus > 0 ? q.default_maxvcpus : hostCores();
-  if (q.default_memory !== undefined) h.memoryMiB = q.default_memory;
-  if (q.default_maxmemory !== undefined) h.maxMemoryMiB = q.default_maxmemory > 0 ? q.default_maxmemory : hostMemoryMiB();
-  if (q.memory_slots !== undefined) h.memorySlots = q.memory_slots;
-  if (q.shared_fs !== undefined) h.sharedFs = q.shared_fs;
-  if (q.virtio_fs_daemon !== undefined) h.virtioFsDaemon = abs(q.virtio_fs_daemon)!;
-  if (q.virtio_fs_cache !== undefined) h.virtioFsCache = q.virtio_fs_cache;
-  if (q.virtio_fs_cache_size !== undefined) h.virtioFsCacheSizeMiB = q.virtio_fs_cache_size;
-  if (q.virtio_fs_queue_size !== undefined) h.virtioFsQueueSize = q.virtio_fs_queue_size;
-  if (q.virtio_fs_extra_args !== undefined) h.virtioFsExtraArgs = [...q.virtio_fs_extra_args];
-  if (q.disable_image_nvdimm !== undefined) h.disableImageNvdimm = q.disable_image_nvdimm;
-  if (q.block_device_driver !== undefined) h.blockDeviceDriver = q.block_device_driver;
-  if (q.disable_block_device_use !== undefined) h.disableBlockDeviceUse = q.disable_block_device_use;
-  if (q.block_device_cache_set !== undefined) h.blockCache.set = q.block_device_cache_set;
-  if (q.block_device_cache_direct !== undefined) h.blockCache.direct = q.block_device_cache_direct;
-  if (q.block_device_cache_noflush !== undefined) h.blockCache.noFlush = q.block_device_cache_noflush;
-  if (q.block_device_aio !== undefined) h.blockCache.aio = q.block_device_aio;
-  if (q.block_device_nbd_reconnect_delay !== undefined) h.nbdReconnectDelaySec = q.block_device_nbd_reconnect_delay;
-  if (q.block_device_nbd_open_timeout !== undefined) h.nbdOpenTimeoutSec = q.block_device_nbd_open_timeout;
-  if (q.pcie_root_port !== undefined) h.pcieRootPorts = q.pcie_root_port;
-  if (q.hotplug_vfio_on_root_bus !== undefined) h.hotplugVfioOnRootBus = q.hotplug_vfio_on_root_bus;
-  if (q.disable_vhost_net !== undefined) h.disableVhostNet = q.disable_vhost_net;
-  if (q.network_queues !== undefined) h.networkQueues = q.network_queues;
-  if (q.enable_debug !== undefined) h.enableDebug = q.enable_debug;
-  if (q.accel !== undefined) h.accel = q.accel;
-  if (q.seccompsandbox !== undefined) h.seccompSandbox = q.seccompsandbox;
+const shown = (v: unknown): string => {
+  const s = JSON.stringify(v) ?? String(v);
+  return s.length > 40 ? `${s.slice(0, 40)}...` : s;
+};
 
-  const a = r.agent?.kata ?? {};
-  if (a.dial_timeout !== undefined) cfg.agent.dialTimeoutMs = a.dial_timeout * 1000;
-  if (a.enable_debug !== undefined) cfg.agent.enableDebug = a.enable_debug;
-
-  const rt = r.runtime ?? {};
-  if (rt.internetworking_model !== undefined) cfg.runtime.internetworkingModel = rt.internetworking_model;
-  if (rt.disable_new_netns !== undefined) cfg.runtime.disableNewNetns = rt.disable_new_netns;
-  if (rt.sandbox_cgroup_only !== undefined) cfg.runtime.sandboxCgroupOnly = rt.sandbox_cgroup_only;
-  if (rt.enable_debug !== undefined) cfg.runtime.enableDebug = rt.enable_debug;
-  if (rt.state_dir !== undefined) cfg.runtime.stateDir = rt.state_dir;
-  if (rt.volume_roots !== undefined) cfg.runtime.volumeRoots = [...rt.volume_roots];
-  if (rt.rw_share_reachable !== undefined) cfg.runtime.rwShareReachable = rt.rw_share_reachable;
-  return cfg;
+/**
+ * One line for the Kata settings without effect (those whose value would matter named with the
+ * reason, the rest counted), one for unknown keys, one per value changed as Kata changes it.
+ */
+function reportIgnored(log: Logger, file: string, ignored: IgnoredKey[], notes: ConfigProblem[]): void {
+  const kata = ignored.filter((i) => i.reason !== undefined);
+  if (kata.length > 0) {
+    const byReason = new Map<string, string[]>();
+    for (const i of kata.filter((k) => !k.changesNothing)) {
+      const l = byReason.get(i.reason!) ?? [];
+      l.push(`${i.key} = ${shown(i.value)}`);
+      byReason.set(i.reason!, l);
+    }
+    const parts = [...byReason].map(([why, keys]) => `${keys.join(', ')} (${why})`);
+    const quiet = kata.length - kata.filter((k) => !k.changesNothing).length;
+    const tail =
+      quiet === 0
+        ? ''
+        : parts.length > 0
+          ? `; and ${quiet} more at values that change nothing here`
+          : 'all at values that change nothing here';
+    log.warn(
+      { file, keys: kata.map((k) => k.key) },
+      `${file}: ${kata.length} Kata setting(s) have no effect here: ${parts.join('; ')}${tail} (kata-resources env lists each with its reason)`,
+    );
+  }
+  const unknown = ignored.filter((i) => i.reason === undefined);
+  if (unknown.length > 0) {
+    log.warn(
+      { file, keys: unknown.map((u) => u.key) },
+      `${file}: unknown key(s) ${unknown.map((u) => u.key).join(', ')}; ignored (neither this runtime nor Kata has them: a typo?)`,
+    );
+  }
+  for (const n of notes) log.warn({ file, key: n.key }, `${file}: ${n.key} ${n.message}`);
 }
 
 /** Files the file names explicitly must be there (defaults are checked by whoever uses them). */
@@ -268,12 +282,16 @@ function checkFiles(r: RawConfig, cfg: SandboxConfig): ConfigProblem[] {
   return out;
 }
 
-/** Which file loadConfig reads when none is named: KATA_RESOURCES_CONFIG, else the first default path that exists. */
-function resolveConfigPath(file?: string): string | undefined {
-  if (file !== undefined) return file;
-  const env = process.env.KATA_RESOURCES_CONFIG;
-  if (env) return env;
-  return DEFAULT_CONFIG_PATHS.find((p) => existsSync(p));
+/**
+ * Which file loadConfig reads: the one named, else KATA_RESOURCES_CONFIG, else KATA_CONF_FILE
+ * (Kata's variable), else the first default path that exists, else none (built-in defaults).
+ */
+function resolveConfigPath(file?: string): { path: string | undefined; chosenBy: ConfigReport['chosenBy'] } {
+  if (file !== undefined) return { path: file, chosenBy: 'option' };
+  if (process.env.KATA_RESOURCES_CONFIG) return { path: process.env.KATA_RESOURCES_CONFIG, chosenBy: 'KATA_RESOURCES_CONFIG' };
+  if (process.env.KATA_CONF_FILE) return { path: process.env.KATA_CONF_FILE, chosenBy: 'KATA_CONF_FILE' };
+  const found = DEFAULT_CONFIG_PATHS.find((p) => existsSync(p));
+  return found ? { path: found, chosenBy: 'default path' } : { path: undefined, chosenBy: 'built-in defaults' };
 }
 
 /**
@@ -281,14 +299,19 @@ function resolveConfigPath(file?: string): string | undefined {
  * the built-in defaults (which work on the embedded guest kit).
  */
 export function loadConfig(file?: string, opts: ConfigOptions = {}): SandboxConfig {
-  const path = resolveConfigPath(file);
+  return loadConfigReport(file, opts).config;
+}
+
+/** loadConfig, with the report `kata-resources env` prints. */
+export function loadConfigReport(file?: string, opts: ConfigOptions = {}): ConfigReport {
+  const { path, chosenBy } = resolveConfigPath(file);
   if (path === undefined) {
     const cfg = defaultConfig();
     const problems = checkRules(cfg);
     if (problems.length > 0) throw configError('(built-in defaults)', problems);
-    return cfg;
+    return { config: cfg, file: undefined, chosenBy, origins: {}, ignored: [], notes: [] };
   }
-  return parseConfig(readConfigFile(path), path, opts);
+  return { ...parseConfigReport(readConfigFile(path), path, opts), chosenBy };
 }
 
 /** A configuration file is a few KiB; more is not one. */

@@ -42,6 +42,9 @@ export function checkRules(cfg: SandboxConfig, caps: HypervisorCapabilities = ca
     });
   }
 
+  const sandboxProblem = seccompProblem(h.seccompSandbox);
+  if (sandboxProblem) p.push({ key: `${q}.seccompsandbox`, message: sandboxProblem });
+
   // What the hypervisor can do.
   const name = caps.kind;
   if (!caps.driver) {
@@ -81,4 +84,25 @@ export function checkRules(cfg: SandboxConfig, caps: HypervisorCapabilities = ca
     });
   }
   return p;
+}
+
+/** QEMU's -sandbox options (qemu-options.hx): on|off, then key=value pairs it knows. */
+const SECCOMP_OPTIONS: Record<string, readonly string[]> = {
+  obsolete: ['allow', 'deny'],
+  elevateprivileges: ['allow', 'deny', 'children'],
+  spawn: ['allow', 'deny'],
+  resourcecontrol: ['allow', 'deny'],
+};
+
+function seccompProblem(v: string): string | undefined {
+  if (v === '') return undefined;
+  const [first, ...rest] = v.split(',');
+  if (first !== 'on' && first !== 'off') return `is "${v}": QEMU's -sandbox starts with on or off (or "" for none)`;
+  for (const kv of rest) {
+    const [k, val] = kv.split('=');
+    const allowed = SECCOMP_OPTIONS[k ?? ''];
+    if (!allowed) return `is "${v}": QEMU's -sandbox has no option "${k}" (it has ${Object.keys(SECCOMP_OPTIONS).join(', ')})`;
+    if (!allowed.includes(val ?? '')) return `is "${v}": ${k} takes ${allowed.join(', ')}`;
+  }
+  return undefined;
 }

@@ -10,11 +10,39 @@ const path = { type: 'string', minLength: 1 } as const;
 const absPath = { type: 'string', pattern: '^/' } as const;
 
 export const MAX_VCPUS = 240;
-const MAX_PCIE_ROOT_PORTS = 16;
+/** Kata's limits (config.go): larger values are clamped to them, with a warning. */
+export const MAX_PCIE_ROOT_PORTS = 16;
+/** Kata's vc.MinHypervisorMemory: below it Kata uses its default memory size. */
+export const MIN_MEMORY_MIB = 256;
 const MAX_NETWORK_QUEUES = 16;
 const MAX_NBD_RECONNECT_DELAY_S = 3600;
 /** blockdev-add waits this long at most for the first connection (its QMP deadline is raised to match). */
 const MAX_NBD_OPEN_TIMEOUT_S = 300;
+const strs = { type: 'array', items: str } as const;
+
+/**
+ * Values Kata accepts for a key and this runtime deliberately does not, with the reason (named in
+ * the error instead of a bare "must be one of").
+ */
+export const REFUSED_VALUES: Record<string, Record<string, string>> = {
+  'hypervisor.qemu.machine_type': {
+    microvm: 'the guest needs PCIe root ports for hotplug and a virtio-serial agent channel, which microvm does not have',
+    pc: 'i440fx has no PCIe root ports for hotplug',
+    virt: 'an Arm machine; this runtime drives qemu-system-x86_64',
+    's390-ccw-virtio': 'an s390x machine; this runtime drives qemu-system-x86_64',
+    pseries: 'a POWER machine; this runtime drives qemu-system-x86_64',
+  },
+  'hypervisor.qemu.shared_fs': {
+    'virtio-9p': 'only virtio-fs shares are implemented (the guest kit has no 9p client set up)',
+    'virtio-fs-nydus': 'nydus image acceleration is not implemented',
+  },
+  'hypervisor.qemu.block_device_driver': {
+    nvdimm: 'block volumes are virtio-blk or virtio-scsi; the guest image alone can be an NVDIMM (disable_image_nvdimm)',
+    'virtio-mmio': 'q35 has no virtio-mmio transport here',
+    'virtio-blk-ccw': 'an s390x transport',
+  },
+  'hypervisor.qemu.virtio_fs_queue_size': { '*': "QEMU's vhost-user-fs-pci takes a power of two from 64 to 1024" },
+};
 
 export const CONFIG_SCHEMA = {
   type: 'object',
@@ -30,29 +58,34 @@ export const CONFIG_SCHEMA = {
             initrd: path,
             image: path,
             machine_type: { type: 'string', enum: ['q35'] },
+            rootfs_type: { type: 'string', enum: ['ext4', 'xfs', 'erofs'] },
             kernel_params: str,
-            default_vcpus: { type: 'integer', minimum: 0, maximum: MAX_VCPUS },
-            default_maxvcpus: { type: 'integer', minimum: 0, maximum: MAX_VCPUS },
-            default_memory: { type: 'integer', minimum: 64, maximum: 1048576 },
-            default_maxmemory: { type: 'integer', minimum: 0, maximum: 16777216 },
+            cpu_features: str,
+            entropy_source: str,
+            enable_annotations: strs,
+            valid_hypervisor_paths: strs,
+            valid_virtio_fs_daemon_paths: strs,
+            // Kata: float32 (fractional sizing); negative or above the host's CPUs = the host's CPUs.
+            default_vcpus: { type: 'number' },
+            default_maxvcpus: { type: 'integer', minimum: 0 },
+            default_memory: { type: 'integer', minimum: 0, maximum: 16777216 },
+            default_maxmemory: { type: 'integer', minimum: 0 },
             memory_slots: { type: 'integer', minimum: 0, maximum: 255 },
             shared_fs: { type: 'string', enum: ['virtio-fs', 'none'] },
             virtio_fs_daemon: path,
             virtio_fs_cache: { type: 'string', enum: ['never', 'metadata', 'auto', 'always'] },
             virtio_fs_cache_size: { type: 'integer', minimum: 0, maximum: 1048576 },
             virtio_fs_queue_size: { type: 'integer', enum: [64, 128, 256, 512, 1024] },
-            virtio_fs_extra_args: { type: 'array', items: str },
+            virtio_fs_extra_args: strs,
             disable_image_nvdimm: bool,
             block_device_driver: { type: 'string', enum: ['virtio-blk', 'virtio-scsi'] },
-            disable_block_device_use: bool,
             block_device_cache_set: bool,
             block_device_cache_direct: bool,
             block_device_cache_noflush: bool,
             block_device_aio: { type: 'string', enum: ['threads', 'native', 'io_uring'] },
             block_device_nbd_reconnect_delay: { type: 'integer', minimum: 0, maximum: MAX_NBD_RECONNECT_DELAY_S },
             block_device_nbd_open_timeout: { type: 'integer', minimum: 0, maximum: MAX_NBD_OPEN_TIMEOUT_S },
-            pcie_root_port: { type: 'integer', minimum: 0, maximum: MAX_PCIE_ROOT_PORTS },
-            hotplug_vfio_on_root_bus: bool,
+            pcie_root_port: { type: 'integer', minimum: 0 },
             disable_vhost_net: bool,
             network_queues: { type: 'integer', minimum: 1, maximum: MAX_NETWORK_QUEUES },
             enable_debug: bool,
@@ -68,7 +101,7 @@ export const CONFIG_SCHEMA = {
         kata: {
           type: 'object',
           properties: {
-            dial_timeout: { type: 'integer', minimum: 1, maximum: 3600 },
+            dial_timeout: { type: 'integer', minimum: 0, maximum: 3600 },
             enable_debug: bool,
           },
         },
@@ -79,14 +112,13 @@ export const CONFIG_SCHEMA = {
       properties: {
         internetworking_model: { type: 'string', enum: ['tcfilter', 'macvtap', 'none'] },
         disable_new_netns: bool,
-        sandbox_cgroup_only: bool,
         enable_debug: bool,
         state_dir: absPath,
         volume_roots: { type: 'array', items: absPath },
         rw_share_reachable: { type: 'string', enum: ['refuse', 'allow'] },
+        sandbox_cgroup_only: bool,
       },
     },
-    factory: { type: 'object' },
   },
 } as const;
 
@@ -99,7 +131,13 @@ export interface RawConfig {
       initrd?: string;
       image?: string;
       machine_type?: 'q35';
+      rootfs_type?: 'ext4' | 'xfs' | 'erofs';
       kernel_params?: string;
+      cpu_features?: string;
+      entropy_source?: string;
+      enable_annotations?: string[];
+      valid_hypervisor_paths?: string[];
+      valid_virtio_fs_daemon_paths?: string[];
       default_vcpus?: number;
       default_maxvcpus?: number;
       default_memory?: number;
@@ -113,7 +151,6 @@ export interface RawConfig {
       virtio_fs_extra_args?: string[];
       disable_image_nvdimm?: boolean;
       block_device_driver?: 'virtio-blk' | 'virtio-scsi';
-      disable_block_device_use?: boolean;
       block_device_cache_set?: boolean;
       block_device_cache_direct?: boolean;
       block_device_cache_noflush?: boolean;
@@ -121,7 +158,6 @@ export interface RawConfig {
       block_device_nbd_reconnect_delay?: number;
       block_device_nbd_open_timeout?: number;
       pcie_root_port?: number;
-      hotplug_vfio_on_root_bus?: boolean;
       disable_vhost_net?: boolean;
       network_queues?: number;
       enable_debug?: boolean;
@@ -134,13 +170,12 @@ export interface RawConfig {
   runtime?: {
     internetworking_model?: 'tcfilter' | 'macvtap' | 'none';
     disable_new_netns?: boolean;
-    sandbox_cgroup_only?: boolean;
     enable_debug?: boolean;
     state_dir?: string;
     volume_roots?: string[];
     rw_share_reachable?: 'refuse' | 'allow';
+    sandbox_cgroup_only?: boolean;
   };
-  factory?: Record<string, unknown>;
 }
 
 /** A schema node, loosely typed, for walking the schema. */

@@ -23,8 +23,20 @@ export interface QemuConfig {
   /** Guest rootfs image; undefined = the embedded guest kit's. */
   image: string | undefined;
   machineType: 'q35';
+  /** Filesystem of the guest image (the kernel's rootfstype=). */
+  rootfsType: 'ext4' | 'xfs' | 'erofs';
   /** Extra kernel parameters from the file (appended after the runtime's own, so they win). */
   kernelParams: string[];
+  /** Appended to QEMU's -cpu model ("pmu=off" -> -cpu max,pmu=off); "" = none. */
+  cpuFeatures: string;
+  /** Host source of the guest's virtio-rng. */
+  entropySource: string;
+  /** Which io.katacontainers.config.hypervisor.* annotations may override this file (regular expressions on the suffix). */
+  enableAnnotations: string[];
+  /** Globs a `path` annotation must match (Kata's valid_hypervisor_paths). */
+  validHypervisorPaths: string[];
+  /** Globs a `virtio_fs_daemon` annotation must match. */
+  validVirtioFsDaemonPaths: string[];
   vcpus: number;
   maxVcpus: number;
   memoryMiB: number;
@@ -39,7 +51,6 @@ export interface QemuConfig {
   virtioFsExtraArgs: string[];
   disableImageNvdimm: boolean;
   blockDeviceDriver: BlockDeviceDriver;
-  disableBlockDeviceUse: boolean;
   /** block_device_cache_set/direct/noflush and block_device_aio, as given to every block volume. */
   blockCache: BlockCache;
   /**
@@ -51,7 +62,6 @@ export interface QemuConfig {
   nbdOpenTimeoutSec: number;
   /** Number of pcie-root-ports cold-plugged for hotplug. */
   pcieRootPorts: number;
-  hotplugVfioOnRootBus: boolean;
   disableVhostNet: boolean;
   networkQueues: number;
   enableDebug: boolean;
@@ -69,7 +79,9 @@ interface AgentConfig {
 interface RuntimeConfig {
   internetworkingModel: InternetworkingModel;
   disableNewNetns: boolean;
+  /** The VM and its daemons in the pod's cgroup (Kata: false puts the VMM in /kata_overhead/<id>). */
   sandboxCgroupOnly: boolean;
+  /** The supervisor logs at debug level (unless KATA_LOG_LEVEL says otherwise). */
   enableDebug: boolean;
   /** Root of per-sandbox state: `<stateDir>/sandboxes/<id>/state.json`. */
   stateDir: string;

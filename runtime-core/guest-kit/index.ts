@@ -202,6 +202,17 @@ async function readKit(cacheDir: string, hash: string): Promise<GuestKit | undef
   }
 }
 
+/** The kit current.json names, when it is built (nothing is built or checked): what `kata-resources env` shows. */
+export async function cachedGuestKit(opts: { cacheDir?: string } = {}): Promise<GuestKit | undefined> {
+  const cacheDir = guestKitDir(opts);
+  try {
+    const cur = JSON.parse(await readFile(join(cacheDir, 'current.json'), 'utf8')) as { hash: string };
+    return await readKit(cacheDir, cur.hash);
+  } catch {
+    return undefined;
+  }
+}
+
 /** A build directory's pid still names a process (the builder may be alive: keep its directory). */
 function pidAlive(pid: number): boolean {
   return readProcStat(pid) !== undefined;
@@ -245,7 +256,7 @@ async function pruneGuestKits(cacheDir: string, current: string, keep = 3): Prom
 /** Return the cached kit for the current inputs, building it first if needed. */
 export async function ensureGuestKit(opts: EnsureGuestKitOptions = {}): Promise<GuestKit> {
   const cacheDir = guestKitDir(opts);
-  const log = (opts.log ?? rootLogger()).child({ component: 'guest-kit' });
+  const log = (opts.log ?? rootLogger()).child({ subsystem: 'guest-kit' });
   const progress = (m: string): void => {
     log.info(m);
     opts.onProgress?.(m);

@@ -103,18 +103,23 @@ async function attachNetwork(sb: SandboxCore, cfg: SandboxConfig): Promise<{ sca
   return { scan, interfaces };
 }
 
-async function attachShare(sb: SandboxCore, o: AssembleOptions): Promise<{ devices: DeviceSpec[]; storages: Storage[] }> {
-  const q = o.config.hypervisor;
-  if (q.sharedFs !== 'virtio-fs') return { devices: [], storages: [] };
-  const config = {
+/** The virtio-fs share's configuration from the sandbox's (preflight.ts checks the same). */
+export function virtiofsConfigOf(cfg: SandboxConfig, sharedRoot: string) {
+  const q = cfg.hypervisor;
+  return {
     daemonPath: q.virtioFsDaemon,
     cache: q.virtioFsCache,
     extraArgs: q.virtioFsExtraArgs,
     queueSize: q.virtioFsQueueSize,
-    root: o.sharedRoot,
-    volumeRoots: o.config.runtime.volumeRoots,
-    rwShareReachable: o.config.runtime.rwShareReachable,
+    root: sharedRoot,
+    volumeRoots: cfg.runtime.volumeRoots,
+    rwShareReachable: cfg.runtime.rwShareReachable,
   };
+}
+
+async function attachShare(sb: SandboxCore, o: AssembleOptions): Promise<{ devices: DeviceSpec[]; storages: Storage[] }> {
+  if (o.config.hypervisor.sharedFs !== 'virtio-fs') return { devices: [], storages: [] };
+  const config = virtiofsConfigOf(o.config, o.sharedRoot);
   await sb.journal.intend('virtiofs', 'virtiofs', config);
   const att = await step(sb, 'virtiofs', () => sb.plugins.virtiofs.attach(sb.ctx, config));
   await sb.journal.done('virtiofs', 'virtiofs', att);

@@ -1,6 +1,5 @@
 import { statSync } from 'node:fs';
 import type { BlockSpec, PmemSpec } from '../../host/device-specs.js';
-import { KataError } from '../../host/errors.js';
 import type { SandboxConfig } from '../config/types.js';
 import { guestKernelParams } from '../guest-kit/cmdline.js';
 import { ensureGuestKit } from '../guest-kit/index.js';
@@ -15,13 +14,15 @@ export interface GuestImage {
 }
 
 /**
- * The guest image as a device: an NVDIMM (Kata's default: DAX, no guest page cache) or, with
- * disable_image_nvdimm, a read-only virtio-blk disk (the first disk: /dev/vda). The guest kit's
- * initramfs is told where its root is.
+ * The guest image as a device: an NVDIMM (Kata's default) or, with disable_image_nvdimm, a
+ * read-only virtio-blk disk (the first disk: /dev/vda). The guest kit's initramfs is told where its
+ * root is. The NVDIMM root is mounted without `dax`: DAX needs an fsdax namespace (a pfn info block
+ * in the image, which Kata's image builder writes); a plain ext4 image such as the kit's is a raw
+ * namespace, on which `-o dax` fails the mount ("DAX unsupported by block device").
  */
 function imageDevice(path: string, nvdimm: boolean): { spec: PmemSpec | BlockSpec; rootDevice: string; rootFlags?: string } {
   if (nvdimm)
-    return { spec: { kind: 'pmem', id: 'image', path, readonly: true }, rootDevice: '/dev/pmem0', rootFlags: 'dax,errors=remount-ro' };
+    return { spec: { kind: 'pmem', id: 'image', path, readonly: true }, rootDevice: '/dev/pmem0', rootFlags: 'errors=remount-ro' };
   let isBlock = false;
   try {
     isBlock = statSync(path).isBlockDevice();
@@ -40,25 +41,20 @@ function imageDevice(path: string, nvdimm: boolean): { spec: PmemSpec | BlockSpe
 }
 
 /**
- * The kernel, initrd and rootfs a sandbox boots: the config's when it names all three, else the
- * embedded guest kit (built on first use, then cached).
+ * The kernel, initrd and rootfs a sandbox boots: each the config's when it names it, else the
+ * embedded guest kit's (built on first use, then cached). Kata's own form, kernel + image without an
+ * initrd, boots the image with the kit's initrd, whose /init mounts it and starts the agent (its
+ * modules are the kit kernel's).
  */
 export async function resolveGuestImage(cfg: SandboxConfig, progress: (m: string) => void = () => {}): Promise<GuestImage> {
   const q = cfg.hypervisor;
-  const given = [q.kernel, q.initrd, q.image].filter((x) => x !== undefined).length;
-  if (given !== 0 && given !== 3) {
-    throw new KataError(
-      'E_CONFIG',
-      `${cfg.source ?? 'configuration'}: hypervisor.qemu kernel, initrd and image go together (set all three, or none to use the embedded guest kit)`,
-    );
-  }
-  const files =
-    given === 3
-      ? { kernel: q.kernel!, initrd: q.initrd!, image: q.image! }
-      : await ensureGuestKit({ onProgress: progress }).then((k) => ({ kernel: k.kernel, initrd: k.initrd, image: k.rootfs }));
+  const kit =
+    q.kernel !== undefined && q.initrd !== undefined && q.image !== undefined ? undefined : await ensureGuestKit({ onProgress: progress });
+  const files = { kernel: q.kernel ?? kit!.kernel, initrd: q.initrd ?? kit!.initrd, image: q.image ?? kit!.rootfs };
   const dev = imageDevice(files.image, !q.disableImageNvdimm);
   const params = guestKernelParams({
     rootDevice: dev.rootDevice,
+    rootFsType: q.rootfsType,
     ...(dev.rootFlags ? { rootFlags: dev.rootFlags } : {}),
     debug: q.enableDebug,
     agentDebug: cfg.agent.enableDebug,

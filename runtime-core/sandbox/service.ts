@@ -7,6 +7,8 @@ import type { Route } from '../../host/agent-types.js';
 import { KataError } from '../../host/errors.js';
 import type { MgmtMethod, MgmtParams, MgmtResult } from '../supervisor/mgmt-protocol.js';
 import type { NetworkOptions } from './assemble.js';
+import { agentCall } from './agent-call.js';
+import { sandboxMetrics } from './metrics.js';
 import { addInterface, removeInterface } from './network-hotplug.js';
 import { addVolume, listVolumes, removeVolume, type VolumeRequest } from './volume-hotplug.js';
 import type { Sandbox } from './sandbox.js';
@@ -20,16 +22,6 @@ function obj(p: unknown, method: string): Record<string, unknown> {
 }
 
 const bad = (msg: string): KataError => new KataError('E_INVALID_ARGUMENT', msg);
-
-function execParams(p: Record<string, unknown>): MgmtParams<'Exec'> {
-  const argv = p.argv;
-  if (!Array.isArray(argv) || argv.length === 0 || !argv.every((a) => typeof a === 'string'))
-    throw bad('Exec needs argv: a non-empty array of strings');
-  if (p.timeoutMs !== undefined && (typeof p.timeoutMs !== 'number' || !Number.isSafeInteger(p.timeoutMs) || p.timeoutMs <= 0)) {
-    throw bad('Exec timeoutMs must be a positive integer (ms)');
-  }
-  return { argv, ...(typeof p.timeoutMs === 'number' ? { timeoutMs: p.timeoutMs } : {}) };
-}
 
 function interfaceParams(p: Record<string, unknown>): MgmtParams<'AddInterface'> {
   if (typeof p.link === 'string') return { link: p.link };
@@ -79,10 +71,6 @@ export function sandboxService(sb: Sandbox, net: () => NetworkOptions, onShutdow
       const [ifs, routes, mounts] = await Promise.all([sb.agent.listInterfaces(), sb.agent.listRoutes(), sb.agent.listMounts()]);
       return { interfaces: ifs.Interfaces, routes: routes.Routes, mounts: mounts.mounts };
     },
-    Exec: async (p) => {
-      const r = execParams(obj(p, 'Exec'));
-      return sb.agent.exec(r.argv, r.timeoutMs !== undefined ? { timeoutMs: r.timeoutMs } : {});
-    },
     Share: async (p) => {
       const r = obj(p, 'Share');
       if (typeof r.source !== 'string' || (r.name !== undefined && typeof r.name !== 'string')) {
@@ -121,6 +109,18 @@ export function sandboxService(sb: Sandbox, net: () => NetworkOptions, onShutdow
       return { name: r.name, state: 'removed' as const };
     },
     ListVolumes: async () => ({ volumes: listVolumes(sb) }),
+    AgentCall: async (p) => {
+      const r = obj(p, 'AgentCall');
+      if (typeof r.method !== 'string') throw bad('AgentCall needs {method: string, params?: object, force?: boolean}');
+      return { result: await agentCall(sb.agent, r.method, r.params, r.force === true) };
+    },
+    GetMetrics: async () => {
+      const v = sb.view();
+      const taps = v.endpoints.flatMap((e) => (e.tap ? [e.tap] : []));
+      const netns = v.netns ? { path: v.netns.path, ...(v.netns.name ? { name: v.netns.name } : {}) } : undefined;
+      const agent = v.state === 'running' ? sb.agent : undefined;
+      return { text: await sandboxMetrics({ id: sb.id, pids: v.pids, netns, taps, agent }) };
+    },
     Shutdown: async () => {
       shuttingDown ??= sb.down();
       await shuttingDown;

@@ -21,6 +21,8 @@ import { sandboxService } from '../sandbox/service.js';
 import { MGMT_SOCKET } from './mgmt-protocol.js';
 import { serveManagement } from './server.js';
 import { readProcStat } from '../../host/proc.js';
+import { consoleTail } from '../sandbox/console-tail.js';
+import { forwardGuestConsole } from './guest-log.js';
 
 /**
  * Test hooks: KATA_RESOURCES_FAULT=<step> makes the sandbox fail at that named step (see STEPS in
@@ -66,7 +68,8 @@ async function main(): Promise<void> {
   const log = rootLogger().child({ component: 'supervisor' });
   const id = a.id;
   if (!id) throw new KataError('E_INVALID_ARGUMENT', 'supervisor needs --id');
-  const config = loadConfig(a.config, { log });
+  // The CLI reported on the file already (once per command).
+  const config = loadConfig(a.config, { log, report: false });
   const store = new StateStore(config.runtime.stateDir, log);
   const netns = a.netns;
   let sandbox: Sandbox;
@@ -83,7 +86,10 @@ async function main(): Promise<void> {
     });
   } catch (e) {
     const err = isKataError(e) ? e : new KataError('E_INTERNAL', (e as Error).message);
-    say({ ok: false, error: { code: err.code, message: err.message } });
+    // The agent gone or QEMU exited: the guest's console usually says why (a failed mount, a panic).
+    const tail = err.code === 'E_AGENT' || err.code === 'E_DAEMON_CRASHED' ? consoleTail(join(store.sandboxDir(id), 'console.log')) : [];
+    const message = tail.length > 0 ? `${err.message}; the guest console ends with: ${tail.join(' | ')}` : err.message;
+    say({ ok: false, error: { code: err.code, message } });
     report?.end();
     process.exitCode = 1;
     return;
@@ -103,7 +109,7 @@ async function main(): Promise<void> {
       process.exit(0);
     },
   );
-  const server = await serveManagement(join(store.runDir(id), MGMT_SOCKET), service, log);
+  const server = await serveManagement(join(store.runDir(id), MGMT_SOCKET), service, log, () => sandbox.agent);
   sandbox.on('failed', () => {
     server.close();
     process.exit(1);
@@ -117,6 +123,7 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', shutdown);
+  forwardGuestConsole(join(store.sandboxDir(id), 'console.log'), log);
   say({ ok: true, sandbox: sandbox.view() });
   report?.end();
 }

@@ -1,11 +1,19 @@
 import { chmod, unlink } from 'node:fs/promises';
+import type { Socket } from 'node:net';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { KataError, isKataError, statusOf } from '../../host/errors.js';
 import type { Logger } from '../../host/log.js';
 import type { SandboxService } from '../sandbox/service.js';
 import type { MgmtMethod } from './mgmt-protocol.js';
+import { EXEC_UPGRADE } from '../exec/frames.js';
+import { serveExecStream } from './exec-stream.js';
+import type { AgentClient } from '../agent/client.js';
 
-/** The management API over HTTP/1.1 on a unix socket: `POST /<Method>` with JSON params (see mgmt-protocol.ts). */
+/**
+ * The management API over HTTP/1.1 on a unix socket: `POST /<Method>` with JSON params (see
+ * mgmt-protocol.ts), and `GET /Exec` with `Upgrade: kata-exec/1`, which turns the connection into an
+ * exec stream (exec-stream.ts).
+ */
 
 const MAX_BODY = 1 << 20;
 
@@ -33,7 +41,12 @@ function send(res: ServerResponse, status: number, value: unknown): void {
 }
 
 /** Serve the service on a unix socket (mode 0600). */
-export async function serveManagement(socketPath: string, service: SandboxService, log: Logger): Promise<Server> {
+export async function serveManagement(
+  socketPath: string,
+  service: SandboxService,
+  log: Logger,
+  agent?: () => AgentClient,
+): Promise<Server> {
   await unlink(socketPath).catch(() => {});
   const methods = new Set(Object.keys(service));
   const server = createServer((req, res) => {
@@ -53,6 +66,13 @@ export async function serveManagement(socketPath: string, service: SandboxServic
         send(res, statusOf(err.code), { error: { code: err.code, message: err.message, ...err.details } });
       }
     })();
+  });
+  server.on('upgrade', (req: IncomingMessage, sock: Socket, head: Buffer) => {
+    if (req.url !== '/Exec' || req.headers.upgrade !== EXEC_UPGRADE || !agent) {
+      sock.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    serveExecStream(sock, head, agent, log);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

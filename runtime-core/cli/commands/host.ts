@@ -1,22 +1,44 @@
+import type { KataError } from '../../../host/errors.js';
 import { CONFIG_OPTION, JSON_OPTION, flag, intOption, str, type Command } from '../command.js';
 
 const exec: Command = {
   words: ['exec'],
-  synopsis: 'ID [--timeout MS] -- CMD [ARGS...]',
-  description: "Run a command in the guest's root environment through the agent; relays its output and exit code.",
+  synopsis: 'ID [-t] [--timeout MS] -- CMD [ARGS...]',
+  altSynopsis: ['exec -t ID   (an interactive /bin/sh)'],
+  description:
+    "Run a command in the guest's root environment (Kata's debug console): stdin is forwarded, output streams as it\n" +
+    "comes (byte-exact), and the exit status is the command's. -t gives it a pty with this terminal's window size\n" +
+    '(the local terminal in raw mode); without CMD it runs /bin/sh. A command that cannot be started exits 127,\n' +
+    'one killed by --timeout 124.',
   options: {
-    timeout: { type: 'string', value: 'MS', describe: 'kill the command after MS milliseconds (default 30000)' },
+    tty: { type: 'boolean', short: 't', describe: 'allocate a pty in the guest (interactive programs, shells)' },
+    timeout: { type: 'string', value: 'MS', describe: 'kill the command after MS milliseconds (default: no limit)' },
     config: CONFIG_OPTION,
   },
   args: [{ name: 'ID' }],
   rest: 'CMD [ARGS...]',
+  restOptional: (inv) => flag(inv, 'tty'),
   async run(inv, io) {
-    const timeout = intOption(inv, 'timeout', exec, 24 * 3600 * 1000);
+    const timeoutMs = intOption(inv, 'timeout', exec, 24 * 3600 * 1000);
+    const terminal = flag(inv, 'tty');
     const { sandboxExec } = await import('../sandbox-commands.js');
-    const r = await sandboxExec(inv.args[0]!, inv.rest, str(inv, 'config'), io.log, timeout);
-    process.stdout.write(r.stdout);
-    process.stderr.write(r.stderr);
-    return r.exitCode;
+    const argv = inv.rest.length > 0 ? inv.rest : ['/bin/sh'];
+    const env = terminal ? [`TERM=${process.env.TERM || 'xterm'}`] : [];
+    try {
+      const r = await sandboxExec(inv.args[0]!, { argv, terminal, env, ...(timeoutMs ? { timeoutMs } : {}) }, str(inv, 'config'), io.log);
+      if (r.timedOut) {
+        io.err(`kata-resources: E_TIMEOUT: exec in sandbox ${inv.args[0]}: ${argv[0]} was killed after ${timeoutMs} ms (--timeout)`);
+        return 124;
+      }
+      return r.status;
+    } catch (e) {
+      const k = e as KataError;
+      if (k.code === 'E_AGENT' && k.details?.agentCode === 'E_EXEC') {
+        io.err(`kata-resources: E_AGENT: exec in sandbox ${inv.args[0]}: ${k.message}`);
+        return 127;
+      }
+      throw e;
+    }
   },
 };
 
@@ -25,18 +47,23 @@ const check: Command = {
   synopsis: '[--config FILE] [--json]',
   description:
     'Host capabilities: tools, QEMU, virtiofsd, /dev/net/tun, /dev/vhost-net, KVM (probed), kernel features\n' +
-    '(tried in a throw-away namespace). Each failure comes with a fix. Exit 1 when a required feature is missing.',
+    '(tried in a throw-away namespace). Each failure comes with a fix. Exit 1 when a required feature is missing.\n' +
+    'The configuration (--config, KATA_RESOURCES_CONFIG, KATA_CONF_FILE or the default path) is checked by the\n' +
+    'rules and files `sandbox up` uses: a file that passes here does not fail `up` on its configuration.',
   options: { config: CONFIG_OPTION, json: JSON_OPTION },
   async run(inv, io) {
     const { hostCheck, formatCheck } = await import('../../host-check.js');
-    const { loadConfig } = await import('../../config/load-config.js');
-    const cfg = loadConfig(str(inv, 'config'), { log: io.log, checkFiles: false });
+    const { configCheck } = await import('../config-check.js');
+    const { cfg, items: cfgItems } = await configCheck(str(inv, 'config'), io.log);
     const { kvmProbe } = await import('../../hypervisor/qemu/accel.js');
-    const items = await hostCheck({
-      qemuPath: cfg.hypervisor.path,
-      virtiofsdPath: cfg.hypervisor.virtioFsDaemon,
-      kvmProbe: () => kvmProbe(cfg.hypervisor.path),
-    });
+    const items = [
+      ...cfgItems,
+      ...(await hostCheck({
+        qemuPath: cfg.hypervisor.path,
+        virtiofsdPath: cfg.hypervisor.virtioFsDaemon,
+        kvmProbe: () => kvmProbe(cfg.hypervisor.path),
+      })),
+    ];
     io.out(flag(inv, 'json') ? JSON.stringify(items) : formatCheck(items));
     return items.some((i) => !i.ok && i.severity === 'fail') ? 1 : 0;
   },

@@ -190,7 +190,7 @@ export function buildQemuCommandLine(m: QemuMachine, host: QemuHostFacts): QemuC
   // Machine, CPU, memory.
   args.push('-name', opts(`sandbox-${m.sandboxId}`, { 'debug-threads': true }));
   args.push('-machine', opts(cfg.machineType, { accel: m.accel, nvdimm: pmem.length > 0 ? true : undefined, 'memory-backend': 'mem0' }));
-  args.push('-cpu', m.accel === 'kvm' ? 'host' : 'max');
+  args.push('-cpu', [m.accel === 'kvm' ? 'host' : 'max', ...(cfg.cpuFeatures ? [cfg.cpuFeatures] : [])].join(','));
   args.push('-smp', opts(String(r.vcpus), { maxcpus: r.maxVcpus, cores: 1, threads: 1, sockets: r.maxVcpus }));
   // NVDIMMs live in the hotplug memory area: Kata reserves 1 GiB of it for the image, more if larger.
   const pmemBytes = pmem.reduce((a, d) => a + host.sizeBytes(d.path), 0);
@@ -218,9 +218,9 @@ export function buildQemuCommandLine(m: QemuMachine, host: QemuHostFacts): QemuC
   args.push('-chardev', opts('socket', { id: 'agent0', path: m.paths.agent, server: true, wait: false }));
   args.push('-device', opts('virtserialport', { bus: 'vserial0.0', chardev: 'agent0', name: AGENT_PORT_NAME }));
 
-  // Entropy (Kata's default source).
+  // Entropy (entropy_source; Kata's default /dev/urandom).
   const rngSlot = slots.take('virtio-rng');
-  args.push('-object', opts('rng-random', { id: 'rng0', filename: '/dev/urandom' }));
+  args.push('-object', opts('rng-random', { id: 'rng0', filename: cfg.entropySource }));
   args.push('-device', opts('virtio-rng-pci', { id: 'rng0-dev', rng: 'rng0', bus: 'pcie.0', addr: `0x${hex2(rngSlot)}` }));
 
   let nextScsiId = 0;

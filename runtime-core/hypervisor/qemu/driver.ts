@@ -278,7 +278,7 @@ export class QemuHypervisor extends EventEmitter<HypervisorEvents> implements Hy
    */
   static async recover(rec: VmRecord, log: Logger, graceMs = DEFAULT_STOP_GRACE_MS): Promise<void> {
     const outcome = await killFromRecord(rec.daemon, { graceMs, log });
-    log.info({ pid: rec.daemon.pid, outcome }, 'QEMU from a record stopped');
+    log.info({ qemuPid: rec.daemon.pid, outcome }, 'QEMU from a record stopped');
     for (const f of rec.files) unlinkQuiet(f);
   }
 

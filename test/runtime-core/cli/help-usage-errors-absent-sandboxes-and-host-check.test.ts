@@ -44,7 +44,7 @@ t.test('--help of the tool and of every command exits 0 and prints its usage on 
 t.test('--version', async (t) => {
   const r = await cli(['--version']);
   t.equal(r.code, 0);
-  t.match(r.stdout, /^kata-resources \d+\.\d+\.\d+\n$/);
+  t.match(r.stdout, /^kata-resources \d+\.\d+\.\d+ \(commit ([0-9a-f]{40}|unknown)(, with uncommitted changes)?\)\n$/);
 });
 
 t.test('usage errors exit 2 and name what is wrong', async (t) => {

@@ -12,9 +12,12 @@ t.test(
   { skip: hostConfig ? `a host configuration exists at ${hostConfig}` : false },
   async (t) => {
     const saved = process.env.KATA_RESOURCES_CONFIG;
+    const savedKata = process.env.KATA_CONF_FILE;
     delete process.env.KATA_RESOURCES_CONFIG;
+    delete process.env.KATA_CONF_FILE;
     t.teardown(() => {
       if (saved !== undefined) process.env.KATA_RESOURCES_CONFIG = saved;
+      if (savedKata !== undefined) process.env.KATA_CONF_FILE = savedKata;
     });
     const cfg = loadConfig();
     t.equal(cfg.source, undefined);
@@ -50,6 +53,27 @@ t.test('KATA_RESOURCES_CONFIG names the file when none is given', async (t) => {
   const cfg = loadConfig();
   t.equal(cfg.source, file);
   t.equal(cfg.hypervisor.memoryMiB, 768);
+});
+
+t.test("KATA_CONF_FILE (Kata's variable) names the file too; KATA_RESOURCES_CONFIG wins over it", async (t) => {
+  const dir = tempDir(t);
+  const kata = writeFile(dir, 'kata.toml', '[hypervisor.qemu]\ndefault_memory = 640\n');
+  const ours = writeFile(dir, 'ours.toml', '[hypervisor.qemu]\ndefault_memory = 896\n');
+  const saved = { r: process.env.KATA_RESOURCES_CONFIG, k: process.env.KATA_CONF_FILE };
+  t.teardown(() => {
+    for (const [name, v] of [
+      ['KATA_RESOURCES_CONFIG', saved.r],
+      ['KATA_CONF_FILE', saved.k],
+    ] as const) {
+      if (v === undefined) delete process.env[name];
+      else process.env[name] = v;
+    }
+  });
+  delete process.env.KATA_RESOURCES_CONFIG;
+  process.env.KATA_CONF_FILE = kata;
+  t.equal(loadConfig().hypervisor.memoryMiB, 640, 'KATA_CONF_FILE alone');
+  process.env.KATA_RESOURCES_CONFIG = ours;
+  t.equal(loadConfig().hypervisor.memoryMiB, 896, 'KATA_RESOURCES_CONFIG first');
 });
 
 t.test('a named file that does not exist is E_CONFIG naming it', async (t) => {

@@ -26,6 +26,8 @@ function wrongValue(node: SchemaNode): { toml: string; expected: RegExp } {
   switch (node.type) {
     case 'integer':
       return { toml: '"12"', expected: /must be an integer \(got string "12"\)/ };
+    case 'number':
+      return { toml: '"1.5"', expected: /must be a number \(got string "1\.5"\)/ };
     case 'boolean':
       return { toml: '"yes"', expected: /must be a boolean/ };
     case 'string':
@@ -60,25 +62,27 @@ t.test('a wrong type for each key fails with the file, the dotted key and the ex
   }
 });
 
-t.test('out-of-range integers and bad enum values name the allowed range or values', async (t) => {
+t.test('out-of-range integers and bad enum values name the allowed range or values, and why a Kata value is refused', async (t) => {
   const cases: [string, string, string, RegExp][] = [
-    ['hypervisor.qemu', 'default_memory', '16', /from 64 to/],
-    ['hypervisor.qemu', 'pcie_root_port', '99', /from 0 to 16 \(got the integer 99\)/],
+    ['hypervisor.qemu', 'default_memory', '-1', /from 0 to 16777216/],
+    ['hypervisor.qemu', 'pcie_root_port', '-1', />= 0 \(got the integer -1\)/],
     ['hypervisor.qemu', 'network_queues', '0', /from 1 to 16/],
     ['hypervisor.qemu', 'memory_slots', '-1', /from 0 to 255/],
-    ['hypervisor.qemu', 'default_vcpus', '2.5', /must be an integer \(got the number 2.5\)/],
-    ['hypervisor.qemu', 'shared_fs', '"virtio-9p"', /one of "virtio-fs", "none"/],
-    ['hypervisor.qemu', 'block_device_driver', '"nvdimm"', /one of "virtio-blk", "virtio-scsi"/],
+    ['hypervisor.qemu', 'shared_fs', '"virtio-9p"', /one of "virtio-fs", "none" \(got string "virtio-9p": only virtio-fs shares/],
+    ['hypervisor.qemu', 'shared_fs', '"virtio-fs-nydus"', /nydus image acceleration is not implemented/],
+    ['hypervisor.qemu', 'block_device_driver', '"nvdimm"', /one of "virtio-blk", "virtio-scsi" \(got string "nvdimm": block volumes/],
     ['hypervisor.qemu', 'block_device_nbd_reconnect_delay', '-1', /from 0 to 3600/],
     ['hypervisor.qemu', 'block_device_nbd_open_timeout', '301', /from 0 to 300/],
     ['hypervisor.qemu', 'virtio_fs_cache', '"none"', /one of "never", "metadata", "auto", "always"/],
-    ['hypervisor.qemu', 'virtio_fs_queue_size', '100', /one of 64, 128, 256, 512, 1024/],
+    ['hypervisor.qemu', 'virtio_fs_queue_size', '2048', /one of 64, 128, 256, 512, 1024 \(got the integer 2048: QEMU's vhost-user-fs-pci/],
     ['hypervisor.qemu', 'accel', '"hvf"', /one of "auto", "kvm", "tcg"/],
-    ['hypervisor.qemu', 'machine_type', '"pc"', /one of "q35"/],
+    ['hypervisor.qemu', 'machine_type', '"pc"', /one of "q35" \(got string "pc": i440fx has no PCIe root ports/],
+    ['hypervisor.qemu', 'machine_type', '"microvm"', /microvm does not have/],
+    ['hypervisor.qemu', 'rootfs_type', '"btrfs"', /one of "ext4", "xfs", "erofs"/],
     ['hypervisor.qemu', 'path', '""', /non-empty string/],
     ['runtime', 'internetworking_model', '"bridged"', /one of "tcfilter", "macvtap", "none"/],
     ['runtime', 'state_dir', '"relative/dir"', /absolute path/],
-    ['agent.kata', 'dial_timeout', '0', /from 1 to 3600/],
+    ['agent.kata', 'dial_timeout', '-1', /from 0 to 3600/],
   ];
   for (const [section, key, value, expected] of cases) {
     expectConfigError(t, `[${section}]\n${key} = ${value}\n`, `${section}.${key}`, expected);
@@ -139,9 +143,10 @@ t.test('disable_new_netns needs internetworking_model = "none" (Kata\'s rule)', 
 });
 
 t.test('cross-key rules name the key to change', async (t) => {
+  // 1.5 vCPUs are 2 (Kata rounds up), above a maximum of 1 (the host here has at least 2 CPUs).
   expectConfigError(
     t,
-    '[hypervisor.qemu]\ndefault_vcpus = 8\ndefault_maxvcpus = 2\n',
+    '[hypervisor.qemu]\ndefault_vcpus = 1.5\ndefault_maxvcpus = 1\n',
     'hypervisor.qemu.default_vcpus',
     /above hypervisor\.qemu\.default_maxvcpus/,
   );
@@ -153,10 +158,11 @@ t.test('cross-key rules name the key to change', async (t) => {
   );
   expectConfigError(
     t,
-    '[hypervisor.qemu]\ndisable_image_nvdimm = false\nmemory_slots = 0\n',
-    'hypervisor.qemu.memory_slots',
-    /needs a memory slot/,
+    '[hypervisor.qemu]\nseccompsandbox = "on,spawn=maybe"\n',
+    'hypervisor.qemu.seccompsandbox',
+    /spawn takes allow, deny/,
   );
+  expectConfigError(t, '[hypervisor.qemu]\nseccompsandbox = "enabled"\n', 'hypervisor.qemu.seccompsandbox', /starts with on or off/);
 });
 
 t.test('what QEMU cannot do is refused at load time', async (t) => {

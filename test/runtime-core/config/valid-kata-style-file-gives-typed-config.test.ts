@@ -17,9 +17,15 @@ kernel = "vmlinux"
 initrd = "${dir}/initrd.img"
 image = "rootfs.img"
 machine_type = "q35"
+rootfs_type = "xfs"
+cpu_features = " pmu=off, +x2apic ,"
+entropy_source = "/dev/random"
+enable_annotations = ["default_vcpus", "kernel_params"]
+valid_hypervisor_paths = ["/usr/bin/qemu-*"]
+valid_virtio_fs_daemon_paths = ["/usr/lib/qemu/virtiofsd"]
 kernel_params = "  quiet   loglevel=3 "
 default_vcpus = 2
-default_maxvcpus = 4
+default_maxvcpus = 2
 default_memory = 1024
 default_maxmemory = 4096
 memory_slots = 4
@@ -31,7 +37,6 @@ virtio_fs_queue_size = 512
 virtio_fs_extra_args = ["--thread-pool-size=1"]
 disable_image_nvdimm = false
 block_device_driver = "virtio-scsi"
-disable_block_device_use = false
 block_device_cache_set = true
 block_device_cache_direct = true
 block_device_cache_noflush = false
@@ -39,7 +44,6 @@ block_device_aio = "io_uring"
 block_device_nbd_reconnect_delay = 30
 block_device_nbd_open_timeout = 0
 pcie_root_port = 6
-hotplug_vfio_on_root_bus = true
 disable_vhost_net = true
 network_queues = 2
 enable_debug = true
@@ -53,7 +57,6 @@ enable_debug = true
 [runtime]
 internetworking_model = "macvtap"
 disable_new_netns = false
-sandbox_cgroup_only = true
 enable_debug = true
 state_dir = "/run/krt-state"
 volume_roots = ["/var/lib/krt-volumes", "/srv/krt"]
@@ -72,9 +75,15 @@ rw_share_reachable = "allow"
       initrd: `${dir}/initrd.img`,
       image: `${dir}/rootfs.img`,
       machineType: 'q35',
+      rootfsType: 'xfs',
+      cpuFeatures: 'pmu=off,+x2apic',
+      entropySource: '/dev/random',
+      enableAnnotations: ['default_vcpus', 'kernel_params'],
+      validHypervisorPaths: ['/usr/bin/qemu-*'],
+      validVirtioFsDaemonPaths: ['/usr/lib/qemu/virtiofsd'],
       kernelParams: ['quiet', 'loglevel=3'],
       vcpus: 2,
-      maxVcpus: 4,
+      maxVcpus: 2,
       memoryMiB: 1024,
       maxMemoryMiB: 4096,
       memorySlots: 4,
@@ -86,12 +95,10 @@ rw_share_reachable = "allow"
       virtioFsExtraArgs: ['--thread-pool-size=1'],
       disableImageNvdimm: false,
       blockDeviceDriver: 'virtio-scsi',
-      disableBlockDeviceUse: false,
       blockCache: { set: true, direct: true, noFlush: false, aio: 'io_uring' },
       nbdReconnectDelaySec: 30,
       nbdOpenTimeoutSec: 0,
       pcieRootPorts: 6,
-      hotplugVfioOnRootBus: true,
       disableVhostNet: true,
       networkQueues: 2,
       enableDebug: true,
@@ -104,7 +111,6 @@ rw_share_reachable = "allow"
   t.same(cfg.runtime, {
     internetworkingModel: 'macvtap',
     disableNewNetns: false,
-    sandboxCgroupOnly: true,
     enableDebug: true,
     stateDir: '/run/krt-state',
     volumeRoots: ['/var/lib/krt-volumes', '/srv/krt'],
