@@ -61,6 +61,7 @@ enable_debug = true
 state_dir = "/run/krt-state"
 volume_roots = ["/var/lib/krt-volumes", "/srv/krt"]
 rw_share_reachable = "allow"
+sandbox_cgroup_only = false
 `,
   );
   const { log, lines } = capturingLogger();
@@ -115,6 +116,7 @@ rw_share_reachable = "allow"
     stateDir: '/run/krt-state',
     volumeRoots: ['/var/lib/krt-volumes', '/srv/krt'],
     rwShareReachable: 'allow',
+    sandboxCgroupOnly: false,
   });
   t.same(
     lines.filter((l) => l.level >= 40),
