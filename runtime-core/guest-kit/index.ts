@@ -26,17 +26,20 @@ import { INIT_SCRIPT, buildInitramfs } from './initramfs.js';
 import { downloadKernel, extractKernel, extractVmlinux, hasPvhNote, resolveKernelPackage, type KernelPackage } from './kernel.js';
 import { GUEST_MODULES, parseModulesBuiltin, parseModulesDep, resolveModules } from './modules.js';
 import { MONITOR_SOURCE, buildMonitor, monitorInputsHash } from './monitor.js';
-import { ROOTFS_INIT_SCRIPT, makeExt4Image, parseLdd, stageRootfs } from './rootfs.js';
+import { ROOTFS_INIT_SCRIPT, makeRootfsImage, parseLdd, stageRootfs } from './rootfs.js';
 
 /** Bump when the build changes in a way the other inputs do not capture. */
-const GUEST_KIT_BUILD_VERSION = 1;
+const GUEST_KIT_BUILD_VERSION = 2;
 const DEFAULT_GUEST_KIT_DIR = '/var/cache/kata-resources/guest-kit';
 
 export interface GuestKit {
   /** Kernel to pass to -kernel: the uncompressed vmlinux (PVH entry), or the bzImage when it has no PVH note. */
   kernel: string;
   initrd: string;
-  /** ext4 image, to attach read-only. */
+  /**
+   * The guest image in osbuilder's layout (dax-image.ts): an NVDIMM whose fsdax partition is
+   * /dev/pmem0p1, or a read-only disk whose partition is /dev/vda1.
+   */
   rootfs: string;
   /** `uname -r` in the guest. */
   kernelVersion: string;
@@ -352,12 +355,12 @@ async function build(
     );
     await rm(kroot, { recursive: true, force: true });
 
-    progress('building the rootfs image (node, guest agent, kata-monitor, ip, runc, busybox) with mkfs.ext4 -d');
+    progress('building the rootfs image (node, guest agent, kata-monitor, ip, runc, busybox): osbuilder layout, ext4 by mkfs.ext4 -d');
     const monitor = join(work, 'kata-monitor');
     await buildMonitor(monitor);
     const stage = join(work, 'rootfs');
     await stageRootfs(stage, { node: tools.node, ip: tools.ip, busybox: tools.busybox, runc: tools.runc, monitor, agentBundle: agent });
-    const { sizeMiB } = await makeExt4Image(stage, join(out, 'rootfs.ext4'));
+    const { imageMiB } = await makeRootfsImage(stage, join(out, 'rootfs.img'));
 
     const record: KitRecord = {
       hash,
@@ -365,12 +368,12 @@ async function build(
       kernelPackage: kernel.name,
       kernelPackageVersion: kernel.version,
       pvh,
-      files: { kernel: kernelFile, initrd: 'initrd.cpio', rootfs: 'rootfs.ext4' },
+      files: { kernel: kernelFile, initrd: 'initrd.cpio', rootfs: 'rootfs.img' },
       inputs,
       builtAt: new Date().toISOString(),
       buildMs: Date.now() - started,
     };
-    await writeFile(join(out, 'kit.json'), JSON.stringify({ ...record, modules: resolved, rootfsMiB: sizeMiB }, null, 2));
+    await writeFile(join(out, 'kit.json'), JSON.stringify({ ...record, modules: resolved, rootfsMiB: imageMiB }, null, 2));
     const final = join(cacheDir, hash);
     try {
       await rename(out, final);
