@@ -1,24 +1,28 @@
 /**
- * Benchmark: ADD and DEL latency of kata-cni chained after ptp, beside two references measured in
- * the same run and in the same way:
+ * Benchmark: VERSION, ADD, CHECK and DEL latency of kata-cni chained after ptp, beside two
+ * references measured in the same run and in the same way:
  *   - a bare `node -e 0` start (the floor of any Node plugin),
  *   - Debian's Go `tuning` plugin in the same chained position (same prevResult, same namespace),
- * plus `kata-cni` VERSION (start + bundle load, no network work). Every figure is taken both with
- * and without NODE_EXTRA_CA_CERTS (this machine sets it; Node then reads the CA bundle at start,
- * about 60 ms, which real hosts do not pay).
+ * plus a "floor probe": a node process that only starts the two helpers a kata-cni call needs
+ * (`ip -n NS -batch -` and `tc -n NS -batch -`) and gets one answer from each (what a Node plugin
+ * that drives iproute2 pays besides Node's start; it uses node:child_process, kata-cni does not). Every figure is taken both with and without NODE_EXTRA_CA_CERTS (this
+ * machine sets it; Node then reads the CA bundle at start, about 40-60 ms, which real hosts do not pay).
  *
  * The plugins are spawned directly, as a runtime does: the benchmark re-executes itself inside a
  * host namespace of its own (nsenter --net), so ptp's host side lands there. Each sample gets a
- * fresh pod namespace and a fresh ptp ADD (untimed); the variants are interleaved per sample so
- * load from other work on the machine spreads evenly. Only the plugin process (spawn to exit) is
- * timed. Namespaces are named kr-bench-cni-* and removed at the end, on failure and on Ctrl-C.
+ * fresh pod namespace and a fresh ptp ADD (untimed); the environments alternate per sample and every
+ * command of a sample runs once per environment, so load from other work on the machine spreads
+ * evenly. Only the plugin process (spawn to exit) is timed. kata-cni runs with KATA_CNI_TIMING=1
+ * (a few process.uptime() calls and one stderr line at exit, < 0.1 ms): its phase marks give the
+ * breakdown printed after the figures. Namespaces are named kr-bench-cni-* and removed at the end,
+ * on failure and on Ctrl-C.
  *
  *   node dist/bench/cni.js [--runs 40]
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from '../host/exec.js';
@@ -53,22 +57,78 @@ interface Outcome {
   ms: number;
   code: number | null;
   stdout: string;
+  /** kata-cni's phase marks (KATA_CNI_TIMING), ms since its process start. */
+  marks?: Record<string, number>;
 }
 
 function timed(file: string, args: string[], env: Record<string, string>, stdin: string): Promise<Outcome> {
   return new Promise((resolvePromise, reject) => {
     const t0 = now();
-    const c = spawn(file, args, { env, stdio: ['pipe', 'pipe', 'ignore'] });
+    const c = spawn(file, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
+    let stderr = '';
     c.stdout.on('data', (d: Buffer) => {
       stdout += d.toString();
+    });
+    c.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
     });
     c.on('error', reject);
     c.stdin.on('error', () => {});
     c.stdin.end(stdin);
-    c.on('close', (code) => resolvePromise({ ms: msSince(t0), code, stdout }));
+    c.on('close', (code) => {
+      const out: Outcome = { ms: msSince(t0), code, stdout };
+      const m = /^kata-cni-timing (.*)$/m.exec(stderr);
+      if (m?.[1]) out.marks = JSON.parse(m[1]) as Record<string, number>;
+      resolvePromise(out);
+    });
   });
 }
+
+/**
+ * The floor probe: start the two helpers of a kata-cni call in NS (with node:child_process), get one
+ * answer from each (each has then started and entered the namespace: a failing sentinel line) and
+ * exit, not waiting for them. What any Node plugin driving iproute2 this way pays besides Node's start.
+ */
+const FLOOR_PROBE = [
+  "const { spawn } = require('node:child_process');",
+  'const ns = process.argv[1];',
+  'let pending = 2;',
+  "for (const [tool, line] of [['ip', 'addr show dev a/b'], ['tc', 'qdisc show dev a/b']]) {",
+  "  const c = spawn(tool, ['-n', ns, '-force', '-json', '-batch', '-']);",
+  '  c.stdout.resume();',
+  "  c.stderr.on('data', (d) => { if (/Command failed/.test(String(d)) && --pending === 0) process.exit(0); });",
+  "  c.stdin.write(line + '\\n');",
+  '}',
+].join('\n');
+
+/** `node -e 0` that reports its own CPU time at exit, as kata-cni's KATA_CNI_TIMING line does. */
+const NODE_CPU_PROBE =
+  "process.on('exit', () => { const c = process.cpuUsage(); process.stderr.write('kata-cni-timing ' + JSON.stringify({ 'cpu-ms': (c.user + c.system) / 1000 }) + '\\n'); })";
+
+/** Phases of a kata-cni call from its marks, in order: [label, from mark, to mark]. */
+const PHASES: Record<string, [string, string | undefined, string][]> = {
+  ADD: [
+    ['Node start (to the first line of kata-cni)', undefined, 'launcher'],
+    ['start ip + tc helpers (2 spawns, no child_process)', 'launcher', 'helpers-spawned'],
+    ['compile the plugin code (code cache)', 'helpers-spawned', 'code-loaded'],
+    ['read stdin', 'code-loaded', 'stdin-read'],
+    ['validate config, start link read', 'stdin-read', 'config-checked'],
+    ['link read answered (ip helper)', 'config-checked', 'link-read'],
+    ['tap + redirect (helpers: kernel work)', 'link-read', 'attached'],
+    ['record, tap MAC, result', 'attached', 'result-written'],
+    ['exit (to the runtime seeing it)', 'result-written', '@end'],
+  ],
+  DEL: [
+    ['Node start (to the first line of kata-cni)', undefined, 'launcher'],
+    ['start ip + tc helpers (2 spawns, no child_process)', 'launcher', 'helpers-spawned'],
+    ['compile the plugin code (code cache)', 'helpers-spawned', 'code-loaded'],
+    ['read stdin, validate config', 'code-loaded', 'config-checked'],
+    ['read the record, plan the detach', 'config-checked', 'detach-planned'],
+    ['qdisc del + tap unlisted (helpers: kernel work)', 'detach-planned', 'detached'],
+    ['remove the record, exit', 'detached', '@end'],
+  ],
+};
 
 // ---------------------------------------------------------------------------------------------
 // Inner: runs inside the bench host namespace.
@@ -76,12 +136,33 @@ function timed(file: string, args: string[], env: Record<string, string>, stdin:
 async function inner(o: Options): Promise<void> {
   const { host, bin, work } = o.inner!;
   const envs: [string, Record<string, string>][] = [['without CA certs', {}]];
-  if (CA) envs.unshift(['with NODE_EXTRA_CA_CERTS', { NODE_EXTRA_CA_CERTS: CA }]);
+  if (CA) envs.push(['with NODE_EXTRA_CA_CERTS', { NODE_EXTRA_CA_CERTS: CA }]);
   const samples = new Map<string, number[]>();
   const add = (k: string, ms: number): void => {
     const xs = samples.get(k) ?? [];
     xs.push(ms);
     samples.set(k, xs);
+  };
+  const phases = new Map<string, number[]>();
+  const cpu = new Map<string, number[]>();
+  const addCpu = (k: string, r: Outcome): void => {
+    const v = r.marks?.['cpu-ms'];
+    if (v === undefined || r.code !== 0) return;
+    const xs = cpu.get(k) ?? [];
+    xs.push(v);
+    cpu.set(k, xs);
+  };
+  const addPhases = (cmd: string, label: string, r: Outcome): void => {
+    if (!r.marks || r.code !== 0) return;
+    for (const [name, from, to] of PHASES[cmd] ?? []) {
+      const a = from === undefined ? 0 : r.marks[from];
+      const b = to === '@end' ? r.ms : r.marks[to];
+      if (a === undefined || b === undefined) continue;
+      const k = `${cmd}|${label}|${name}`;
+      const xs = phases.get(k) ?? [];
+      xs.push(b - a);
+      phases.set(k, xs);
+    }
   };
   const ipam = join(work, 'ipam');
   const ptp = {
@@ -99,21 +180,25 @@ async function inner(o: Options): Promise<void> {
     if (r.code !== 0) failures.push(`${what}: exit ${r.code} ${r.stdout.trim()}`);
     return r;
   };
+  const KATA = join(bin, 'kata-cni');
 
   for (let i = 0; i < o.runs; i++) {
-    for (const [label, extra] of envs) {
+    // Alternate which environment goes first, so neither always follows the other.
+    for (const [label, extra] of i % 2 === 0 ? envs : [...envs].reverse()) {
       const env = { ...base, ...extra };
+      const kenv = { ...env, KATA_CNI_TIMING: '1' };
       add(`node -e 0|${label}`, must('node -e 0', await timed(process.execPath, ['-e', '0'], env, '')).ms);
-      add(
-        `kata-cni VERSION|${label}`,
-        must('kata-cni VERSION', await timed(join(bin, 'kata-cni'), [], { ...env, CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}')).ms,
-      );
+      addCpu(`node -e 0|${label}`, must('node cpu probe', await timed(process.execPath, ['-e', NODE_CPU_PROBE], env, '')));
+      const kv = must('kata-cni VERSION', await timed(KATA, [], { ...kenv, CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}'));
+      add(`kata-cni VERSION|${label}`, kv.ms);
+      addCpu(`kata-cni VERSION|${label}`, kv);
 
       const pod = `${PREFIX}p-${randomBytes(3).toString('hex')}`;
       await run('ip', ['netns', 'add', pod]);
       try {
-        const cni = (cmd: string): Record<string, string> => ({
-          ...env,
+        add(`floor probe|${label}`, must('floor probe', await timed(process.execPath, ['-e', FLOOR_PROBE, pod], env, '')).ms);
+        const cni = (cmd: string, e: Record<string, string> = env): Record<string, string> => ({
+          ...e,
           CNI_COMMAND: cmd,
           CNI_CONTAINERID: `bench${i}`,
           CNI_NETNS: `/run/netns/${pod}`,
@@ -121,12 +206,23 @@ async function inner(o: Options): Promise<void> {
         });
         const p = must('ptp ADD', await timed('/usr/lib/cni/ptp', [], cni('ADD'), conf(ptp)));
         const prev = JSON.parse(p.stdout) as Record<string, unknown>;
-        const ka = must('kata-cni ADD', await timed(join(bin, 'kata-cni'), [], cni('ADD'), conf(kata, prev)));
+        const ka = must('kata-cni ADD', await timed(KATA, [], cni('ADD', kenv), conf(kata, prev)));
         add(`kata-cni ADD|${label}`, ka.ms);
+        addPhases('ADD', label, ka);
+        addCpu(`kata-cni ADD|${label}`, ka);
         const cached = ka.code === 0 ? JSON.parse(ka.stdout) : prev;
-        add(`kata-cni DEL|${label}`, must('kata-cni DEL', await timed(join(bin, 'kata-cni'), [], cni('DEL'), conf(kata, cached))).ms);
-        add(`tuning ADD|${label}`, must('tuning ADD', await timed('/usr/lib/cni/tuning', [], cni('ADD'), conf(tuning, prev))).ms);
-        add(`tuning DEL|${label}`, must('tuning DEL', await timed('/usr/lib/cni/tuning', [], cni('DEL'), conf(tuning, prev))).ms);
+        const kc = must('kata-cni CHECK', await timed(KATA, [], cni('CHECK', kenv), conf(kata, cached)));
+        add(`kata-cni CHECK|${label}`, kc.ms);
+        addCpu(`kata-cni CHECK|${label}`, kc);
+        const kd = must('kata-cni DEL', await timed(KATA, [], cni('DEL', kenv), conf(kata, cached)));
+        add(`kata-cni DEL|${label}`, kd.ms);
+        addPhases('DEL', label, kd);
+        addCpu(`kata-cni DEL|${label}`, kd);
+        const tuned = must('tuning ADD', await timed('/usr/lib/cni/tuning', [], cni('ADD'), conf(tuning, prev)));
+        add(`tuning ADD|${label}`, tuned.ms);
+        const tprev = tuned.code === 0 ? JSON.parse(tuned.stdout) : prev;
+        add(`tuning CHECK|${label}`, must('tuning CHECK', await timed('/usr/lib/cni/tuning', [], cni('CHECK'), conf(tuning, tprev))).ms);
+        add(`tuning DEL|${label}`, must('tuning DEL', await timed('/usr/lib/cni/tuning', [], cni('DEL'), conf(tuning, tprev))).ms);
         must('ptp DEL', await timed('/usr/lib/cni/ptp', [], cni('DEL'), conf(ptp, prev)));
       } finally {
         await run('ip', ['netns', 'del', pod], { reject: false });
@@ -136,32 +232,83 @@ async function inner(o: Options): Promise<void> {
   }
 
   const med = (k: string): number => summarize(samples.get(k) ?? []).median;
+  const cols = envs.map(([l]) => l);
   const lines: string[] = [];
   lines.push(
     `kata-cni latency, ${o.runs} samples per figure, load average ${loadavg()
       .map((x) => x.toFixed(2))
-      .join(' ')} (${(await import('node:os')).cpus().length} CPUs), Node ${process.version}`,
+      .join(' ')} (${cpus().length} CPUs), Node ${process.version}`,
   );
   lines.push('');
   lines.push('| what | env | median ms | p95 ms | min ms |');
   lines.push('|---|---|---:|---:|---:|');
-  for (const what of ['node -e 0', 'kata-cni VERSION', 'kata-cni ADD', 'kata-cni DEL', 'tuning ADD', 'tuning DEL']) {
-    for (const [label] of envs) {
-      const s = summarize(samples.get(`${what}|${label}`) ?? []);
-      lines.push(`| ${what} | ${label} | ${fmt(s.median)} | ${fmt(s.p95)} | ${fmt(s.min)} |`);
+  const whats = [
+    'node -e 0',
+    'floor probe',
+    'kata-cni VERSION',
+    'kata-cni ADD',
+    'kata-cni CHECK',
+    'kata-cni DEL',
+    'tuning ADD',
+    'tuning CHECK',
+    'tuning DEL',
+  ];
+  for (const what of whats) {
+    for (const l of cols) {
+      const s = summarize(samples.get(`${what}|${l}`) ?? []);
+      lines.push(`| ${what} | ${l} | ${fmt(s.median)} | ${fmt(s.p95)} | ${fmt(s.min)} |`);
     }
   }
   lines.push('');
-  lines.push(`| ratio (medians) | ${envs.map(([l]) => l).join(' | ')} |`);
-  lines.push(`|---|${envs.map(() => '---:').join('|')}|`);
-  const ratio = (a: string, b: string): string => envs.map(([l]) => fmt(med(`${a}|${l}`) / med(`${b}|${l}`), 2)).join(' | ');
+  lines.push(`| ratio (medians) | ${cols.join(' | ')} |`);
+  lines.push(`|---|${cols.map(() => '---:').join('|')}|`);
+  const ratio = (a: string, b: string): string => cols.map((l) => fmt(med(`${a}|${l}`) / med(`${b}|${l}`), 2)).join(' | ');
   lines.push(`| kata-cni ADD / node -e 0 (goal <= 1.5) | ${ratio('kata-cni ADD', 'node -e 0')} |`);
-  lines.push(`| kata-cni DEL / node -e 0 | ${ratio('kata-cni DEL', 'node -e 0')} |`);
+  lines.push(`| kata-cni DEL / node -e 0 (goal <= 1.5) | ${ratio('kata-cni DEL', 'node -e 0')} |`);
+  lines.push(`| kata-cni CHECK / node -e 0 | ${ratio('kata-cni CHECK', 'node -e 0')} |`);
   lines.push(`| kata-cni VERSION / node -e 0 | ${ratio('kata-cni VERSION', 'node -e 0')} |`);
+  lines.push(`| floor probe / node -e 0 | ${ratio('floor probe', 'node -e 0')} |`);
   lines.push(`| kata-cni ADD / tuning ADD | ${ratio('kata-cni ADD', 'tuning ADD')} |`);
+  lines.push(`| kata-cni CHECK / tuning CHECK | ${ratio('kata-cni CHECK', 'tuning CHECK')} |`);
   lines.push(`| kata-cni DEL / tuning DEL | ${ratio('kata-cni DEL', 'tuning DEL')} |`);
+  for (const c of ['ADD', 'DEL', 'CHECK']) {
+    lines.push(
+      `| kata-cni ${c} - node -e 0 (ms beyond Node's start) | ${cols.map((l) => fmt(med(`kata-cni ${c}|${l}`) - med(`node -e 0|${l}`))).join(' | ')} |`,
+    );
+  }
+  lines.push('');
+  lines.push(`| CPU time of the process itself (median ms; less moved by other work than wall time) | ${cols.join(' | ')} |`);
+  lines.push(`|---|${cols.map(() => '---:').join('|')}|`);
+  const cpuMed = (k: string): number => summarize(cpu.get(k) ?? []).median;
+  for (const what of ['node -e 0', 'kata-cni VERSION', 'kata-cni ADD', 'kata-cni CHECK', 'kata-cni DEL']) {
+    lines.push(`| ${what} | ${cols.map((l) => fmt(cpuMed(`${what}|${l}`))).join(' | ')} |`);
+  }
+  for (const what of ['kata-cni ADD', 'kata-cni DEL']) {
+    lines.push(
+      `| ${what} CPU / node -e 0 CPU | ${cols.map((l) => fmt(cpuMed(`${what}|${l}`) / cpuMed(`node -e 0|${l}`), 2)).join(' | ')} |`,
+    );
+  }
+  for (const cmd of Object.keys(PHASES)) {
+    lines.push('');
+    lines.push(`| where a kata-cni ${cmd} goes (median ms of each phase) | ${cols.join(' | ')} |`);
+    lines.push(`|---|${cols.map(() => '---:').join('|')}|`);
+    for (const [name] of PHASES[cmd]!) {
+      lines.push(`| ${name} | ${cols.map((l) => fmt(summarize(phases.get(`${cmd}|${l}|${name}`) ?? []).median)).join(' | ')} |`);
+    }
+  }
+  const l0 = cols[0]!;
+  const node0 = med(`node -e 0|${l0}`);
+  const floor = med(`floor probe|${l0}`);
+  const phase = (cmd: string, name: string): number => summarize(phases.get(`${cmd}|${l0}|${name}`) ?? []).median;
+  const kAdd = phase('ADD', 'tap + redirect (helpers: kernel work)');
+  const kDel = phase('DEL', 'qdisc del + tap unlisted (helpers: kernel work)');
+  lines.push('');
   lines.push(
-    `| kata-cni ADD - node -e 0 (ms of work beyond Node's start) | ${envs.map(([l]) => fmt(med(`kata-cni ADD|${l}`) - med(`node -e 0|${l}`))).join(' | ')} |`,
+    `Floor (${l0}): node -e 0 ${fmt(node0)} ms; a Node process that only starts its ip and tc helpers ${fmt(floor)} ms ` +
+      `(${fmt(floor / node0, 2)}x); the kernel work seen from the plugin adds ${fmt(kAdd)} ms to an ADD ` +
+      `(tuntap add, two ingress qdiscs on up devices: each an RCU grace period) and ${fmt(kDel)} ms to a DEL ` +
+      `(qdisc del: an RCU grace period; the tap leaving the namespace). So ADD >= ${fmt((floor + kAdd) / node0, 2)}x ` +
+      `and DEL >= ${fmt((floor + kDel) / node0, 2)}x of node -e 0 for any Node plugin driving iproute2 this way.`,
   );
   process.stdout.write(`${lines.join('\n')}\n`);
   if (failures.length > 0) {

@@ -40,33 +40,47 @@ function parseId(key: string, v: string, max: number): number {
   return Number(v);
 }
 
-/** Parse CNI_ARGS; `tapNamePattern` is the schema's pattern for tap name templates. */
-export function parseCniArgs(raw: string, tapNamePattern: RegExp): ArgOverrides {
+/**
+ * Parse CNI_ARGS; `tapNamePattern` is the schema's pattern for tap name templates. With `onProblem`
+ * (DEL, which is best effort and must never stop the rest of a chain's DEL) a bad pair or an unknown
+ * key is handed to it and skipped instead of failing the call.
+ */
+export function parseCniArgs(raw: string, tapNamePattern: RegExp, onProblem?: (e: CniError) => void): ArgOverrides {
   const out: ArgOverrides = {};
   if (raw.trim() === '') return out;
+  const fail = (e: CniError): void => {
+    if (!onProblem) throw e;
+    onProblem(e);
+  };
   const pairs: [string, string][] = [];
   for (const part of raw.split(';')) {
     if (part === '') continue;
     const eq = part.indexOf('=');
-    if (eq <= 0) throw bad(`"${part}" is not of the form KEY=VALUE`);
-    pairs.push([part.slice(0, eq), part.slice(eq + 1)]);
+    if (eq <= 0) fail(bad(`"${part}" is not of the form KEY=VALUE`));
+    else pairs.push([part.slice(0, eq), part.slice(eq + 1)]);
   }
   const ignoreUnknown = pairs.some(([k, v]) => k === 'IgnoreUnknown' && /^(1|true)$/i.test(v));
   for (const [k, v] of pairs) {
     const field = KEYS[k];
     if (field === undefined) {
       if (ALWAYS_ACCEPTED.has(k) || ignoreUnknown) continue;
-      throw bad(`unknown key "${k}" (kata-cni knows ${CNI_ARGS_KEYS.join(', ')}; add IgnoreUnknown=1 to pass others through)`);
+      fail(bad(`unknown key "${k}" (kata-cni knows ${CNI_ARGS_KEYS.join(', ')}; add IgnoreUnknown=1 to pass others through)`));
+      continue;
     }
-    if (field === 'tapName') {
-      if (!tapNamePattern.test(v) || v.length > 64)
-        throw bad(`${k}=${v} is not a valid tap name template (letters, digits, _ . + -, {index}, {ifname})`);
-      out.tapName = v;
-    } else if (field === 'queues') {
-      out.queues = parseId(k, v, 256);
-      if (out.queues < 1) throw bad(`${k}=${v} must be an integer from 1 to 256`);
-    } else {
-      out[field] = parseId(k, v, UINT32_MAX_ID);
+    try {
+      if (field === 'tapName') {
+        if (!tapNamePattern.test(v) || v.length > 64)
+          throw bad(`${k}=${v} is not a valid tap name template (letters, digits, _ . + -, {index}, {ifname})`);
+        out.tapName = v;
+      } else if (field === 'queues') {
+        const q = parseId(k, v, 256);
+        if (q < 1) throw bad(`${k}=${v} must be an integer from 1 to 256`);
+        out.queues = q;
+      } else {
+        out[field] = parseId(k, v, UINT32_MAX_ID);
+      }
+    } catch (e) {
+      fail(e as CniError);
     }
   }
   return out;

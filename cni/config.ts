@@ -8,6 +8,7 @@ import type { CniCommand } from './skel.js';
 import { requireSupportedVersion, requireVersionForCommand, type CniVersion } from './version.js';
 
 export type TapModel = 'tcfilter' | 'macvtap';
+export type ResultConvention = 'kata-cni' | 'tc-redirect-tap';
 
 /** The effective kata-cni configuration of one call: plugin config, then CNI_ARGS, then args.cni. */
 export interface KataCniConfig {
@@ -21,12 +22,16 @@ export interface KataCniConfig {
   owner?: number;
   group?: number;
   vhostNet: boolean;
+  /** What ADD adds to the result: the tap, or also tc-redirect-tap's pseudo VM interface. */
+  resultConvention: ResultConvention;
   stateDir: string;
   logFile?: string;
   logLevel?: string;
   prevResult?: CniResult;
   /** GC: the attachments still in use (cni.dev/valid-attachments, or the older cni.dev/attachments). */
   validAttachments?: { containerID: string; ifname: string }[];
+  /** DEL: CNI_ARGS problems that were skipped rather than failing the call (logged). */
+  ignoredArgs?: string[];
 }
 
 export const DEFAULTS = {
@@ -34,6 +39,7 @@ export const DEFAULTS = {
   tapName: 'tap{index}_kata',
   queues: 1,
   vhostNet: true,
+  resultConvention: 'kata-cni' as ResultConvention,
   stateDir: '/run/kata-cni',
 };
 
@@ -114,7 +120,7 @@ export function buildConfig(raw: Record<string, unknown>, command: CniCommand, c
     if (errors.length > 0) {
       const described = errors.map((e) => describeSchemaError(e, data));
       const first = described[0]!;
-      throw new CniError(first.code, `invalid kata-cni configuration: ${first.msg}`, described.map((d) => d.msg).join('; '));
+      throw new CniError(first.code, `invalid kata-cni configuration: ${first.msg}`, described.map((d) => d.msg).join('\n'));
     }
   }
   const c = data as {
@@ -125,13 +131,14 @@ export function buildConfig(raw: Record<string, unknown>, command: CniCommand, c
     owner?: number;
     group?: number;
     vhostNet?: boolean;
+    resultConvention?: ResultConvention;
     stateDir?: string;
     logFile?: string;
     logLevel?: string;
     prevResult?: Record<string, unknown>;
     args?: { cni?: ArgOverrides };
-    'cni.dev/valid-attachments'?: { containerID: string; ifname: string }[];
-    'cni.dev/attachments'?: { containerID: string; ifname: string }[];
+    'cni.dev/valid-attachments'?: { containerID: string; ifname: string }[] | null;
+    'cni.dev/attachments'?: { containerID: string; ifname: string }[] | null;
   };
   const cfg: KataCniConfig = {
     cniVersion,
@@ -140,6 +147,7 @@ export function buildConfig(raw: Record<string, unknown>, command: CniCommand, c
     tapName: c.tapName ?? DEFAULTS.tapName,
     queues: c.queues ?? DEFAULTS.queues,
     vhostNet: c.vhostNet ?? DEFAULTS.vhostNet,
+    resultConvention: c.resultConvention ?? DEFAULTS.resultConvention,
     stateDir: c.stateDir ?? DEFAULTS.stateDir,
   };
   if (c.owner !== undefined) cfg.owner = c.owner;
@@ -147,9 +155,13 @@ export function buildConfig(raw: Record<string, unknown>, command: CniCommand, c
   if (c.logFile !== undefined) cfg.logFile = c.logFile;
   if (c.logLevel !== undefined) cfg.logLevel = c.logLevel;
   if (c.prevResult !== undefined) cfg.prevResult = normalizeResult(c.prevResult);
-  const valid = c['cni.dev/valid-attachments'] ?? c['cni.dev/attachments'];
-  if (valid !== undefined) cfg.validAttachments = valid;
-  applyOverrides(cfg, parseCniArgs(cniArgs, TAP_NAME_PATTERN));
+  // Key present with null: none valid (a Go nil slice from libcni); key absent: not a GC list at all.
+  const key =
+    'cni.dev/valid-attachments' in c ? 'cni.dev/valid-attachments' : 'cni.dev/attachments' in c ? 'cni.dev/attachments' : undefined;
+  if (key !== undefined) cfg.validAttachments = c[key] ?? [];
+  const ignored: string[] = [];
+  applyOverrides(cfg, parseCniArgs(cniArgs, TAP_NAME_PATTERN, command === 'DEL' ? (e) => ignored.push(e.message) : undefined));
+  if (ignored.length > 0) cfg.ignoredArgs = ignored;
   if (c.args?.cni) applyOverrides(cfg, c.args.cni);
   return cfg;
 }

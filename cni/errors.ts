@@ -101,7 +101,15 @@ export function toErrorResult(e: unknown, cniVersion: string): CniErrorResult {
   );
 }
 
+/**
+ * `details` carries what `msg` does not: lines of it that msg already says are dropped (libcni
+ * shows both, joined, so the same text would be read twice), and none is set when nothing is left.
+ */
 function withDetails(r: CniErrorResult, details: string): CniErrorResult {
-  if (details) r.details = details;
+  const rest = details
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !r.msg.includes(l));
+  if (rest.length > 0) r.details = rest.join('\n');
   return r;
 }

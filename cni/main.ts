@@ -1,5 +1,6 @@
 import { fstatSync, readFileSync, writeSync } from 'node:fs';
 import { runCni } from './run.js';
+import { mark, startTiming } from './timing.js';
 
 /**
  * The kata-cni executable (bundled into dist/cni/kata-cni.js by cni/build/bundle.mjs). Reads the
@@ -46,12 +47,18 @@ function writeAll(fd: number, text: string): void {
 }
 
 // No top-level await: the bundle is a classic script (see cni/build/bundle.mjs).
+startTiming(process.env);
+mark('code-loaded');
 void readStdin()
-  .then((stdin) => runCni(process.env, stdin))
+  .then((stdin) => {
+    mark('stdin-read');
+    return runCni(process.env, stdin);
+  })
   .then(
     (out) => {
       if (out.stdout) writeAll(1, out.stdout);
       if (out.stderr) writeAll(2, out.stderr);
+      mark('result-written');
       process.exit(out.exitCode);
     },
     (e: unknown) => {

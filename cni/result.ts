@@ -91,9 +91,12 @@ function pick<T extends object, K extends keyof T>(o: T, keys: readonly K[]): Pi
   return out;
 }
 
-/** Two netns paths name the same namespace: equal once /var/run is folded to /run, or same nsfs inode. */
+/**
+ * Two netns paths name the same namespace: equal once /var/run is folded to /run, or same nsfs inode.
+ * A sandbox that is not an absolute path (e.g. a VM id) names no namespace.
+ */
 export function sameNetns(a: string | undefined, b: string): boolean {
-  if (a === undefined || a === '') return false;
+  if (a === undefined || !a.startsWith('/') || !b.startsWith('/')) return false;
   const norm = (p: string) => p.replace(/^\/var\/run\//, '/run/');
   if (norm(a) === norm(b)) return true;
   try {

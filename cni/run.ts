@@ -1,6 +1,7 @@
 import type { Logger } from '../host/log.js';
 import { toErrorResult } from './errors.js';
 import { parseCommand, parseRequest } from './skel.js';
+import { mark } from './timing.js';
 import { CURRENT_VERSION, isSupportedVersion, SUPPORTED_VERSIONS, versionResult } from './version.js';
 
 /**
@@ -33,6 +34,7 @@ export async function runCni(env: NodeJS.ProcessEnv, stdin: string): Promise<Cni
     const raw = decodeConfig(stdin);
     if (isSupportedVersion(raw.cniVersion)) version = raw.cniVersion;
     const cfg = buildConfig(raw, command, req.args);
+    mark('config-checked');
     const { makeLogger, effectiveLogSettings } = await import('./log.js');
     log = await makeLogger(effectiveLogSettings(cfg, env), {
       command,
@@ -41,6 +43,7 @@ export async function runCni(env: NodeJS.ProcessEnv, stdin: string): Promise<Cni
       netns: req.netns || undefined,
       network: cfg.name,
     });
+    if (cfg.ignoredArgs) log.warn({ problems: cfg.ignoredArgs }, 'CNI_ARGS problems ignored: DEL is best effort');
     switch (command) {
       case 'ADD': {
         const { cmdAdd } = await import('./commands/add.js');

@@ -29,6 +29,12 @@ export interface AttachmentRecord<A = unknown> {
   /** Identity of that namespace (nsfs inode), so a later namespace at the same path is never touched. */
   netnsId?: NetnsId;
   tapName: string;
+  /**
+   * The tap's MAC once attached (tcfilter: the kernel's random one; macvtap: the guest MAC). Namespace
+   * inodes are reused once a namespace is freed, so the identity above can match a later namespace;
+   * a tap of this name with another MAC proves the attachment there is somebody else's.
+   */
+  tapMac?: string;
   model: string;
   /** The endpoint plugin's Attached; absent while the ADD is in progress ("pending"). */
   attached?: A;
@@ -65,7 +71,11 @@ export function writeRecord(stateDir: string, rec: AttachmentRecord): void {
     writeFileSync(tmp, `${JSON.stringify(rec)}\n`, { mode: 0o600 });
     renameSync(tmp, file);
   } catch (e) {
-    rmSync(tmp, { force: true });
+    try {
+      rmSync(tmp, { force: true });
+    } catch {
+      // The directory is not usable at all (e.g. stateDir is a file: ENOTDIR): nothing was written.
+    }
     throw new CniError(
       CNI_CODES.IO_FAILURE,
       `cannot write the attachment record ${file}: ${(e as Error).message} (is stateDir "${stateDir}" writable?)`,
@@ -108,8 +118,46 @@ function parseRecord<A>(text: string, file: string): AttachmentRecord<A> {
 }
 
 export function removeRecord(stateDir: string, network: string, containerId: string, ifname: string): void {
-  rmSync(recordPath(stateDir, network, containerId, ifname), { force: true });
-  rmSync(runDirFor(stateDir, network, containerId, ifname), { recursive: true, force: true });
+  for (const p of [recordPath(stateDir, network, containerId, ifname), runDirFor(stateDir, network, containerId, ifname)]) {
+    try {
+      rmSync(p, { recursive: true, force: true });
+    } catch (e) {
+      // A path through a regular file (ENOTDIR) holds no record.
+      if ((e as NodeJS.ErrnoException).code !== 'ENOTDIR') throw e;
+    }
+  }
+}
+
+/**
+ * Records of any network under stateDir, other than `self`'s, made in the namespace
+ * `netnsId` for a tap named `tapName`: an attachment that is provably somebody else's.
+ */
+export function otherClaims(
+  stateDir: string,
+  self: { network: string; containerId: string; ifname: string },
+  netnsId: NetnsId,
+  tapName: string,
+): AttachmentRecord[] {
+  let networks: string[];
+  try {
+    networks = readdirSync(stateDir);
+  } catch {
+    return [];
+  }
+  const out: AttachmentRecord[] = [];
+  for (const network of networks) {
+    let records: AttachmentRecord[];
+    try {
+      records = listRecords(stateDir, network).records;
+    } catch {
+      continue; // not a directory of records
+    }
+    for (const r of records) {
+      if (network === self.network && r.containerId === self.containerId && r.ifname === self.ifname) continue;
+      if (r.tapName === tapName && r.netnsId?.ino === netnsId.ino && r.netnsId.dev === netnsId.dev) out.push(r);
+    }
+  }
+  return out;
 }
 
 /** Every record of a network (GC); unreadable ones are returned as errors, not thrown. */

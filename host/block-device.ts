@@ -1,20 +1,69 @@
 import { readdirSync, readFileSync, readlinkSync, realpathSync, statSync } from 'node:fs';
+import { readFile, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { KataError } from './errors.js';
 import { readMountinfo, type MountInfo } from './mounts.js';
 
 /**
- * What a host path is as a VM disk, and whether the host uses it. A guest writing a filesystem the
- * host has mounted (or that a device-mapper device, a swap area or a loop device sits on) corrupts
- * it, so such a source is refused before anything changes. Read from /sys/dev/block, mountinfo,
+ * Block devices as the kernel names them (a node's major:minor from st_rdev, and the sysfs entry
+ * /sys/dev/block/MAJ:MIN that exists exactly for the block devices the kernel has), and what a host
+ * path is as a VM disk and whether the host uses it. A guest writing a filesystem the host has
+ * mounted (or that a device-mapper device, a swap area or a loop device sits on) corrupts it, so
+ * such a source is refused before anything changes. Read from /sys/dev/block, mountinfo,
  * /proc/swaps and the loop devices' backing files; nothing is spawned.
  */
+
+export interface BlockDevice {
+  /** The node with symlinks resolved (e.g. /dev/mapper/pool-snap-3 -> /dev/dm-3). */
+  path: string;
+  major: number;
+  minor: number;
+  /** Size in bytes (sysfs `size` is in 512-byte sectors whatever the device's block size). */
+  sizeBytes: number;
+}
+
+/** Linux's encoding of a dev_t (glibc's gnu_dev_major / gnu_dev_minor), as "MAJ:MIN". */
+export function devMajMin(dev: number): { major: number; minor: number } {
+  const major = ((dev >>> 8) & 0xfff) | (Math.floor(dev / 2 ** 32) & ~0xfff);
+  const minor = (dev & 0xff) | ((dev >>> 12) & ~0xff);
+  return { major, minor };
+}
+
+/**
+ * The block device at path (symlinks followed), or undefined when path is missing, not a block
+ * device node, or a node the kernel has no device for (no /sys/dev/block/MAJ:MIN).
+ */
+export async function blockDevice(path: string, sysRoot = '/sys'): Promise<BlockDevice | undefined> {
+  let real: string;
+  try {
+    real = await realpath(path);
+  } catch {
+    return undefined;
+  }
+  const s = await stat(real).catch(() => undefined);
+  if (!s?.isBlockDevice()) return undefined;
+  const { major, minor } = devMajMin(s.rdev);
+  const size = await readFile(`${sysRoot}/dev/block/${major}:${minor}/size`, 'utf8').catch(() => undefined);
+  if (size === undefined) return undefined;
+  return { path: real, major, minor, sizeBytes: Number(size.trim()) * 512 };
+}
+
+/** As blockDevice, but a typed error naming `what` when path is not a usable block device. */
+export async function requireBlockDevice(path: string, what: string): Promise<BlockDevice> {
+  const b = await blockDevice(path);
+  if (!b)
+    throw new KataError('E_INVALID_ARGUMENT', `${what} ${path} is not a block device (no such node, or no /sys/dev/block entry)`, { path });
+  return b;
+}
 
 export type BlockSourceKind =
   | { kind: 'host-device'; path: string; majMin: string; sizeBytes: number }
   | { kind: 'file'; path: string; sizeBytes: number };
 
-const majMinOf = (rdev: number): string => `${Math.floor(rdev / 256) & 0xfff}:${(rdev & 0xff) | ((rdev >> 12) & 0xfff00)}`;
+const majMinOf = (rdev: number): string => {
+  const { major, minor } = devMajMin(rdev);
+  return `${major}:${minor}`;
+};
 
 function readTrim(p: string): string | undefined {
   try {

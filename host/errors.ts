@@ -38,6 +38,7 @@ export const ERROR_CODES = {
   E_NBD: 'an NBD server refused an option or request, or the connection to it was lost; details carry the NBD error or option reply',
   E_NBD_PROTOCOL: 'an NBD server broke the protocol (bad magic, unknown cookie, oversized or overrunning reply); the connection was closed',
   E_NBD_READ_ONLY: 'a write, trim or zero was refused before sending because the NBD export is read-only',
+  E_DEVMAPPER: 'a device-mapper operation (dmsetup) failed or gave an unexpected answer; the message carries its stderr',
   E_INTERNAL: 'a bug: an invariant did not hold',
 } as const;
 
@@ -70,6 +71,9 @@ const ERROR_STATUS: Partial<Record<ErrorCode, number>> = {
   E_TIMEOUT: 504,
   E_TTRPC: 502,
   E_TTRPC_CLOSED: 502,
+  E_NBD: 502,
+  E_NBD_PROTOCOL: 502,
+  E_NBD_READ_ONLY: 409,
   E_EXEC_TIMEOUT: 504,
 };
 

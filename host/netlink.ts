@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { TextLines, failedLineNumber, parseBatchStderr as parseBatchOutput, type LineOutcome } from './batch-output.js';
 import { holdEventLoop } from './child-ref.js';
-import { KataError, NetlinkError, codeForKernelMessage } from './errors.js';
+import { ExecError, KataError, NetlinkError, codeForKernelMessage } from './errors.js';
 import { noteSpawn, run } from './exec.js';
 import { type NetnsRef, netnsLabel, toolArgv, netnsExists } from './netns.js';
 
@@ -105,6 +105,29 @@ interface Pending {
  */
 const SENTINEL: Record<Tool, string> = { ip: 'addr show dev a/b', tc: 'qdisc show dev a/b' };
 
+/**
+ * The command line of a long-lived helper: `ip`/`tc` in -batch mode reading stdin, each failure
+ * reported per line (-force), reads as JSON. With `ipDetails`, `ip` also prints link details
+ * (-details: kind, tun mode, parent bus), so reads that ask for them need no process of their own.
+ */
+export function helperArgv(tool: Tool, ns: NetnsRef | undefined, ipDetails = false): [string, string[]] {
+  const flags = tool === 'ip' && ipDetails ? ['-force', '-json', '-details', '-batch', '-'] : ['-force', '-json', '-batch', '-'];
+  return toolArgv(tool, ns, flags);
+}
+
+/** A helper's spawn failure as the host layer reports it for one-shot commands (see exec.ts). */
+function spawnError(file: string, args: readonly string[], e: NodeJS.ErrnoException): Error {
+  if (e.code !== 'ENOENT') return e;
+  const pkg = file === 'nsenter' ? 'util-linux' : 'iproute2';
+  return new ExecError(
+    'E_EXEC_NOT_FOUND',
+    [file, ...args].join(' '),
+    '',
+    undefined,
+    `${file}: not found (install the Debian package ${pkg})`,
+  );
+}
+
 /** One long-lived `ip`/`tc` in -batch mode for one namespace. */
 class Coprocess {
   private child: ChildProcess;
@@ -115,6 +138,9 @@ class Coprocess {
   private errPending: string[] = [];
   dead = false;
   private idleTimer: NodeJS.Timeout | undefined;
+  /** With a timeout: runs while a request is pending, restarted whenever the oldest one settles. */
+  private watchdog: NodeJS.Timeout | undefined;
+  private readonly command: string;
   /** Reads are serialised: a failed read has no stdout, so two in flight could not be told apart. */
   private readChain: Promise<unknown> = Promise.resolve();
 
@@ -123,16 +149,28 @@ class Coprocess {
     readonly ns: NetnsRef | undefined,
     private readonly idleMs: number,
     private readonly onExit: () => void,
+    ipDetails = false,
+    adopted?: ChildProcess,
+    private readonly timeoutMs = 0,
   ) {
-    const [file, args] = toolArgv(tool, ns, ['-force', '-json', '-batch', '-']);
-    noteSpawn();
-    this.child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const [file, args] = helperArgv(tool, ns, ipDetails);
+    this.command = [file, ...args].join(' ');
+    if (adopted) {
+      this.child = adopted;
+    } else {
+      noteSpawn();
+      this.child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    }
     this.child.stdout!.setEncoding('utf8').on('data', (d: string) => this.out.push(d));
     this.child.stderr!.setEncoding('utf8').on('data', (d: string) => this.err.push(d));
     this.child.stdin!.on('error', () => {});
-    this.child.on('error', (e) => this.fail(e));
+    this.child.on('error', (e: NodeJS.ErrnoException) => this.fail(spawnError(file, args, e)));
     this.child.on('exit', () => this.fail(nsGoneError(ns, this.errPending.join('\n') + this.err.partial)));
     this.setRef(false);
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
   }
 
   private setRef(on: boolean): void {
@@ -166,7 +204,10 @@ class Coprocess {
         reject,
       };
       this.queue.push(p);
-      if (this.queue.length === 1) this.setRef(true);
+      if (this.queue.length === 1) {
+        this.setRef(true);
+        this.armWatchdog();
+      }
       this.child.stdin!.write(`${lines.join('\n')}\n${SENTINEL[this.tool]}\n`);
     });
   }
@@ -202,6 +243,7 @@ class Coprocess {
       if (p.stdout.length < expected) return;
       this.queue.shift();
       if (this.queue.length === 0) this.setRef(false);
+      this.armWatchdog();
       p.resolve({ outcome: p.outcome, stdout: p.stdout });
     }
     if (this.idleMs > 0 && !this.dead) {
@@ -211,10 +253,23 @@ class Coprocess {
     }
   }
 
+  /** A helper that does not answer the oldest request within timeoutMs is killed; its requests fail with E_EXEC_TIMEOUT. */
+  private armWatchdog(): void {
+    if (this.timeoutMs <= 0) return;
+    if (this.watchdog) clearTimeout(this.watchdog);
+    this.watchdog = undefined;
+    if (this.queue.length === 0 || this.dead) return;
+    this.watchdog = setTimeout(() => {
+      this.child.kill('SIGKILL');
+      this.fail(new ExecError('E_EXEC_TIMEOUT', this.command, this.errPending.join('\n') + this.err.partial, undefined));
+    }, this.timeoutMs);
+  }
+
   private fail(e: unknown): void {
     if (this.dead) return;
     this.dead = true;
     if (this.idleTimer) clearTimeout(this.idleTimer);
+    if (this.watchdog) clearTimeout(this.watchdog);
     for (const p of this.queue.splice(0)) p.reject(e);
     this.setRef(false);
     this.onExit();
@@ -239,6 +294,33 @@ class Coprocess {
   }
 }
 
+export interface CoprocessOptions {
+  /** Start `ip` helpers with -details, so that reads asking for details (`-details ...`) are served by the helper. */
+  ipDetails?: boolean;
+  /** Kill a helper whose oldest request is unanswered after this many ms (E_EXEC_TIMEOUT); 0: no limit. */
+  requestTimeoutMs?: number;
+  /**
+   * A helper already started (e.g. first thing at process start, so that its start overlaps other
+   * work) for this tool and namespace, or undefined. It is used only if it was spawned with exactly
+   * helperArgv(tool, ns, ipDetails) and piped stdio, and nothing was written to it yet; asked once per key.
+   */
+  adopt?: (tool: Tool, ns: NetnsRef | undefined) => ChildProcess | undefined;
+}
+
+/** An adoptable helper: spawned with the expected command line and all three stdio pipes. */
+function adoptable(child: ChildProcess | undefined, file: string, args: readonly string[]): child is ChildProcess {
+  return (
+    child !== undefined &&
+    child.pid !== undefined &&
+    child.stdin !== null &&
+    child.stdout !== null &&
+    child.stderr !== null &&
+    child.spawnfile === file &&
+    child.spawnargs.length === args.length + 1 &&
+    args.every((a, i) => child.spawnargs[i + 1] === a)
+  );
+}
+
 /**
  * Long-lived `ip`/`tc` helpers, one per (tool, namespace), started on first use and stopped after
  * idleMs without requests (a helper holds its namespace alive, so it must not linger).
@@ -246,8 +328,18 @@ class Coprocess {
 export class CoprocessNetlink implements Netlink {
   private readonly procs = new Map<string, Coprocess>();
   private readonly reads = new SpawnNetlink();
+  private readonly asked = new Set<string>();
 
-  constructor(private readonly idleMs = 2000) {}
+  constructor(
+    private readonly idleMs = 2000,
+    private readonly opts: CoprocessOptions = {},
+  ) {}
+
+  /** The pid of the live helper for (tool, ns), if there is one. */
+  helperPid(tool: Tool, ns: NetnsRef | undefined): number | undefined {
+    const p = this.procs.get(this.key(tool, ns));
+    return p && !p.dead && !p.closing ? p.pid : undefined;
+  }
 
   private key(tool: Tool, ns: NetnsRef | undefined): string {
     return `${tool}\0${ns?.path ?? ''}`;
@@ -258,9 +350,26 @@ export class CoprocessNetlink implements Netlink {
     let p = this.procs.get(k);
     if (!p || p.dead || p.closing) {
       if (ns && !netnsExists(ns)) throw nsGoneError(ns, '');
-      const created: Coprocess = new Coprocess(tool, ns, this.idleMs, () => {
-        if (this.procs.get(k) === created) this.procs.delete(k);
-      });
+      const ipDetails = this.opts.ipDetails === true;
+      let adopted: ChildProcess | undefined;
+      if (this.opts.adopt && !this.asked.has(k)) {
+        this.asked.add(k);
+        const c = this.opts.adopt(tool, ns);
+        const [file, args] = helperArgv(tool, ns, ipDetails);
+        if (adoptable(c, file, args) && c.exitCode === null && c.signalCode === null) adopted = c;
+        else c?.kill('SIGKILL');
+      }
+      const created: Coprocess = new Coprocess(
+        tool,
+        ns,
+        this.idleMs,
+        () => {
+          if (this.procs.get(k) === created) this.procs.delete(k);
+        },
+        ipDetails,
+        adopted,
+        this.opts.requestTimeoutMs ?? 0,
+      );
       p = created;
       this.procs.set(k, p);
     }
@@ -274,8 +383,10 @@ export class CoprocessNetlink implements Netlink {
     return (await this.proc(tool, ns).submit(lines, false)).outcome;
   }
 
-  async json<T>(tool: Tool, ns: NetnsRef | undefined, args: readonly string[]): Promise<T> {
+  async json<T>(tool: Tool, ns: NetnsRef | undefined, argv: readonly string[]): Promise<T> {
     if (ns && !netnsExists(ns)) throw nsGoneError(ns, '');
+    // A helper started with -details serves reads that ask for details.
+    const args = tool === 'ip' && this.opts.ipDetails && (argv[0] === '-details' || argv[0] === '-d') ? argv.slice(1) : argv;
     // `ip -json ... show` with options before the object (e.g. -d) is not a batch line: spawn those.
     if (args.length > 0 && args[0]!.startsWith('-')) return this.reads.json<T>(tool, ns, args);
     // `link show` would leave the batch's address family at AF_PACKET (see SENTINEL); `addr show`

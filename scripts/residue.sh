@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fails if the tests left anything behind: namespaces or links with the test prefixes, qemu or
 # virtiofsd processes started from this checkout's test dirs, attached loop devices of ours,
-# mounts under our run/test dirs.
+# mounts under our run/test dirs, kernel lab run directories.
 set -u
 bad=0
 ns=$(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^(krt-|kr-)' || true)
@@ -12,6 +12,8 @@ procs=$(ps -eo pid=,args= | grep -E 'qemu-system|virtiofsd|supervisor/main.js|co
 [ -n "$procs" ] && { echo "residue: processes: $procs" >&2; bad=1; }
 loops=$(losetup -a 2>/dev/null | grep -E 'krt-|kr-|kata-resources' || true)
 [ -n "$loops" ] && { echo "residue: loop devices: $loops" >&2; bad=1; }
+labs=$(ls -d "${TMPDIR:-/tmp}"/kr-lab-* 2>/dev/null || true)
+[ -n "$labs" ] && { echo "residue: kernel lab run directories: $labs" >&2; bad=1; }
 mnts=$(awk '$2 ~ /(krt-|kr-|kata-resources)/ {print $2}' /proc/mounts || true)
 [ -n "$mnts" ] && { echo "residue: mounts: $mnts" >&2; bad=1; }
 [ "$bad" -eq 0 ] && echo "residue check: nothing left behind" >&2

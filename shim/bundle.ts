@@ -10,6 +10,9 @@ import { writeFileAtomic } from '../host/atomic-file.js';
 import { KataError } from '../host/errors.js';
 import type { OciSpec } from '../runtime-core/agent/client.js';
 
+/** The daemon's stderr, in the bundle of the container that started it. */
+export const DAEMON_STDERR = 'shim-stderr.log';
+
 /** Where containerd's shims put their sockets (a compile-time path in containerd, not its state dir). */
 export const SHIM_SOCKET_DIR = '/run/containerd/s';
 

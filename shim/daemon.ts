@@ -20,13 +20,14 @@ import { serveManagement } from '../runtime-core/supervisor/server.js';
 import { TtrpcServer } from '../ttrpc/server.js';
 import { EventPublisher } from './events/publisher.js';
 import { shimEvents } from './events/shim-events.js';
+import { releasePendingOpens } from './fifo-io.js';
 import type { ShimFlags } from './flags.js';
 import { Task } from './generated/containerd/runtime/v2/task/shim_pb.js';
 import { Pod } from './pod.js';
 import { taskService } from './task-service.js';
 
 /** pino into containerd's log FIFO (it holds it open for reading); stderr when there is none. */
-function shimLogger(bundle: string, f: ShimFlags): Logger {
+function shimLogger(bundle: string, f: ShimFlags): { log: Logger; flushSync(): void } {
   let fd = 2;
   try {
     fd = openSync(join(bundle, 'log'), fsc.O_WRONLY | fsc.O_NONBLOCK);
@@ -35,13 +36,21 @@ function shimLogger(bundle: string, f: ShimFlags): Logger {
   }
   const dest = pino.destination({ fd, sync: false });
   dest.on('error', () => {});
-  return pino(
+  const log = pino(
     {
       level: process.env.KATA_LOG_LEVEL ?? (f.debug ? 'debug' : 'info'),
       base: { pid: process.pid, runtime: 'io.containerd.kata-resources.v2', id: f.id },
     },
     dest,
   );
+  const flushSync = (): void => {
+    try {
+      dest.flushSync();
+    } catch {
+      /* a full or closed FIFO: the line is lost, the exit is not held up */
+    }
+  };
+  return { log, flushSync };
 }
 
 /** Tell `start` (through the pipe it gave as fd 3) that the socket listens, or why not. */
@@ -56,15 +65,26 @@ function report(line: string): void {
 
 export async function runDaemon(f: ShimFlags): Promise<void> {
   const bundle = process.cwd();
-  const log = shimLogger(bundle, f);
+  const { log, flushSync } = shimLogger(bundle, f);
   const publisher = new EventPublisher({ address: process.env.TTRPC_ADDRESS ?? `${f.address}.ttrpc`, namespace: f.namespace, logger: log });
   const events = shimEvents(publisher);
   let server: TtrpcServer | undefined;
   const exit = async (code: number): Promise<void> => {
     await server?.close({ timeoutMs: 2000 }).catch(() => {});
     await events.close().catch(() => {});
+    releasePendingOpens();
     process.exit(code);
   };
+  // A bug must not go unseen (stderr is /dev/null) nor hang the exit: log it, then end; containerd
+  // then runs `delete`, which takes the sandbox down from its state.
+  const crash = (kind: string) => (e: unknown) => {
+    log.fatal({ err: e instanceof Error ? { message: e.message, stack: e.stack } : String(e) }, `shim ${kind}: exiting`);
+    flushSync();
+    releasePendingOpens();
+    process.exit(70);
+  };
+  process.on('uncaughtException', crash('uncaught exception'));
+  process.on('unhandledRejection', crash('unhandled promise rejection'));
   const pod: Pod = new Pod({
     log,
     events,
@@ -76,6 +96,7 @@ export async function runDaemon(f: ShimFlags): Promise<void> {
     await server.listen({ path: f.socket! });
   } catch (e) {
     report(`error ${(e as Error).message}`);
+    releasePendingOpens();
     process.exit(1);
   }
   report('ready');

@@ -7,13 +7,14 @@
  */
 import { create, toBinary } from '@bufbuild/protobuf';
 import { timestampNow } from '@bufbuild/protobuf/wkt';
+import { lstatSync, readFileSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { createConnection } from 'node:net';
 import type { Logger } from '../host/log.js';
 import { readMountinfo, unmount } from '../host/mounts.js';
 import { removeSandbox } from '../runtime-core/sandbox/remove.js';
 import { StateStore } from '../runtime-core/state/store.js';
-import { groupOf, groupSocket, readBundleRecord, readBundleSpec } from './bundle.js';
+import { DAEMON_STDERR, groupOf, groupSocket, readBundleRecord, readBundleSpec } from './bundle.js';
 import type { ShimFlags } from './flags.js';
 import { DeleteResponseSchema } from './generated/containerd/runtime/v2/task/shim_pb.js';
 
@@ -36,6 +37,19 @@ function listening(path: string): Promise<boolean> {
   });
 }
 
+/** The last bytes of a file, or '' when there is none. */
+function tail(path: string, max: number): string {
+  try {
+    const b = readFileSync(path);
+    return b
+      .subarray(Math.max(0, b.length - max))
+      .toString('utf8')
+      .trim();
+  } catch {
+    return '';
+  }
+}
+
 export async function runDelete(f: ShimFlags, log: Logger): Promise<Uint8Array> {
   const bundle = f.bundle ?? process.cwd();
   const rec = readBundleRecord(bundle);
@@ -47,8 +61,18 @@ export async function runDelete(f: ShimFlags, log: Logger): Promise<Uint8Array> 
       sandboxId = f.id;
     }
   }
-  const alive = await listening(groupSocket(f.address, f.namespace, sandboxId));
+  const socket = groupSocket(f.address, f.namespace, sandboxId);
+  const alive = await listening(socket);
   if (!alive) {
+    // A crashed daemon's socket stays behind (containerd's runc shim removes it the same way).
+    try {
+      if (lstatSync(socket).isSocket()) unlinkSync(socket);
+    } catch {
+      /* already gone */
+    }
+    // What a crashed daemon printed: containerd logs our stderr as "cleanup warnings".
+    const said = tail(join(bundle, DAEMON_STDERR), 4096);
+    if (said) process.stderr.write(`the shim daemon of ${f.id} wrote before it ended:\n${said}\n`);
     if (rec && rec.role !== 'container') {
       try {
         await removeSandbox(rec.sandboxId, new StateStore(rec.stateDir, log), log);

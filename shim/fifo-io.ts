@@ -9,9 +9,12 @@
  *   before the client came unblocks that open by opening the write end once ourselves.
  *
  * A path may carry the `fifo://` scheme; the binary:// and file:// log drivers are not supported.
+ *
+ * A pending blocking open holds a libuv pool thread, and Node's exit joins those threads: a process
+ * exiting with one pending would hang for ever. `releasePendingOpens()` satisfies each of them (the
+ * daemon calls it before every exit).
  */
-import { closeSync, constants as fsc, openSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { close, closeSync, constants as fsc, open, openSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
 import { KataError } from '../host/errors.js';
@@ -28,6 +31,23 @@ export interface OpenedStdio {
   stdout?: Writable;
   stderr?: Writable;
   close(): void;
+}
+
+/** stdin FIFOs whose blocking open has not returned yet. */
+const pendingOpens = new Set<string>();
+
+/** Open the write end of a FIFO once, so a blocked open of its read end returns. */
+function satisfyOpen(path: string): void {
+  try {
+    closeSync(openSync(path, fsc.O_WRONLY | fsc.O_NONBLOCK));
+  } catch {
+    /* nobody waiting */
+  }
+}
+
+/** Let every pending stdin open return (before the process exits: see the header). */
+export function releasePendingOpens(): void {
+  for (const p of pendingOpens) satisfyOpen(p);
 }
 
 function fifoPath(uri: string, what: string): string {
@@ -59,19 +79,24 @@ export function openStdio(p: StdioPaths): OpenedStdio {
   if (stdinPath) {
     stdin = new PassThrough();
     const out = stdin;
-    void open(stdinPath, fsc.O_RDONLY).then(
-      (fh) => {
-        if (closed) {
-          void fh.close();
-          out.end();
-          return;
-        }
-        inSock = new Socket({ fd: fh.fd, readable: true, writable: false });
-        inSock.on('error', () => out.end());
-        inSock.pipe(out);
-      },
-      () => out.end(),
-    );
+    pendingOpens.add(stdinPath);
+    // A plain fd (callback open), not a FileHandle: the socket owns and closes it, and a FileHandle
+    // collected later would close the same number again (EBADF, fatal in Node 20).
+    open(stdinPath, fsc.O_RDONLY, (err, fd) => {
+      pendingOpens.delete(stdinPath);
+      if (err) {
+        out.end();
+        return;
+      }
+      if (closed) {
+        close(fd, () => {});
+        out.end();
+        return;
+      }
+      inSock = new Socket({ fd, readable: true, writable: false });
+      inSock.on('error', () => out.end());
+      inSock.pipe(out);
+    });
   }
   for (const s of [stdout, stderr]) if (s) opened.push(s as Socket);
   return {
@@ -83,14 +108,8 @@ export function openStdio(p: StdioPaths): OpenedStdio {
       closed = true;
       for (const s of opened) s.destroy();
       inSock?.destroy();
-      if (stdin && !inSock) {
-        // Unblock our pending open of the read end (it waits for a writer).
-        try {
-          closeSync(openSync(stdinPath, fsc.O_WRONLY | fsc.O_NONBLOCK));
-        } catch {
-          /* nobody waiting */
-        }
-      }
+      // Unblock our pending open of the read end (it waits for a writer).
+      if (stdin && !inSock) satisfyOpen(stdinPath);
       stdin?.end();
     },
   };

@@ -5,13 +5,13 @@
  * annotations) or the container itself; its socket is containerd's conventional one.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { closeSync, constants as fsc, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { KataError } from '../host/errors.js';
 import { readProcStat } from '../host/proc.js';
-import { groupOf, groupSocket, readBundleSpec, SHIM_SOCKET_DIR } from './bundle.js';
+import { DAEMON_STDERR, groupOf, groupSocket, readBundleSpec, SHIM_SOCKET_DIR } from './bundle.js';
 import { daemonArgs, type ShimFlags } from './flags.js';
 
 function connectable(path: string, timeoutMs = 2000): Promise<boolean> {
@@ -33,15 +33,21 @@ function connectable(path: string, timeoutMs = 2000): Promise<boolean> {
   });
 }
 
-/** The daemon of a new group: detached, stdio not inherited, readiness on a pipe at fd 3. */
+/**
+ * The daemon of a new group: detached, stdout not inherited (containerd reads ours), readiness on a
+ * pipe at fd 3. Its stderr (what Node itself prints on a fatal error) goes to a file in the bundle,
+ * which `delete` passes on to containerd's log after a crash.
+ */
 async function spawnDaemon(f: ShimFlags, bundle: string, socket: string): Promise<number> {
+  const stderr = openSync(join(bundle, DAEMON_STDERR), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_APPEND, 0o600);
   const child = spawn(process.execPath, [process.argv[1]!, ...daemonArgs(f, socket)], {
     cwd: bundle,
     detached: true,
-    stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', 'ignore', stderr, 'pipe'],
     // Blocking FIFO opens (stdin) and virtio-fs work share the thread pool: give it room.
     env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '64' },
   });
+  closeSync(stderr);
   const pipe = child.stdio[3] as NodeJS.ReadableStream;
   const line = await new Promise<string>((resolve) => {
     const t = setTimeout(() => resolve('error the shim daemon did not report within 30 s'), 30_000);

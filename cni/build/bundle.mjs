@@ -1,20 +1,27 @@
 #!/usr/bin/env node
-// Builds the kata-cni executable: ONE file, dist/cni/kata-cni.js, with a node shebang.
-//  - esbuild bundles cni/main.ts and everything it reaches (host/, plugins/network/, pino) and
-//    minifies it; dynamic imports stay lazily initialised modules inside the one file, so VERSION
-//    never runs the network code.
+// Builds the kata-cni executable: ONE file, dist/cni/kata-cni.js, with a node shebang. It holds
+// a small head (cni/build/launcher.ts), then in a trailing comment the plugin's code (the "body")
+// and a V8 code cache for it, base64; see launcher.ts for why.
+//  - the body: esbuild bundles cni/main.ts and everything it reaches (host/, plugins/network/, pino)
+//    and minifies it; dynamic imports stay lazily initialised modules inside the one file, so
+//    VERSION never runs the network code. It is wrapped as `(function (require) { ... })`.
 //  - the config schema is compiled ahead of time (ajv standalone code) in place of
 //    cni/config-validator.ts, so no call loads ajv or compiles a schema.
-//  - execa is replaced by cni/build/execa-lite.ts and node:crypto by cni/build/crypto-lite.ts
-//    (see there for why); pino is embedded as a string evaluated on first use (see below).
+//  - execa is replaced by cni/build/execa-lite.ts and node:crypto by cni/build/crypto-lite.ts (see
+//    there for why); node:child_process and node:fs/promises load on first use (below); pino is
+//    embedded as a string evaluated on first use (see below).
+//  - the code cache: the body compiled by this Node with every function compiled (V8's --no-lazy
+//    only while compiling, so the cache's flags match a plain `node`), serialised, base64.
 //  - the output is a classic script (esbuild "iife"), valid both as CommonJS and as an ES module:
 //    installed as an extensionless `kata-cni` in a CNI bin dir (no package.json around) Node loads
 //    it as CommonJS on any Node 20; as dist/cni/kata-cni.js (in this "type": "module" package) as
 //    an ES module. Built-in modules come from `require` when it exists (CommonJS) and from
 //    process.getBuiltinModule otherwise (Node >= 20.16).
-// Usage: node cni/build/bundle.mjs [--outfile PATH] [--metafile PATH]
-import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+// Usage: node cni/build/bundle.mjs [--outfile PATH] [--metafile PATH] [--no-code-cache]
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -31,6 +38,7 @@ const opt = (name, dflt) => {
 };
 const outfile = opt('--outfile', join(root, 'dist/cni/kata-cni.js'));
 const metafile = opt('--metafile', undefined);
+const codeCache = !args.includes('--no-code-cache');
 
 // Same options as cni/config-validator.ts (AJV_OPTIONS), plus code generation.
 // Annotations (title, description) do not validate anything: leave them out of the generated code.
@@ -94,6 +102,36 @@ const pinoFromString = {
   },
 };
 
+// node:child_process and node:fs/promises load on first use, not when a module importing them is
+// initialised: each is replaced by a generated module whose exports (the real module's functions)
+// load it on their first call. node:child_process (with net and the stream machinery) costs about
+// 3 ms per process here and node:fs/promises about 1 ms, and a normal ADD, DEL or CHECK calls
+// neither: its ip/tc helpers are started by cni/early-helpers.ts (cni/raw-spawn.ts), and the
+// promise-based file calls are on other paths (macvtap, sysfs). Importing anything that is not a
+// function from them fails the build instead of misbehaving.
+const LAZY_BUILTINS = ['child_process', 'fs/promises'];
+const lazyBuiltins = {
+  name: 'lazy-builtins',
+  setup(build) {
+    const filter = new RegExp(`^(node:)?(${LAZY_BUILTINS.map((b) => b.replace('/', '\\/')).join('|')})$`);
+    build.onResolve({ filter }, (a) =>
+      a.namespace === 'lazy-builtins' ? undefined : { path: a.path.replace(/^node:/, ''), namespace: 'lazy-builtins' },
+    );
+    build.onLoad({ filter: /.*/, namespace: 'lazy-builtins' }, (a) => {
+      const real = require(`node:${a.path}`);
+      const names = Object.keys(real).filter((k) => typeof real[k] === 'function' && /^[A-Za-z_$][\w$]*$/.test(k));
+      return {
+        loader: 'js',
+        contents: [
+          'let real;',
+          `const load = () => (real ??= require(${JSON.stringify(`node:${a.path}`)}));`,
+          ...names.map((n) => `export function ${n}(...args) { return load().${n}(...args); }`),
+        ].join('\n'),
+      };
+    });
+  },
+};
+
 // node:crypto -> cni/build/crypto-lite.ts (see there for why).
 const cryptoLite = {
   name: 'crypto-lite',
@@ -108,7 +146,6 @@ mkdirSync(dirname(outfile), { recursive: true });
 const result = await esbuild.build({
   absWorkingDir: root,
   entryPoints: [join(root, 'cni/main.ts')],
-  outfile,
   bundle: true,
   platform: 'node',
   format: 'iife',
@@ -119,15 +156,70 @@ const result = await esbuild.build({
   metafile: true,
   logLevel: 'warning',
   alias: { execa: join(root, 'cni/build/execa-lite.ts') },
-  plugins: [precompiledValidator, pinoFromString, cryptoLite],
+  plugins: [precompiledValidator, pinoFromString, cryptoLite, lazyBuiltins],
+  write: false,
+});
+const body = `(function (require) {\n${result.outputFiles[0].text}})`;
+
+// The code cache, made in a fresh `node` (no flags: V8 checks its flag hash at load time).
+let cache = '';
+if (codeCache) {
+  const scratch = mkdtempSync(join(tmpdir(), 'kata-cni-cache-'));
+  try {
+    writeFileSync(join(scratch, 'body.js'), body);
+    const r = spawnSync(
+      process.execPath,
+      [
+        '-e',
+        [
+          "const { readFileSync, writeFileSync } = require('node:fs');",
+          "const { setFlagsFromString } = require('node:v8');",
+          "const { Script } = require('node:vm');",
+          'const [src, out] = process.argv.slice(1);',
+          "setFlagsFromString('--no-lazy');",
+          "const s = new Script(readFileSync(src, 'utf8'), { filename: 'kata-cni' });",
+          "setFlagsFromString('--lazy');",
+          'writeFileSync(out, s.createCachedData());',
+        ].join('\n'),
+        join(scratch, 'body.js'),
+        join(scratch, 'body.cache'),
+      ],
+      { stdio: ['ignore', 'inherit', 'inherit'], env: { PATH: process.env.PATH ?? '' } },
+    );
+    if (r.status !== 0) throw new Error(`kata-cni: making the code cache failed (exit ${r.status})`);
+    cache = readFileSync(join(scratch, 'body.cache')).toString('base64');
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
+const head = await esbuild.build({
+  absWorkingDir: root,
+  entryPoints: [join(root, 'cni/build/launcher.ts')],
+  bundle: true,
+  platform: 'node',
+  format: 'iife',
+  target: 'node20',
+  minify: true,
+  legalComments: 'none',
+  logLevel: 'warning',
+  alias: { execa: join(root, 'cni/build/execa-lite.ts') },
+  plugins: [cryptoLite, lazyBuiltins],
   banner: { js: "#!/usr/bin/env node\nvar require = typeof require === 'function' ? require : process.getBuiltinModule;" },
   write: false,
 });
+// The head, then the payload launcher.ts reads back: a comment holding the body and the cache in
+// base64 (no "*/" can occur in base64), one line each.
+const bodyB64 = Buffer.from(body, 'utf8').toString('base64');
+const payload = `\n/*kata-cni payload:\n${bodyB64}\n${cache}\n*/\n`;
+const contents = Buffer.concat([head.outputFiles[0].contents, Buffer.from(payload, 'latin1')]);
 // Written atomically, so a plugin run (or a test) meanwhile never executes half a file.
 const tmp = `${outfile}.${process.pid}.tmp`;
-writeFileSync(tmp, result.outputFiles[0].contents, { mode: 0o755 });
+writeFileSync(tmp, contents, { mode: 0o755 });
 chmodSync(tmp, 0o755);
 renameSync(tmp, outfile);
 if (metafile) writeFileSync(metafile, JSON.stringify(result.metafile));
-const bytes = result.metafile.outputs[Object.keys(result.metafile.outputs)[0]].bytes;
-process.stderr.write(`kata-cni: ${outfile} (${(bytes / 1024).toFixed(0)} KiB)\n`);
+const kib = (n) => `${(n / 1024).toFixed(0)} KiB`;
+process.stderr.write(
+  `kata-cni: ${outfile} (${kib(contents.length)}: head ${kib(head.outputFiles[0].contents.length)}, code ${kib(body.length)}, code cache ${kib((cache.length * 3) / 4)}, both in base64)\n`,
+);

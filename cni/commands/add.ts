@@ -3,22 +3,24 @@ import { isKataError } from '../../host/errors.js';
 import type { Logger } from '../../host/log.js';
 import { attachEndpoint, detachEndpoint, type EndpointResources } from '../../plugins/network/endpoint.js';
 import { readLink } from '../../plugins/network/link-info.js';
-import { SpawnNetlink, type Netlink } from '../../host/netlink.js';
+import type { Netlink } from '../../host/netlink.js';
 import type { Attached, PluginContext } from '../../host/plugin.js';
 import type { ScannedLink } from '../../plugins/network/types.js';
 import type { KataCniConfig } from '../config.js';
-import { pluginContext, requireNetns, toNetnsRef } from '../context.js';
+import { cniNetlink, pluginContext, requireNetns, toNetnsRef } from '../context.js';
 import { CNI_CODES, CniError } from '../errors.js';
-import { findSandboxInterface, formatResult, type CniResult } from '../result.js';
+import { addResult } from '../add-result.js';
+import { findSandboxInterface, formatResult } from '../result.js';
 import type { CniRequest } from '../skel.js';
 import { netnsIdentity, readRecord, removeRecord, runDirFor, writeRecord, type AttachmentRecord } from '../state.js';
 import { endpointIndex, expandTapName } from '../tap-name.js';
+import { mark } from '../timing.js';
 
 /** Start reading CNI_IFNAME in CNI_NETNS; resolves to undefined on any failure (ADD then reads itself). */
 export function startLinkRead(req: CniRequest): Promise<ScannedLink | undefined> {
   try {
     const ns = toNetnsRef(req.netns);
-    return readLink({ netlink: new SpawnNetlink(), netns: ns }, req.ifname).catch(() => undefined);
+    return readLink({ netlink: cniNetlink(), netns: ns }, req.ifname).catch(() => undefined);
   } catch {
     return Promise.resolve(undefined);
   }
@@ -83,6 +85,7 @@ export async function cmdAdd(
   let attached: Attached<EndpointResources> | undefined;
   try {
     const link = (await earlyLink) ?? (await readLink(ctx, req.ifname));
+    mark('link-read');
     attached = await attachEndpoint(ctx, {
       link,
       index: endpointIndex(req.ifname),
@@ -93,14 +96,20 @@ export async function cmdAdd(
       ...(cfg.owner !== undefined ? { uid: cfg.owner } : {}),
       ...(cfg.group !== undefined ? { gid: cfg.group } : {}),
     });
-    rec.attached = attached;
-    writeRecord(cfg.stateDir, rec);
+    mark('attached');
     const res = attached.resources;
     const tap = prefetch ? ((await prefetch.result()) ?? (await readLink(ctx, tapName))) : { mac: res.guestMac, mtu: res.mtu };
-    const result: CniResult = {
-      ...prev,
-      interfaces: [...(prev.interfaces ?? []), { name: tapName, mac: tap.mac, mtu: tap.mtu, sandbox: req.netns }],
-    };
+    rec.attached = attached;
+    rec.tapMac = tap.mac;
+    writeRecord(cfg.stateDir, rec);
+    const result = addResult(prev, {
+      tap: { name: tapName, mac: tap.mac, mtu: tap.mtu },
+      netns: req.netns,
+      ifname: req.ifname,
+      containerId: req.containerId,
+      guestMac: res.guestMac,
+      convention: cfg.resultConvention,
+    });
     log.info({ tap: tapName, link: req.ifname, model: cfg.model }, 'attached');
     return formatResult(result, cfg.cniVersion);
   } catch (e) {

@@ -6,6 +6,7 @@ import type { KataCniConfig } from '../config.js';
 import { pluginContext, requireNetns } from '../context.js';
 import { CNI_CODES, CniError } from '../errors.js';
 import { reconstructAttached } from '../../plugins/network/reconstruct.js';
+import { provablyOurs } from '../ownership.js';
 import { endpointIndex } from '../tap-name.js';
 import { findSandboxInterface } from '../result.js';
 import type { CniRequest } from '../skel.js';
@@ -27,8 +28,11 @@ export async function cmdCheck(req: CniRequest, cfg: KataCniConfig, log: Logger)
 
   const rec = readRecord<Attached<EndpointResources>>(cfg.stateDir, cfg.name, req.containerId, req.ifname);
   const id = netnsIdentity(ns.path);
+  // Same namespace inode, and (inodes are reused) what is there is provably the recorded attachment.
   const recordHere =
-    rec !== undefined && (rec.netnsId === undefined || (id !== undefined && id.ino === rec.netnsId.ino && id.dev === rec.netnsId.dev));
+    rec !== undefined &&
+    (rec.netnsId === undefined || (id !== undefined && id.ino === rec.netnsId.ino && id.dev === rec.netnsId.dev)) &&
+    (rec.attached === undefined || provablyOurs(rec, rec.attached, await readLinks(ctx)));
   if (!rec)
     problems.push(
       `no attachment record for container ${req.containerId} interface ${req.ifname} in ${cfg.stateDir} (was ADD run with this config?)`,

@@ -7,13 +7,21 @@
 import { KataError, isKataError } from '../../host/errors.js';
 import { rootLogger } from '../../host/log.js';
 import { commandHelp, parseInvocation, usageError, usageLine, type CliIo, type Command } from './command.js';
+import { DEVMAPPER_COMMANDS } from './commands/devmapper.js';
 import { HOST_COMMANDS } from './commands/host.js';
 import { NBD_COMMANDS } from './commands/nbd.js';
 import { NETWORK_COMMANDS } from './commands/network.js';
 import { SANDBOX_COMMANDS } from './commands/sandbox.js';
 import { VOLUME_COMMANDS } from './commands/volume.js';
 
-const COMMANDS: readonly Command[] = [...SANDBOX_COMMANDS, ...NETWORK_COMMANDS, ...VOLUME_COMMANDS, ...NBD_COMMANDS, ...HOST_COMMANDS];
+const COMMANDS: readonly Command[] = [
+  ...SANDBOX_COMMANDS,
+  ...NETWORK_COMMANDS,
+  ...VOLUME_COMMANDS,
+  ...NBD_COMMANDS,
+  ...HOST_COMMANDS,
+  ...DEVMAPPER_COMMANDS,
+];
 
 const VERSION = '0.1.0';
 

@@ -3,12 +3,16 @@ import { copyFileSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { run } from '../../host/exec.js';
+import { tempNetns, vethPair } from '../helpers/netns.js';
 import { REPO, tempDir } from './helpers/cni-runtime.js';
 
 /**
  * The shipped plugin is ONE file that runs on its own (copied anywhere, no node_modules), and its
  * static import graph from the entry stops before config validation, logging and the network code,
- * which are reached only through dynamic imports (lazily initialised inside the bundle).
+ * which are reached only through dynamic imports (lazily initialised inside the bundle). The file
+ * is a small head plus, in a trailing comment, the plugin's code and its V8 code cache (base64):
+ * this Node accepts the cache, a Node with other V8 flags rejects it and still answers, and a
+ * real ADD, CHECK and DEL load neither node:child_process nor node:fs/promises.
  */
 const dir = tempDir(t, 'bundle');
 const out = join(dir, 'kata-cni.js');
@@ -16,21 +20,13 @@ const metaFile = join(dir, 'meta.json');
 await run(process.execPath, [join(REPO, 'cni/build/bundle.mjs'), '--outfile', out, '--metafile', metaFile]);
 const meta = JSON.parse(readFileSync(metaFile, 'utf8')) as { inputs: Record<string, { imports: { path: string; kind: string }[] }> };
 
-function exec(file: string, env: Record<string, string>, stdin: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(file, [], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env }, cwd: dir });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    c.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    c.on('error', reject);
-    c.on('close', (code) => resolve({ code, stdout, stderr }));
-    c.stdin.end(stdin);
-  });
+/** The plugin's code and code cache from the payload comment at the end of the file. */
+function payload(file: string): { body: string; cache: Buffer } {
+  const text = readFileSync(file, 'latin1');
+  const marker = '/*kata-cni payload:\n';
+  const at = text.lastIndexOf(marker);
+  const [body = '', cache = ''] = text.slice(at + marker.length).split('\n');
+  return { body: Buffer.from(body, 'base64').toString('utf8'), cache: Buffer.from(cache, 'base64') };
 }
 
 t.test('the static import graph of the entry holds no network, validation or logging code', async (t) => {
@@ -86,9 +82,11 @@ t.test('no execa and no ajv compiler in the bundle: the schema is compiled ahead
     [],
     'no ajv compiler',
   );
-  const text = readFileSync(out, 'utf8');
+  const { body: text, cache } = payload(out);
   t.match(text, /kata-resources\.local\/schemas\/kata-cni-request\.json/, 'the precompiled validator carries the schema id');
   t.notMatch(text, /require\("(node:)?(crypto|tty)"\)/, 'neither node:crypto nor node:tty is loaded by the bundle');
+  t.ok(cache.length > 10_000, `a code cache is in the file (${cache.length} bytes)`);
+  t.ok(readFileSync(out, 'utf8').trimEnd().endsWith('*/'), 'the payload is a trailing comment');
   t.ok(all.includes('cni/build/crypto-lite.ts'), 'randomBytes comes from cni/build/crypto-lite.ts');
 });
 
@@ -129,7 +127,7 @@ t.test('VERSION echoes the input version, or 1.1.0 when there is none', async (t
     ['not json', '1.1.0'],
     ['{"cniVersion":"0.2.0"}', '0.2.0'],
   ] as const) {
-    const r = await exec(out, { CNI_COMMAND: 'VERSION' }, stdin);
+    const r = await execClean([out], { CNI_COMMAND: 'VERSION' }, stdin);
     t.equal(r.code, 0);
     t.equal((JSON.parse(r.stdout) as { cniVersion: string }).cniVersion, v, JSON.stringify(stdin));
     t.equal(r.stdout.trim().split('\n').length, 1, 'one line');
@@ -137,7 +135,7 @@ t.test('VERSION echoes the input version, or 1.1.0 when there is none', async (t
 });
 
 t.test('without CNI_COMMAND it says what it is on stderr and succeeds, stdout empty (as libcni skel)', async (t) => {
-  const r = await exec(out, {}, '');
+  const r = await execClean([out], {}, '');
   t.equal(r.code, 0);
   t.equal(r.stdout, '');
   t.match(r.stderr, /CNI protocol versions supported: 0\.3\.0, 0\.3\.1, 0\.4\.0, 1\.0\.0, 1\.1\.0/);
@@ -146,10 +144,86 @@ t.test('without CNI_COMMAND it says what it is on stderr and succeeds, stdout em
 t.test('logs only when configured: with logLevel, pino JSON lines on stderr and stdout keeps only the result', async (t) => {
   const cfg = JSON.stringify({ cniVersion: '1.0.0', name: 'n', type: 'kata-cni', stateDir: dir });
   const env = { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1', CNI_NETNS: '/run/netns/krt-none', CNI_IFNAME: 'eth0' };
-  const quiet = await exec(out, env, cfg);
+  const quiet = await execClean([out], env, cfg);
   t.equal(quiet.stderr, '', 'not configured: nothing on stderr');
-  const loud = await exec(out, { ...env, KATA_CNI_LOG_LEVEL: 'error' }, cfg);
+  const loud = await execClean([out], { ...env, KATA_CNI_LOG_LEVEL: 'error' }, cfg);
   t.equal(loud.stdout, quiet.stdout, 'stdout is the same error result');
   const line = JSON.parse(loud.stderr.trim().split('\n')[0]!) as Record<string, unknown>;
   t.match(line, { level: 50, plugin: 'kata-cni', command: 'ADD', containerId: 'c1', code: 7, msg: /prevResult/ }, 'a pino error line');
+});
+
+/**
+ * Run the plugin with exactly this environment. tap's process tracking hooks spawn and adds
+ * NODE_OPTIONS (loaders that require node:child_process and node:crypto) to every child's
+ * environment; `env -i` clears it, so the call measured is the plugin alone.
+ */
+function execClean(
+  args: string[],
+  env: Record<string, string>,
+  stdin: string,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const vars = Object.entries({ PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env }).map(([k, v]) => `${k}=${v}`);
+  return new Promise((resolve, reject) => {
+    const c = spawn('/usr/bin/env', ['-i', ...vars, ...args], { cwd: dir });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    c.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    c.on('error', reject);
+    c.on('close', (code) => resolve({ code, stdout, stderr }));
+    c.stdin.end(stdin);
+  });
+}
+
+/** The kata-cni-timing line of a call run with KATA_CNI_TIMING=1. */
+function timing(stderr: string): Record<string, number> {
+  const m = /^kata-cni-timing (.*)$/m.exec(stderr);
+  return m?.[1] ? (JSON.parse(m[1]) as Record<string, number>) : {};
+}
+
+t.test('this Node accepts the code cache; a Node with other V8 flags rejects it and still answers', async (t) => {
+  const run1 = (flags: string[]) =>
+    execClean([process.execPath, ...flags, out], { CNI_COMMAND: 'VERSION', KATA_CNI_TIMING: '1' }, '{"cniVersion":"1.0.0"}');
+  const plain = await run1([]);
+  t.equal(plain.code, 0);
+  t.type(timing(plain.stderr)['compiled-from-cache'], 'number', 'compiled from the code cache');
+  const other = await run1(['--max-old-space-size=200']);
+  t.equal(other.code, 0, 'still works');
+  t.equal(JSON.parse(other.stdout).cniVersion, '1.0.0');
+  t.type(timing(other.stderr).compiled, 'number', 'the cache was rejected and the code compiled');
+  t.equal(timing(other.stderr)['compiled-from-cache'], undefined);
+});
+
+t.test('a real ADD, CHECK and DEL load neither node:child_process, node:fs/promises nor node:crypto', async (t) => {
+  const host = await tempNetns(t, 'bunh');
+  const pod = await tempNetns(t, 'bunp');
+  await vethPair(pod, host);
+  const stateDir = tempDir(t, 'buns');
+  const att = { CNI_CONTAINERID: 'krtbun', CNI_NETNS: pod.path, CNI_IFNAME: 'eth0', KATA_CNI_TIMING: '1' };
+  const cfg = (prev: unknown) => JSON.stringify({ cniVersion: '1.0.0', name: 'krt-bun', type: 'kata-cni', stateDir, prevResult: prev });
+  const add = await execClean(
+    [out],
+    { ...att, CNI_COMMAND: 'ADD' },
+    cfg({ cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: pod.path }] }),
+  );
+  t.equal(add.code, 0, add.stdout);
+  const check = await execClean([out], { ...att, CNI_COMMAND: 'CHECK' }, cfg(JSON.parse(add.stdout)));
+  t.equal(check.code, 0, check.stdout);
+  const del = await execClean([out], { ...att, CNI_COMMAND: 'DEL' }, cfg(JSON.parse(add.stdout)));
+  t.equal(del.code, 0, del.stdout);
+  for (const [cmd, r] of [
+    ['ADD', add],
+    ['CHECK', check],
+    ['DEL', del],
+  ] as const) {
+    const m = timing(r.stderr);
+    t.equal(m['loaded:child_process'], 0, `${cmd}: node:child_process not loaded`);
+    t.equal(m['loaded:fs/promises'], 0, `${cmd}: node:fs/promises not loaded`);
+    t.equal(m['loaded:crypto'], 0, `${cmd}: node:crypto not loaded`);
+    t.type(m['compiled-from-cache'], 'number', `${cmd}: compiled from the code cache`);
+  }
 });

@@ -1,48 +1,17 @@
 import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createConnection, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { StateRequestSchema, StateResponseSchema, Task } from '../../shim/generated/containerd/runtime/v2/task/shim_pb.js';
 import { TtrpcClient } from '../../ttrpc/client.js';
-import { encodeHeader, FrameReader, MessageType } from '../../ttrpc/frame.js';
-import { RequestSchema, type Response, ResponseSchema } from '../../ttrpc/generated/ttrpc/request_pb.js';
+import { MessageType } from '../../ttrpc/frame.js';
+import { RequestSchema } from '../../ttrpc/generated/ttrpc/request_pb.js';
 import { TtrpcServer } from '../../ttrpc/server.js';
+import { rawPeer } from './helpers/raw-peer.js';
 import { testTaskService } from './helpers/task-service.js';
 
 const TASK = 'containerd.task.v2.Task';
-
-/** A connection that writes raw frames and reads Responses by stream id: what a foreign client would send. */
-async function rawPeer(
-  path: string,
-): Promise<{ send(id: number, type: number, data: Uint8Array): void; answer(id: number): Promise<Response>; socket: Socket }> {
-  const socket = createConnection(path);
-  await new Promise<void>((r) => socket.once('connect', () => r()));
-  const got = new Map<number, Response>();
-  const waiting = new Map<number, (r: Response) => void>();
-  const reader = new FrameReader({
-    frame: (f) => {
-      const r = fromBinary(ResponseSchema, f.data);
-      const w = waiting.get(f.streamId);
-      if (w) w(r);
-      else got.set(f.streamId, r);
-    },
-    oversized: () => {},
-  });
-  socket.on('data', (d: Buffer) => reader.push(d));
-  return {
-    socket,
-    send: (id, type, data) => {
-      socket.write(Buffer.concat([encodeHeader({ length: data.length, streamId: id, type, flags: 0 }), data]));
-    },
-    answer: (id) => {
-      const r = got.get(id);
-      if (r) return Promise.resolve(r);
-      return new Promise((resolve) => waiting.set(id, resolve));
-    },
-  };
-}
 
 function request(method: string, payload: Uint8Array, timeoutNano = 0n): Uint8Array {
   return toBinary(RequestSchema, create(RequestSchema, { service: TASK, method, payload, timeoutNano }));

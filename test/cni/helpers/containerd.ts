@@ -51,6 +51,9 @@ export interface Containerd {
 
 interface Teardownable {
   teardown(fn: () => unknown): void;
+  /** A tap Test: on a failure, the tail of containerd's log (with the shims' lines) is printed before it goes. */
+  passing?(): boolean;
+  comment?(...msg: unknown[]): void;
 }
 
 const BINARIES = ['/usr/bin/containerd', '/usr/bin/ctr', '/usr/bin/containerd-shim-runc-v2', '/usr/sbin/runc'];
@@ -86,6 +89,7 @@ export async function startContainerd(t: Teardownable, hostNs: NetnsRef, opts: C
   let logFd: number | undefined;
 
   const teardown = async (): Promise<void> => {
+    if (t.passing && !t.passing()) t.comment?.(`containerd log, last 80 lines:\n${c.log().split('\n').slice(-80).join('\n')}`);
     // Tasks and shims first (a failed test may leave a container running), then containerd.
     if (child && child.exitCode === null && existsSync(socket)) {
       const ls = await c.ctr(['task', 'ls', '-q'], { reject: false });
@@ -205,8 +209,8 @@ export async function startContainerd(t: Teardownable, hostNs: NetnsRef, opts: C
 }
 
 /**
- * PIDs of the runc shims this containerd started: containerd 1.6 writes no shim.pid, so they are
- * found by their command line, which names this containerd's own socket (`-address <dir>/c.sock`).
+ * PIDs of the shims (runc's, ours) this containerd started: containerd 1.6 writes no shim.pid, so
+ * they are found by their command line, which names this containerd's own socket (`-address <dir>/c.sock`).
  */
 export function shimPids(dir: string): number[] {
   const socket = join(dir, 'c.sock');
@@ -220,7 +224,9 @@ export function shimPids(dir: string): number[] {
       continue;
     }
     const i = argv.indexOf('-address');
-    if ((argv[0] ?? '').endsWith('containerd-shim-runc-v2') && i >= 0 && argv[i + 1] === socket) out.push(Number(e));
+    // The runc shim is a binary; ours runs as `node .../containerd-shim-kata-resources-v2`.
+    const shim = argv.slice(0, 2).some((a) => /containerd-shim-[a-z0-9-]+-v2$/.test(a));
+    if (shim && i >= 0 && argv[i + 1] === socket) out.push(Number(e));
   }
   return out;
 }

@@ -7,8 +7,10 @@ const root = join(import.meta.dirname, '..', '..', '..', '..');
 
 t.test('the configuration example in the README is a valid file', async (t) => {
   const readme = readFileSync(join(root, 'README.md'), 'utf8');
-  const m = /```toml\n([\s\S]*?)```/.exec(readme);
-  t.ok(m, 'README has a toml block');
+  // The example is the first toml block of the "Configuration" section (containerd snippets come earlier).
+  const section = readme.slice(readme.indexOf('\n## Configuration\n'));
+  const m = /```toml\n([\s\S]*?)```/.exec(section);
+  t.ok(readme.includes('\n## Configuration\n') && m, 'README has a Configuration section with a toml block');
   const warnings: string[] = [];
   const log = {
     warn: (o: unknown, msg?: string) => warnings.push(String(msg ?? o)),

@@ -1,0 +1,235 @@
+import { EventEmitter } from 'node:events';
+
+/**
+ * A child process with three pipes, started through Node's own process and pipe handles
+ * (`process.binding('process_wrap' | 'pipe_wrap' | 'stream_wrap')`, the layer node:child_process
+ * is written on) instead of node:child_process. Used only for the two helpers every kata-cni call
+ * starts first thing (early-helpers.ts): loading node:child_process and wrapping six pipes in
+ * net.Socket streams costs about 7 ms of CPU per call here, more than everything else kata-cni
+ * does besides Node's own start; this costs about 1 ms (bench/cni.ts, README "Startup cost").
+ *
+ * It offers exactly what CoprocessNetlink (host/netlink.ts) uses of a ChildProcess: pid,
+ * spawnfile/spawnargs, exitCode/signalCode, kill, ref/unref, 'error' and 'exit' events, and stdio
+ * objects with write/end (stdin), setEncoding + 'data' (stdout, stderr), on('error'), ref/unref.
+ * The bindings are internal to Node (documentation-only deprecated, DEP0111): if any piece is not
+ * there or not of the expected shape, rawSpawn returns undefined and the caller uses
+ * node:child_process. test/cni/raw-spawn-behaves-as-child-process-for-the-helpers.test.ts runs both
+ * side by side.
+ */
+interface StreamState {
+  streamBaseState: Int32Array;
+  kReadBytesOrError: number;
+  kArrayBufferOffset: number;
+  kLastWriteWasAsync: number;
+  WriteWrap: new () => WriteReq;
+  ShutdownWrap: new () => WriteReq;
+}
+interface WriteReq {
+  handle?: unknown;
+  oncomplete?: (status: number) => void;
+  async?: boolean;
+}
+interface PipeHandle {
+  onread: (ab: ArrayBuffer | undefined) => void;
+  readStart(): number;
+  writeUtf8String(req: WriteReq, s: string): number;
+  shutdown(req: WriteReq): number;
+  close(cb?: () => void): void;
+  ref(): void;
+  unref(): void;
+}
+interface ProcessHandle {
+  pid?: number;
+  onexit: (exitCode: number, signal: string | null) => void;
+  spawn(o: unknown): number;
+  kill(sig: number): number;
+  close(cb?: () => void): void;
+  ref(): void;
+  unref(): void;
+}
+interface Bindings {
+  Process: new () => ProcessHandle;
+  Pipe: new (type: number) => PipeHandle;
+  SOCKET: number;
+  s: StreamState;
+}
+
+const SIGNALS: Readonly<Record<string, number>> = { SIGTERM: 15, SIGKILL: 9, SIGINT: 2, SIGSTOP: 19, SIGCONT: 18 };
+
+let bindings: Bindings | null | undefined;
+
+function load(): Bindings | null {
+  if (bindings !== undefined) return bindings;
+  bindings = null;
+  try {
+    const binding = (process as unknown as { binding?: (n: string) => Record<string, unknown> }).binding;
+    if (typeof binding !== 'function') return null;
+    const pw = binding('process_wrap') as { Process?: Bindings['Process'] };
+    const pp = binding('pipe_wrap') as { Pipe?: Bindings['Pipe']; constants?: { SOCKET?: number } };
+    const sw = binding('stream_wrap') as Partial<StreamState>;
+    if (typeof pw.Process !== 'function' || typeof pp.Pipe !== 'function' || typeof pp.constants?.SOCKET !== 'number') return null;
+    if (!(sw.streamBaseState instanceof Int32Array) || typeof sw.WriteWrap !== 'function' || typeof sw.ShutdownWrap !== 'function')
+      return null;
+    for (const k of [sw.kReadBytesOrError, sw.kArrayBufferOffset, sw.kLastWriteWasAsync]) if (typeof k !== 'number') return null;
+    const proto = pp.Pipe.prototype as Partial<PipeHandle>;
+    for (const m of [proto.readStart, proto.writeUtf8String, proto.shutdown]) if (typeof m !== 'function') return null;
+    bindings = { Process: pw.Process, Pipe: pp.Pipe, SOCKET: pp.constants.SOCKET, s: sw as StreamState };
+  } catch {
+    bindings = null;
+  }
+  return bindings;
+}
+
+class Reader extends EventEmitter {
+  private decoder: TextDecoder | undefined;
+
+  constructor(
+    readonly handle: PipeHandle,
+    s: StreamState,
+  ) {
+    super();
+    handle.onread = (ab) => {
+      const n = s.streamBaseState[s.kReadBytesOrError]!;
+      if (n > 0 && ab) {
+        const bytes = new Uint8Array(ab, s.streamBaseState[s.kArrayBufferOffset]!, n);
+        this.emit('data', this.decoder ? this.decoder.decode(bytes, { stream: true }) : Buffer.from(bytes));
+      } else if (n < 0) {
+        // EOF or a read error. (onread must stay a function: Node asserts it.)
+        handle.onread = () => {};
+        handle.close();
+        this.emit('end');
+      }
+    };
+    handle.readStart();
+  }
+
+  setEncoding(_enc: 'utf8'): this {
+    this.decoder = new TextDecoder('utf-8');
+    return this;
+  }
+
+  ref(): void {
+    this.handle.ref();
+  }
+
+  unref(): void {
+    this.handle.unref();
+  }
+}
+
+class Writer extends EventEmitter {
+  private closed = false;
+  private readonly inFlight = new Set<WriteReq>();
+
+  constructor(
+    readonly handle: PipeHandle,
+    private readonly s: StreamState,
+  ) {
+    super();
+  }
+
+  write(text: string): boolean {
+    if (this.closed) {
+      process.nextTick(() => this.emit('error', Object.assign(new Error('write after end'), { code: 'EPIPE' })));
+      return false;
+    }
+    const req = new this.s.WriteWrap();
+    req.handle = this.handle;
+    req.oncomplete = (status) => {
+      this.inFlight.delete(req);
+      if (status < 0) this.emit('error', Object.assign(new Error(`write failed (${status})`), { errno: status }));
+    };
+    const err = this.handle.writeUtf8String(req, text);
+    if (err < 0) {
+      process.nextTick(() => this.emit('error', Object.assign(new Error(`write failed (${err})`), { errno: err, code: 'EPIPE' })));
+      return false;
+    }
+    if (this.s.streamBaseState[this.s.kLastWriteWasAsync]) this.inFlight.add(req); // kept alive until oncomplete
+    return true;
+  }
+
+  /** Close the child's stdin once every write is done (a shutdown, then close). */
+  end(text?: string): void {
+    if (text) this.write(text);
+    if (this.closed) return;
+    this.closed = true;
+    const req = new this.s.ShutdownWrap();
+    req.handle = this.handle;
+    req.oncomplete = () => this.handle.close();
+    if (this.handle.shutdown(req) < 0) this.handle.close();
+  }
+
+  ref(): void {
+    if (!this.closed) this.handle.ref();
+  }
+
+  unref(): void {
+    if (!this.closed) this.handle.unref();
+  }
+}
+
+export class RawChild extends EventEmitter {
+  exitCode: number | null = null;
+  signalCode: NodeJS.Signals | null = null;
+  readonly pid: number | undefined;
+
+  private constructor(
+    private readonly proc: ProcessHandle,
+    readonly spawnfile: string,
+    readonly spawnargs: string[],
+    readonly stdin: Writer,
+    readonly stdout: Reader,
+    readonly stderr: Reader,
+  ) {
+    super();
+    this.pid = proc.pid;
+    proc.onexit = (code, signal) => {
+      if (signal) this.signalCode = signal as NodeJS.Signals;
+      else this.exitCode = code;
+      proc.close();
+      this.emit('exit', this.exitCode, this.signalCode);
+    };
+  }
+
+  /** Start file (looked up on PATH) with args, three pipes, the current environment; undefined: not started. */
+  static spawn(file: string, args: readonly string[]): RawChild | undefined {
+    const b = load();
+    if (!b) return undefined;
+    const pipes = [new b.Pipe(b.SOCKET), new b.Pipe(b.SOCKET), new b.Pipe(b.SOCKET)];
+    const proc = new b.Process();
+    const spawnargs = [file, ...args];
+    const envPairs = Object.entries(process.env)
+      .filter(([, v]) => v !== undefined)
+      .map(([k, v]) => `${k}=${v}`);
+    const err = proc.spawn({
+      file,
+      args: spawnargs,
+      envPairs,
+      stdio: [
+        { type: 'pipe', readable: true, writable: false, handle: pipes[0] },
+        { type: 'pipe', readable: false, writable: true, handle: pipes[1] },
+        { type: 'pipe', readable: false, writable: true, handle: pipes[2] },
+      ],
+    });
+    if (err !== 0) {
+      // e.g. ENOENT: no helper; the caller's own spawn through node:child_process reports it as usual.
+      for (const p of pipes) p.close();
+      proc.close();
+      return undefined;
+    }
+    return new RawChild(proc, file, spawnargs, new Writer(pipes[0]!, b.s), new Reader(pipes[1]!, b.s), new Reader(pipes[2]!, b.s));
+  }
+
+  kill(signal: NodeJS.Signals = 'SIGTERM'): boolean {
+    if (this.exitCode !== null || this.signalCode !== null) return false;
+    return this.proc.kill(SIGNALS[signal] ?? 15) === 0;
+  }
+
+  ref(): void {
+    this.proc.ref();
+  }
+
+  unref(): void {
+    this.proc.unref();
+  }
+}
