@@ -6,7 +6,9 @@
  * The hash covers every input: the kernel package and version apt resolves, the busybox, node and
  * ip binaries and their libraries (content hashes), the agent bundle, the module list, the init
  * scripts and GUEST_KIT_BUILD_VERSION. Computing it costs apt-cache calls and hashing ~100 MB, so a
- * fingerprint of the same inputs' file stats (current.json) short-cuts the common case to a few stats.
+ * fingerprint of the same inputs' file stats short-cuts the common case to a few stats. That pointer is
+ * kept per checkout (current-<hash of the project root>.json): checkouts of other sources share the
+ * cache dir but not their pointer, so they do not evict each other's fast path.
  *
  * Builds are atomic (built in a temporary directory in the cache, then renamed) and serialised by a
  * lock file, so concurrent callers build once.
@@ -21,7 +23,7 @@ import { run } from '../../host/exec.js';
 import { acquireLock } from '../../host/file-lock.js';
 import { rootLogger, type Logger } from '../../host/log.js';
 import { readProcStat } from '../../host/proc.js';
-import { agentSourceStats, bundleAgent } from './agent-bundle.js';
+import { agentSourceStats, bundleAgent, projectRoot } from './agent-bundle.js';
 import { INIT_SCRIPT, buildInitramfs } from './initramfs.js';
 import { downloadKernel, extractKernel, extractVmlinux, hasPvhNote, resolveKernelPackage, type KernelPackage } from './kernel.js';
 import { GUEST_MODULES, parseModulesBuiltin, parseModulesDep, resolveModules } from './modules.js';
@@ -49,6 +51,8 @@ export interface GuestKit {
   kernelPackageVersion: string;
   /** Whether `kernel` boots through the PVH entry. */
   pvh: boolean;
+  /** Whether this call built the kit or found it in the cache (built by an earlier or concurrent caller). */
+  outcome: 'built' | 'reused';
 }
 
 export interface EnsureGuestKitOptions {
@@ -190,6 +194,7 @@ function kitFromRecord(dir: string, r: KitRecord): GuestKit {
     kernelPackage: r.kernelPackage,
     kernelPackageVersion: r.kernelPackageVersion,
     pvh: r.pvh,
+    outcome: 'reused',
   };
 }
 
@@ -245,6 +250,11 @@ async function pruneGuestKits(cacheDir: string, current: string, keep = 3): Prom
   return removed;
 }
 
+/** The fast path's pointer to the last kit of this checkout (the agent bundle's sources are the checkout's). */
+function currentPointerFile(cacheDir: string, root = projectRoot()): string {
+  return join(cacheDir, `current-${sha256(root).slice(0, 12)}.json`);
+}
+
 /** Return the cached kit for the current inputs, building it first if needed. */
 export async function ensureGuestKit(opts: EnsureGuestKitOptions = {}): Promise<GuestKit> {
   const cacheDir = guestKitDir(opts);
@@ -254,7 +264,7 @@ export async function ensureGuestKit(opts: EnsureGuestKitOptions = {}): Promise<
     opts.onProgress?.(m);
   };
   await mkdir(cacheDir, { recursive: true });
-  const currentFile = join(cacheDir, 'current.json');
+  const currentFile = currentPointerFile(cacheDir);
 
   // Fast path: same file stats as when the current kit was resolved.
   try {
@@ -386,7 +396,7 @@ async function build(
     progress(`guest kit ready in ${((Date.now() - started) / 1000).toFixed(1)} s: ${final}`);
     const kit = await readKit(cacheDir, hash);
     if (!kit) throw new KataError('E_STATE', `guest kit ${final} is incomplete after the build`);
-    return kit;
+    return { ...kit, outcome: 'built' };
   } catch (e) {
     await rm(out, { recursive: true, force: true }).catch(() => {});
     throw isKataError(e) ? e : new KataError('E_INTERNAL', `guest kit build failed: ${(e as Error).message}`, {}, { cause: e });
