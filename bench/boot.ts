@@ -71,7 +71,7 @@ function progress(s: string): void {
 
 function line(label: string, xs: number[], unit = 'ms', d = 0): string {
   const s = summarize(xs);
-  return `${label.padEnd(44)} ${fmt(s.median, d).padStart(8)} ${unit}  (${fmt(s.min, d)}-${fmt(s.max, d)})`;
+  return `${label.padEnd(50)} ${fmt(s.median, d).padStart(8)} ${unit}  (${fmt(s.min, d)}-${fmt(s.max, d)})`;
 }
 
 function median(xs: number[]): number {
@@ -339,7 +339,7 @@ async function main(): Promise<void> {
         progress(`two sandboxes side by side: ${m.name}`);
         const p = await twoRunning(m, tag, kit.rootfs, live);
         out(
-          `${(m.name === 'nvdimm' ? 'default (NVDIMM)' : 'disable_image_nvdimm = true').padEnd(44)} ${fmt(p.total / 1024, 0).padStart(8)} MiB` +
+          `${(m.name === 'nvdimm' ? 'default (NVDIMM)' : 'disable_image_nvdimm = true').padEnd(50)} ${fmt(p.total / 1024, 0).padStart(8)} MiB` +
             `  (guest RAM ${fmt(p.ram / 1024, 0)} MiB, image mapping ${fmt(p.image / 1024, 0)} MiB)`,
         );
       }
