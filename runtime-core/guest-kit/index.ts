@@ -218,9 +218,29 @@ function pidAlive(pid: number): boolean {
 /** Builds of one kit take many minutes on a slow machine: wait for another builder that long. */
 const BUILD_LOCK_WAIT_MS = 60 * 60 * 1000;
 
+/** A checkout's pointer younger than this keeps its kit from being pruned. */
+const POINTER_KEEPS_KIT_MS = 7 * 24 * 3600 * 1000;
+
+/** Kits that another checkout's recent fast-path pointer (current-*.json) names. */
+async function pointedKits(cacheDir: string, names: string[]): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (const n of names) {
+    if (!/^current-[0-9a-f]{12}\.json$/.test(n)) continue;
+    try {
+      const p = join(cacheDir, n);
+      if (Date.now() - (await stat(p)).mtimeMs > POINTER_KEEPS_KIT_MS) continue;
+      out.add((JSON.parse(await readFile(p, 'utf8')) as { hash: string }).hash);
+    } catch {
+      /* unreadable or removed meanwhile: it protects nothing */
+    }
+  }
+  return out;
+}
+
 /**
  * Remove what earlier builds left in the cache: build directories of builders that are gone, and
- * kits beyond the `keep` most recently built ones (never `current`). A running VM keeps the files it
+ * kits beyond the `keep` most recently built ones (never `current`, nor one that another checkout's
+ * pointer of the last week names). A running VM keeps the files it
  * opened, so removing an old kit does not disturb it.
  */
 async function pruneGuestKits(cacheDir: string, current: string, keep = 3): Promise<string[]> {
@@ -228,6 +248,10 @@ async function pruneGuestKits(cacheDir: string, current: string, keep = 3): Prom
   const removed: string[] = [];
   const entries = await readdir(cacheDir, { withFileTypes: true }).catch(() => []);
   const kits: { name: string; mtime: number }[] = [];
+  const pointed = await pointedKits(
+    cacheDir,
+    entries.map((e) => e.name),
+  );
   for (const e of entries) {
     if (!e.isDirectory()) continue;
     const m = /^\.build-[0-9a-f]+-(\d+)$/.exec(e.name);
@@ -238,7 +262,7 @@ async function pruneGuestKits(cacheDir: string, current: string, keep = 3): Prom
       }
       continue;
     }
-    if (!/^[0-9a-f]{20}$/.test(e.name) || e.name === current) continue;
+    if (!/^[0-9a-f]{20}$/.test(e.name) || e.name === current || pointed.has(e.name)) continue;
     const st = await stat(join(cacheDir, e.name, 'kit.json')).catch(() => undefined);
     kits.push({ name: e.name, mtime: st?.mtimeMs ?? 0 });
   }

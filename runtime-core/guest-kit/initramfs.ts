@@ -27,7 +27,7 @@ fail() {
 while read -r m; do
   insmod "/lib/modules/$m" 2>/dev/null || echo "kata-init: insmod $m failed" >/dev/console
 done < /lib/modules/load-order
-root=/dev/vda fstype=ext4 flags=ro init=${ROOTFS_INIT}
+root=/dev/vda1 fstype=ext4 flags=ro init=${ROOTFS_INIT}
 for a in $(cat /proc/cmdline); do
   case "$a" in
     root=*) root="\${a#root=}" ;;
