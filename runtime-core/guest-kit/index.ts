@@ -7,24 +7,23 @@
  * ip binaries and their libraries (content hashes), the agent bundle, the module list, the init
  * scripts and GUEST_KIT_BUILD_VERSION. Computing it costs apt-cache calls and hashing ~100 MB, so a
  * fingerprint of the same inputs' file stats short-cuts the common case to a few stats. That pointer is
- * kept per checkout (current-<hash of the project root>.json): checkouts of other sources share the
- * cache dir but not their pointer, so they do not evict each other's fast path.
+ * kept per checkout, and old kits are pruned (kit-cache.ts).
  *
  * Builds are atomic (built in a temporary directory in the cache, then renamed) and serialised by a
  * lock file, so concurrent callers build once.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rename, rm, stat, writeFile, copyFile, realpath } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rename, rm, stat, utimes, writeFile, copyFile, realpath } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KataError, isKataError } from '../../host/errors.js';
 import { run } from '../../host/exec.js';
 import { acquireLock } from '../../host/file-lock.js';
 import { rootLogger, type Logger } from '../../host/log.js';
-import { readProcStat } from '../../host/proc.js';
-import { agentSourceStats, bundleAgent, projectRoot } from './agent-bundle.js';
+import { agentSourceStats, bundleAgent } from './agent-bundle.js';
 import { INIT_SCRIPT, buildInitramfs } from './initramfs.js';
+import { currentPointerFile, pruneGuestKits } from './kit-cache.js';
 import { downloadKernel, extractKernel, extractVmlinux, hasPvhNote, resolveKernelPackage, type KernelPackage } from './kernel.js';
 import { GUEST_MODULES, parseModulesBuiltin, parseModulesDep, resolveModules } from './modules.js';
 import { MONITOR_SOURCE, buildMonitor, monitorInputsHash } from './monitor.js';
@@ -210,74 +209,8 @@ async function readKit(cacheDir: string, hash: string): Promise<GuestKit | undef
   }
 }
 
-/** A build directory's pid still names a process (the builder may be alive: keep its directory). */
-function pidAlive(pid: number): boolean {
-  return readProcStat(pid) !== undefined;
-}
-
 /** Builds of one kit take many minutes on a slow machine: wait for another builder that long. */
 const BUILD_LOCK_WAIT_MS = 60 * 60 * 1000;
-
-/** A checkout's pointer younger than this keeps its kit from being pruned. */
-const POINTER_KEEPS_KIT_MS = 7 * 24 * 3600 * 1000;
-
-/** Kits that another checkout's recent fast-path pointer (current-*.json) names. */
-async function pointedKits(cacheDir: string, names: string[]): Promise<Set<string>> {
-  const out = new Set<string>();
-  for (const n of names) {
-    if (!/^current-[0-9a-f]{12}\.json$/.test(n)) continue;
-    try {
-      const p = join(cacheDir, n);
-      if (Date.now() - (await stat(p)).mtimeMs > POINTER_KEEPS_KIT_MS) continue;
-      out.add((JSON.parse(await readFile(p, 'utf8')) as { hash: string }).hash);
-    } catch {
-      /* unreadable or removed meanwhile: it protects nothing */
-    }
-  }
-  return out;
-}
-
-/**
- * Remove what earlier builds left in the cache: build directories of builders that are gone, and
- * kits beyond the `keep` most recently built ones (never `current`, nor one that another checkout's
- * pointer of the last week names). A running VM keeps the files it
- * opened, so removing an old kit does not disturb it.
- */
-async function pruneGuestKits(cacheDir: string, current: string, keep = 3): Promise<string[]> {
-  const { readdir } = await import('node:fs/promises');
-  const removed: string[] = [];
-  const entries = await readdir(cacheDir, { withFileTypes: true }).catch(() => []);
-  const kits: { name: string; mtime: number }[] = [];
-  const pointed = await pointedKits(
-    cacheDir,
-    entries.map((e) => e.name),
-  );
-  for (const e of entries) {
-    if (!e.isDirectory()) continue;
-    const m = /^\.build-[0-9a-f]+-(\d+)$/.exec(e.name);
-    if (m) {
-      if (!pidAlive(Number(m[1]))) {
-        await rm(join(cacheDir, e.name), { recursive: true, force: true });
-        removed.push(e.name);
-      }
-      continue;
-    }
-    if (!/^[0-9a-f]{20}$/.test(e.name) || e.name === current || pointed.has(e.name)) continue;
-    const st = await stat(join(cacheDir, e.name, 'kit.json')).catch(() => undefined);
-    kits.push({ name: e.name, mtime: st?.mtimeMs ?? 0 });
-  }
-  kits.sort((a, b) => b.mtime - a.mtime);
-  for (const k of kits.slice(Math.max(0, keep - 1))) {
-    await rm(join(cacheDir, k.name), { recursive: true, force: true });
-    removed.push(k.name);
-  }
-  return removed;
-}
-
-/** The fast path's pointer to the last kit of this checkout (the agent bundle's sources are the checkout's). */
-function currentPointerFile(cacheDir: string, root = projectRoot()): string {
-  return join(cacheDir, `current-${sha256(root).slice(0, 12)}.json`);
-}
 
 /** Return the cached kit for the current inputs, building it first if needed. */
 export async function ensureGuestKit(opts: EnsureGuestKitOptions = {}): Promise<GuestKit> {
@@ -295,7 +228,12 @@ export async function ensureGuestKit(opts: EnsureGuestKitOptions = {}): Promise<
     const cur = JSON.parse(await readFile(currentFile, 'utf8')) as { hash: string; fingerprint: string; paths: string[] };
     if (cur.fingerprint === (await fingerprint(cur.paths))) {
       const kit = await readKit(cacheDir, cur.hash);
-      if (kit) return kit;
+      if (kit) {
+        // A pointer in use stays young, so its kit is not pruned by other checkouts' builds.
+        const t = new Date();
+        await utimes(currentFile, t, t).catch(() => {});
+        return kit;
+      }
     }
   } catch {
     /* no or unreadable record: take the slow path */
