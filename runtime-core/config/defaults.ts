@@ -66,9 +66,8 @@ export function defaultConfig(): SandboxConfig {
       virtioFsCacheSizeMiB: 0,
       virtioFsQueueSize: 1024,
       virtioFsExtraArgs: [],
-      // Kata: false (NVDIMM/DAX image). The embedded guest's rootfs is a plain ext4 image attached
-      // read-only on virtio-blk for now.
-      disableImageNvdimm: true,
+      // Kata: false. The image is an NVDIMM the guest mounts with DAX; true: a read-only virtio-blk disk.
+      disableImageNvdimm: false,
       // Kata: virtio-scsi. virtio-blk needs no controller and gives the agent a PCI path.
       blockDeviceDriver: 'virtio-blk',
       // Kata's defaults: cache not set (QEMU's own), threads for aio.

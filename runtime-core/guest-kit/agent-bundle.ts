@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { KataError } from '../../host/errors.js';
 
 /** The repository root (this file is dist/runtime-core/guest-kit/agent-bundle.js once built). */
-function projectRoot(): string {
+export function projectRoot(): string {
   return join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 }
 

@@ -9,7 +9,7 @@
  */
 
 export interface GuestParamsOptions {
-  /** Block device holding the rootfs image: /dev/vda (first virtio-blk disk) or /dev/pmem0 (NVDIMM). */
+  /** The rootfs partition of the guest image: /dev/vda1 (first virtio-blk disk) or /dev/pmem0p1 (NVDIMM). */
   rootDevice: string;
   rootFsType?: string;
   /** Extra mount flags for the rootfs (e.g. "dax,errors=remount-ro" on a pmem device); "ro" is always set. */

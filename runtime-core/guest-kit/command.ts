@@ -39,7 +39,7 @@ export async function guestKitCommand(
     }
     const started = Date.now();
     const kit = await ensureGuestKit({ cacheDir, onProgress: quiet ? undefined : (m) => err.write(`guest-kit: ${m}\n`) });
-    if (!quiet) err.write(`guest-kit: ${kit.dir} (${Date.now() - started} ms)\n`);
+    if (!quiet) err.write(`guest-kit: ${kit.outcome} ${kit.dir} (${Date.now() - started} ms)\n`);
     out.write(`${JSON.stringify(kit, null, 2)}\n`);
     return 0;
   } catch (e) {

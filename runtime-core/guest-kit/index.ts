@@ -6,37 +6,41 @@
  * The hash covers every input: the kernel package and version apt resolves, the busybox, node and
  * ip binaries and their libraries (content hashes), the agent bundle, the module list, the init
  * scripts and GUEST_KIT_BUILD_VERSION. Computing it costs apt-cache calls and hashing ~100 MB, so a
- * fingerprint of the same inputs' file stats (current.json) short-cuts the common case to a few stats.
+ * fingerprint of the same inputs' file stats short-cuts the common case to a few stats. That pointer is
+ * kept per checkout, and old kits are pruned (kit-cache.ts).
  *
  * Builds are atomic (built in a temporary directory in the cache, then renamed) and serialised by a
  * lock file, so concurrent callers build once.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rename, rm, stat, writeFile, copyFile, realpath } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rename, rm, stat, utimes, writeFile, copyFile, realpath } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KataError, isKataError } from '../../host/errors.js';
 import { run } from '../../host/exec.js';
 import { acquireLock } from '../../host/file-lock.js';
 import { rootLogger, type Logger } from '../../host/log.js';
-import { readProcStat } from '../../host/proc.js';
 import { agentSourceStats, bundleAgent } from './agent-bundle.js';
 import { INIT_SCRIPT, buildInitramfs } from './initramfs.js';
+import { currentPointerFile, pruneGuestKits } from './kit-cache.js';
 import { downloadKernel, extractKernel, extractVmlinux, hasPvhNote, resolveKernelPackage, type KernelPackage } from './kernel.js';
 import { GUEST_MODULES, parseModulesBuiltin, parseModulesDep, resolveModules } from './modules.js';
 import { MONITOR_SOURCE, buildMonitor, monitorInputsHash } from './monitor.js';
-import { ROOTFS_INIT_SCRIPT, makeExt4Image, parseLdd, stageRootfs } from './rootfs.js';
+import { ROOTFS_INIT_SCRIPT, makeRootfsImage, parseLdd, stageRootfs } from './rootfs.js';
 
 /** Bump when the build changes in a way the other inputs do not capture. */
-const GUEST_KIT_BUILD_VERSION = 1;
+const GUEST_KIT_BUILD_VERSION = 2;
 const DEFAULT_GUEST_KIT_DIR = '/var/cache/kata-resources/guest-kit';
 
 export interface GuestKit {
   /** Kernel to pass to -kernel: the uncompressed vmlinux (PVH entry), or the bzImage when it has no PVH note. */
   kernel: string;
   initrd: string;
-  /** ext4 image, to attach read-only. */
+  /**
+   * The guest image in osbuilder's layout (dax-image.ts): an NVDIMM whose fsdax partition is
+   * /dev/pmem0p1, or a read-only disk whose partition is /dev/vda1.
+   */
   rootfs: string;
   /** `uname -r` in the guest. */
   kernelVersion: string;
@@ -46,6 +50,8 @@ export interface GuestKit {
   kernelPackageVersion: string;
   /** Whether `kernel` boots through the PVH entry. */
   pvh: boolean;
+  /** Whether this call built the kit or found it in the cache (built by an earlier or concurrent caller). */
+  outcome: 'built' | 'reused';
 }
 
 export interface EnsureGuestKitOptions {
@@ -187,6 +193,7 @@ function kitFromRecord(dir: string, r: KitRecord): GuestKit {
     kernelPackage: r.kernelPackage,
     kernelPackageVersion: r.kernelPackageVersion,
     pvh: r.pvh,
+    outcome: 'reused',
   };
 }
 
@@ -202,56 +209,19 @@ async function readKit(cacheDir: string, hash: string): Promise<GuestKit | undef
   }
 }
 
-/** The kit current.json names, when it is built (nothing is built or checked): what `kata-resources env` shows. */
+/** The kit this checkout's fast-path pointer names, when it is built (nothing is built or checked): what `kata-resources env` shows. */
 export async function cachedGuestKit(opts: { cacheDir?: string } = {}): Promise<GuestKit | undefined> {
   const cacheDir = guestKitDir(opts);
   try {
-    const cur = JSON.parse(await readFile(join(cacheDir, 'current.json'), 'utf8')) as { hash: string };
+    const cur = JSON.parse(await readFile(currentPointerFile(cacheDir), 'utf8')) as { hash: string };
     return await readKit(cacheDir, cur.hash);
   } catch {
     return undefined;
   }
 }
 
-/** A build directory's pid still names a process (the builder may be alive: keep its directory). */
-function pidAlive(pid: number): boolean {
-  return readProcStat(pid) !== undefined;
-}
-
 /** Builds of one kit take many minutes on a slow machine: wait for another builder that long. */
 const BUILD_LOCK_WAIT_MS = 60 * 60 * 1000;
-
-/**
- * Remove what earlier builds left in the cache: build directories of builders that are gone, and
- * kits beyond the `keep` most recently built ones (never `current`). A running VM keeps the files it
- * opened, so removing an old kit does not disturb it.
- */
-async function pruneGuestKits(cacheDir: string, current: string, keep = 3): Promise<string[]> {
-  const { readdir } = await import('node:fs/promises');
-  const removed: string[] = [];
-  const entries = await readdir(cacheDir, { withFileTypes: true }).catch(() => []);
-  const kits: { name: string; mtime: number }[] = [];
-  for (const e of entries) {
-    if (!e.isDirectory()) continue;
-    const m = /^\.build-[0-9a-f]+-(\d+)$/.exec(e.name);
-    if (m) {
-      if (!pidAlive(Number(m[1]))) {
-        await rm(join(cacheDir, e.name), { recursive: true, force: true });
-        removed.push(e.name);
-      }
-      continue;
-    }
-    if (!/^[0-9a-f]{20}$/.test(e.name) || e.name === current) continue;
-    const st = await stat(join(cacheDir, e.name, 'kit.json')).catch(() => undefined);
-    kits.push({ name: e.name, mtime: st?.mtimeMs ?? 0 });
-  }
-  kits.sort((a, b) => b.mtime - a.mtime);
-  for (const k of kits.slice(Math.max(0, keep - 1))) {
-    await rm(join(cacheDir, k.name), { recursive: true, force: true });
-    removed.push(k.name);
-  }
-  return removed;
-}
 
 /** Return the cached kit for the current inputs, building it first if needed. */
 export async function ensureGuestKit(opts: EnsureGuestKitOptions = {}): Promise<GuestKit> {
@@ -262,14 +232,19 @@ export async function ensureGuestKit(opts: EnsureGuestKitOptions = {}): Promise<
     opts.onProgress?.(m);
   };
   await mkdir(cacheDir, { recursive: true });
-  const currentFile = join(cacheDir, 'current.json');
+  const currentFile = currentPointerFile(cacheDir);
 
   // Fast path: same file stats as when the current kit was resolved.
   try {
     const cur = JSON.parse(await readFile(currentFile, 'utf8')) as { hash: string; fingerprint: string; paths: string[] };
     if (cur.fingerprint === (await fingerprint(cur.paths))) {
       const kit = await readKit(cacheDir, cur.hash);
-      if (kit) return kit;
+      if (kit) {
+        // A pointer in use stays young, so its kit is not pruned by other checkouts' builds.
+        const t = new Date();
+        await utimes(currentFile, t, t).catch(() => {});
+        return kit;
+      }
     }
   } catch {
     /* no or unreadable record: take the slow path */
@@ -363,12 +338,12 @@ async function build(
     );
     await rm(kroot, { recursive: true, force: true });
 
-    progress('building the rootfs image (node, guest agent, kata-monitor, ip, runc, busybox) with mkfs.ext4 -d');
+    progress('building the rootfs image (node, guest agent, kata-monitor, ip, runc, busybox): osbuilder layout, ext4 by mkfs.ext4 -d');
     const monitor = join(work, 'kata-monitor');
     await buildMonitor(monitor);
     const stage = join(work, 'rootfs');
     await stageRootfs(stage, { node: tools.node, ip: tools.ip, busybox: tools.busybox, runc: tools.runc, monitor, agentBundle: agent });
-    const { sizeMiB } = await makeExt4Image(stage, join(out, 'rootfs.ext4'));
+    const { imageMiB } = await makeRootfsImage(stage, join(out, 'rootfs.img'));
 
     const record: KitRecord = {
       hash,
@@ -376,12 +351,12 @@ async function build(
       kernelPackage: kernel.name,
       kernelPackageVersion: kernel.version,
       pvh,
-      files: { kernel: kernelFile, initrd: 'initrd.cpio', rootfs: 'rootfs.ext4' },
+      files: { kernel: kernelFile, initrd: 'initrd.cpio', rootfs: 'rootfs.img' },
       inputs,
       builtAt: new Date().toISOString(),
       buildMs: Date.now() - started,
     };
-    await writeFile(join(out, 'kit.json'), JSON.stringify({ ...record, modules: resolved, rootfsMiB: sizeMiB }, null, 2));
+    await writeFile(join(out, 'kit.json'), JSON.stringify({ ...record, modules: resolved, rootfsMiB: imageMiB }, null, 2));
     const final = join(cacheDir, hash);
     try {
       await rename(out, final);
@@ -394,7 +369,7 @@ async function build(
     progress(`guest kit ready in ${((Date.now() - started) / 1000).toFixed(1)} s: ${final}`);
     const kit = await readKit(cacheDir, hash);
     if (!kit) throw new KataError('E_STATE', `guest kit ${final} is incomplete after the build`);
-    return kit;
+    return { ...kit, outcome: 'built' };
   } catch (e) {
     await rm(out, { recursive: true, force: true }).catch(() => {});
     throw isKataError(e) ? e : new KataError('E_INTERNAL', `guest kit build failed: ${(e as Error).message}`, {}, { cause: e });

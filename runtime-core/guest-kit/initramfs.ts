@@ -8,7 +8,21 @@ import { join } from 'node:path';
 import { cpioNewc, type CpioEntry } from './cpio.js';
 
 /** Applets /init uses (symlinks to busybox in /bin). */
-const INIT_APPLETS = ['sh', 'mount', 'umount', 'insmod', 'switch_root', 'mkdir', 'sleep', 'cat', 'echo', 'poweroff', 'ls', 'dmesg'];
+const INIT_APPLETS = [
+  'sh',
+  'mount',
+  'umount',
+  'insmod',
+  'modprobe',
+  'switch_root',
+  'mkdir',
+  'sleep',
+  'cat',
+  'echo',
+  'poweroff',
+  'ls',
+  'dmesg',
+];
 
 /** Where the rootfs's own init lives (a busybox sh script, see rootfs.ts). */
 export const ROOTFS_INIT = '/sbin/kata-init';
@@ -24,10 +38,13 @@ fail() {
   sleep 1
   poweroff -f
 }
-while read -r m; do
-  insmod "/lib/modules/$m" 2>/dev/null || echo "kata-init: insmod $m failed" >/dev/console
-done < /lib/modules/load-order
-root=/dev/vda fstype=ext4 flags=ro init=${ROOTFS_INIT}
+# One modprobe process for all modules (an exec costs ~20 ms under TCG); insmod each if it fails.
+if ! modprobe -a $(cat /lib/modules/load-order) 2>/dev/null; then
+  while read -r m; do
+    insmod "/lib/modules/$m" 2>/dev/null || echo "kata-init: insmod $m failed" >/dev/console
+  done < /lib/modules/load-order
+fi
+root=/dev/vda1 fstype=ext4 flags=ro init=${ROOTFS_INIT}
 for a in $(cat /proc/cmdline); do
   case "$a" in
     root=*) root="\${a#root=}" ;;
@@ -75,6 +92,14 @@ export async function buildInitramfs(inp: InitramfsInputs): Promise<Buffer> {
     entries.push({ type: 'file', path: `lib/modules/${base}`, data: await readFile(join(modDir, rel)), mode: 0o644 });
   }
   entries.push({ type: 'file', path: 'lib/modules/load-order', data: Buffer.from(`${names.join('\n')}\n`) });
+  // busybox modprobe reads /lib/modules/<release>/modules.dep: every module, no dependencies (the
+  // load order already has them first), by absolute path.
+  entries.push({ type: 'dir', path: `lib/modules/${inp.release}` });
+  entries.push({
+    type: 'file',
+    path: `lib/modules/${inp.release}/modules.dep`,
+    data: Buffer.from(names.map((n) => `/lib/modules/${n}:\n`).join('')),
+  });
   entries.push({ type: 'file', path: 'init', data: Buffer.from(INIT_SCRIPT), mode: 0o755 });
   return cpioNewc(entries);
 }

@@ -4,10 +4,11 @@
  * busybox and their shared libraries, turned into an ext4 image by `mkfs.ext4 -d` (no mount, no
  * loop device).
  */
-import { copyFile, chmod, mkdir, stat, symlink, writeFile } from 'node:fs/promises';
+import { copyFile, chmod, mkdir, open, stat, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { KataError } from '../../host/errors.js';
 import { run } from '../../host/exec.js';
+import { MiB, daxImageHeaders, daxImageLayout } from './dax-image.js';
 import { ROOTFS_INIT } from './initramfs.js';
 
 /** In-guest path of the agent bundle; kata-monitor sits beside it (the agent looks there). */
@@ -180,12 +181,21 @@ async function treeBytes(dir: string): Promise<{ bytes: number; inodes: number }
 }
 
 /**
- * ext4 image of `stage` without mounting anything: mkfs.ext4 -d. No journal (the image is only ever
- * mounted read-only), no reserved blocks, 4 KiB blocks, sized to the content plus a margin.
+ * The guest image of `stage` without mounting anything or a loop device: osbuilder's NVDIMM layout
+ * (dax-image.ts) with an ext4 file system that `mkfs.ext4 -d` writes straight into the partition
+ * (`-E offset`), then the MBRs and the PFN info block in front of it. No journal (the image is only
+ * ever mounted read-only), no reserved blocks, 4 KiB blocks (DAX needs the page size); the file
+ * system fills the partition (the file is sparse: free space costs no disk).
  */
-export async function makeExt4Image(stage: string, image: string): Promise<{ sizeMiB: number }> {
+export async function makeRootfsImage(stage: string, image: string): Promise<{ imageMiB: number }> {
   const { bytes, inodes } = await treeBytes(stage);
-  const sizeMiB = Math.ceil((bytes * 1.1) / (1024 * 1024)) + 16;
+  const layout = daxImageLayout((Math.ceil((bytes * 1.1) / MiB) + 16) * MiB);
+  const fh = await open(image, 'w');
+  try {
+    await fh.truncate(layout.imageBytes);
+  } finally {
+    await fh.close();
+  }
   await run(
     'mkfs.ext4',
     [
@@ -204,16 +214,22 @@ export async function makeExt4Image(stage: string, image: string): Promise<{ siz
       '-N',
       String(inodes + 1024),
       '-E',
-      'root_owner=0:0',
+      `root_owner=0:0,offset=${layout.partitionOffset}`,
       '-d',
       stage,
       image,
-      `${sizeMiB}M`,
+      `${layout.partitionBytes / 1024}k`,
     ],
     { timeoutMs: 600_000 },
   );
-  await stat(image).catch(() => {
-    throw new KataError('E_EXEC', `mkfs.ext4 did not create ${image}`);
-  });
-  return { sizeMiB };
+  const out = await open(image, 'r+');
+  try {
+    for (const h of daxImageHeaders(layout)) await out.write(h.bytes, 0, h.bytes.length, h.offset);
+    const st = await out.stat();
+    if (st.size !== layout.imageBytes)
+      throw new KataError('E_EXEC', `mkfs.ext4 changed the size of ${image} (${st.size} bytes, not ${layout.imageBytes})`);
+  } finally {
+    await out.close();
+  }
+  return { imageMiB: layout.imageBytes / MiB };
 }

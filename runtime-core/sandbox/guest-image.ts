@@ -14,15 +14,16 @@ export interface GuestImage {
 }
 
 /**
- * The guest image as a device: an NVDIMM (Kata's default) or, with disable_image_nvdimm, a
- * read-only virtio-blk disk (the first disk: /dev/vda). The guest kit's initramfs is told where its
- * root is. The NVDIMM root is mounted without `dax`: DAX needs an fsdax namespace (a pfn info block
- * in the image, which Kata's image builder writes); a plain ext4 image such as the kit's is a raw
- * namespace, on which `-o dax` fails the mount ("DAX unsupported by block device").
+ * The guest image as a device, with the root Kata gives the kernel for it
+ * (`GetKernelRootParams`): an NVDIMM (Kata's default; the image's PFN info block makes it an fsdax
+ * device, its partition /dev/pmem0p1 is mounted with `dax`: no guest page cache, the pages are the
+ * host's) or, with disable_image_nvdimm, a read-only virtio-blk disk (the first disk, its partition
+ * /dev/vda1; no dax). Kata's rootflags also carry `data=ordered`, a journal option: the kit's image
+ * has no journal (it is never written), and ext4 refuses data= without one.
  */
 function imageDevice(path: string, nvdimm: boolean): { spec: PmemSpec | BlockSpec; rootDevice: string; rootFlags?: string } {
   if (nvdimm)
-    return { spec: { kind: 'pmem', id: 'image', path, readonly: true }, rootDevice: '/dev/pmem0', rootFlags: 'errors=remount-ro' };
+    return { spec: { kind: 'pmem', id: 'image', path, readonly: true }, rootDevice: '/dev/pmem0p1', rootFlags: 'dax,errors=remount-ro' };
   let isBlock = false;
   try {
     isBlock = statSync(path).isBlockDevice();
@@ -37,7 +38,7 @@ function imageDevice(path: string, nvdimm: boolean): { spec: PmemSpec | BlockSpe
     driver: 'virtio-blk',
     format: 'raw',
   };
-  return { spec, rootDevice: '/dev/vda' };
+  return { spec, rootDevice: '/dev/vda1' };
 }
 
 /**

@@ -16,11 +16,11 @@ const TCG_CPU = 'max';
 
 /** -kernel/-initrd/-append for the kit. */
 function kitBootArgs(kit: Pick<GuestKit, 'kernel' | 'initrd'>, cmdline: Partial<GuestParamsOptions> = {}): string[] {
-  const params = [...MACHINE_KERNEL_PARAMS, ...guestKernelParams({ rootDevice: '/dev/vda', ...cmdline })];
+  const params = [...MACHINE_KERNEL_PARAMS, ...guestKernelParams({ rootDevice: '/dev/vda1', ...cmdline })];
   return ['-kernel', kit.kernel, '-initrd', kit.initrd, '-append', params.join(' ')];
 }
 
-/** The rootfs image as a read-only virtio-blk disk (it becomes /dev/vda when it is the first disk). */
+/** The rootfs image as a read-only virtio-blk disk (the first disk, /dev/vda; its partition /dev/vda1 is the root). */
 function kitRootfsArgs(kit: Pick<GuestKit, 'rootfs'>, id = 'rootfs'): string[] {
   return ['-drive', `file=${kit.rootfs},if=none,id=${id},format=raw,readonly=on`, '-device', `virtio-blk-pci,drive=${id}`];
 }

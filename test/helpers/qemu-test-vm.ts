@@ -67,7 +67,7 @@ export function startTestQemu(t: Teardownable, extra: string[] = [], opts: { qmp
 
 /**
  * A VmSpec that boots the guest kit with the QEMU driver: its image as the read-only first disk
- * (/dev/vda) and the kit's kernel parameters, as the sandbox assembly would give them.
+ * (root /dev/vda1, the image's partition) and the kit's kernel parameters, as the sandbox assembly would give them.
  */
 export function kitVmSpec(
   kit: Pick<GuestKit, 'kernel' | 'initrd' | 'rootfs'>,
@@ -95,7 +95,7 @@ export function kitVmSpec(
         driver: 'virtio-blk',
         format: 'raw',
       },
-      kernelParams: guestKernelParams({ rootDevice: '/dev/vda' }),
+      kernelParams: guestKernelParams({ rootDevice: '/dev/vda1' }),
       devices: o.devices ?? [],
       hotplugSlots: o.hotplugSlots ?? config.pcieRootPorts,
     },

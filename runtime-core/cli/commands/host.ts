@@ -89,7 +89,8 @@ const guestKit: Command = {
   synopsis: '[--quiet] [--json]',
   description:
     "Build (once; then cached) the embedded default guest: Debian's kernel (uncompressed for a fast PVH boot), an\n" +
-    'initramfs, and an ext4 rootfs with node and the guest agent. Prints its paths.',
+    "initramfs, and the rootfs image (osbuilder's NVDIMM layout) with node and the guest agent. Prints its paths\n" +
+    'and whether it was built or reused (--json: "outcome": "built" | "reused").',
   options: { quiet: { type: 'boolean', describe: 'no progress lines' }, json: JSON_OPTION },
   async run(inv, io) {
     const { ensureGuestKit } = await import('../../guest-kit/index.js');
@@ -97,7 +98,7 @@ const guestKit: Command = {
     if (flag(inv, 'json')) io.out(JSON.stringify(kit));
     else
       io.out(
-        `guest kit ${kit.hash}\n  kernel ${kit.kernel} (${kit.kernelVersion}${kit.pvh ? ', PVH' : ''})\n  initrd ${kit.initrd}\n  rootfs ${kit.rootfs}`,
+        `guest kit ${kit.hash} (${kit.outcome})\n  kernel ${kit.kernel} (${kit.kernelVersion}${kit.pvh ? ', PVH' : ''})\n  initrd ${kit.initrd}\n  rootfs ${kit.rootfs}`,
       );
     return 0;
   },

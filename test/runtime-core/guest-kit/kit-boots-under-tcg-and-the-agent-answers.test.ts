@@ -89,7 +89,7 @@ t.test('the guest kit boots under TCG; Check, ListInterfaces, Exec, storage and 
   t.equal(uname.stdout.trim(), kit.kernelVersion, `uname -r is the Debian kernel ${kit.kernelVersion}`);
 
   const root = (await client.listMounts()).mounts.find((m) => m.mount_point === '/');
-  t.match(root, { source: '/dev/vda', fstype: 'ext4' }, 'rootfs is the virtio-blk ext4 image');
+  t.match(root, { source: '/dev/vda1', fstype: 'ext4' }, 'rootfs is the ext4 partition of the virtio-blk image');
   t.ok(root?.options.includes('ro'), 'mounted read-only');
 
   const mp = '/run/krt-ephemeral';

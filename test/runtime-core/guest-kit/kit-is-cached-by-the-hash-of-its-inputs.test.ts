@@ -1,5 +1,5 @@
 import t from 'tap';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ensureGuestKit, guestKitDir, guestKitInputsHash } from '../../../runtime-core/guest-kit/index.js';
 import { silentLogger } from '../../../host/log.js';
@@ -14,11 +14,28 @@ t.test('a second ensure returns the same kit without building; its hash is the i
       progress++;
     },
   });
-  t.same(second, first, 'same kit');
+  t.same({ ...second, outcome: first.outcome }, first, 'same kit');
+  t.equal(second.outcome, 'reused', 'reported as reused');
   t.equal(progress, 0, 'no build step reported');
   t.equal((await stat(second.rootfs)).mtimeMs, mtime, 'rootfs untouched');
   t.equal(await guestKitInputsHash(), first.hash, 'the cache key is the hash of the current inputs');
   t.equal(first.dir, join(guestKitDir(), first.hash), 'kits live under <cache dir>/<hash>');
+
+  // The fast path's pointer is this checkout's own: another checkout's pointer (another source
+  // tree, another kit) beside it is neither read nor overwritten.
+  const other = join(guestKitDir(), `current-${'0'.repeat(12)}.json`);
+  const otherText = JSON.stringify({ hash: 'f'.repeat(20), fingerprint: 'x', paths: [] });
+  await writeFile(other, otherText);
+  t.teardown(() => rm(other, { force: true }));
+  const third = await ensureGuestKit({ log: silentLogger() });
+  t.equal(third.hash, first.hash, 'a foreign pointer does not change the kit');
+  t.equal(await readFile(other, 'utf8'), otherText, 'nor is it overwritten');
+  const mine = (await readdir(guestKitDir())).filter(
+    (f) => /^current-[0-9a-f]{12}\.json$/.test(f) && !f.startsWith('current-000000000000'),
+  );
+  const pointing: string[] = [];
+  for (const f of mine) if (JSON.parse(await readFile(join(guestKitDir(), f), 'utf8')).hash === first.hash) pointing.push(f);
+  t.ok(pointing.length >= 1, `a current-<root hash>.json points at ${first.hash}: ${mine.join(' ')}`);
 
   const record = JSON.parse(await readFile(join(first.dir, 'kit.json'), 'utf8'));
   t.match(record.inputs, {
