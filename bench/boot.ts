@@ -22,18 +22,17 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { run } from '../host/exec.js';
 import { rootLogger } from '../host/log.js';
 import { createNetns, deleteNetns, type NetnsRef } from '../host/netns.js';
 import { loadConfig } from '../runtime-core/config/load-config.js';
 import { cpioNewc } from '../runtime-core/guest-kit/cpio.js';
 import { ensureGuestKit } from '../runtime-core/guest-kit/index.js';
+import { cliRun } from './lib/cli-run.js';
 import { fmt, msSince, now, summarize } from './lib/stats.js';
 
 const log = rootLogger().child({ bench: 'boot' });
-const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'runtime-core', 'cli', 'main.js');
 
 /** Kata's default kernel parameters for QEMU (qemu.go's defaultKernelParams + kernelParams), console on the serial port. */
 const KATA_PARAMS = [
@@ -76,23 +75,6 @@ function line(label: string, xs: number[], unit = 'ms', d = 0): string {
 
 function median(xs: number[]): number {
   return summarize(xs).median;
-}
-
-function cliRun(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
-  return new Promise((resolve, reject) => {
-    const t0 = now();
-    const c = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.setEncoding('utf8').on('data', (d: string) => {
-      stdout += d;
-    });
-    c.stderr.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-    });
-    c.on('error', reject);
-    c.on('close', (code) => resolve({ code, stdout, stderr, ms: msSince(t0) }));
-  });
 }
 
 async function must(args: string[]): Promise<{ stdout: string; ms: number }> {

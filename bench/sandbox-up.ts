@@ -25,12 +25,11 @@
  *
  *   node dist/bench/sandbox-up.js [--runs 5] [--node-runs 10] [--skip-cli] [--skip-node]
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { run } from '../host/exec.js';
 import { rootLogger } from '../host/log.js';
 import { mountsUnder, unmountAllUnder } from '../host/mounts.js';
@@ -40,10 +39,10 @@ import { loadConfig } from '../runtime-core/config/load-config.js';
 import { resolveGuestImage } from '../runtime-core/sandbox/guest-image.js';
 import { Sandbox } from '../runtime-core/sandbox/sandbox.js';
 import { StateStore } from '../runtime-core/state/store.js';
+import { CLI, cliRun } from './lib/cli-run.js';
 import { fmt, msSince, now, summarize } from './lib/stats.js';
 
 const log = rootLogger().child({ bench: 'sandbox-up' });
-const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'runtime-core', 'cli', 'main.js');
 
 interface Opts {
   runs: number;
@@ -147,26 +146,6 @@ async function oneRun(
 function kib(pid: number, key: string): number | undefined {
   const v = readProcStatusField(pid, key);
   return v === undefined ? undefined : Number.parseInt(v, 10);
-}
-
-function cliRun(
-  args: string[],
-  env: NodeJS.ProcessEnv = process.env,
-): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
-  return new Promise((resolve, reject) => {
-    const t0 = now();
-    const c = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.setEncoding('utf8').on('data', (d: string) => {
-      stdout += d;
-    });
-    c.stderr.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-    });
-    c.on('error', reject);
-    c.on('close', (code) => resolve({ code, stdout, stderr, ms: msSince(t0) }));
-  });
 }
 
 function nodeStart(args: string[], env: NodeJS.ProcessEnv): number {
