@@ -44,9 +44,11 @@ t.test('config validation refuses what the chosen hypervisor cannot do', async (
   const keys = checkRules(cfg, fc)
     .map((p) => p.key)
     .sort();
+  // The default NVDIMM image (disable_image_nvdimm = false, as in Kata) is refused too: Firecracker has no NVDIMM.
   t.same(keys, [
     'hypervisor',
     'hypervisor.qemu.block_device_driver',
+    'hypervisor.qemu.disable_image_nvdimm',
     'hypervisor.qemu.network_queues',
     'hypervisor.qemu.shared_fs',
     'runtime.internetworking_model',
