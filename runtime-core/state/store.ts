@@ -120,6 +120,8 @@ function mountsUnder(dir: string): string[] {
 export class StateStore {
   readonly sandboxesDir: string;
   readonly locksDir: string;
+  /** The save in progress per sandbox: saves run one after another (see save). */
+  private readonly saving = new Map<string, Promise<void>>();
 
   constructor(
     readonly stateDir: string,
@@ -234,9 +236,23 @@ export class StateStore {
 
   /**
    * Write the state atomically: a reader (or a crash) sees the old file or the new one, never a
-   * mix. Sets updatedAt.
+   * mix. Sets updatedAt. Saves of one sandbox run one after another, each writing the state as it
+   * is when its turn comes: steps that run side by side (network, virtiofsd) journal concurrently,
+   * and two overlapping writes could otherwise rename an older snapshot over a newer one, losing a
+   * record a crash then needs.
    */
   async save(state: SandboxState): Promise<void> {
+    const prev = this.saving.get(state.id) ?? Promise.resolve();
+    const turn = prev.catch(() => {}).then(() => this.writeState(state));
+    this.saving.set(state.id, turn);
+    try {
+      await turn;
+    } finally {
+      if (this.saving.get(state.id) === turn) this.saving.delete(state.id);
+    }
+  }
+
+  private async writeState(state: SandboxState): Promise<void> {
     state.updatedAt = new Date().toISOString();
     const final = this.statePath(state.id);
     try {
