@@ -22,11 +22,23 @@ function frameWriter(sock: Socket, type: number): Writable {
     // the pump reading from the agent pauses (process-io.ts waits for 'drain').
     write(chunk: Buffer, _enc, cb) {
       if (chunk.length === 0) return cb();
+      // The client went away (or the stream was failed): its output has nowhere to go.
+      if (sock.destroyed || sock.writableEnded) return cb();
       for (let off = 0; off < chunk.length; off += CHUNK) {
         const last = off + CHUNK >= chunk.length;
         sock.write(F.frame(type, chunk.subarray(off, off + CHUNK)), last ? (e) => cb(e ?? null) : undefined);
       }
     },
+  });
+}
+
+/** End a frame writer and wait until what it holds went to the socket (or the socket is gone). */
+function drained(w: Writable): Promise<void> {
+  if (w.writableFinished || w.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    w.once('finish', resolve);
+    w.once('close', resolve);
+    w.end();
   });
 }
 
@@ -39,7 +51,7 @@ export function serveExecStream(sock: Socket, head: Buffer, agent: () => AgentCl
   let started = false;
   const fail = (e: unknown): void => {
     const k = isKataError(e) ? e : new KataError('E_INTERNAL', (e as Error).message);
-    if (!sock.destroyed) sock.end(F.frame(F.ERROR, { code: k.code, message: k.message, ...k.details }));
+    if (!sock.destroyed && !sock.writableEnded) sock.end(F.frame(F.ERROR, { code: k.code, message: k.message, ...k.details }));
   };
   const start = (payload: Buffer): void => {
     const req = execRequest(F.jsonOf(payload, 'START'));
@@ -56,8 +68,10 @@ export function serveExecStream(sock: Socket, head: Buffer, agent: () => AgentCl
     runExec(agent(), req, ch, log, (c) => {
       control = c;
     }).then(
-      (r) => {
-        if (!sock.destroyed) sock.end(F.frame(F.EXIT, { status: r.status, timedOut: r.timedOut }));
+      async (r) => {
+        // The pumps saw EOF, but a frame writer may still hold the last chunk: EXIT goes after it.
+        await Promise.all([drained(ch.stdout), drained(ch.stderr)]);
+        if (!sock.destroyed && !sock.writableEnded) sock.end(F.frame(F.EXIT, { status: r.status, timedOut: r.timedOut }));
       },
       (e) => fail(e),
     );
