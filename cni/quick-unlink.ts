@@ -15,10 +15,13 @@ import type { NetnsRef } from '../host/netns.js';
  * inode of /proc/<helper>/ns/net), so no other process is needed to look. The helper itself goes
  * on to its acknowledgement and exits after the plugin has.
  *
- * Only a device seen present in the namespace and then absent counts; in every other case
- * (no helper, another namespace, device already absent, the line failed) the answer is the
- * kernel's, as without this wrapper. Used for DEL only, where "deleted" and "already gone" mean
- * the same; ADD's rollback (scratchUndo) needs to tell them apart and keeps the kernel's answer.
+ * The first look already comes after the line was written to the helper, and it usually finds the
+ * device gone: the unlisting takes well under a millisecond. Absent then counts as deleted too
+ * (by this line, or before it: the same for DEL, whose teardown takes "Cannot find device" as
+ * gone). Without a helper the answer is the kernel's, as without this wrapper; while the device is
+ * still listed (or the helper not yet in the namespace), whichever comes first decides. Used for DEL only, where "deleted" and
+ * "already gone" mean the same; ADD's rollback (scratchUndo) needs to tell them apart and keeps
+ * the kernel's answer.
  */
 const LINK_DEL = /^link del dev (\S+)$/;
 const POLL_MS = 1;
@@ -56,7 +59,6 @@ export function quickUnlink(inner: CoprocessNetlink): Netlink {
       if (pid === undefined) return answer;
       return new Promise<BatchOutcome>((resolve, reject) => {
         let done = false;
-        let seen = false;
         let timer: NodeJS.Timeout | undefined;
         const finish = (f: () => void): void => {
           if (done) return;
@@ -71,16 +73,9 @@ export function quickUnlink(inner: CoprocessNetlink): Netlink {
         const look = (): void => {
           if (done) return;
           const devs = inNamespace(pid, ns) ? devicesOf(pid) : undefined;
-          if (devs) {
-            const present = names.some((n) => devs.has(n!));
-            if (!present) {
-              // Absent after being seen: unlisted. Absent before the line could run: the kernel answers.
-              if (seen) finish(() => resolve(lines.map(() => null)));
-              return;
-            }
-            seen = true;
-          }
-          timer = setTimeout(look, POLL_MS);
+          // Not readable (the helper not yet in the namespace, or gone): look again until the kernel answers.
+          if (devs && !names.some((n) => devs.has(n!))) finish(() => resolve(lines.map(() => null)));
+          else timer = setTimeout(look, POLL_MS);
         };
         look();
       });

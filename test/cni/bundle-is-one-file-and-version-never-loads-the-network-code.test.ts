@@ -121,6 +121,33 @@ t.test('the bundle runs alone: as an extensionless executable (CommonJS) and as 
   }
 });
 
+t.test("install-cni writes this Node's path as the #! line (no PATH needed); --env-shebang keeps env", async (t) => {
+  const bundleText = readFileSync(join(REPO, 'dist/cni/kata-cni.js'), 'latin1');
+  const rest = bundleText.slice(bundleText.indexOf('\n'));
+  for (const [flags, line, path] of [
+    [[], `#!${process.execPath}`, ''],
+    [['--env-shebang'], '#!/usr/bin/env node', process.env.PATH ?? ''],
+  ] as const) {
+    const bin = tempDir(t, 'install');
+    await run(process.execPath, [join(REPO, 'cni/build/install.mjs'), '--bin-dir', bin, ...flags]);
+    const installed = readFileSync(join(bin, 'kata-cni'), 'latin1');
+    t.equal(installed.slice(0, installed.indexOf('\n')), line, `${flags.join(' ') || 'default'}: first line`);
+    t.ok(installed.slice(installed.indexOf('\n')) === rest, 'everything after the #! line is the bundle, byte for byte');
+    const r = await new Promise<{ code: number | null; stdout: string }>((resolve, reject) => {
+      const c = spawn(join(bin, 'kata-cni'), [], { env: { PATH: path, CNI_COMMAND: 'VERSION' } });
+      let stdout = '';
+      c.stdout.on('data', (d: Buffer) => {
+        stdout += d.toString();
+      });
+      c.on('error', reject);
+      c.on('close', (code) => resolve({ code, stdout }));
+      c.stdin.end('{"cniVersion":"1.0.0"}');
+    });
+    t.equal(r.code, 0, `runs with PATH=${JSON.stringify(path)}`);
+    t.match(JSON.parse(r.stdout), { cniVersion: '1.0.0' });
+  }
+});
+
 t.test('VERSION echoes the input version, or 1.1.0 when there is none', async (t) => {
   for (const [stdin, v] of [
     ['{"cniVersion":"1.0.0"}', '1.0.0'],
