@@ -70,7 +70,10 @@ t.test('a tap deleted in the namespace counts as done before the kernel answers'
   });
   const out = await within(quickUnlink(held.netlink).batch('ip', ns, ['link del dev qu0']), 5000);
   t.same(out, [null], 'answered as done while the kernel answer is still held back');
-  t.notOk((await links(ns)).some((l) => l.ifname === 'qu0'), 'the device is gone');
+  t.notOk(
+    (await links(ns)).some((l) => l.ifname === 'qu0'),
+    'the device is gone',
+  );
 });
 
 t.test('a tap that stays listed waits for the kernel, whose failure is the answer', async (t) => {
