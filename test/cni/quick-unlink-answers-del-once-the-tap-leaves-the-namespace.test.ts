@@ -40,7 +40,7 @@ function heldNetlink(pid: number | undefined, onBatch: (lines: readonly string[]
 
 /** A process that sits in ns until killed: what the wrapper looks through. */
 function sitIn(t: { teardown(fn: () => void): void }, ns: NetnsRef): ChildProcess {
-  const c = spawn('ip', ['netns', 'exec', ns.name!, 'sleep', '300'], { stdio: 'ignore' });
+  const c = spawn('nsenter', [`--net=${ns.path}`, 'sleep', '300'], { stdio: 'ignore' });
   t.teardown(() => {
     c.kill('SIGKILL');
   });
