@@ -111,10 +111,10 @@ const NODE_CPU_PROBE =
 const PHASES: Record<string, [string, string | undefined, string][]> = {
   ADD: [
     ['Node start (to the first line of kata-cni)', undefined, 'launcher'],
-    ['start ip + tc helpers (2 spawns, no child_process)', 'launcher', 'helpers-spawned'],
+    ['start the ip helper (no child_process)', 'launcher', 'helpers-spawned'],
     ['compile the plugin code (code cache)', 'helpers-spawned', 'code-loaded'],
     ['read stdin', 'code-loaded', 'stdin-read'],
-    ['validate config, start link read', 'stdin-read', 'config-checked'],
+    ['start link read and tc helper, validate config', 'stdin-read', 'config-checked'],
     ['link read answered (ip helper)', 'config-checked', 'link-read'],
     ['tap + redirect (helpers: kernel work)', 'link-read', 'attached'],
     ['record, tap MAC, result', 'attached', 'result-written'],
@@ -122,9 +122,9 @@ const PHASES: Record<string, [string, string | undefined, string][]> = {
   ],
   DEL: [
     ['Node start (to the first line of kata-cni)', undefined, 'launcher'],
-    ['start ip + tc helpers (2 spawns, no child_process)', 'launcher', 'helpers-spawned'],
+    ['start the ip helper (no child_process)', 'launcher', 'helpers-spawned'],
     ['compile the plugin code (code cache)', 'helpers-spawned', 'code-loaded'],
-    ['read stdin, validate config', 'code-loaded', 'config-checked'],
+    ['read stdin, start tc helper, validate config', 'code-loaded', 'config-checked'],
     ['read the record, plan the detach', 'config-checked', 'detach-planned'],
     ['qdisc del + tap unlisted (helpers: kernel work)', 'detach-planned', 'detached'],
     ['remove the record, exit', 'detached', '@end'],

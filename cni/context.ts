@@ -5,7 +5,7 @@ import { CoprocessNetlink } from '../host/netlink.js';
 import { netnsRef, type NetnsRef } from '../host/netns.js';
 import type { PluginContext } from '../host/plugin.js';
 import { Sysfs } from '../host/sysfs.js';
-import { takeEarlyHelper } from './early-helpers.js';
+import { takeEarlyHelper } from './early-helper-holder.js';
 import { CNI_CODES, CniError } from './errors.js';
 
 /**

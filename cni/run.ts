@@ -30,6 +30,8 @@ export async function runCni(env: NodeJS.ProcessEnv, stdin: string): Promise<Cni
     // needs only CNI_NETNS and CNI_IFNAME. If anything fails, ADD reads again and reports.
     const early = command === 'ADD' ? import('./commands/add.js').then((m) => m.startLinkRead(req)) : undefined;
     early?.catch(() => undefined);
+    // The tc helper starts once ip's first request is on its way (see early-helpers.ts).
+    (await import('./early-helper-holder.js')).startTcHelper();
     const { decodeConfig, buildConfig } = await import('./config.js');
     const raw = decodeConfig(stdin);
     if (isSupportedVersion(raw.cniVersion)) version = raw.cniVersion;

@@ -7,7 +7,7 @@ import { PAYLOAD_KEY, readPayload } from './payload.js';
 /**
  * The head of the kata-cni executable (cni/build/bundle.mjs). A CNI plugin is a new process per
  * call, so this runs first and does two things before the plugin's code is compiled:
- *  - starts the call's `ip` and `tc` helpers (early-helpers.ts), whose start then overlaps the rest;
+ *  - starts the call's `ip` helper (early-helpers.ts; `tc` follows once ip has work), whose start then overlaps the rest;
  *  - compiles the plugin's code with the V8 code cache made at build time, so the functions a call
  *    runs are neither parsed nor compiled at run time. V8 checks the cache against its own
  *    version, flags and the source; a Node that differs from the one that built the file rejects it
