@@ -28,6 +28,26 @@ function payload(file: string): { body: string; pino: string; cache: Buffer } {
   return { body: p.text('body'), pino: p.text('pino'), cache: p.bytes('cache') };
 }
 
+/** A VERSION call of cmd with only PATH (and CNI_COMMAND) in its environment. */
+function versionCall(
+  cmd: string,
+  args: string[],
+  path: string,
+  version: string,
+  cwd?: string,
+): Promise<{ code: number | null; stdout: string }> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(cmd, args, { env: { PATH: path, CNI_COMMAND: 'VERSION' }, cwd });
+    let stdout = '';
+    c.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    c.on('error', reject);
+    c.on('close', (code) => resolve({ code, stdout }));
+    c.stdin.end(JSON.stringify({ cniVersion: version }));
+  });
+}
+
 t.test('the static import graph of the entry holds no network, validation or logging code', async (t) => {
   const seen = new Set<string>();
   const stack = ['cni/main.ts'];
@@ -102,16 +122,7 @@ t.test('the bundle runs alone: as an extensionless executable (CommonJS) and as 
   for (const file of [join(alone, 'kata-cni'), join(alone, 'kata-cni.mjs')]) {
     const cmd = file.endsWith('.mjs') ? process.execPath : file;
     const args = file.endsWith('.mjs') ? [file] : [];
-    const r = await new Promise<{ code: number | null; stdout: string }>((resolve, reject) => {
-      const c = spawn(cmd, args, { env: { PATH: process.env.PATH ?? '', CNI_COMMAND: 'VERSION' }, cwd: alone });
-      let stdout = '';
-      c.stdout.on('data', (d: Buffer) => {
-        stdout += d.toString();
-      });
-      c.on('error', reject);
-      c.on('close', (code) => resolve({ code, stdout }));
-      c.stdin.end('{"cniVersion":"0.4.0"}');
-    });
+    const r = await versionCall(cmd, args, process.env.PATH ?? '', '0.4.0', alone);
     t.equal(r.code, 0, file);
     t.same(
       JSON.parse(r.stdout),
@@ -133,16 +144,7 @@ t.test("install-cni writes this Node's path as the #! line (no PATH needed); --e
     const installed = readFileSync(join(bin, 'kata-cni'), 'latin1');
     t.equal(installed.slice(0, installed.indexOf('\n')), line, `${flags.join(' ') || 'default'}: first line`);
     t.ok(installed.slice(installed.indexOf('\n')) === rest, 'everything after the #! line is the bundle, byte for byte');
-    const r = await new Promise<{ code: number | null; stdout: string }>((resolve, reject) => {
-      const c = spawn(join(bin, 'kata-cni'), [], { env: { PATH: path, CNI_COMMAND: 'VERSION' } });
-      let stdout = '';
-      c.stdout.on('data', (d: Buffer) => {
-        stdout += d.toString();
-      });
-      c.on('error', reject);
-      c.on('close', (code) => resolve({ code, stdout }));
-      c.stdin.end('{"cniVersion":"1.0.0"}');
-    });
+    const r = await versionCall(join(bin, 'kata-cni'), [], path, '1.0.0');
     t.equal(r.code, 0, `runs with PATH=${JSON.stringify(path)}`);
     t.match(JSON.parse(r.stdout), { cniVersion: '1.0.0' });
   }
