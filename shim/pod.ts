@@ -17,6 +17,7 @@ import { groupOf, readBundleSpec, writeBundleRecord, type Grouping } from './bun
 import type { ShimEvents } from './events/shim-events.js';
 import { guestSpec } from './guest-spec.js';
 import { releasePodFiles } from './pod-files.js';
+import { applyKataAnnotations } from './kata-annotations.js';
 import { podSizing } from './pod-sizing.js';
 import { ShimProcess, type ProcExit } from './process.js';
 import { syncNetwork } from './network-sync.js';
@@ -120,7 +121,9 @@ export class Pod {
             GrpcCode.FAILED_PRECONDITION,
             `container ${req.id}: its pod sandbox ${group.sandboxId} is not running in this shim`,
           );
-        this.config = podSizing(this.deps.loadConfig(req.configPath), spec.annotations ?? {}, this.deps.log);
+        const annotations = spec.annotations ?? {};
+        const loaded = this.deps.loadConfig(req.configPath);
+        this.config = podSizing(applyKataAnnotations(loaded, annotations, this.deps.log), annotations, this.deps.log);
         this.sandbox = await this.deps.bootSandbox(group.sandboxId, specNetns(spec), this.config, spec.linux?.cgroupsPath);
         this.ownerId = req.id;
         made = true;
