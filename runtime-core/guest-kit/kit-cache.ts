@@ -70,7 +70,12 @@ export async function pruneGuestKits(cacheDir: string, current: string, keep = 3
   return removed;
 }
 
-/** The fast path's pointer to the last kit of this checkout (the agent bundle's sources are the checkout's). */
-export function currentPointerFile(cacheDir: string, root = projectRoot()): string {
-  return join(cacheDir, `current-${createHash('sha256').update(root).digest('hex').slice(0, 12)}.json`);
+/**
+ * The fast path's pointer to the last kit of this checkout (the agent bundle's sources are the
+ * checkout's), one per kernel source (`built`, the default, or `debian`) so switching does not
+ * evict the other's.
+ */
+export function currentPointerFile(cacheDir: string, kernelSource = 'built', root = projectRoot()): string {
+  const key = kernelSource === 'built' ? root : `${root}\0${kernelSource}`;
+  return join(cacheDir, `current-${createHash('sha256').update(key).digest('hex').slice(0, 12)}.json`);
 }
