@@ -3,13 +3,13 @@
  * rootfs holding node and the guest agent. The kernel is built from Debian's linux-source-6.1 with
  * everything the guest needs built in (kernel-build.ts, cached on its own), so the initramfs loads
  * no modules; KATA_GUEST_KERNEL=debian (or opts.kernel) boots Debian's stock linux-image-amd64
- * instead, with the modules the guest needs in the initramfs. Built once per set of inputs and cached under
- * /var/cache/kata-resources/guest-kit/<hash> (KATA_GUEST_KIT_DIR or opts.cacheDir to move it).
+ * instead, with the modules the guest needs in the initramfs. Built once per set of inputs and
+ * cached under /var/cache/kata-resources/guest-kit/<hash> (KATA_GUEST_KIT_DIR or opts.cacheDir to
+ * move it).
  *
  * The hash covers every input: the kernel (the built kernel's own hash, or the package and version
- * apt resolves), the busybox, node and
- * ip binaries and their libraries (content hashes), the agent bundle, the module list, the init
- * scripts and GUEST_KIT_BUILD_VERSION. Computing it costs apt-cache calls and hashing ~100 MB, so a
+ * apt resolves), the busybox, node and ip binaries and their libraries (content hashes), the agent
+ * bundle, the module list, the init scripts and GUEST_KIT_BUILD_VERSION. Computing it costs apt-cache calls and hashing ~100 MB, so a
  * fingerprint of the same inputs' file stats short-cuts the common case to a few stats. That pointer is
  * kept per checkout, and old kits are pruned (kit-cache.ts).
  *
@@ -351,7 +351,6 @@ async function build(
         ? await builtKernel(cacheDir, plan.build, out, tools.busybox, progress)
         : await stockKernel(plan.pkg, work, out, tools, progress);
 
-    progress('building the rootfs image (node, guest agent, kata-monitor, ip, runc, busybox): osbuilder layout, ext4 by mkfs.ext4 -d');
     progress('building the rootfs image (node, guest agent, kata-monitor, ip, runc, busybox): osbuilder layout, ext4 by mkfs.ext4 -d');
     const monitor = join(work, 'kata-monitor');
     await buildMonitor(monitor);

@@ -1,7 +1,7 @@
 /**
  * The guest's initramfs: busybox, the kernel modules the guest needs (in load order; none with the
- * kit's own kernel, which has them built in), and an /init that loads them, mounts the rootfs image read-only and switch_roots into it. Everything else
- * (node, the agent) lives on the rootfs.
+ * kit's own kernel, which has them built in), and an /init that loads them, mounts the rootfs image
+ * read-only and switch_roots into it. Everything else (node, the agent) lives on the rootfs.
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
