@@ -1,6 +1,6 @@
 /**
  * Benchmark: how long the embedded guest takes to come up, NVDIMM/DAX image against virtio-blk,
- * against the fastest bare boot of the same kernel.
+ * against the fastest bare boot of Debian's stock kernel.
  *
  * 1. `sandbox up` through the CLI (node CLI + supervisor + QEMU TCG + virtiofsd + agent ready +
  *    the veth endpoint applied), wall time from spawn to exit, in a pod namespace with a veth as a
@@ -8,7 +8,8 @@
  *    The default guest (disable_image_nvdimm = false) and disable_image_nvdimm = true alternate,
  *    one unrecorded cold run each first.
  * 2. Reference: the same QEMU under TCG with the same machine, CPU and memory, -nodefaults, booting
- *    the guest kit's kernel (Debian's stock kernel, the uncompressed vmlinux by PVH) with Kata's
+ *    Debian's stock kernel (linux-image-amd64, the uncompressed vmlinux by PVH, whatever kernel the
+ *    kit boots: KATA_GUEST_KERNEL=debian makes the kit boot it too) with Kata's
  *    kernel parameters and a busybox initramfs whose /init powers off at once: spawn to exit.
  * 3. Host memory: two sandboxes running side by side per setting, their QEMU processes' PSS
  *    (/proc/<pid>/smaps: total, guest RAM backend, the image mapping).
@@ -28,7 +29,8 @@ import { rootLogger } from '../host/log.js';
 import { createNetns, deleteNetns, type NetnsRef } from '../host/netns.js';
 import { loadConfig } from '../runtime-core/config/load-config.js';
 import { cpioNewc } from '../runtime-core/guest-kit/cpio.js';
-import { ensureGuestKit } from '../runtime-core/guest-kit/index.js';
+import { ensureGuestKit, guestKitDir } from '../runtime-core/guest-kit/index.js';
+import { ensureStockVmlinux } from '../runtime-core/guest-kit/stock-kernel.js';
 import { cliRun } from './lib/cli-run.js';
 import { fmt, msSince, now, summarize } from './lib/stats.js';
 
@@ -237,7 +239,7 @@ async function main(): Promise<void> {
   try {
     const kit = await ensureGuestKit({ onProgress: progress });
     const qemu = loadConfig(modes[0]!.config, { log }).hypervisor.path;
-    if (!kit.pvh) throw new Error(`the guest kit's kernel ${kit.kernel} has no PVH entry; the reference needs the uncompressed vmlinux`);
+    const stock = await ensureStockVmlinux(guestKitDir(), progress);
     const busybox = (await run('sh', ['-c', 'command -v busybox'])).stdout.trim();
     const init = `#!/bin/busybox sh\n/bin/busybox echo ${REF_MARK} > /dev/console\n/bin/busybox poweroff -f\n`;
     const refInitrd = join(dir, 'ref-initrd.cpio');
@@ -255,10 +257,14 @@ async function main(): Promise<void> {
     out(
       `boot bench: ${runs} runs per setting after 1 cold run each; load average ${loadavg()
         .map((x) => x.toFixed(2))
-        .join(' ')}; node ${process.version}; guest kit ${kit.hash} (${kit.kernelPackage} ${kit.kernelPackageVersion})`,
+        .join(
+          ' ',
+        )}; node ${process.version}; guest kit ${kit.hash} (${kit.kernelSource} kernel: ${kit.kernelPackage} ${kit.kernelPackageVersion}, ${kit.kernelVersion})`,
     );
     out(`sandbox up: through the CLI, spawn to exit, pod namespace ${net.pod.name} with a veth (1 endpoint), virtio-fs, agent ready`);
-    out(`reference: ${qemu} -machine q35,accel=tcg -cpu max -smp 1 -m 512M -nodefaults, ${kit.kernel} by PVH,`);
+    out(
+      `reference: ${qemu} -machine q35,accel=tcg -cpu max -smp 1 -m 512M -nodefaults, ${stock.pkg.name} ${stock.pkg.version} ${stock.vmlinux} by PVH,`,
+    );
     out(`  busybox initramfs (${(readFileSync(refInitrd).length / 1024).toFixed(0)} KiB) whose /init powers off; spawn to exit`);
     out();
 
@@ -269,7 +275,7 @@ async function main(): Promise<void> {
       progress(`cold run ${m.name}`);
       await upDown(m, `krt-bb-${tag}-${m.name}-cold`, net.pod, live);
     }
-    await referenceBoot(qemu, kit.kernel, refInitrd, join(dir, 'ref-cold.log'));
+    await referenceBoot(qemu, stock.vmlinux, refInitrd, join(dir, 'ref-cold.log'));
     for (let i = 0; i < runs; i++) {
       for (const m of modes) {
         const r = await upDown(m, `krt-bb-${tag}-${m.name}-${i}`, net.pod, live);
@@ -278,7 +284,7 @@ async function main(): Promise<void> {
         progress(`run ${i + 1}/${runs} ${m.name}: up ${fmt(r.upMs, 0)} ms, MemAvailable ${fmt(r.mem.available, 0)} MiB`);
       }
       const log = join(dir, `ref-${i}.log`);
-      ref.push(await referenceBoot(qemu, kit.kernel, refInitrd, log));
+      ref.push(await referenceBoot(qemu, stock.vmlinux, refInitrd, log));
       rmSync(log, { force: true });
       progress(`run ${i + 1}/${runs} reference: ${fmt(ref[i]!, 0)} ms`);
     }

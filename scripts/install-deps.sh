@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 PKGS=(iproute2 qemu-system-x86 qemu-utils busybox-static kmod cpio e2fsprogs xz-utils zstd
       containernetworking-plugins containerd runc nbdkit nbd-client libnbd-bin socat ethtool util-linux procps psmisc
-      iputils-ping ca-certificates systemd gcc libc6-dev)
+      iputils-ping ca-certificates systemd gcc libc6-dev
+      linux-source-6.1 make bc flex bison libelf-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,11 +1,15 @@
 /**
- * The embedded default guest ("guest kit"): an uncompressed Debian kernel, a small initramfs and an
- * ext4 rootfs holding node and the guest agent. Built once per set of inputs and cached under
- * /var/cache/kata-resources/guest-kit/<hash> (KATA_GUEST_KIT_DIR or opts.cacheDir to move it).
+ * The embedded default guest ("guest kit"): an uncompressed kernel, a small initramfs and an ext4
+ * rootfs holding node and the guest agent. The kernel is built from Debian's linux-source-6.1 with
+ * everything the guest needs built in (kernel-build.ts, cached on its own), so the initramfs loads
+ * no modules; KATA_GUEST_KERNEL=debian (or opts.kernel) boots Debian's stock linux-image-amd64
+ * instead, with the modules the guest needs in the initramfs. Built once per set of inputs and
+ * cached under /var/cache/kata-resources/guest-kit/<hash> (KATA_GUEST_KIT_DIR or opts.cacheDir to
+ * move it).
  *
- * The hash covers every input: the kernel package and version apt resolves, the busybox, node and
- * ip binaries and their libraries (content hashes), the agent bundle, the module list, the init
- * scripts and GUEST_KIT_BUILD_VERSION. Computing it costs apt-cache calls and hashing ~100 MB, so a
+ * The hash covers every input: the kernel (the built kernel's own hash, or the package and version
+ * apt resolves), the busybox, node and ip binaries and their libraries (content hashes), the agent
+ * bundle, the module list, the init scripts and GUEST_KIT_BUILD_VERSION. Computing it costs apt-cache calls and hashing ~100 MB, so a
  * fingerprint of the same inputs' file stats short-cuts the common case to a few stats. That pointer is
  * kept per checkout, and old kits are pruned (kit-cache.ts).
  *
@@ -25,12 +29,20 @@ import { agentSourceStats, bundleAgent } from './agent-bundle.js';
 import { INIT_SCRIPT, buildInitramfs } from './initramfs.js';
 import { currentPointerFile, pruneGuestKits } from './kit-cache.js';
 import { downloadKernel, extractKernel, extractVmlinux, hasPvhNote, resolveKernelPackage, type KernelPackage } from './kernel.js';
-import { GUEST_MODULES, parseModulesBuiltin, parseModulesDep, resolveModules } from './modules.js';
+import {
+  KERNEL_SOURCE_PACKAGE,
+  ensureBuiltKernel,
+  kernelBuildHash,
+  kernelBuildInputs,
+  kernelFragmentPath,
+  type KernelBuildInputs,
+} from './kernel-build.js';
+import { GUEST_MODULES, parseModulesBuiltin, parseModulesDep, resolveModules, type ResolvedModules } from './modules.js';
 import { MONITOR_SOURCE, buildMonitor, monitorInputsHash } from './monitor.js';
 import { ROOTFS_INIT_SCRIPT, makeRootfsImage, parseLdd, stageRootfs } from './rootfs.js';
 
 /** Bump when the build changes in a way the other inputs do not capture. */
-const GUEST_KIT_BUILD_VERSION = 2;
+const GUEST_KIT_BUILD_VERSION = 3;
 const DEFAULT_GUEST_KIT_DIR = '/var/cache/kata-resources/guest-kit';
 
 export interface GuestKit {
@@ -52,12 +64,28 @@ export interface GuestKit {
   pvh: boolean;
   /** Whether this call built the kit or found it in the cache (built by an earlier or concurrent caller). */
   outcome: 'built' | 'reused';
+  /** Where the kernel comes from: built from linux-source (no modules), or Debian's stock image. */
+  kernelSource: GuestKernelSource;
+  /** Whether this call compiled the kernel or took it from the cache (a reused kit reuses its kernel). */
+  kernelOutcome: 'built' | 'reused';
 }
+
+/** `built`: compiled from linux-source-6.1 with the guest fragment; `debian`: the stock linux-image-amd64 and its modules. */
+export type GuestKernelSource = 'built' | 'debian';
 
 export interface EnsureGuestKitOptions {
   cacheDir?: string;
   onProgress?: (msg: string) => void;
   log?: Logger;
+  /** Default: KATA_GUEST_KERNEL, else `built`. */
+  kernel?: GuestKernelSource;
+}
+
+export function guestKernelSource(opt?: GuestKernelSource): GuestKernelSource {
+  const v = opt ?? process.env.KATA_GUEST_KERNEL ?? 'built';
+  if (v !== 'built' && v !== 'debian')
+    throw new KataError('E_CONFIG', `KATA_GUEST_KERNEL is ${JSON.stringify(v)}; use "built" (the default) or "debian"`);
+  return v;
 }
 
 interface KitRecord {
@@ -66,6 +94,7 @@ interface KitRecord {
   kernelPackage: string;
   kernelPackageVersion: string;
   pvh: boolean;
+  kernelSource: GuestKernelSource;
   files: { kernel: string; initrd: string; rootfs: string };
   inputs: Inputs;
   builtAt: string;
@@ -74,7 +103,8 @@ interface KitRecord {
 
 interface Inputs {
   buildVersion: number;
-  kernel: { name: string; version: string };
+  /** The stock package, or linux-source-6.1 with `build` the built kernel's hash. */
+  kernel: { name: string; version: string; build?: string };
   binaries: Record<string, string>;
   libraries: Record<string, string>;
   agent: string;
@@ -132,7 +162,20 @@ async function findTools(): Promise<Tools> {
   return { node, ip, busybox, runc, libs: [...libs].sort() };
 }
 
-async function computeInputs(tools: Tools, kernel: KernelPackage, agent: Buffer): Promise<Inputs> {
+/** What the kit's kernel is made from: the stock package, or the source build's inputs. */
+type KernelPlan = { source: 'debian'; pkg: KernelPackage } | { source: 'built'; build: KernelBuildInputs };
+
+async function planKernel(source: GuestKernelSource, progress: (m: string) => void): Promise<KernelPlan> {
+  return source === 'debian' ? { source, pkg: await resolveKernelPackage(progress) } : { source, build: await kernelBuildInputs() };
+}
+
+function kernelInput(plan: KernelPlan): Inputs['kernel'] {
+  return plan.source === 'debian'
+    ? { name: plan.pkg.name, version: plan.pkg.version }
+    : { name: KERNEL_SOURCE_PACKAGE, version: plan.build.sourceVersion, build: kernelBuildHash(plan.build) };
+}
+
+async function computeInputs(tools: Tools, plan: KernelPlan, agent: Buffer): Promise<Inputs> {
   const binaries: Record<string, string> = {};
   for (const [k, p] of [
     ['node', tools.node],
@@ -145,12 +188,12 @@ async function computeInputs(tools: Tools, kernel: KernelPackage, agent: Buffer)
   for (const l of tools.libs) libraries[l] = await sha256File(l);
   return {
     buildVersion: GUEST_KIT_BUILD_VERSION,
-    kernel: { name: kernel.name, version: kernel.version },
+    kernel: kernelInput(plan),
     binaries,
     libraries,
     agent: sha256(agent),
     monitor: await monitorInputsHash(),
-    modules: GUEST_MODULES,
+    modules: plan.source === 'debian' ? GUEST_MODULES : [],
     scripts: sha256(`${INIT_SCRIPT}\0${ROOTFS_INIT_SCRIPT}`),
   };
 }
@@ -160,14 +203,14 @@ function hashInputs(inputs: Inputs): string {
 }
 
 /** The cache key of the kit the current host would build (apt-cache, hashing, agent bundling: not free). */
-export async function guestKitInputsHash(): Promise<string> {
-  const [tools, kernel, agent] = await Promise.all([findTools(), resolveKernelPackage(), bundleAgent()]);
-  return hashInputs(await computeInputs(tools, kernel, agent));
+export async function guestKitInputsHash(kernel?: GuestKernelSource): Promise<string> {
+  const [tools, plan, agent] = await Promise.all([findTools(), planKernel(guestKernelSource(kernel), () => {}), bundleAgent()]);
+  return hashInputs(await computeInputs(tools, plan, agent));
 }
 
 /** Stats of everything the full hash depends on, to recognise "nothing changed" cheaply. */
-async function fingerprint(paths: string[]): Promise<string> {
-  const parts: unknown[] = [GUEST_KIT_BUILD_VERSION, sha256(INIT_SCRIPT + ROOTFS_INIT_SCRIPT), GUEST_MODULES];
+async function fingerprint(paths: string[], source: GuestKernelSource): Promise<string> {
+  const parts: unknown[] = [GUEST_KIT_BUILD_VERSION, sha256(INIT_SCRIPT + ROOTFS_INIT_SCRIPT), GUEST_MODULES, source];
   for (const p of paths) {
     const s = await stat(p).catch(() => undefined);
     // Size and mtime, not the inode: the same files seen through an overlay (a private mount
@@ -194,6 +237,8 @@ function kitFromRecord(dir: string, r: KitRecord): GuestKit {
     kernelPackageVersion: r.kernelPackageVersion,
     pvh: r.pvh,
     outcome: 'reused',
+    kernelSource: r.kernelSource ?? 'debian',
+    kernelOutcome: 'reused',
   };
 }
 
@@ -213,7 +258,7 @@ async function readKit(cacheDir: string, hash: string): Promise<GuestKit | undef
 export async function cachedGuestKit(opts: { cacheDir?: string } = {}): Promise<GuestKit | undefined> {
   const cacheDir = guestKitDir(opts);
   try {
-    const cur = JSON.parse(await readFile(currentPointerFile(cacheDir), 'utf8')) as { hash: string };
+    const cur = JSON.parse(await readFile(currentPointerFile(cacheDir, guestKernelSource()), 'utf8')) as { hash: string };
     return await readKit(cacheDir, cur.hash);
   } catch {
     return undefined;
@@ -232,12 +277,13 @@ export async function ensureGuestKit(opts: EnsureGuestKitOptions = {}): Promise<
     opts.onProgress?.(m);
   };
   await mkdir(cacheDir, { recursive: true });
-  const currentFile = currentPointerFile(cacheDir);
+  const source = guestKernelSource(opts.kernel);
+  const currentFile = currentPointerFile(cacheDir, source);
 
   // Fast path: same file stats as when the current kit was resolved.
   try {
     const cur = JSON.parse(await readFile(currentFile, 'utf8')) as { hash: string; fingerprint: string; paths: string[] };
-    if (cur.fingerprint === (await fingerprint(cur.paths))) {
+    if (cur.fingerprint === (await fingerprint(cur.paths, source))) {
       const kit = await readKit(cacheDir, cur.hash);
       if (kit) {
         // A pointer in use stays young, so its kit is not pruned by other checkouts' builds.
@@ -250,13 +296,13 @@ export async function ensureGuestKit(opts: EnsureGuestKitOptions = {}): Promise<
     /* no or unreadable record: take the slow path */
   }
 
-  const [tools, kernel, agent] = await Promise.all([findTools(), resolveKernelPackage(progress), bundleAgent()]);
-  const inputs = await computeInputs(tools, kernel, agent);
+  const [tools, plan, agent] = await Promise.all([findTools(), planKernel(source, progress), bundleAgent()]);
+  const inputs = await computeInputs(tools, plan, agent);
   const hash = hashInputs(inputs);
   const remember = async (): Promise<void> => {
-    const paths = [tools.node, tools.ip, tools.busybox, tools.runc, ...tools.libs, ...APT_STATE];
+    const paths = [tools.node, tools.ip, tools.busybox, tools.runc, ...tools.libs, ...APT_STATE, kernelFragmentPath()];
     const tmp = `${currentFile}.${process.pid}.tmp`;
-    await writeFile(tmp, JSON.stringify({ hash, fingerprint: await fingerprint(paths), paths }));
+    await writeFile(tmp, JSON.stringify({ hash, fingerprint: await fingerprint(paths, source), paths }));
     await rename(tmp, currentFile);
   };
 
@@ -271,7 +317,7 @@ export async function ensureGuestKit(opts: EnsureGuestKitOptions = {}): Promise<
     try {
       kit = await readKit(cacheDir, hash);
       if (!kit) {
-        kit = await build(cacheDir, hash, inputs, tools, kernel, agent, progress);
+        kit = await build(cacheDir, hash, inputs, tools, plan, agent, progress);
         const removed = await pruneGuestKits(cacheDir, hash).catch(() => []);
         if (removed.length) progress(`removed old guest kit files: ${removed.join(', ')}`);
       }
@@ -288,55 +334,22 @@ async function build(
   hash: string,
   inputs: Inputs,
   tools: Tools,
-  kernel: KernelPackage,
+  plan: KernelPlan,
   agent: Buffer,
   progress: (m: string) => void,
 ): Promise<GuestKit> {
   const started = Date.now();
-  progress(`building the guest kit ${hash} (kernel ${kernel.name} ${kernel.version}); this happens once`);
+  const k = kernelInput(plan);
+  progress(`building the guest kit ${hash} (kernel ${k.name} ${k.version}${k.build ? `, build ${k.build}` : ''}); this happens once`);
   const out = join(cacheDir, `.build-${hash}-${process.pid}`);
   await rm(out, { recursive: true, force: true });
   await mkdir(out, { recursive: true });
   const work = await mkdtemp(join(tmpdir(), 'kr-guest-kit-'));
   try {
-    const dl = join(work, 'download');
-    await mkdir(dl);
-    const deb = await downloadKernel(kernel, dl, progress);
-    const kroot = join(work, 'kernel');
-    await extractKernel(deb, kroot, kernel.release, progress);
-    await rm(deb, { force: true });
-
-    const config = await readFile(join(kroot, 'boot', `config-${kernel.release}`), 'utf8').catch(() => '');
-    const vmlinuz = join(kroot, 'boot', `vmlinuz-${kernel.release}`);
-    let kernelFile = 'vmlinux';
-    let pvh = false;
-    if (/^CONFIG_PVH=y$/m.test(config)) {
-      await extractVmlinux(vmlinuz, join(out, 'vmlinux'), progress);
-      pvh = await hasPvhNote(join(out, 'vmlinux'));
-    }
-    if (!pvh) {
-      progress(`kernel ${kernel.release} has no PVH entry; booting the compressed bzImage (slower under TCG)`);
-      await rm(join(out, 'vmlinux'), { force: true });
-      kernelFile = 'vmlinuz';
-      await copyFile(vmlinuz, join(out, kernelFile));
-    }
-
-    progress('building the initramfs (busybox and kernel modules)');
-    const modDir = join(kroot, 'lib', 'modules', kernel.release);
-    const resolved = resolveModules(
-      GUEST_MODULES,
-      parseModulesDep(await readFile(join(modDir, 'modules.dep'), 'utf8')),
-      parseModulesBuiltin(await readFile(join(modDir, 'modules.builtin'), 'utf8').catch(() => '')),
-    );
-    for (const m of resolved.load) {
-      if (!m.endsWith('.ko'))
-        throw new KataError('E_UNSUPPORTED', `kernel module ${m} is compressed; this build only packs uncompressed modules`);
-    }
-    await writeFile(
-      join(out, 'initrd.cpio'),
-      await buildInitramfs({ busybox: tools.busybox, kernelRoot: kroot, release: kernel.release, modules: resolved.load }),
-    );
-    await rm(kroot, { recursive: true, force: true });
+    const kernel =
+      plan.source === 'built'
+        ? await builtKernel(cacheDir, plan.build, out, tools.busybox, progress)
+        : await stockKernel(plan.pkg, work, out, tools, progress);
 
     progress('building the rootfs image (node, guest agent, kata-monitor, ip, runc, busybox): osbuilder layout, ext4 by mkfs.ext4 -d');
     const monitor = join(work, 'kata-monitor');
@@ -348,15 +361,16 @@ async function build(
     const record: KitRecord = {
       hash,
       kernelVersion: kernel.release,
-      kernelPackage: kernel.name,
-      kernelPackageVersion: kernel.version,
-      pvh,
-      files: { kernel: kernelFile, initrd: 'initrd.cpio', rootfs: 'rootfs.img' },
+      kernelPackage: k.name,
+      kernelPackageVersion: k.version,
+      pvh: kernel.pvh,
+      kernelSource: plan.source,
+      files: { kernel: kernel.file, initrd: 'initrd.cpio', rootfs: 'rootfs.img' },
       inputs,
       builtAt: new Date().toISOString(),
       buildMs: Date.now() - started,
     };
-    await writeFile(join(out, 'kit.json'), JSON.stringify({ ...record, modules: resolved, rootfsMiB: imageMiB }, null, 2));
+    await writeFile(join(out, 'kit.json'), JSON.stringify({ ...record, modules: kernel.modules, rootfsMiB: imageMiB }, null, 2));
     const final = join(cacheDir, hash);
     try {
       await rename(out, final);
@@ -369,11 +383,79 @@ async function build(
     progress(`guest kit ready in ${((Date.now() - started) / 1000).toFixed(1)} s: ${final}`);
     const kit = await readKit(cacheDir, hash);
     if (!kit) throw new KataError('E_STATE', `guest kit ${final} is incomplete after the build`);
-    return { ...kit, outcome: 'built' };
+    return { ...kit, outcome: 'built', kernelOutcome: kernel.outcome };
   } catch (e) {
     await rm(out, { recursive: true, force: true }).catch(() => {});
     throw isKataError(e) ? e : new KataError('E_INTERNAL', `guest kit build failed: ${(e as Error).message}`, {}, { cause: e });
   } finally {
     await rm(work, { recursive: true, force: true }).catch(() => {});
   }
+}
+
+interface KitKernel {
+  /** File name in the kit directory. */
+  file: string;
+  pvh: boolean;
+  release: string;
+  modules: ResolvedModules;
+  outcome: 'built' | 'reused';
+}
+
+/** The source-built kernel (from its own cache, compiled if absent) and an initramfs without modules. */
+async function builtKernel(
+  cacheDir: string,
+  inputs: KernelBuildInputs,
+  out: string,
+  busybox: string,
+  progress: (m: string) => void,
+): Promise<KitKernel> {
+  const built = await ensureBuiltKernel(cacheDir, inputs, progress);
+  if (built.outcome === 'reused') progress(`reusing the guest kernel ${built.release} (${built.dir})`);
+  await copyFile(built.vmlinux, join(out, 'vmlinux'));
+  progress('building the initramfs (busybox; the kernel has every driver built in)');
+  await writeFile(join(out, 'initrd.cpio'), await buildInitramfs({ busybox, kernelRoot: '', release: built.release, modules: [] }));
+  return { file: 'vmlinux', pvh: true, release: built.release, modules: { load: [], builtin: [] }, outcome: built.outcome };
+}
+
+/** Debian's linux-image-amd64: downloaded, unpacked, its vmlinux extracted, the guest's modules in the initramfs. */
+async function stockKernel(pkg: KernelPackage, work: string, out: string, tools: Tools, progress: (m: string) => void): Promise<KitKernel> {
+  const dl = join(work, 'download');
+  await mkdir(dl);
+  const deb = await downloadKernel(pkg, dl, progress);
+  const kroot = join(work, 'kernel');
+  await extractKernel(deb, kroot, pkg.release, progress);
+  await rm(deb, { force: true });
+
+  const config = await readFile(join(kroot, 'boot', `config-${pkg.release}`), 'utf8').catch(() => '');
+  const vmlinuz = join(kroot, 'boot', `vmlinuz-${pkg.release}`);
+  let file = 'vmlinux';
+  let pvh = false;
+  if (/^CONFIG_PVH=y$/m.test(config)) {
+    await extractVmlinux(vmlinuz, join(out, 'vmlinux'), progress);
+    pvh = await hasPvhNote(join(out, 'vmlinux'));
+  }
+  if (!pvh) {
+    progress(`kernel ${pkg.release} has no PVH entry; booting the compressed bzImage (slower under TCG)`);
+    await rm(join(out, 'vmlinux'), { force: true });
+    file = 'vmlinuz';
+    await copyFile(vmlinuz, join(out, file));
+  }
+
+  progress('building the initramfs (busybox and kernel modules)');
+  const modDir = join(kroot, 'lib', 'modules', pkg.release);
+  const modules = resolveModules(
+    GUEST_MODULES,
+    parseModulesDep(await readFile(join(modDir, 'modules.dep'), 'utf8')),
+    parseModulesBuiltin(await readFile(join(modDir, 'modules.builtin'), 'utf8').catch(() => '')),
+  );
+  for (const m of modules.load) {
+    if (!m.endsWith('.ko'))
+      throw new KataError('E_UNSUPPORTED', `kernel module ${m} is compressed; this build only packs uncompressed modules`);
+  }
+  await writeFile(
+    join(out, 'initrd.cpio'),
+    await buildInitramfs({ busybox: tools.busybox, kernelRoot: kroot, release: pkg.release, modules: modules.load }),
+  );
+  await rm(kroot, { recursive: true, force: true });
+  return { file, pvh, release: pkg.release, modules, outcome: 'built' };
 }

@@ -1,7 +1,7 @@
 /**
- * The guest's initramfs: busybox, the kernel modules the guest needs (in load order), and an /init
- * that loads them, mounts the rootfs image read-only and switch_roots into it. Everything else
- * (node, the agent) lives on the rootfs.
+ * The guest's initramfs: busybox, the kernel modules the guest needs (in load order; none with the
+ * kit's own kernel, which has them built in), and an /init that loads them, mounts the rootfs image
+ * read-only and switch_roots into it. Everything else (node, the agent) lives on the rootfs.
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -39,7 +39,8 @@ fail() {
   poweroff -f
 }
 # One modprobe process for all modules (an exec costs ~20 ms under TCG); insmod each if it fails.
-if ! modprobe -a $(cat /lib/modules/load-order) 2>/dev/null; then
+# None with the kit's own kernel (everything built in): no process at all.
+if [ -s /lib/modules/load-order ] && ! modprobe -a $(cat /lib/modules/load-order) 2>/dev/null; then
   while read -r m; do
     insmod "/lib/modules/$m" 2>/dev/null || echo "kata-init: insmod $m failed" >/dev/console
   done < /lib/modules/load-order
@@ -91,7 +92,7 @@ export async function buildInitramfs(inp: InitramfsInputs): Promise<Buffer> {
     names.push(base);
     entries.push({ type: 'file', path: `lib/modules/${base}`, data: await readFile(join(modDir, rel)), mode: 0o644 });
   }
-  entries.push({ type: 'file', path: 'lib/modules/load-order', data: Buffer.from(`${names.join('\n')}\n`) });
+  entries.push({ type: 'file', path: 'lib/modules/load-order', data: Buffer.from(names.length ? `${names.join('\n')}\n` : '') });
   // busybox modprobe reads /lib/modules/<release>/modules.dep: every module, no dependencies (the
   // load order already has them first), by absolute path.
   entries.push({ type: 'dir', path: `lib/modules/${inp.release}` });

@@ -67,10 +67,44 @@ export async function pruneGuestKits(cacheDir: string, current: string, keep = 3
     await rm(join(cacheDir, k.name), { recursive: true, force: true });
     removed.push(k.name);
   }
+  removed.push(...(await pruneKernels(cacheDir, current, keep)));
   return removed;
 }
 
-/** The fast path's pointer to the last kit of this checkout (the agent bundle's sources are the checkout's). */
-export function currentPointerFile(cacheDir: string, root = projectRoot()): string {
-  return join(cacheDir, `current-${createHash('sha256').update(root).digest('hex').slice(0, 12)}.json`);
+/**
+ * Built kernels (kernel-<hash>/, kernel-build.ts) beyond the `keep` most recent, never the one the
+ * `current` kit was built with. A kit holds its own copy of the vmlinux, so removing a kernel only
+ * means the next kit of those kernel inputs compiles it again.
+ */
+async function pruneKernels(cacheDir: string, current: string, keep: number): Promise<string[]> {
+  let inUse: string | undefined;
+  try {
+    inUse = (JSON.parse(await readFile(join(cacheDir, current, 'kit.json'), 'utf8')) as { inputs?: { kernel?: { build?: string } } }).inputs
+      ?.kernel?.build;
+  } catch {
+    /* no such kit (or not built from source): nothing to spare */
+  }
+  const kernels: { name: string; mtime: number }[] = [];
+  for (const e of await readdir(cacheDir, { withFileTypes: true }).catch(() => [])) {
+    if (!e.isDirectory() || !/^kernel-[0-9a-f]{16}$/.test(e.name) || e.name === `kernel-${inUse}`) continue;
+    const st = await stat(join(cacheDir, e.name, 'kernel.json')).catch(() => undefined);
+    kernels.push({ name: e.name, mtime: st?.mtimeMs ?? 0 });
+  }
+  kernels.sort((a, b) => b.mtime - a.mtime);
+  const removed: string[] = [];
+  for (const k of kernels.slice(Math.max(0, keep - (inUse ? 1 : 0)))) {
+    await rm(join(cacheDir, k.name), { recursive: true, force: true });
+    removed.push(k.name);
+  }
+  return removed;
+}
+
+/**
+ * The fast path's pointer to the last kit of this checkout (the agent bundle's sources are the
+ * checkout's), one per kernel source (`built`, the default, or `debian`) so switching does not
+ * evict the other's.
+ */
+export function currentPointerFile(cacheDir: string, kernelSource = 'built', root = projectRoot()): string {
+  const key = kernelSource === 'built' ? root : `${root}\0${kernelSource}`;
+  return join(cacheDir, `current-${createHash('sha256').update(key).digest('hex').slice(0, 12)}.json`);
 }

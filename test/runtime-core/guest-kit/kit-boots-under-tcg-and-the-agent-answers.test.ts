@@ -86,7 +86,7 @@ t.test('the guest kit boots under TCG; Check, ListInterfaces, Exec, storage and 
 
   const uname = await client.exec(['uname', '-r']);
   t.equal(uname.exitCode, 0);
-  t.equal(uname.stdout.trim(), kit.kernelVersion, `uname -r is the Debian kernel ${kit.kernelVersion}`);
+  t.equal(uname.stdout.trim(), kit.kernelVersion, `uname -r is the kit kernel ${kit.kernelVersion}`);
 
   const root = (await client.listMounts()).mounts.find((m) => m.mount_point === '/');
   t.match(root, { source: '/dev/vda1', fstype: 'ext4' }, 'rootfs is the ext4 partition of the virtio-blk image');
