@@ -5,6 +5,7 @@
  *   node agent.cjs                     in the guest (port by name, from /sys/class/virtio-ports)
  *   node agent.cjs --device PATH       a given character device
  *   node agent.cjs --socket PATH       listen on a unix socket instead (host tests; debugging)
+ *   node start.cjs [...]               the same, compiled with the kit's code cache (start.ts)
  *
  * Powering off on Shutdown only happens when KATA_AGENT_GUEST=1 (set by the guest's init), so a
  * copy started on a host by mistake just exits.
@@ -104,6 +105,7 @@ async function main(): Promise<void> {
   }
   const port = await servePort(server, device, log);
   log(`ready on ${device} (uptime ${uptime().toFixed(2)} s, agent ${process.uptime().toFixed(2)} s)`);
+  (globalThis as { kataAgentServing?: () => void }).kataAgentServing?.(); // start.ts: the kit build's code cache
   ip.start(); // and replaced at once whenever it ends (a failed line ends it)
   await port.done;
 }

@@ -21,7 +21,7 @@ import { KataError, isKataError } from '../../host/errors.js';
 import { run } from '../../host/exec.js';
 import { acquireLock } from '../../host/file-lock.js';
 import { rootLogger, type Logger } from '../../host/log.js';
-import { agentSourceStats, bundleAgent } from './agent-bundle.js';
+import { type AgentFiles, agentSourceStats, bundleAgent, trainAgentCodeCache } from './agent-bundle.js';
 import { INIT_SCRIPT, buildInitramfs } from './initramfs.js';
 import { currentPointerFile, pruneGuestKits } from './kit-cache.js';
 import { downloadKernel, extractKernel, extractVmlinux, hasPvhNote, resolveKernelPackage, type KernelPackage } from './kernel.js';
@@ -29,8 +29,8 @@ import { GUEST_MODULES, parseModulesBuiltin, parseModulesDep, resolveModules } f
 import { MONITOR_SOURCE, buildMonitor, monitorInputsHash } from './monitor.js';
 import { ROOTFS_INIT_SCRIPT, makeRootfsImage, parseLdd, stageRootfs } from './rootfs.js';
 
-/** Bump when the build changes in a way the other inputs do not capture. */
-const GUEST_KIT_BUILD_VERSION = 2;
+/** Bump when the build changes in a way the other inputs do not capture (3: the agent's code cache). */
+const GUEST_KIT_BUILD_VERSION = 3;
 const DEFAULT_GUEST_KIT_DIR = '/var/cache/kata-resources/guest-kit';
 
 export interface GuestKit {
@@ -132,7 +132,7 @@ async function findTools(): Promise<Tools> {
   return { node, ip, busybox, runc, libs: [...libs].sort() };
 }
 
-async function computeInputs(tools: Tools, kernel: KernelPackage, agent: Buffer): Promise<Inputs> {
+async function computeInputs(tools: Tools, kernel: KernelPackage, agent: AgentFiles): Promise<Inputs> {
   const binaries: Record<string, string> = {};
   for (const [k, p] of [
     ['node', tools.node],
@@ -148,7 +148,8 @@ async function computeInputs(tools: Tools, kernel: KernelPackage, agent: Buffer)
     kernel: { name: kernel.name, version: kernel.version },
     binaries,
     libraries,
-    agent: sha256(agent),
+    // The code cache is made from these and the node binary (above): no input of its own.
+    agent: sha256(Buffer.concat([agent.agent, Buffer.from('\0'), agent.start])),
     monitor: await monitorInputsHash(),
     modules: GUEST_MODULES,
     scripts: sha256(`${INIT_SCRIPT}\0${ROOTFS_INIT_SCRIPT}`),
@@ -289,7 +290,7 @@ async function build(
   inputs: Inputs,
   tools: Tools,
   kernel: KernelPackage,
-  agent: Buffer,
+  agent: AgentFiles,
   progress: (m: string) => void,
 ): Promise<GuestKit> {
   const started = Date.now();
@@ -342,7 +343,8 @@ async function build(
     const monitor = join(work, 'kata-monitor');
     await buildMonitor(monitor);
     const stage = join(work, 'rootfs');
-    await stageRootfs(stage, { node: tools.node, ip: tools.ip, busybox: tools.busybox, runc: tools.runc, monitor, agentBundle: agent });
+    const agentCodeCache = await trainAgentCodeCache(tools.node, agent, progress);
+    await stageRootfs(stage, { node: tools.node, ip: tools.ip, busybox: tools.busybox, runc: tools.runc, monitor, agent, agentCodeCache });
     const { imageMiB } = await makeRootfsImage(stage, join(out, 'rootfs.img'));
 
     const record: KitRecord = {
