@@ -14,10 +14,14 @@
  * 3. Host memory: two sandboxes running side by side per setting, their QEMU processes' PSS
  *    (/proc/<pid>/smaps: total, guest RAM backend, the image mapping).
  *
+ * 4. The guest agent's start: spawn to serving on this host (plain, and through start.cjs with its
+ *    code cache, against `node -e 0`), and in each guest of step 1 (the ready line it prints on the
+ *    guest console: its own uptime when it serves). --agent-only runs the host part alone.
+ *
  * Median (min-max). Namespaces krt-bb-*, files under /tmp/krt-bench-boot-*, all removed at the end,
  * on failure and on Ctrl-C. Results on stdout, progress on stderr.
  *
- *   node dist/bench/boot.js [--runs 5] [--skip-pss]
+ *   node dist/bench/boot.js [--runs 5] [--skip-pss] [--agent-only]
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -31,6 +35,7 @@ import { loadConfig } from '../runtime-core/config/load-config.js';
 import { cpioNewc } from '../runtime-core/guest-kit/cpio.js';
 import { ensureGuestKit, guestKitDir } from '../runtime-core/guest-kit/index.js';
 import { ensureStockVmlinux } from '../runtime-core/guest-kit/stock-kernel.js';
+import { guestAgentServeMs, hostAgentStart } from './lib/agent-start.js';
 import { cliRun } from './lib/cli-run.js';
 import { fmt, msSince, now, summarize } from './lib/stats.js';
 
@@ -60,6 +65,7 @@ const REF_MARK = 'krt-bench-ref-init';
 interface Mode {
   name: string;
   config: string;
+  stateDir: string;
 }
 
 function out(s = ''): void {
@@ -109,15 +115,22 @@ interface GuestMem {
 }
 
 /** One `sandbox up` (timed) in the pod namespace, MemAvailable in the guest, `down`. */
-async function upDown(mode: Mode, id: string, pod: NetnsRef, live: Set<string>): Promise<{ upMs: number; mem: GuestMem }> {
+async function upDown(
+  mode: Mode,
+  id: string,
+  pod: NetnsRef,
+  live: Set<string>,
+): Promise<{ upMs: number; mem: GuestMem; agentMs?: number }> {
   const C = ['--config', mode.config];
   live.add(`${mode.config}\0${id}`);
   const up = await must(['sandbox', 'up', '--netns', pod.name!, '--id', id, ...C, '--json']);
+  const consoleLog = join(mode.stateDir, 'sandboxes', id, 'console.log');
+  const agentMs = guestAgentServeMs(existsSync(consoleLog) ? readFileSync(consoleLog, 'utf8') : '');
   const mem = await must(['exec', id, ...C, '--', 'cat', '/proc/meminfo']);
   await must(['sandbox', 'down', id, ...C]);
   live.delete(`${mode.config}\0${id}`);
   const f = (k: string): number => meminfoMiB(mem.stdout, k);
-  return { upMs: up.ms, mem: { available: f('MemAvailable'), free: f('MemFree'), cached: f('Cached') } };
+  return { upMs: up.ms, mem: { available: f('MemAvailable'), free: f('MemFree'), cached: f('Cached') }, agentMs };
 }
 
 /** PSS (KiB) of a process: all of it, the guest RAM backend (/dev/shm), the guest image mapping. */
@@ -201,6 +214,20 @@ function referenceBoot(qemu: string, kernel: string, initrd: string, consoleLog:
   });
 }
 
+/** Host: the agent's spawn to serving, plain and with its code cache, against node -e 0. */
+async function printHostAgentStart(runs: number): Promise<void> {
+  progress(`the agent's start on this host, ${runs} rounds`);
+  const h = await hostAgentStart(runs);
+  const r0 = median(h.nodeE0);
+  out(`== the guest agent on this host: spawn to serving (/dev/null as its port), median (min-max) of ${runs}`);
+  out(line('node -e 0 (spawn to exit; the reference)', h.nodeE0, 'ms', 1));
+  out(line('node agent.cjs (plain compile)', h.plain, 'ms', 1));
+  out(line(`node start.cjs (code cache, ${(h.cacheBytes / 1024).toFixed(0)} KiB)`, h.withCache, 'ms', 1));
+  out(`ratio plain / node -e 0                      ${(median(h.plain) / r0).toFixed(2)}x`);
+  out(`ratio code cache / node -e 0                 ${(median(h.withCache) / r0).toFixed(2)}x`);
+  out();
+}
+
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const ri = argv.indexOf('--runs');
@@ -209,11 +236,11 @@ async function main(): Promise<void> {
   const tag = randomBytes(3).toString('hex');
   const dir = mkdtempSync(join(tmpdir(), 'krt-bench-boot-'));
   const modes: Mode[] = [
-    { name: 'nvdimm', config: join(dir, 'nvdimm.toml') },
-    { name: 'blk', config: join(dir, 'blk.toml') },
+    { name: 'nvdimm', config: join(dir, 'nvdimm.toml'), stateDir: join(dir, 'state-nvdimm') },
+    { name: 'blk', config: join(dir, 'blk.toml'), stateDir: join(dir, 'state-blk') },
   ];
-  writeFileSync(modes[0]!.config, `[runtime]\nstate_dir = "${join(dir, 'state-nvdimm')}"\n`);
-  writeFileSync(modes[1]!.config, `[hypervisor.qemu]\ndisable_image_nvdimm = true\n\n[runtime]\nstate_dir = "${join(dir, 'state-blk')}"\n`);
+  writeFileSync(modes[0]!.config, `[runtime]\nstate_dir = "${modes[0]!.stateDir}"\n`);
+  writeFileSync(modes[1]!.config, `[hypervisor.qemu]\ndisable_image_nvdimm = true\n\n[runtime]\nstate_dir = "${modes[1]!.stateDir}"\n`);
   const live = new Set<string>();
   let net: { pod: NetnsRef; host: NetnsRef } | undefined;
   let cleaned = false;
@@ -237,6 +264,8 @@ async function main(): Promise<void> {
   }
 
   try {
+    await printHostAgentStart(runs * 2);
+    if (argv.includes('--agent-only')) return;
     const kit = await ensureGuestKit({ onProgress: progress });
     const qemu = loadConfig(modes[0]!.config, { log }).hypervisor.path;
     const stock = await ensureStockVmlinux(guestKitDir(), progress);
@@ -270,6 +299,7 @@ async function main(): Promise<void> {
 
     const up: Record<string, number[]> = { nvdimm: [], blk: [] };
     const mem: Record<string, GuestMem[]> = { nvdimm: [], blk: [] };
+    const agent: Record<string, number[]> = { nvdimm: [], blk: [] };
     const ref: number[] = [];
     for (const m of modes) {
       progress(`cold run ${m.name}`);
@@ -281,6 +311,7 @@ async function main(): Promise<void> {
         const r = await upDown(m, `krt-bb-${tag}-${m.name}-${i}`, net.pod, live);
         up[m.name]!.push(r.upMs);
         mem[m.name]!.push(r.mem);
+        if (r.agentMs !== undefined) agent[m.name]!.push(r.agentMs);
         progress(`run ${i + 1}/${runs} ${m.name}: up ${fmt(r.upMs, 0)} ms, MemAvailable ${fmt(r.mem.available, 0)} MiB`);
       }
       const log = join(dir, `ref-${i}.log`);
@@ -297,6 +328,11 @@ async function main(): Promise<void> {
     out(`ratio default / reference                    ${(median(up.nvdimm!) / r0).toFixed(2)}x   (goal <= 1.0)`);
     out(`ratio disable_image_nvdimm / reference       ${(median(up.blk!) / r0).toFixed(2)}x`);
     out(`ratio default / disable_image_nvdimm         ${(median(up.nvdimm!) / median(up.blk!)).toFixed(2)}x`);
+    out();
+    out('== the guest agent in the guest: spawn to serving (its ready line on the guest console)');
+    for (const m of modes)
+      if (agent[m.name]!.length)
+        out(line(`agent start, ${m.name === 'nvdimm' ? 'default (NVDIMM)' : 'disable_image_nvdimm = true'}`, agent[m.name]!));
     out();
     out(`== guest memory after boot (512 MiB guest, /proc/meminfo), median (min-max) of ${runs}`);
     for (const [label, k] of [

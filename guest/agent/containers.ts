@@ -5,7 +5,7 @@
  * rootfs/ a bind of the rootfs the host shared (or a storage mounted). Everything CreateContainer
  * does is undone if a later step fails, and RemoveContainer undoes all of it.
  */
-import { mkdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { fsp } from './builtins.js';
 import { isAbsolute, join } from 'node:path';
 import { UndoStack } from '../../host/undo.js';
 import { Launcher, type LaunchContext } from './launcher.js';
@@ -48,7 +48,9 @@ function checkExecId(id: unknown): string {
 
 /** Whether pid catches signal sig (SigCgt in /proc/PID/status). */
 async function catches(pid: number, sig: number): Promise<boolean> {
-  const st = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  const st = await fsp()
+    .readFile(`/proc/${pid}/status`, 'utf8')
+    .catch(() => '');
   const m = /^SigCgt:\s*([0-9a-f]+)$/m.exec(st);
   return m ? !!((BigInt(`0x${m[1]}`) >> BigInt(sig - 1)) & 1n) : true;
 }
@@ -86,10 +88,12 @@ export class Containers {
       const rootPath = spec.root?.path ?? 'rootfs';
       const source = isAbsolute(rootPath) ? rootPath : join(this.ctx.sharedRoot, cid, rootPath);
       if (
-        !(await stat(source).then(
-          (s) => s.isDirectory(),
-          () => false,
-        ))
+        !(await fsp()
+          .stat(source)
+          .then(
+            (s) => s.isDirectory(),
+            () => false,
+          ))
       )
         throw new AgentError(
           'E_INVALID_ARGUMENT',
@@ -97,12 +101,12 @@ export class Containers {
         );
       const bundle = join(this.ctx.bundleRoot, cid);
       const rootfs = join(bundle, 'rootfs');
-      await mkdir(rootfs, { recursive: true });
+      await fsp().mkdir(rootfs, { recursive: true });
       undo.push('bundle', () => this.removeBundle(bundle));
       await this.mount(['--bind', source, rootfs]);
       undo.push('rootfs bind', () => this.unmount(rootfs));
       const guestSpec = reworkSpec(spec, { containerId: cid, rootfs });
-      await writeFile(join(bundle, 'config.json'), JSON.stringify(guestSpec));
+      await fsp().writeFile(join(bundle, 'config.json'), JSON.stringify(guestSpec));
       const pidFile = join(bundle, 'init.pid');
       const terminal = proc.terminal === true;
       const argv = [...runcBase(this.ctx), 'create', '--bundle', bundle, '--pid-file', pidFile];
@@ -165,7 +169,7 @@ export class Containers {
     const n = ++this.seq;
     const procFile = join(c.bundle, `exec-${n}.json`);
     const pidFile = join(c.bundle, `exec-${n}.pid`);
-    await writeFile(procFile, JSON.stringify(proc));
+    await fsp().writeFile(procFile, JSON.stringify(proc));
     const argv = [...runcBase(this.ctx), 'exec', '--detach', '--pid-file', pidFile, '--process', procFile];
     try {
       const p = await this.launcher.launch(eid, terminal, (sock) => [...argv, ...(sock ? ['--console-socket', sock] : []), cid], {
@@ -174,8 +178,8 @@ export class Containers {
       c.execs.set(eid, p);
       return { pid: p.mon.pid };
     } finally {
-      await rm(procFile, { force: true });
-      await rm(pidFile, { force: true });
+      await fsp().rm(procFile, { force: true });
+      await fsp().rm(pidFile, { force: true });
     }
   }
 
@@ -248,11 +252,15 @@ export class Containers {
 
   /** Remove the bundle's own files only: never recursive (the rootfs must be unmounted first). */
   private async removeBundle(bundle: string): Promise<void> {
-    await rm(join(bundle, 'config.json'), { force: true });
-    await rm(join(bundle, 'init.pid'), { force: true });
-    await rmdir(join(bundle, 'rootfs')).catch((e: NodeJS.ErrnoException) => {
-      if (e.code !== 'ENOENT') throw new AgentError('E_MOUNT', `cannot remove ${bundle}/rootfs: ${e.message} (still mounted?)`);
-    });
-    await rmdir(bundle).catch(() => {});
+    await fsp().rm(join(bundle, 'config.json'), { force: true });
+    await fsp().rm(join(bundle, 'init.pid'), { force: true });
+    await fsp()
+      .rmdir(join(bundle, 'rootfs'))
+      .catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') throw new AgentError('E_MOUNT', `cannot remove ${bundle}/rootfs: ${e.message} (still mounted?)`);
+      });
+    await fsp()
+      .rmdir(bundle)
+      .catch(() => {});
   }
 }

@@ -26,7 +26,8 @@
  *
  * Self-contained (node:child_process only): it is bundled into the guest agent.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { childProcess } from './builtins.js';
 import { failedLineNumber, TextLines } from '../../host/batch-output.js';
 import { holdEventLoop } from '../../host/child-ref.js';
 import { makeIp, NOT_RUN, type Ip, type LineOutcome } from './ip.js';
@@ -110,7 +111,7 @@ class IpProcess {
     args: readonly string[],
     private readonly label: string,
   ) {
-    this.child = spawn(file, [...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child = childProcess().spawn(file, [...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.child.stdout!.setEncoding('utf8').on('data', (d: string) => this.out.push(d));
     this.child.stderr!.setEncoding('utf8').on('data', (d: string) => this.err.push(d));
     this.child.stdin!.on('error', () => {

@@ -3,7 +3,7 @@
  * socket path (runc with a terminal: runc hands the pty master to the monitor), or nothing (a pty
  * the monitor makes itself). Waits until the process runs; a failure carries what was printed.
  */
-import { mkdir, rmdir } from 'node:fs/promises';
+import { fsp } from './builtins.js';
 import { join } from 'node:path';
 import { MonitoredProcess, type MonitorOptions } from './monitor.js';
 import { AgentProcess } from './processes.js';
@@ -31,11 +31,11 @@ export class Launcher {
     const n = ++this.seq;
     if (terminal && !runc) return {};
     if (terminal) {
-      await mkdir(this.ctx.ioRoot, { recursive: true });
+      await fsp().mkdir(this.ctx.ioRoot, { recursive: true });
       return { consoleSocket: join(this.ctx.ioRoot, `c${n}.sock`) };
     }
     const ioDir = join(this.ctx.ioRoot, `io${n}`);
-    await mkdir(ioDir, { recursive: true });
+    await fsp().mkdir(ioDir, { recursive: true });
     return { ioDir };
   }
 
@@ -55,7 +55,12 @@ export class Launcher {
       ...io,
       ...extra,
     });
-    const cleanIo = (): Promise<void> => (io.ioDir ? rmdir(io.ioDir).catch(() => {}) : Promise.resolve());
+    const cleanIo = (): Promise<void> =>
+      io.ioDir
+        ? fsp()
+            .rmdir(io.ioDir)
+            .catch(() => {})
+        : Promise.resolve();
     try {
       await mon.started;
     } catch (e) {

@@ -5,18 +5,19 @@
  *   node agent.cjs                     in the guest (port by name, from /sys/class/virtio-ports)
  *   node agent.cjs --device PATH       a given character device
  *   node agent.cjs --socket PATH       listen on a unix socket instead (host tests; debugging)
+ *   node start.cjs [...]               the same, compiled with the kit's code cache (start.ts)
  *
  * Powering off on Shutdown only happens when KATA_AGENT_GUEST=1 (set by the guest's init), so a
  * copy started on a host by mistake just exits.
  */
-import { createServer } from 'node:net';
-import { unlinkSync } from 'node:fs';
+import { unlinkSync, writeSync } from 'node:fs';
 import { uptime } from 'node:os';
 import { dirname, join } from 'node:path';
 import { makeCoprocessIp } from './ip-coprocess.js';
 import { sleep } from './pci-path.js';
 import { AGENT_PORT_NAME } from './protocol.js';
 import { spawnRunner } from './runner.js';
+import { net } from './builtins.js';
 import { AgentServer } from './server.js';
 import { findVirtioPort, servePort, serveStream } from './transport.js';
 
@@ -26,8 +27,15 @@ function arg(name: string): string | undefined {
 }
 
 const debug = process.env.KATA_AGENT_LOG === 'debug';
+// fd 2 directly: process.stderr on the guest's console is a tty.WriteStream, and making it loads
+// net and the stream machinery (20 modules) before the first request is answered.
 const log = (m: string): void => {
-  process.stderr.write(`kata-agent: ${m}\n`);
+  const line = `kata-agent: ${m}\n`;
+  try {
+    writeSync(2, line);
+  } catch {
+    process.stderr.write(line); // EAGAIN on a non-blocking pipe: let node queue it
+  }
 };
 const inGuest = process.env.KATA_AGENT_GUEST === '1';
 
@@ -67,7 +75,7 @@ async function main(): Promise<void> {
     } catch {
       /* absent */
     }
-    const srv = createServer((s) => serveStream(server, s));
+    const srv = net().createServer((s) => serveStream(server, s));
     srv.listen(socketPath, () => log(`listening on ${socketPath}`));
     const stop = (): void => {
       srv.close();
@@ -96,7 +104,8 @@ async function main(): Promise<void> {
     }
   }
   const port = await servePort(server, device, log);
-  log(`ready on ${device} (uptime ${uptime().toFixed(2)} s)`);
+  log(`ready on ${device} (uptime ${uptime().toFixed(2)} s, agent ${process.uptime().toFixed(2)} s)`);
+  (globalThis as { kataAgentServing?: () => void }).kataAgentServing?.(); // start.ts: the kit build's code cache
   ip.start(); // and replaced at once whenever it ends (a failed line ends it)
   await port.done;
 }

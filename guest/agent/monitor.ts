@@ -9,9 +9,10 @@
  * /dev/stdout works, unlike with Node's socketpairs). Terminal mode: the monitor relays the pty
  * over its own fds 0/1; stderr is empty (the pty merges it).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { constants, openSync } from 'node:fs';
-import { Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { childProcess, net } from './builtins.js';
 import type { Readable, Writable } from 'node:stream';
 import { AgentError } from './protocol.js';
 import { InputStream, OutputStream } from './streams.js';
@@ -49,7 +50,7 @@ function lines(src: Readable, onLine: (l: string) => void): void {
 
 function fifoSocket(path: string, write: boolean): Socket {
   const fd = openSync(path, (write ? constants.O_WRONLY : constants.O_RDONLY) | constants.O_NONBLOCK);
-  return new Socket({ fd, readable: !write, writable: write });
+  return new (net().Socket)({ fd, readable: !write, writable: write });
 }
 
 export class MonitoredProcess {
@@ -79,7 +80,7 @@ export class MonitoredProcess {
     args.push('--', ...opts.argv);
     this.stdout = new OutputStream(opts.highWater);
     this.stderr = opts.terminal ? OutputStream.empty() : new OutputStream(opts.highWater);
-    this.child = spawn(opts.monitor, args, {
+    this.child = childProcess().spawn(opts.monitor, args, {
       stdio: [opts.terminal ? 'pipe' : 'ignore', opts.terminal ? 'pipe' : 'ignore', 'pipe', 'pipe', 'pipe'],
       env: opts.env ?? process.env,
       cwd: opts.cwd,

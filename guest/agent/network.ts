@@ -11,7 +11,7 @@
  *
  * Everything goes through an Ip (ip.ts), so host tests run it against a namespace they created.
  */
-import { readFile } from 'node:fs/promises';
+import { fsp } from './builtins.js';
 import { join } from 'node:path';
 import type { ARPNeighbor, Interface, IPAddress, Route } from '../../host/agent-types.js';
 import { throwFirstFailure, type Ip } from './ip.js';
@@ -134,7 +134,7 @@ async function readLinks(ip: Ip): Promise<IpAddrLink[]> {
 async function defaultIpv6Disabled(ifname: string): Promise<boolean> {
   for (const p of ['/proc/sys/net/ipv6/conf/all/disable_ipv6', `/proc/sys/net/ipv6/conf/${ifname}/disable_ipv6`]) {
     try {
-      if ((await readFile(p, 'utf8')).trim() === '1') return true;
+      if ((await fsp().readFile(p, 'utf8')).trim() === '1') return true;
     } catch {
       return true; // no IPv6 in this kernel
     }

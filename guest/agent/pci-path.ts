@@ -3,7 +3,7 @@
  * root port) resolved through sysfs, both ways. The sysfs root is a parameter so tests can point it at
  * a fake tree.
  */
-import { readdir, realpath } from 'node:fs/promises';
+import { fsp } from './builtins.js';
 import { join } from 'node:path';
 import { AgentError } from './protocol.js';
 
@@ -33,7 +33,7 @@ export async function pciDeviceDir(sysfs: string, path: string): Promise<string 
     const want = `:${hex2(hop.slot)}.${hop.fn}`;
     let entries: string[];
     try {
-      entries = await readdir(dir);
+      entries = await fsp().readdir(dir);
     } catch {
       return undefined;
     }
@@ -46,11 +46,17 @@ export async function pciDeviceDir(sysfs: string, path: string): Promise<string 
 
 /** Names under `<dev>/<kind>/` or `<dev>/virtioN/<kind>/` (virtio devices hang their net/block child below virtioN). */
 export async function childrenOfKind(devDir: string, kind: 'net' | 'block'): Promise<string[]> {
-  const direct = await readdir(join(devDir, kind)).catch(() => [] as string[]);
+  const direct = await fsp()
+    .readdir(join(devDir, kind))
+    .catch(() => [] as string[]);
   if (direct.length > 0) return direct;
-  const entries = await readdir(devDir).catch(() => [] as string[]);
+  const entries = await fsp()
+    .readdir(devDir)
+    .catch(() => [] as string[]);
   for (const e of entries.filter((x) => /^virtio\d+$/.test(x))) {
-    const below = await readdir(join(devDir, e, kind)).catch(() => [] as string[]);
+    const below = await fsp()
+      .readdir(join(devDir, e, kind))
+      .catch(() => [] as string[]);
     if (below.length > 0) return below;
   }
   return [];
@@ -60,7 +66,7 @@ export async function childrenOfKind(devDir: string, kind: 'net' | 'block'): Pro
 export async function pciPathOf(sysfsDeviceLink: string): Promise<string> {
   let real: string;
   try {
-    real = await realpath(sysfsDeviceLink);
+    real = await fsp().realpath(sysfsDeviceLink);
   } catch {
     return '';
   }

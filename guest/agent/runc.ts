@@ -3,7 +3,7 @@
  * container <cid> is /run/kata-containers/<cid>/ (config.json, rootfs/ a bind of the shared or
  * mounted rootfs); runc keeps its state in /run/runc/<cid>.
  */
-import { readdir, rmdir } from 'node:fs/promises';
+import { fsp } from './builtins.js';
 import { join } from 'node:path';
 import { AgentError } from './protocol.js';
 import type { CommandRunner } from './runner.js';
@@ -63,13 +63,17 @@ export async function runcDelete(ctx: RuncContext, cid: string, cgroupsPath?: st
   const parts = cgroupsPath.split('/').filter(Boolean);
   for (let i = parts.length - 1; i >= 1; i--) {
     const dir = join(ctx.cgroupRoot, ...parts.slice(0, i));
-    const kids = await readdir(dir, { withFileTypes: true }).catch(() => undefined);
+    const kids = await fsp()
+      .readdir(dir, { withFileTypes: true })
+      .catch(() => undefined);
     if (!kids || kids.some((k) => k.isDirectory())) break;
     if (
-      !(await rmdir(dir).then(
-        () => true,
-        () => false,
-      ))
+      !(await fsp()
+        .rmdir(dir)
+        .then(
+          () => true,
+          () => false,
+        ))
     )
       break;
   }

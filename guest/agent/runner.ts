@@ -3,7 +3,7 @@
  * runs in the guest (plain `ip`, `mount`) and in host tests (a runner that adds `-n NETNS`).
  * The guest has no npm dependencies: this is node:child_process directly.
  */
-import { spawn } from 'node:child_process';
+import { childProcess } from './builtins.js';
 
 interface CommandResult {
   stdout: string;
@@ -49,7 +49,7 @@ export const spawnRunner: CommandRunner = (file, args, opts = {}) =>
     const cap = opts.maxOutputBytes ?? 4 * 1024 * 1024;
     let child;
     try {
-      child = spawn(file, [...args], {
+      child = childProcess().spawn(file, [...args], {
         stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
         env: opts.env ? { ...process.env, ...opts.env } : process.env,
         cwd: opts.cwd,

@@ -11,7 +11,7 @@
  *   ephemeral  tmpfs at MP
  *   local      a plain directory at MP (options mode=NNNN)
  */
-import { access, chmod, mkdir, readdir, readFile } from 'node:fs/promises';
+import { fsp } from './builtins.js';
 import { isAbsolute, join, normalize } from 'node:path';
 import type { Storage } from '../../host/agent-types.js';
 import { childrenOfKind, pciDeviceDir, waitFor } from './pci-path.js';
@@ -59,7 +59,7 @@ function unescapeMount(s: string): string {
 }
 
 export async function readMounts(mountsFile: string): Promise<MountInfo[]> {
-  const text = await readFile(mountsFile, 'utf8');
+  const text = await fsp().readFile(mountsFile, 'utf8');
   return text
     .split('\n')
     .filter((l) => l.trim() !== '')
@@ -83,8 +83,8 @@ function checkMountPoint(mp: string): string {
 async function deviceFile(ctx: StorageContext, name: string): Promise<string | undefined> {
   const p = join(ctx.dev, name);
   try {
-    await readFile(join(ctx.sysfs, 'class', 'block', name, 'dev'), 'utf8');
-    await access(p);
+    await fsp().readFile(join(ctx.sysfs, 'class', 'block', name, 'dev'), 'utf8');
+    await fsp().access(p);
     return p;
   } catch {
     return undefined;
@@ -113,10 +113,14 @@ async function scsiSource(ctx: StorageContext, s: Storage): Promise<string> {
   const suffix = `:${m[1]}:${m[2]}`;
   const bus = join(ctx.sysfs, 'bus', 'scsi', 'devices');
   return waitFor(`SCSI disk ${s.source}`, ctx.deviceTimeoutMs ?? 10_000, async () => {
-    const entries = await readdir(bus).catch(() => [] as string[]);
+    const entries = await fsp()
+      .readdir(bus)
+      .catch(() => [] as string[]);
     const dev = entries.find((e) => /^\d+:\d+:\d+:\d+$/.test(e) && e.endsWith(suffix));
     if (!dev) return undefined;
-    const disks = await readdir(join(bus, dev, 'block')).catch(() => [] as string[]);
+    const disks = await fsp()
+      .readdir(join(bus, dev, 'block'))
+      .catch(() => [] as string[]);
     return disks[0] ? deviceFile(ctx, disks[0]) : undefined;
   });
 }
@@ -166,13 +170,13 @@ export async function addStorages(ctx: StorageContext, storages: readonly Storag
     const mp = checkMountPoint(s.mount_point);
     const p = await plan(ctx, s);
     try {
-      await mkdir(mp, { recursive: true });
+      await fsp().mkdir(mp, { recursive: true });
     } catch (e) {
       throw new AgentError('E_MOUNT', `cannot create mount point ${mp}: ${(e as Error).message}`);
     }
     if (p === 'directory') {
       const mode = (s.options ?? []).map((o: string) => /^mode=([0-7]{3,4})$/.exec(o)?.[1]).find(Boolean);
-      if (mode) await chmod(mp, parseInt(mode, 8));
+      if (mode) await fsp().chmod(mp, parseInt(mode, 8));
       done.push(mp);
       continue;
     }

@@ -8,30 +8,41 @@
  * - bytes the host sends before the guest opened the port wait in QEMU, so nothing is lost between
  *   boot and the agent's start.
  */
-import { writeSync } from 'node:fs';
-import { open, readdir, readFile, mkdir, symlink, readlink, unlink } from 'node:fs/promises';
+import { closeSync, mkdirSync, openSync, read, readFileSync, readdirSync, readlinkSync, symlinkSync, unlinkSync, writeSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { LineSplitter } from './protocol.js';
 import type { AgentServer } from './server.js';
 import { sleep } from './pci-path.js';
 
-/** Find the /dev node of the virtio-serial port with this name; also make /dev/virtio-ports/NAME (udev is absent). */
+const orElse = <T>(f: () => T, fallback: T): T => {
+  try {
+    return f();
+  } catch {
+    return fallback;
+  }
+};
+
+/**
+ * Find the /dev node of the virtio-serial port with this name; also make /dev/virtio-ports/NAME
+ * (udev is absent). Synchronous fs calls on sysfs, and in servePort: they run once, before the
+ * agent serves, and node:fs/promises would be 8 more modules to load first (builtins.ts).
+ */
 export async function findVirtioPort(name: string, sysfs = '/sys', dev = '/dev'): Promise<string | undefined> {
   const base = join(sysfs, 'class', 'virtio-ports');
-  const entries = await readdir(base).catch(() => [] as string[]);
+  const entries = orElse(() => readdirSync(base), [] as string[]);
   for (const e of entries) {
-    const n = (await readFile(join(base, e, 'name'), 'utf8').catch(() => '')).trim();
+    const n = orElse(() => readFileSync(join(base, e, 'name'), 'utf8'), '').trim();
     if (n !== name) continue;
     const node = join(dev, e);
     const dir = join(dev, 'virtio-ports');
     const link = join(dir, name);
     try {
-      await mkdir(dir, { recursive: true });
-      const cur = await readlink(link).catch(() => undefined);
+      mkdirSync(dir, { recursive: true });
+      const cur = orElse<string | undefined>(() => readlinkSync(link), undefined);
       if (cur !== `../${e}`) {
-        if (cur !== undefined) await unlink(link);
-        await symlink(`../${e}`, link);
+        if (cur !== undefined) unlinkSync(link);
+        symlinkSync(`../${e}`, link);
       }
     } catch {
       // a read-only /dev is not fatal: the node itself is enough
@@ -49,7 +60,9 @@ export interface PortHandle {
 
 /** Serve the agent on a character device (the virtio-serial port) until stop(). */
 export async function servePort(server: AgentServer, path: string, log: (m: string) => void = () => {}): Promise<PortHandle> {
-  const fh = await open(path, 'r+');
+  const fd = openSync(path, 'r+');
+  const readInto = (buf: Buffer): Promise<number> =>
+    new Promise((resolve, reject) => read(fd, buf, 0, buf.length, null, (e, n) => (e ? reject(e) : resolve(n))));
   let stopped = false;
   let writes: Promise<unknown> = Promise.resolve();
   const send = (line: string): void => {
@@ -60,7 +73,7 @@ export async function servePort(server: AgentServer, path: string, log: (m: stri
         // thread-pool round trip per 32 KiB costs more than the copy under TCG. Every response
         // goes through this port, so while it is blocked nothing else could be answered anyway.
         let off = 0;
-        while (off < buf.length) off += writeSync(fh.fd, buf, off, buf.length - off);
+        while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
       })
       .catch((e) => log(`write to ${path} failed: ${(e as Error).message}`));
   };
@@ -74,7 +87,7 @@ export async function servePort(server: AgentServer, path: string, log: (m: stri
     while (!stopped) {
       let n: number;
       try {
-        n = (await fh.read(buf, 0, buf.length, null)).bytesRead;
+        n = await readInto(buf);
       } catch (e) {
         log(`read from ${path} failed: ${(e as Error).message}`);
         await sleep(100);
@@ -90,7 +103,7 @@ export async function servePort(server: AgentServer, path: string, log: (m: stri
       splitter.push(buf.subarray(0, n));
     }
     await writes;
-    await fh.close();
+    closeSync(fd);
   })();
   return {
     stop: () => {

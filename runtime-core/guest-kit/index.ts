@@ -25,7 +25,7 @@ import { KataError, isKataError } from '../../host/errors.js';
 import { run } from '../../host/exec.js';
 import { acquireLock } from '../../host/file-lock.js';
 import { rootLogger, type Logger } from '../../host/log.js';
-import { agentSourceStats, bundleAgent } from './agent-bundle.js';
+import { type AgentFiles, agentSourceStats, bundleAgent, trainAgentCodeCache } from './agent-bundle.js';
 import { INIT_SCRIPT, buildInitramfs } from './initramfs.js';
 import { currentPointerFile, pruneGuestKits } from './kit-cache.js';
 import { downloadKernel, extractKernel, extractVmlinux, hasPvhNote, resolveKernelPackage, type KernelPackage } from './kernel.js';
@@ -41,8 +41,8 @@ import { GUEST_MODULES, parseModulesBuiltin, parseModulesDep, resolveModules, ty
 import { MONITOR_SOURCE, buildMonitor, monitorInputsHash } from './monitor.js';
 import { ROOTFS_INIT_SCRIPT, makeRootfsImage, parseLdd, stageRootfs } from './rootfs.js';
 
-/** Bump when the build changes in a way the other inputs do not capture. */
-const GUEST_KIT_BUILD_VERSION = 3;
+/** Bump when the build changes in a way the other inputs do not capture (4: the built kernel and the agent's code cache). */
+const GUEST_KIT_BUILD_VERSION = 4;
 const DEFAULT_GUEST_KIT_DIR = '/var/cache/kata-resources/guest-kit';
 
 export interface GuestKit {
@@ -175,7 +175,7 @@ function kernelInput(plan: KernelPlan): Inputs['kernel'] {
     : { name: KERNEL_SOURCE_PACKAGE, version: plan.build.sourceVersion, build: kernelBuildHash(plan.build) };
 }
 
-async function computeInputs(tools: Tools, plan: KernelPlan, agent: Buffer): Promise<Inputs> {
+async function computeInputs(tools: Tools, plan: KernelPlan, agent: AgentFiles): Promise<Inputs> {
   const binaries: Record<string, string> = {};
   for (const [k, p] of [
     ['node', tools.node],
@@ -191,7 +191,8 @@ async function computeInputs(tools: Tools, plan: KernelPlan, agent: Buffer): Pro
     kernel: kernelInput(plan),
     binaries,
     libraries,
-    agent: sha256(agent),
+    // The code cache is made from these and the node binary (above): no input of its own.
+    agent: sha256(Buffer.concat([agent.agent, Buffer.from('\0'), agent.start])),
     monitor: await monitorInputsHash(),
     modules: plan.source === 'debian' ? GUEST_MODULES : [],
     scripts: sha256(`${INIT_SCRIPT}\0${ROOTFS_INIT_SCRIPT}`),
@@ -335,7 +336,7 @@ async function build(
   inputs: Inputs,
   tools: Tools,
   plan: KernelPlan,
-  agent: Buffer,
+  agent: AgentFiles,
   progress: (m: string) => void,
 ): Promise<GuestKit> {
   const started = Date.now();
@@ -355,7 +356,8 @@ async function build(
     const monitor = join(work, 'kata-monitor');
     await buildMonitor(monitor);
     const stage = join(work, 'rootfs');
-    await stageRootfs(stage, { node: tools.node, ip: tools.ip, busybox: tools.busybox, runc: tools.runc, monitor, agentBundle: agent });
+    const agentCodeCache = await trainAgentCodeCache(tools.node, agent, progress);
+    await stageRootfs(stage, { node: tools.node, ip: tools.ip, busybox: tools.busybox, runc: tools.runc, monitor, agent, agentCodeCache });
     const { imageMiB } = await makeRootfsImage(stage, join(out, 'rootfs.img'));
 
     const record: KitRecord = {

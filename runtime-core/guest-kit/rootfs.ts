@@ -8,11 +8,13 @@ import { copyFile, chmod, mkdir, open, stat, symlink, writeFile } from 'node:fs/
 import { dirname, join } from 'node:path';
 import { KataError } from '../../host/errors.js';
 import { run } from '../../host/exec.js';
+import type { AgentFiles } from './agent-bundle.js';
 import { MiB, daxImageHeaders, daxImageLayout } from './dax-image.js';
 import { ROOTFS_INIT } from './initramfs.js';
 
-/** In-guest path of the agent bundle; kata-monitor sits beside it (the agent looks there). */
+/** In-guest path of the agent bundle; its start, its code cache and kata-monitor sit beside it (they look there). */
 const AGENT_PATH = '/opt/kata-agent/agent.cjs';
+const AGENT_START_PATH = '/opt/kata-agent/start.cjs';
 const MONITOR_PATH = '/opt/kata-agent/kata-monitor';
 
 /*
@@ -42,7 +44,7 @@ for a in $(cat /proc/cmdline); do
 done
 export KATA_AGENT_GUEST=1
 while :; do
-  /usr/bin/node ${AGENT_PATH}
+  /usr/bin/node ${AGENT_START_PATH}
   echo "kata-init: agent exited with status $?; restarting" >/dev/console
   sleep 1
 done
@@ -84,8 +86,10 @@ export interface RootfsInputs {
   runc: string;
   /** The built kata-monitor binary (static). */
   monitor: string;
-  /** The agent as one CommonJS file. */
-  agentBundle: Buffer;
+  /** The agent and its start, each one CommonJS file. */
+  agent: AgentFiles;
+  /** The agent's V8 code cache (agent-bundle.ts), when there is one. */
+  agentCodeCache?: Buffer;
 }
 
 /** Lay out the rootfs tree in `stage`. */
@@ -147,7 +151,9 @@ export async function stageRootfs(stage: string, inp: RootfsInputs): Promise<voi
     await symlink('/bin/busybox', dest).catch(() => {});
   }
 
-  await writeFile(join(stage, AGENT_PATH), inp.agentBundle, { mode: 0o644 });
+  await writeFile(join(stage, AGENT_PATH), inp.agent.agent, { mode: 0o644 });
+  await writeFile(join(stage, AGENT_START_PATH), inp.agent.start, { mode: 0o644 });
+  if (inp.agentCodeCache) await writeFile(join(stage, `${AGENT_PATH}.cache`), inp.agentCodeCache, { mode: 0o644 });
   await copyFile(inp.monitor, join(stage, MONITOR_PATH));
   await chmod(join(stage, MONITOR_PATH), 0o755);
   await writeFile(join(stage, ROOTFS_INIT), ROOTFS_INIT_SCRIPT, { mode: 0o755 });
