@@ -11,6 +11,7 @@
  *   ephemeral  tmpfs at MP
  *   local      a plain directory at MP (options mode=NNNN)
  */
+import { constants } from 'node:fs';
 import { fsp } from './builtins.js';
 import { isAbsolute, join, normalize } from 'node:path';
 import type { Storage } from '../../host/agent-types.js';
@@ -80,11 +81,18 @@ function checkMountPoint(mp: string): string {
   return normalize(mp);
 }
 
+/**
+ * The device file of block device `name` once it can be opened. A disk is listed in sysfs (and its
+ * node made by devtmpfs) a moment before the kernel registers its block device: an open, or a
+ * mount, in between fails with ENXIO (seen with a hot-plugged SCSI disk under TCG). So it counts as
+ * there only when a read-only open succeeds.
+ */
 async function deviceFile(ctx: StorageContext, name: string): Promise<string | undefined> {
   const p = join(ctx.dev, name);
   try {
     await fsp().readFile(join(ctx.sysfs, 'class', 'block', name, 'dev'), 'utf8');
-    await fsp().access(p);
+    const fh = await fsp().open(p, constants.O_RDONLY | constants.O_NONBLOCK);
+    await fh.close();
     return p;
   } catch {
     return undefined;
