@@ -19,14 +19,13 @@ import { KataError, isKataError } from '../../host/errors.js';
 import { run } from '../../host/exec.js';
 import { acquireLock } from '../../host/file-lock.js';
 import { projectRoot } from './agent-bundle.js';
-import { hasPvhNote } from './kernel.js';
+import { APT_OPTS, aptUpdate, hasPvhNote } from './kernel.js';
 
 /** Bump when the build steps change in a way the other inputs do not capture. */
 const KERNEL_BUILD_VERSION = 1;
 export const KERNEL_SOURCE_PACKAGE = 'linux-source-6.1';
 /** Debian packages the build needs besides gcc and libc6-dev (the kit needs those anyway). */
 const BUILD_PACKAGES = [KERNEL_SOURCE_PACKAGE, 'make', 'bc', 'flex', 'bison', 'libelf-dev', 'xz-utils'];
-const APT_OPTS = ['-o', 'APT::Sandbox::User=root', '-q'];
 
 export function kernelFragmentPath(root = projectRoot()): string {
   return join(root, 'guest', 'kernel', 'kata-guest.config');
@@ -155,8 +154,7 @@ async function installBuildPackages(progress: (m: string) => void): Promise<void
   try {
     await install();
   } catch {
-    progress('apt-get update (package lists are missing or stale)');
-    await run('apt-get', [...APT_OPTS, 'update'], { timeoutMs: 600_000 });
+    await aptUpdate(progress);
     await install();
   }
 }

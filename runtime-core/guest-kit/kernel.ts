@@ -22,7 +22,8 @@ export interface KernelPackage {
   release: string;
 }
 
-const APT_OPTS = ['-o', 'APT::Sandbox::User=root', '-q'];
+/** apt as root without its sandbox user (the kit is built as root, the cache is root's), quiet. */
+export const APT_OPTS = ['-o', 'APT::Sandbox::User=root', '-q'];
 
 /** "linux-image-6.1.0-56-amd64 (= 6.1.192-2), ..." -> the concrete kernel image package. */
 export function parseKernelDepends(depends: string): { name: string; version?: string } | undefined {
@@ -43,7 +44,7 @@ async function aptCacheShow(pkg: string): Promise<string> {
   return r.exitCode === 0 ? r.stdout : '';
 }
 
-async function aptUpdate(progress: (m: string) => void): Promise<void> {
+export async function aptUpdate(progress: (m: string) => void): Promise<void> {
   progress('apt-get update (package lists are missing or stale)');
   await run('apt-get', [...APT_OPTS, 'update'], { timeoutMs: 600_000 });
 }
