@@ -43,7 +43,7 @@ async function pointedKits(cacheDir: string, names: string[]): Promise<Set<strin
 export async function pruneGuestKits(cacheDir: string, current: string, keep = 3): Promise<string[]> {
   const removed: string[] = [];
   const entries = await readdir(cacheDir, { withFileTypes: true }).catch(() => []);
-  const kits: { name: string; mtime: number }[] = [];
+  const kits: string[] = [];
   const pointed = await pointedKits(
     cacheDir,
     entries.map((e) => e.name),
@@ -59,15 +59,26 @@ export async function pruneGuestKits(cacheDir: string, current: string, keep = 3
       continue;
     }
     if (!/^[0-9a-f]{20}$/.test(e.name) || e.name === current || pointed.has(e.name)) continue;
-    const st = await stat(join(cacheDir, e.name, 'kit.json')).catch(() => undefined);
-    kits.push({ name: e.name, mtime: st?.mtimeMs ?? 0 });
+    kits.push(e.name);
   }
-  kits.sort((a, b) => b.mtime - a.mtime);
-  for (const k of kits.slice(Math.max(0, keep - 1))) {
+  removed.push(...(await removeAllButNewest(cacheDir, kits, 'kit.json', keep - 1)));
+  removed.push(...(await pruneKernels(cacheDir, current, keep)));
+  return removed;
+}
+
+/** Remove the directories `names` of cacheDir but the `keep` newest (by the mtime of their `record` file). */
+async function removeAllButNewest(cacheDir: string, names: string[], record: string, keep: number): Promise<string[]> {
+  const aged: { name: string; mtime: number }[] = [];
+  for (const name of names) {
+    const st = await stat(join(cacheDir, name, record)).catch(() => undefined);
+    aged.push({ name, mtime: st?.mtimeMs ?? 0 });
+  }
+  aged.sort((a, b) => b.mtime - a.mtime);
+  const removed: string[] = [];
+  for (const k of aged.slice(Math.max(0, keep))) {
     await rm(join(cacheDir, k.name), { recursive: true, force: true });
     removed.push(k.name);
   }
-  removed.push(...(await pruneKernels(cacheDir, current, keep)));
   return removed;
 }
 
@@ -84,19 +95,11 @@ async function pruneKernels(cacheDir: string, current: string, keep: number): Pr
   } catch {
     /* no such kit (or not built from source): nothing to spare */
   }
-  const kernels: { name: string; mtime: number }[] = [];
+  const kernels: string[] = [];
   for (const e of await readdir(cacheDir, { withFileTypes: true }).catch(() => [])) {
-    if (!e.isDirectory() || !/^kernel-[0-9a-f]{16}$/.test(e.name) || e.name === `kernel-${inUse}`) continue;
-    const st = await stat(join(cacheDir, e.name, 'kernel.json')).catch(() => undefined);
-    kernels.push({ name: e.name, mtime: st?.mtimeMs ?? 0 });
+    if (e.isDirectory() && /^kernel-[0-9a-f]{16}$/.test(e.name) && e.name !== `kernel-${inUse}`) kernels.push(e.name);
   }
-  kernels.sort((a, b) => b.mtime - a.mtime);
-  const removed: string[] = [];
-  for (const k of kernels.slice(Math.max(0, keep - (inUse ? 1 : 0)))) {
-    await rm(join(cacheDir, k.name), { recursive: true, force: true });
-    removed.push(k.name);
-  }
-  return removed;
+  return removeAllButNewest(cacheDir, kernels, 'kernel.json', keep - (inUse ? 1 : 0));
 }
 
 /**
