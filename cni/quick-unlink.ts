@@ -16,12 +16,12 @@ import type { NetnsRef } from '../host/netns.js';
  * on to its acknowledgement and exits after the plugin has.
  *
  * The first look already comes after the line was written to the helper, and it usually finds the
- * device gone: the unlisting takes well under a millisecond. Absent then counts as deleted too
- * (by this line, or before it: the same for DEL, whose teardown takes "Cannot find device" as
- * gone). Without a helper the answer is the kernel's, as without this wrapper; while the device is
- * still listed (or the helper not yet in the namespace), whichever comes first decides. Used for DEL only, where "deleted" and
- * "already gone" mean the same; ADD's rollback (scratchUndo) needs to tell them apart and keeps
- * the kernel's answer.
+ * device gone: the unlisting takes well under a millisecond. Absent then counts as deleted too (by
+ * this line, or before it: the same for DEL, whose teardown takes "Cannot find device" as gone).
+ * Without a helper the answer is the kernel's, as without this wrapper; while the device is still
+ * listed (or the helper not yet in the namespace), whichever comes first decides. Used for DEL
+ * only, where "deleted" and "already gone" mean the same; ADD's rollback (scratchUndo) needs to
+ * tell them apart and keeps the kernel's answer.
  */
 const LINK_DEL = /^link del dev (\S+)$/;
 const POLL_MS = 1;
