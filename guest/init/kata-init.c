@@ -117,19 +117,33 @@ static void loopback_up(void) {
   close(s);
 }
 
+/* The kernel's parameters, NUL-terminated. */
+static char cmdline[4096];
+
 /* Whether `word` is one of the kernel's parameters. */
 static int cmdline_has(const char *word) {
-  char buf[4096];
-  int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = 0;
-  char *save = NULL;
-  for (char *t = strtok_r(buf, " \n", &save); t; t = strtok_r(NULL, " \n", &save))
-    if (strcmp(t, word) == 0) return 1;
+  size_t len = strlen(word);
+  for (const char *p = cmdline; (p = strstr(p, word)) != NULL; p += len)
+    if ((p == cmdline || p[-1] == ' ') && (p[len] == ' ' || p[len] == '\n' || p[len] == 0)) return 1;
   return 0;
+}
+
+static void read_cmdline(void) {
+  int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ssize_t n = read(fd, cmdline, sizeof cmdline - 1);
+  close(fd);
+  cmdline[n > 0 ? n : 0] = 0;
+}
+
+/* The guest's uptime as /proc/uptime says it ("1.23"), for the boot timeline with `debug`. */
+static const char *uptime(char *buf, size_t size) {
+  int fd = open("/proc/uptime", O_RDONLY | O_CLOEXEC);
+  ssize_t n = fd < 0 ? -1 : read(fd, buf, size - 1);
+  if (fd >= 0) close(fd);
+  buf[n > 0 ? n : 0] = 0;
+  buf[strcspn(buf, " ")] = 0;
+  return buf;
 }
 
 static pid_t start_agent(char *const envp[], const sigset_t *old) {
@@ -171,6 +185,7 @@ int main(void) {
   if (sethostname("kata-guest", 10) < 0) say("sethostname: %s", strerror(errno));
   loopback_up();
 
+  read_cmdline();
   char *envp[] = {
       "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
       "HOME=/root",
@@ -187,6 +202,10 @@ int main(void) {
   sigaddset(&chld, SIGCHLD);
   sigprocmask(SIG_BLOCK, &chld, &old);
   pid_t agent = start_agent(envp, &old);
+  if (cmdline_has("debug")) {
+    char up[64];
+    say("agent started (uptime %s s)", uptime(up, sizeof up));
+  }
   for (;;) {
     int status;
     pid_t pid = agent > 0 ? waitpid(-1, &status, 0) : -1;
