@@ -177,6 +177,7 @@ async function addConsoleNode(fs: string): Promise<void> {
  * system fills the partition (the file is sparse: free space costs no disk).
  */
 export async function makeRootfsImage(stage: string, image: string): Promise<{ imageMiB: number }> {
+  await mkdir(join(stage, 'dev'), { recursive: true }); // for /dev/console
   const { bytes, inodes } = await treeBytes(stage);
   const layout = daxImageLayout((Math.ceil((bytes * 1.1) / MiB) + 16) * MiB);
   const fh = await open(image, 'w');
