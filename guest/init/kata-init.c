@@ -5,16 +5,18 @@
  *
  *  - the kernel mounted the rootfs itself (the kit's own kernel, no initramfs: root=, rootwait,
  *    init=/sbin/kata-init): nothing is mounted yet, and /dev is the image's (only /dev/console);
- *  - an initramfs (Debian's stock kernel with its modules) mounted the rootfs, moved /dev, /proc and
- *    /sys into it and switch_root'ed here.
+ *  - an initramfs (Debian's stock kernel with its modules, or a kernel or image the configuration
+ *    names) mounted the rootfs, moved /dev, /proc and /sys into it and switch_root'ed here.
  *
  * It mounts what the agent and runc need (devtmpfs, proc, sysfs where not already there; tmpfs /run
  * and /tmp, devpts, /dev/shm, /dev/mqueue, cgroup2 with every controller enabled for the subtree),
  * makes the /dev/fd and std* links, names the host kata-guest, brings lo up, then runs the agent
  * (AGENT_ARGV, given by the kit's build) with a fixed environment, starting it again a second after
  * it dies. As PID 1 it reaps every orphan reparented to it; the agent's containers do not reach it
- * (each process runs under kata-monitor, a subreaper). Failures are said on /dev/console and, except
- * for the agent's exec, do not stop the boot: the agent reports what it then cannot do.
+ * (each process runs under kata-monitor, a subreaper). Failures are said on /dev/console and do not
+ * stop the boot: the agent reports what it then cannot do, and an agent that cannot start is tried
+ * again every second. With `debug` on the kernel command line (enable_debug) it also says the uptime
+ * at which it started the agent.
  *
  * Plain C and Linux syscalls, built static by the guest kit (runtime-core/guest-kit/init.ts).
  */
