@@ -3,6 +3,7 @@ import { holdEventLoop } from '../host/child-ref.js';
 import { helperArgv, type Tool } from '../host/netlink.js';
 import { type NetnsRef, netnsRef } from '../host/netns.js';
 import { type Early, setEarly } from './early-helper-holder.js';
+import { type SideChild, spawnPair } from './helper-pair.js';
 import { RawChild } from './raw-spawn.js';
 
 /**
@@ -36,11 +37,23 @@ export function startEarlyHelpers(env: NodeJS.ProcessEnv): void {
   }
   const children = new Map<Tool, ChildProcess>();
   const early: Early = { path: ns.path, children };
-  early.startTc = () => {
-    early.startTc = undefined;
-    spawnHelper('tc', ns, children);
-  };
-  spawnHelper('ip', ns, children);
+  const pair = spawnPair(helperArgv('ip', ns, true), helperArgv('tc', ns, true));
+  if (pair) {
+    // One spawn for both: the tc side waits for its "go" line (helper-pair.ts).
+    keep('ip', pair.main, children);
+    keep('tc', pair.side, children);
+    early.startTc = () => {
+      early.startTc = undefined;
+      pair.side.go();
+    };
+  } else {
+    // No pair (e.g. no /bin/sh): one spawn each, as before the pair.
+    early.startTc = () => {
+      early.startTc = undefined;
+      spawnHelper('tc', ns, children);
+    };
+    spawnHelper('ip', ns, children);
+  }
   setEarly(early);
 }
 
@@ -48,8 +61,11 @@ function spawnHelper(tool: Tool, ns: NetnsRef, children: Map<Tool, ChildProcess>
   const [file, args] = helperArgv(tool, ns, true);
   // Not started (no usable bindings, or e.g. ENOENT): CoprocessNetlink spawns its own and reports.
   const raw = RawChild.spawn(file, args);
-  if (!raw) return;
-  // RawChild offers the part of ChildProcess that CoprocessNetlink uses (see raw-spawn.ts).
+  if (raw) keep(tool, raw, children);
+}
+
+function keep(tool: Tool, raw: RawChild | SideChild, children: Map<Tool, ChildProcess>): void {
+  // RawChild and SideChild offer the part of ChildProcess that CoprocessNetlink uses (see raw-spawn.ts, helper-pair.ts).
   const child = raw as unknown as ChildProcess;
   child.on('error', () => {});
   child.stdin?.on('error', () => {});
