@@ -17,11 +17,15 @@
  * breakdown printed after the figures. Namespaces are named kr-bench-cni-<run id>-* and removed at the end,
  * on failure and on Ctrl-C.
  *
- *   node dist/bench/cni.js [--runs 40]
+ * With --compare FILE (a kata-cni.js built from another commit, e.g. main's), that file is
+ * installed too and its ADD, CHECK and DEL run in every sample beside the current build's, on the
+ * same ptp attachment, the two in alternating order; its rows and ratios are labelled "base".
+ *
+ *   node dist/bench/cni.js [--runs 40] [--compare FILE]
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,6 +39,7 @@ const CA = process.env.NODE_EXTRA_CA_CERTS;
 
 interface Options {
   runs: number;
+  compare?: string;
   inner?: { host: string; bin: string; work: string };
 }
 
@@ -45,10 +50,12 @@ function parseArgs(argv: readonly string[]): Options {
     if (a === '--runs') {
       o.runs = Number(argv[++i]);
       if (!Number.isInteger(o.runs) || o.runs < 1) throw new Error('--runs wants a positive integer');
+    } else if (a === '--compare') {
+      o.compare = resolve(argv[++i] ?? '');
     } else if (a === '--inner') {
       o.inner = { host: argv[++i]!, bin: argv[++i]!, work: argv[++i]! };
     } else {
-      throw new Error(`unknown argument ${a} (usage: node dist/bench/cni.js [--runs N])`);
+      throw new Error(`unknown argument ${a} (usage: node dist/bench/cni.js [--runs N] [--compare FILE])`);
     }
   }
   return o;
@@ -153,13 +160,13 @@ async function inner(o: Options): Promise<void> {
     xs.push(v);
     cpu.set(k, xs);
   };
-  const addPhases = (cmd: string, label: string, r: Outcome): void => {
+  const addPhases = (cmd: string, label: string, r: Outcome, variant = 'kata-cni'): void => {
     if (!r.marks || r.code !== 0) return;
     for (const [name, from, to] of PHASES[cmd] ?? []) {
       const a = from === undefined ? 0 : r.marks[from];
       const b = to === '@end' ? r.ms : r.marks[to];
       if (a === undefined || b === undefined) continue;
-      const k = `${cmd}|${label}|${name}`;
+      const k = `${variant === 'kata-cni' ? '' : `${variant} `}${cmd}|${label}|${name}`;
       const xs = phases.get(k) ?? [];
       xs.push(b - a);
       phases.set(k, xs);
@@ -182,6 +189,9 @@ async function inner(o: Options): Promise<void> {
     return r;
   };
   const KATA = join(bin, 'kata-cni');
+  /** [name, file]: the current build, and with --compare the other one. */
+  const variants: [string, string][] = [['kata-cni', KATA]];
+  if (o.compare) variants.push(['base kata-cni', join(bin, 'base', 'kata-cni')]);
 
   for (let i = 0; i < o.runs; i++) {
     // Alternate which environment goes first, so neither always follows the other.
@@ -207,18 +217,21 @@ async function inner(o: Options): Promise<void> {
         });
         const p = must('ptp ADD', await timed('/usr/lib/cni/ptp', [], cni('ADD'), conf(ptp)));
         const prev = JSON.parse(p.stdout) as Record<string, unknown>;
-        const ka = must('kata-cni ADD', await timed(KATA, [], cni('ADD', kenv), conf(kata, prev)));
-        add(`kata-cni ADD|${label}`, ka.ms);
-        addPhases('ADD', label, ka);
-        addCpu(`kata-cni ADD|${label}`, ka);
-        const cached = ka.code === 0 ? JSON.parse(ka.stdout) : prev;
-        const kc = must('kata-cni CHECK', await timed(KATA, [], cni('CHECK', kenv), conf(kata, cached)));
-        add(`kata-cni CHECK|${label}`, kc.ms);
-        addCpu(`kata-cni CHECK|${label}`, kc);
-        const kd = must('kata-cni DEL', await timed(KATA, [], cni('DEL', kenv), conf(kata, cached)));
-        add(`kata-cni DEL|${label}`, kd.ms);
-        addPhases('DEL', label, kd);
-        addCpu(`kata-cni DEL|${label}`, kd);
+        // With --compare: both builds on the same attachment, the order alternating per sample.
+        for (const [v, file] of i % 2 === 0 ? variants : [...variants].reverse()) {
+          const ka = must(`${v} ADD`, await timed(file, [], cni('ADD', kenv), conf(kata, prev)));
+          add(`${v} ADD|${label}`, ka.ms);
+          addPhases('ADD', label, ka, v);
+          addCpu(`${v} ADD|${label}`, ka);
+          const cached = ka.code === 0 ? JSON.parse(ka.stdout) : prev;
+          const kc = must(`${v} CHECK`, await timed(file, [], cni('CHECK', kenv), conf(kata, cached)));
+          add(`${v} CHECK|${label}`, kc.ms);
+          addCpu(`${v} CHECK|${label}`, kc);
+          const kd = must(`${v} DEL`, await timed(file, [], cni('DEL', kenv), conf(kata, cached)));
+          add(`${v} DEL|${label}`, kd.ms);
+          addPhases('DEL', label, kd, v);
+          addCpu(`${v} DEL|${label}`, kd);
+        }
         const tuned = must('tuning ADD', await timed('/usr/lib/cni/tuning', [], cni('ADD'), conf(tuning, prev)));
         add(`tuning ADD|${label}`, tuned.ms);
         const tprev = tuned.code === 0 ? JSON.parse(tuned.stdout) : prev;
@@ -250,6 +263,7 @@ async function inner(o: Options): Promise<void> {
     'kata-cni ADD',
     'kata-cni CHECK',
     'kata-cni DEL',
+    ...(o.compare ? ['base kata-cni ADD', 'base kata-cni CHECK', 'base kata-cni DEL'] : []),
     'tuning ADD',
     'tuning CHECK',
     'tuning DEL',
@@ -267,6 +281,11 @@ async function inner(o: Options): Promise<void> {
   lines.push(`| kata-cni ADD / node -e 0 (goal <= 1.5) | ${ratio('kata-cni ADD', 'node -e 0')} |`);
   lines.push(`| kata-cni DEL / node -e 0 (goal <= 1.5) | ${ratio('kata-cni DEL', 'node -e 0')} |`);
   lines.push(`| kata-cni CHECK / node -e 0 | ${ratio('kata-cni CHECK', 'node -e 0')} |`);
+  if (o.compare) {
+    for (const c of ['ADD', 'DEL', 'CHECK']) lines.push(`| base kata-cni ${c} / node -e 0 | ${ratio(`base kata-cni ${c}`, 'node -e 0')} |`);
+    for (const c of ['ADD', 'DEL', 'CHECK'])
+      lines.push(`| kata-cni ${c} / base kata-cni ${c} | ${ratio(`kata-cni ${c}`, `base kata-cni ${c}`)} |`);
+  }
   lines.push(`| kata-cni VERSION / node -e 0 | ${ratio('kata-cni VERSION', 'node -e 0')} |`);
   lines.push(`| floor probe / node -e 0 | ${ratio('floor probe', 'node -e 0')} |`);
   lines.push(`| kata-cni ADD / tuning ADD | ${ratio('kata-cni ADD', 'tuning ADD')} |`);
@@ -281,20 +300,27 @@ async function inner(o: Options): Promise<void> {
   lines.push(`| CPU time of the process itself (median ms; less moved by other work than wall time) | ${cols.join(' | ')} |`);
   lines.push(`|---|${cols.map(() => '---:').join('|')}|`);
   const cpuMed = (k: string): number => summarize(cpu.get(k) ?? []).median;
-  for (const what of ['node -e 0', 'kata-cni VERSION', 'kata-cni ADD', 'kata-cni CHECK', 'kata-cni DEL']) {
+  const cpuWhats = ['node -e 0', 'kata-cni VERSION', 'kata-cni ADD', 'kata-cni CHECK', 'kata-cni DEL'];
+  if (o.compare) cpuWhats.push('base kata-cni ADD', 'base kata-cni CHECK', 'base kata-cni DEL');
+  for (const what of cpuWhats) {
     lines.push(`| ${what} | ${cols.map((l) => fmt(cpuMed(`${what}|${l}`))).join(' | ')} |`);
   }
-  for (const what of ['kata-cni ADD', 'kata-cni DEL']) {
+  for (const what of o.compare
+    ? ['kata-cni ADD', 'kata-cni DEL', 'base kata-cni ADD', 'base kata-cni DEL']
+    : ['kata-cni ADD', 'kata-cni DEL']) {
     lines.push(
       `| ${what} CPU / node -e 0 CPU | ${cols.map((l) => fmt(cpuMed(`${what}|${l}`) / cpuMed(`node -e 0|${l}`), 2)).join(' | ')} |`,
     );
   }
-  for (const cmd of Object.keys(PHASES)) {
-    lines.push('');
-    lines.push(`| where a kata-cni ${cmd} goes (median ms of each phase) | ${cols.join(' | ')} |`);
-    lines.push(`|---|${cols.map(() => '---:').join('|')}|`);
-    for (const [name] of PHASES[cmd]!) {
-      lines.push(`| ${name} | ${cols.map((l) => fmt(summarize(phases.get(`${cmd}|${l}|${name}`) ?? []).median)).join(' | ')} |`);
+  for (const [v] of variants) {
+    const pre = v === 'kata-cni' ? '' : `${v} `;
+    for (const cmd of Object.keys(PHASES)) {
+      lines.push('');
+      lines.push(`| where a ${v} ${cmd} goes (median ms of each phase) | ${cols.join(' | ')} |`);
+      lines.push(`|---|${cols.map(() => '---:').join('|')}|`);
+      for (const [name] of PHASES[cmd]!) {
+        lines.push(`| ${name} | ${cols.map((l) => fmt(summarize(phases.get(`${pre}${cmd}|${l}|${name}`) ?? []).median)).join(' | ')} |`);
+      }
     }
   }
   const l0 = cols[0]!;
@@ -339,6 +365,7 @@ async function outer(o: Options): Promise<void> {
   });
   try {
     await run(process.execPath, [join(REPO, 'cni/build/install.mjs'), '--bin-dir', bin]);
+    if (o.compare) installCompare(o.compare, join(bin, 'base'));
     await run('ip', ['netns', 'add', host]);
     await run('ip', ['-n', host, 'link', 'set', 'lo', 'up']);
     const code = await new Promise<number | null>((resolvePromise, reject) => {
@@ -350,6 +377,7 @@ async function outer(o: Options): Promise<void> {
           fileURLToPath(import.meta.url),
           '--runs',
           String(o.runs),
+          ...(o.compare ? ['--compare', o.compare] : []),
           '--inner',
           host,
           bin,
@@ -364,6 +392,16 @@ async function outer(o: Options): Promise<void> {
   } finally {
     await cleanup();
   }
+}
+
+/** Install another build's kata-cni.js as DIR/kata-cni, with this Node as its #! line (as install-cni does). */
+function installCompare(file: string, dir: string): void {
+  const text = readFileSync(file, 'latin1');
+  if (!text.startsWith('#!')) throw new Error(`--compare ${file}: not a kata-cni.js (no #! line)`);
+  mkdirSync(dir, { recursive: true });
+  const dest = join(dir, 'kata-cni');
+  writeFileSync(dest, `#!${process.execPath}${text.slice(text.indexOf('\n'))}`, 'latin1');
+  chmodSync(dest, 0o755);
 }
 
 const opts = parseArgs(process.argv.slice(2));
