@@ -171,12 +171,12 @@ export interface HelperPair {
   side: SideChild;
 }
 
-/** Start main at once and side on side.go(), from one spawn of /bin/sh; undefined: not started (spawn them alone). */
-export function spawnPair(main: Argv, side: Argv): HelperPair | undefined {
+/** Start main at once and side on side.go(), from one spawn of a shell; undefined: not started (spawn them alone). */
+export function spawnPair(main: Argv, side: Argv, shell = '/bin/sh'): HelperPair | undefined {
   const script = pairScript(main, side);
   const shellArgs = ['-c', script];
-  const raw = RawChild.spawn('/bin/sh', shellArgs, { extra: 3, shownAs: main });
+  const raw = RawChild.spawn(shell, shellArgs, { extra: 3, shownAs: main });
   if (!raw?.extra) return undefined;
   const [w, r, e] = raw.extra;
-  return { main: raw, side: new SideChild(side[0], [side[0], ...side[1]], ['/bin/sh', ...shellArgs], w, r, e) };
+  return { main: raw, side: new SideChild(side[0], [side[0], ...side[1]], [shell, ...shellArgs], w, r, e) };
 }
