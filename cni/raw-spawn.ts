@@ -5,8 +5,8 @@ import { EventEmitter } from 'node:events';
  * and pipe handles (`process.binding('process_wrap' | 'pipe_wrap' | 'stream_wrap')`, the layer
  * node:child_process is written on) instead of node:child_process. Used only for the helpers every
  * kata-cni call starts first thing (early-helpers.ts, helper-pair.ts): loading node:child_process
- * and wrapping six pipes in net.Socket streams costs about 7 ms of CPU per call here, more than everything else kata-cni
- * does besides Node's own start; this costs about 1 ms (bench/cni.ts, README "Startup cost").
+ * and wrapping six pipes in net.Socket streams costs about 7 ms of CPU per call here, more than
+ * everything else kata-cni does besides Node's own start; this costs about 1 ms (bench/cni.ts, README "Startup cost").
  *
  * It offers exactly what CoprocessNetlink (host/netlink.ts) uses of a ChildProcess: pid,
  * spawnfile/spawnargs, exitCode/signalCode, kill, ref/unref, 'error' and 'exit' events, and stdio
