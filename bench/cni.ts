@@ -65,13 +65,18 @@ interface Outcome {
   ms: number;
   code: number | null;
   stdout: string;
-  /** kata-cni's phase marks (KATA_CNI_TIMING), ms since its process start. */
+  /**
+   * kata-cni's phase marks (KATA_CNI_TIMING), ms on Node's clock (0 once node's main runs, after
+   * exec and dynamic linking); with its exit-event marks also '@spawn' (when it was spawned: < 0)
+   * and '@end' (when this process saw it end), on that same clock.
+   */
   marks?: Record<string, number>;
 }
 
 function timed(file: string, args: string[], env: Record<string, string>, stdin: string): Promise<Outcome> {
   return new Promise((resolvePromise, reject) => {
     const t0 = now();
+    const hr0 = process.hrtime.bigint();
     const c = spawn(file, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
@@ -85,9 +90,20 @@ function timed(file: string, args: string[], env: Record<string, string>, stdin:
     c.stdin.on('error', () => {});
     c.stdin.end(stdin);
     c.on('close', (code) => {
+      const hrEnd = process.hrtime.bigint();
       const out: Outcome = { ms: msSince(t0), code, stdout };
       const m = /^kata-cni-timing (.*)$/m.exec(stderr);
-      if (m?.[1]) out.marks = JSON.parse(m[1]) as Record<string, number>;
+      if (m?.[1]) {
+        const marks = JSON.parse(m[1]) as Record<string, number>;
+        const at = marks['exit-event'];
+        const atHr = marks['exit-event-hr'];
+        if (at !== undefined && atHr !== undefined) {
+          const clock0 = atHr - at; // Node's clock 0, in CLOCK_MONOTONIC ms
+          marks['@spawn'] = Number(hr0 / 1000n) / 1000 - clock0;
+          marks['@end'] = Number(hrEnd / 1000n) / 1000 - clock0;
+        }
+        out.marks = marks;
+      }
       resolvePromise(out);
     });
   });
@@ -112,12 +128,25 @@ const FLOOR_PROBE = [
 
 /** `node -e 0` that reports its own CPU time at exit, as kata-cni's KATA_CNI_TIMING line does. */
 const NODE_CPU_PROBE =
-  "process.on('exit', () => { const c = process.cpuUsage(); process.stderr.write('kata-cni-timing ' + JSON.stringify({ 'cpu-ms': (c.user + c.system) / 1000 }) + '\\n'); })";
+  "process.on('exit', () => { const c = process.cpuUsage(); process.stderr.write('kata-cni-timing ' + JSON.stringify({ 'cpu-ms': (c.user + c.system) / 1000, " +
+  "'exit-event': process.uptime() * 1000, 'exit-event-hr': Number(process.hrtime.bigint() / 1000n) / 1000 }) + '\\n'); })";
 
 /** Phases of a kata-cni call from its marks, in order: [label, from mark, to mark]. */
 const PHASES: Record<string, [string, string | undefined, string][]> = {
+  'node -e 0': [
+    ["spawn to Node's clock start (fork, exec, linking node)", '@spawn', '@zero'],
+    ['Node start to the exit event', '@zero', 'exit-event'],
+    ['exit event to the runtime seeing the exit', 'exit-event', '@end'],
+  ],
+  VERSION: [
+    ["spawn to Node's clock start (fork, exec, linking node)", '@spawn', '@zero'],
+    ['Node start to the result written', '@zero', 'result-written'],
+    ['process.exit to the exit event', 'result-written', 'exit-event'],
+    ['exit event to the runtime seeing the exit', 'exit-event', '@end'],
+  ],
   ADD: [
-    ['Node start (to the first line of kata-cni)', undefined, 'launcher'],
+    ["spawn to Node's clock start (fork, exec, linking node)", '@spawn', '@zero'],
+    ['Node start (to the first line of kata-cni)', '@zero', 'launcher'],
     ['start the ip helper (no child_process)', 'launcher', 'helpers-spawned'],
     ['compile the plugin code (code cache)', 'helpers-spawned', 'code-loaded'],
     ['read stdin', 'code-loaded', 'stdin-read'],
@@ -125,16 +154,20 @@ const PHASES: Record<string, [string, string | undefined, string][]> = {
     ['link read answered (ip helper)', 'config-checked', 'link-read'],
     ['tap + redirect (helpers: kernel work)', 'link-read', 'attached'],
     ['record, tap MAC, result', 'attached', 'result-written'],
-    ['exit (to the runtime seeing it)', 'result-written', '@end'],
+    ['process.exit to the exit event', 'result-written', 'exit-event'],
+    ['exit event to the runtime seeing the exit', 'exit-event', '@end'],
   ],
   DEL: [
-    ['Node start (to the first line of kata-cni)', undefined, 'launcher'],
+    ["spawn to Node's clock start (fork, exec, linking node)", '@spawn', '@zero'],
+    ['Node start (to the first line of kata-cni)', '@zero', 'launcher'],
     ['start the ip helper (no child_process)', 'launcher', 'helpers-spawned'],
     ['compile the plugin code (code cache)', 'helpers-spawned', 'code-loaded'],
     ['read stdin, start tc helper, validate config', 'code-loaded', 'config-checked'],
     ['read the record, plan the detach', 'config-checked', 'detach-planned'],
     ['qdisc del + tap unlisted (helpers: kernel work)', 'detach-planned', 'detached'],
-    ['remove the record, exit', 'detached', '@end'],
+    ['remove the record, write the result', 'detached', 'result-written'],
+    ['process.exit to the exit event', 'result-written', 'exit-event'],
+    ['exit event to the runtime seeing the exit', 'exit-event', '@end'],
   ],
 };
 
@@ -163,8 +196,9 @@ async function inner(o: Options): Promise<void> {
   const addPhases = (cmd: string, label: string, r: Outcome, variant = 'kata-cni'): void => {
     if (!r.marks || r.code !== 0) return;
     for (const [name, from, to] of PHASES[cmd] ?? []) {
-      const a = from === undefined ? 0 : r.marks[from];
-      const b = to === '@end' ? r.ms : r.marks[to];
+      const at = (m: string | undefined): number | undefined => (m === undefined || m === '@zero' ? 0 : r.marks![m]);
+      const a = at(from);
+      const b = at(to);
       if (a === undefined || b === undefined) continue;
       const k = `${variant === 'kata-cni' ? '' : `${variant} `}${cmd}|${label}|${name}`;
       const xs = phases.get(k) ?? [];
@@ -199,9 +233,12 @@ async function inner(o: Options): Promise<void> {
       const env = { ...base, ...extra };
       const kenv = { ...env, KATA_CNI_TIMING: '1' };
       add(`node -e 0|${label}`, must('node -e 0', await timed(process.execPath, ['-e', '0'], env, '')).ms);
-      addCpu(`node -e 0|${label}`, must('node cpu probe', await timed(process.execPath, ['-e', NODE_CPU_PROBE], env, '')));
+      const probe = must('node cpu probe', await timed(process.execPath, ['-e', NODE_CPU_PROBE], env, ''));
+      addCpu(`node -e 0|${label}`, probe);
+      addPhases('node -e 0', label, probe);
       const kv = must('kata-cni VERSION', await timed(KATA, [], { ...kenv, CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}'));
       add(`kata-cni VERSION|${label}`, kv.ms);
+      addPhases('VERSION', label, kv);
       addCpu(`kata-cni VERSION|${label}`, kv);
 
       const pod = `${PREFIX}p-${randomBytes(3).toString('hex')}`;
@@ -314,9 +351,10 @@ async function inner(o: Options): Promise<void> {
   }
   for (const [v] of variants) {
     const pre = v === 'kata-cni' ? '' : `${v} `;
-    for (const cmd of Object.keys(PHASES)) {
+    for (const cmd of v === 'kata-cni' ? Object.keys(PHASES) : ['ADD', 'DEL']) {
       lines.push('');
-      lines.push(`| where a ${v} ${cmd} goes (median ms of each phase) | ${cols.join(' | ')} |`);
+      const whose = cmd === 'node -e 0' ? 'a `node -e 0` (with an exit handler)' : `a ${v} ${cmd}`;
+      lines.push(`| where ${whose} goes (median ms of each phase) | ${cols.join(' | ')} |`);
       lines.push(`|---|${cols.map(() => '---:').join('|')}|`);
       for (const [name] of PHASES[cmd]!) {
         lines.push(`| ${name} | ${cols.map((l) => fmt(summarize(phases.get(`${pre}${cmd}|${l}|${name}`) ?? []).median)).join(' | ')} |`);
