@@ -25,8 +25,8 @@ export type Argv = readonly [string, readonly string[]];
 const quote = (s: string): string => `'${s.replaceAll("'", `'\\''`)}'`;
 const command = ([file, args]: Argv): string => [file, ...args].map(quote).join(' ');
 
-/** The shell script of a pair (see above); exported for the tests. */
-export function pairScript(main: Argv, side: Argv): string {
+/** The shell script of a pair (see above). */
+function pairScript(main: Argv, side: Argv): string {
   return (
     `(exec <&3 >&4 2>&5 3<&- 4>&- 5>&-; read -r pid rest </proc/self/stat && echo "$pid" && read -r go && exec ${command(side)}) & ` +
     `exec ${command(main)} 3<&- 4>&- 5>&-`
