@@ -8,9 +8,10 @@ import { type Reader, RawChild, type Writer } from './raw-spawn.js';
  * a small shell costs a fraction of that. So the plugin spawns `/bin/sh -c SCRIPT` with six pipes
  * (fds 0-2 for the main helper, 3-5 for the side helper), and the shell
  *  - forks a subshell that moves fds 3-5 to its 0-2 (holding none of the main helper's pipes),
- *    prints its own pid (read from /proc/self/stat: dash has no $BASHPID) as the first line of its
- *    stdout, waits for one line ("go") on its stdin, then execs the side helper: the side helper
- *    starts only when the plugin wants it (see early-helpers.ts for why), and its pid is that line;
+ *    prints its own pid (from /proc/self/stat, read with IFS set; dash has no $BASHPID) as the
+ *    first line of its stdout, waits for one line ("go") on its stdin, then execs the side helper:
+ *    the side helper starts only when the plugin wants it (see early-helpers.ts for why), and its
+ *    pid is that line;
  *  - execs the main helper with fds 3-5 closed: the RawChild's pid is the main helper's.
  *
  * The side helper is then no child of the plugin (it is one of the main helper's), so libuv gives
@@ -28,7 +29,7 @@ const command = ([file, args]: Argv): string => [file, ...args].map(quote).join(
 /** The shell script of a pair (see above). */
 function pairScript(main: Argv, side: Argv): string {
   return (
-    `(exec <&3 >&4 2>&5 3<&- 4>&- 5>&-; read -r pid rest </proc/self/stat && echo "$pid" && read -r go && exec ${command(side)}) & ` +
+    `(exec <&3 >&4 2>&5 3<&- 4>&- 5>&-; IFS=' ' read -r pid rest </proc/self/stat && echo "$pid" && read -r go && exec ${command(side)}) & ` +
     `exec ${command(main)} 3<&- 4>&- 5>&-`
   );
 }
