@@ -94,7 +94,9 @@ fs.writeSync = (fd, s, ...a) => {
   return w(fd, s, ...a);
 };\n`,
   );
-  const err = await startUntil(['--require', hook, join(dir, 'start.cjs'), '--device', '/dev/null'], /loaded: .*\n/);
+  // Until the ready line itself: the hook writes its line just before it, in a write of its own,
+  // so stopping at the first would race the second.
+  const err = await startUntil(['--require', hook, join(dir, 'start.cjs'), '--device', '/dev/null'], /kata-agent: ready on [^\n]*\n/);
   const loaded = /loaded: (.*)\n/.exec(err)![1]!.split(' ');
   for (const m of ['child_process', 'net', 'stream', 'fs/promises', 'readline'])
     t.notOk(loaded.includes(`NativeModule ${m}`), `${m} is not loaded before serving`);
