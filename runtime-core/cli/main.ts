@@ -6,6 +6,7 @@
  */
 import { KataError, isKataError } from '../../host/errors.js';
 import { rootLogger } from '../../host/log.js';
+import { mark } from '../../host/marks.js';
 import { commandHelp, parseInvocation, usageError, usageLine, type CliIo, type Command } from './command.js';
 import { DEVMAPPER_COMMANDS } from './commands/devmapper.js';
 import { HOST_COMMANDS } from './commands/host.js';
@@ -98,6 +99,7 @@ async function dispatch(argv: string[]): Promise<number> {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  mark('cli.main');
   try {
     return await dispatch(argv);
   } catch (e) {
