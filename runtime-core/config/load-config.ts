@@ -275,6 +275,7 @@ function checkFiles(r: RawConfig, cfg: SandboxConfig): ConfigProblem[] {
   regular('kernel', h.kernel);
   regular('initrd', h.initrd);
   regular('image', h.image);
+  if (h.firmware !== '') regular('firmware', h.firmware);
   if (q.path !== undefined) executable('path', h.path);
   if (q.virtio_fs_daemon !== undefined && h.sharedFs === 'virtio-fs') executable('virtio_fs_daemon', h.virtioFsDaemon);
   return out;

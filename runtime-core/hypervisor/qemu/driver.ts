@@ -25,6 +25,7 @@ import type {
 import { chooseAccel, type AccelDecision } from './accel.js';
 import { buildQemuCommandLine, realHostFacts, type QemuCommandLine, type QemuHostFacts } from './cmdline.js';
 import { QemuDeviceManager } from './device-manager.js';
+import { firmwareFor } from './firmware.js';
 import { QmpClient, QmpError } from './qmp-client.js';
 
 /**
@@ -136,8 +137,16 @@ export class QemuHypervisor extends EventEmitter<HypervisorEvents> implements Hy
       log: this.log,
       ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}),
     });
+    const firmware = firmwareFor(cfg.firmware, cfg.path);
     const cmd = buildQemuCommandLine(
-      { sandboxId: spec.sandboxId, config: cfg, accel: this.accelChoice.accel, resources: spec.resources, paths },
+      {
+        sandboxId: spec.sandboxId,
+        config: cfg,
+        accel: this.accelChoice.accel,
+        resources: spec.resources,
+        paths,
+        ...(firmware !== undefined ? { firmware } : {}),
+      },
       this.host,
     );
     this.cmd = cmd;
