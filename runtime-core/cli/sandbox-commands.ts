@@ -18,7 +18,7 @@ import { mgmtCall } from '../supervisor/mgmt-client.js';
 import { MGMT_SOCKET, type MgmtParams } from '../supervisor/mgmt-protocol.js';
 import type { ExecRequest } from '../exec/session.js';
 import { execStream, type ExecIo } from './exec-client.js';
-import { supervisorEntry } from './supervisor-entry.js';
+import { supervisorEntry } from './bundle-entry.js';
 import { Readable, Writable } from 'node:stream';
 import type { Interface, Route } from '../../host/agent-types.js';
 import type { VolumeResources } from '../../plugins/block/volume-plugin.js';
