@@ -5,7 +5,7 @@
 // reaches as ONE CommonJS file. Loading ~150 ES modules one by one took about 0.1 s more per process
 // than one file (measured under load: supervisor 0.30 s against 0.17 s to the end of its imports, the
 // CLI 0.26 s against 0.15 s for a `sandbox status`, `node -e 0` 0.12 s). Each is used only when it is
-// not older than tsc's output (cli/bundle-entry.ts). Each module's `import.meta.url` becomes the URL
+// not older than tsc's output (cli/bundle-entry.ts; the launchers are cli/main.ts and supervisor/start.ts). Each module's `import.meta.url` becomes the URL
 // of its own file under dist/, so paths found from it (the supervisor script, the guest kit's
 // sources, build-info.json) are what the unbundled code finds.
 // Usage: node scripts/bundle-entries.mjs

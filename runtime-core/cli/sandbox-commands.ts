@@ -18,13 +18,12 @@ import { mgmtCall } from '../supervisor/mgmt-client.js';
 import { MGMT_SOCKET, type MgmtParams } from '../supervisor/mgmt-protocol.js';
 import type { ExecRequest } from '../exec/session.js';
 import { execStream, type ExecIo } from './exec-client.js';
-import { supervisorEntry } from './bundle-entry.js';
 import { Readable, Writable } from 'node:stream';
 import type { Interface, Route } from '../../host/agent-types.js';
 import type { VolumeResources } from '../../plugins/block/volume-plugin.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const SUPERVISOR_DIR = join(here, '..', 'supervisor');
+const SUPERVISOR_START = join(here, '..', 'supervisor', 'start.js');
 
 function newSandboxId(): string {
   return `sb-${randomBytes(4).toString('hex')}`;
@@ -70,7 +69,7 @@ export async function sandboxUp(
   mkdirSync(dirname(lp), { recursive: true, mode: 0o700 });
   const logFd = openSync(lp, 'a', 0o600);
   const args = [
-    supervisorEntry(SUPERVISOR_DIR, opts.env ?? process.env),
+    SUPERVISOR_START,
     '--id',
     id,
     ...(opts.netns ? ['--netns', opts.netns] : []),

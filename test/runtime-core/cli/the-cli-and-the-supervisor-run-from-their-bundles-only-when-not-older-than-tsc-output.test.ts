@@ -2,22 +2,35 @@ import t from 'tap';
 import { mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freshBundle, supervisorEntry } from '../../../runtime-core/cli/bundle-entry.js';
+import { freshBundle, runBundle } from '../../../runtime-core/cli/bundle-entry.js';
 
-t.test('the bundle when it is at least as new as the tsc output, else the ES module; BUNDLES=off forces it', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'krt-bundle-entry-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const main = join(dir, 'main.js');
-  const bundle = join(dir, 'main.cjs');
+function dir(t: { teardown: (f: () => void) => void }): string {
+  const d = mkdtempSync(join(tmpdir(), 'krt-bundle-entry-'));
+  t.teardown(() => rmSync(d, { recursive: true, force: true }));
+  return d;
+}
+
+t.test('the bundle when it is at least as new as the tsc output; KATA_RESOURCES_BUNDLES=off never', async (t) => {
+  const d = dir(t);
+  const main = join(d, 'main.js');
+  const bundle = join(d, 'main.cjs');
   writeFileSync(main, '');
-  t.equal(supervisorEntry(dir, {}), main, 'no bundle: main.js');
+  t.equal(freshBundle(d, 'main', {}), undefined, 'no bundle: the ES module');
   writeFileSync(bundle, '');
   utimesSync(main, 1000, 1000);
   utimesSync(bundle, 2000, 2000);
-  t.equal(supervisorEntry(dir, {}), bundle, 'a bundle built after tsc: the bundle');
-  t.equal(freshBundle(dir, 'main', {}), bundle);
-  t.equal(supervisorEntry(dir, { KATA_RESOURCES_BUNDLES: 'off' }), main, 'KATA_RESOURCES_BUNDLES=off: main.js');
+  t.equal(freshBundle(d, 'main', {}), bundle, 'a bundle built after tsc: the bundle');
+  t.equal(freshBundle(d, 'main', { KATA_RESOURCES_BUNDLES: 'off' }), undefined, 'KATA_RESOURCES_BUNDLES=off: the ES module');
   utimesSync(main, 3000, 3000);
-  t.equal(supervisorEntry(dir, {}), main, 'tsc ran after the bundle: main.js (the bundle is stale)');
-  t.equal(freshBundle(dir, 'cli', {}), undefined, 'no bundle of that name: none');
+  t.equal(freshBundle(d, 'main', {}), undefined, 'tsc ran after the bundle: the ES module (the bundle is stale)');
+});
+
+t.test('a bundle runs its top level as CommonJS', async (t) => {
+  const d = dir(t);
+  const bundle = join(d, 'b.cjs');
+  const g = globalThis as { krtBundleRan?: unknown };
+  writeFileSync(bundle, 'globalThis.krtBundleRan = [__filename, typeof require("node:path").join];');
+  runBundle(bundle);
+  t.same(g.krtBundleRan, [bundle, 'function']);
+  delete g.krtBundleRan;
 });
