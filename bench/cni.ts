@@ -17,11 +17,15 @@
  * breakdown printed after the figures. Namespaces are named kr-bench-cni-<run id>-* and removed at the end,
  * on failure and on Ctrl-C.
  *
- *   node dist/bench/cni.js [--runs 40]
+ * With --compare FILE (a kata-cni.js built from another commit, e.g. main's), that file is
+ * installed too and its ADD, CHECK and DEL run in every sample beside the current build's, on the
+ * same ptp attachment, the two in alternating order; its rows and ratios are labelled "base".
+ *
+ *   node dist/bench/cni.js [--runs 40] [--compare FILE]
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,6 +39,7 @@ const CA = process.env.NODE_EXTRA_CA_CERTS;
 
 interface Options {
   runs: number;
+  compare?: string;
   inner?: { host: string; bin: string; work: string };
 }
 
@@ -45,10 +50,12 @@ function parseArgs(argv: readonly string[]): Options {
     if (a === '--runs') {
       o.runs = Number(argv[++i]);
       if (!Number.isInteger(o.runs) || o.runs < 1) throw new Error('--runs wants a positive integer');
+    } else if (a === '--compare') {
+      o.compare = resolve(argv[++i] ?? '');
     } else if (a === '--inner') {
       o.inner = { host: argv[++i]!, bin: argv[++i]!, work: argv[++i]! };
     } else {
-      throw new Error(`unknown argument ${a} (usage: node dist/bench/cni.js [--runs N])`);
+      throw new Error(`unknown argument ${a} (usage: node dist/bench/cni.js [--runs N] [--compare FILE])`);
     }
   }
   return o;
@@ -58,13 +65,18 @@ interface Outcome {
   ms: number;
   code: number | null;
   stdout: string;
-  /** kata-cni's phase marks (KATA_CNI_TIMING), ms since its process start. */
+  /**
+   * kata-cni's phase marks (KATA_CNI_TIMING), ms on Node's clock (0 once node's main runs, after
+   * exec and dynamic linking); with its exit-event marks also '@spawn' (when it was spawned: < 0)
+   * and '@end' (when this process saw it end), on that same clock.
+   */
   marks?: Record<string, number>;
 }
 
 function timed(file: string, args: string[], env: Record<string, string>, stdin: string): Promise<Outcome> {
   return new Promise((resolvePromise, reject) => {
     const t0 = now();
+    const hr0 = process.hrtime.bigint();
     const c = spawn(file, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
@@ -78,9 +90,20 @@ function timed(file: string, args: string[], env: Record<string, string>, stdin:
     c.stdin.on('error', () => {});
     c.stdin.end(stdin);
     c.on('close', (code) => {
+      const hrEnd = process.hrtime.bigint();
       const out: Outcome = { ms: msSince(t0), code, stdout };
       const m = /^kata-cni-timing (.*)$/m.exec(stderr);
-      if (m?.[1]) out.marks = JSON.parse(m[1]) as Record<string, number>;
+      if (m?.[1]) {
+        const marks = JSON.parse(m[1]) as Record<string, number>;
+        const at = marks['exit-event'];
+        const atHr = marks['exit-event-hr'];
+        if (at !== undefined && atHr !== undefined) {
+          const clock0 = atHr - at; // Node's clock 0, in CLOCK_MONOTONIC ms
+          marks['@spawn'] = Number(hr0 / 1000n) / 1000 - clock0;
+          marks['@end'] = Number(hrEnd / 1000n) / 1000 - clock0;
+        }
+        out.marks = marks;
+      }
       resolvePromise(out);
     });
   });
@@ -105,12 +128,25 @@ const FLOOR_PROBE = [
 
 /** `node -e 0` that reports its own CPU time at exit, as kata-cni's KATA_CNI_TIMING line does. */
 const NODE_CPU_PROBE =
-  "process.on('exit', () => { const c = process.cpuUsage(); process.stderr.write('kata-cni-timing ' + JSON.stringify({ 'cpu-ms': (c.user + c.system) / 1000 }) + '\\n'); })";
+  "process.on('exit', () => { const c = process.cpuUsage(); process.stderr.write('kata-cni-timing ' + JSON.stringify({ 'cpu-ms': (c.user + c.system) / 1000, " +
+  "'exit-event': process.uptime() * 1000, 'exit-event-hr': Number(process.hrtime.bigint() / 1000n) / 1000 }) + '\\n'); })";
 
 /** Phases of a kata-cni call from its marks, in order: [label, from mark, to mark]. */
 const PHASES: Record<string, [string, string | undefined, string][]> = {
+  'node -e 0': [
+    ["spawn to Node's clock start (fork, exec, linking node)", '@spawn', '@zero'],
+    ['Node start to the exit event', '@zero', 'exit-event'],
+    ['exit event to the runtime seeing the exit', 'exit-event', '@end'],
+  ],
+  VERSION: [
+    ["spawn to Node's clock start (fork, exec, linking node)", '@spawn', '@zero'],
+    ['Node start to the result written', '@zero', 'result-written'],
+    ['process.exit to the exit event', 'result-written', 'exit-event'],
+    ['exit event to the runtime seeing the exit', 'exit-event', '@end'],
+  ],
   ADD: [
-    ['Node start (to the first line of kata-cni)', undefined, 'launcher'],
+    ["spawn to Node's clock start (fork, exec, linking node)", '@spawn', '@zero'],
+    ['Node start (to the first line of kata-cni)', '@zero', 'launcher'],
     ['start the ip helper (no child_process)', 'launcher', 'helpers-spawned'],
     ['compile the plugin code (code cache)', 'helpers-spawned', 'code-loaded'],
     ['read stdin', 'code-loaded', 'stdin-read'],
@@ -118,16 +154,20 @@ const PHASES: Record<string, [string, string | undefined, string][]> = {
     ['link read answered (ip helper)', 'config-checked', 'link-read'],
     ['tap + redirect (helpers: kernel work)', 'link-read', 'attached'],
     ['record, tap MAC, result', 'attached', 'result-written'],
-    ['exit (to the runtime seeing it)', 'result-written', '@end'],
+    ['process.exit to the exit event', 'result-written', 'exit-event'],
+    ['exit event to the runtime seeing the exit', 'exit-event', '@end'],
   ],
   DEL: [
-    ['Node start (to the first line of kata-cni)', undefined, 'launcher'],
+    ["spawn to Node's clock start (fork, exec, linking node)", '@spawn', '@zero'],
+    ['Node start (to the first line of kata-cni)', '@zero', 'launcher'],
     ['start the ip helper (no child_process)', 'launcher', 'helpers-spawned'],
     ['compile the plugin code (code cache)', 'helpers-spawned', 'code-loaded'],
     ['read stdin, start tc helper, validate config', 'code-loaded', 'config-checked'],
     ['read the record, plan the detach', 'config-checked', 'detach-planned'],
     ['qdisc del + tap unlisted (helpers: kernel work)', 'detach-planned', 'detached'],
-    ['remove the record, exit', 'detached', '@end'],
+    ['remove the record, write the result', 'detached', 'result-written'],
+    ['process.exit to the exit event', 'result-written', 'exit-event'],
+    ['exit event to the runtime seeing the exit', 'exit-event', '@end'],
   ],
 };
 
@@ -153,13 +193,14 @@ async function inner(o: Options): Promise<void> {
     xs.push(v);
     cpu.set(k, xs);
   };
-  const addPhases = (cmd: string, label: string, r: Outcome): void => {
+  const addPhases = (cmd: string, label: string, r: Outcome, variant = 'kata-cni'): void => {
     if (!r.marks || r.code !== 0) return;
     for (const [name, from, to] of PHASES[cmd] ?? []) {
-      const a = from === undefined ? 0 : r.marks[from];
-      const b = to === '@end' ? r.ms : r.marks[to];
+      const at = (m: string | undefined): number | undefined => (m === undefined || m === '@zero' ? 0 : r.marks![m]);
+      const a = at(from);
+      const b = at(to);
       if (a === undefined || b === undefined) continue;
-      const k = `${cmd}|${label}|${name}`;
+      const k = `${variant === 'kata-cni' ? '' : `${variant} `}${cmd}|${label}|${name}`;
       const xs = phases.get(k) ?? [];
       xs.push(b - a);
       phases.set(k, xs);
@@ -182,6 +223,9 @@ async function inner(o: Options): Promise<void> {
     return r;
   };
   const KATA = join(bin, 'kata-cni');
+  /** [name, file]: the current build, and with --compare the other one. */
+  const variants: [string, string][] = [['kata-cni', KATA]];
+  if (o.compare) variants.push(['base kata-cni', join(bin, 'base', 'kata-cni')]);
 
   for (let i = 0; i < o.runs; i++) {
     // Alternate which environment goes first, so neither always follows the other.
@@ -189,9 +233,12 @@ async function inner(o: Options): Promise<void> {
       const env = { ...base, ...extra };
       const kenv = { ...env, KATA_CNI_TIMING: '1' };
       add(`node -e 0|${label}`, must('node -e 0', await timed(process.execPath, ['-e', '0'], env, '')).ms);
-      addCpu(`node -e 0|${label}`, must('node cpu probe', await timed(process.execPath, ['-e', NODE_CPU_PROBE], env, '')));
+      const probe = must('node cpu probe', await timed(process.execPath, ['-e', NODE_CPU_PROBE], env, ''));
+      addCpu(`node -e 0|${label}`, probe);
+      addPhases('node -e 0', label, probe);
       const kv = must('kata-cni VERSION', await timed(KATA, [], { ...kenv, CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}'));
       add(`kata-cni VERSION|${label}`, kv.ms);
+      addPhases('VERSION', label, kv);
       addCpu(`kata-cni VERSION|${label}`, kv);
 
       const pod = `${PREFIX}p-${randomBytes(3).toString('hex')}`;
@@ -207,18 +254,21 @@ async function inner(o: Options): Promise<void> {
         });
         const p = must('ptp ADD', await timed('/usr/lib/cni/ptp', [], cni('ADD'), conf(ptp)));
         const prev = JSON.parse(p.stdout) as Record<string, unknown>;
-        const ka = must('kata-cni ADD', await timed(KATA, [], cni('ADD', kenv), conf(kata, prev)));
-        add(`kata-cni ADD|${label}`, ka.ms);
-        addPhases('ADD', label, ka);
-        addCpu(`kata-cni ADD|${label}`, ka);
-        const cached = ka.code === 0 ? JSON.parse(ka.stdout) : prev;
-        const kc = must('kata-cni CHECK', await timed(KATA, [], cni('CHECK', kenv), conf(kata, cached)));
-        add(`kata-cni CHECK|${label}`, kc.ms);
-        addCpu(`kata-cni CHECK|${label}`, kc);
-        const kd = must('kata-cni DEL', await timed(KATA, [], cni('DEL', kenv), conf(kata, cached)));
-        add(`kata-cni DEL|${label}`, kd.ms);
-        addPhases('DEL', label, kd);
-        addCpu(`kata-cni DEL|${label}`, kd);
+        // With --compare: both builds on the same attachment, the order alternating per sample.
+        for (const [v, file] of i % 2 === 0 ? variants : [...variants].reverse()) {
+          const ka = must(`${v} ADD`, await timed(file, [], cni('ADD', kenv), conf(kata, prev)));
+          add(`${v} ADD|${label}`, ka.ms);
+          addPhases('ADD', label, ka, v);
+          addCpu(`${v} ADD|${label}`, ka);
+          const cached = ka.code === 0 ? JSON.parse(ka.stdout) : prev;
+          const kc = must(`${v} CHECK`, await timed(file, [], cni('CHECK', kenv), conf(kata, cached)));
+          add(`${v} CHECK|${label}`, kc.ms);
+          addCpu(`${v} CHECK|${label}`, kc);
+          const kd = must(`${v} DEL`, await timed(file, [], cni('DEL', kenv), conf(kata, cached)));
+          add(`${v} DEL|${label}`, kd.ms);
+          addPhases('DEL', label, kd, v);
+          addCpu(`${v} DEL|${label}`, kd);
+        }
         const tuned = must('tuning ADD', await timed('/usr/lib/cni/tuning', [], cni('ADD'), conf(tuning, prev)));
         add(`tuning ADD|${label}`, tuned.ms);
         const tprev = tuned.code === 0 ? JSON.parse(tuned.stdout) : prev;
@@ -250,6 +300,7 @@ async function inner(o: Options): Promise<void> {
     'kata-cni ADD',
     'kata-cni CHECK',
     'kata-cni DEL',
+    ...(o.compare ? ['base kata-cni ADD', 'base kata-cni CHECK', 'base kata-cni DEL'] : []),
     'tuning ADD',
     'tuning CHECK',
     'tuning DEL',
@@ -267,6 +318,11 @@ async function inner(o: Options): Promise<void> {
   lines.push(`| kata-cni ADD / node -e 0 (goal <= 1.5) | ${ratio('kata-cni ADD', 'node -e 0')} |`);
   lines.push(`| kata-cni DEL / node -e 0 (goal <= 1.5) | ${ratio('kata-cni DEL', 'node -e 0')} |`);
   lines.push(`| kata-cni CHECK / node -e 0 | ${ratio('kata-cni CHECK', 'node -e 0')} |`);
+  if (o.compare) {
+    for (const c of ['ADD', 'DEL', 'CHECK']) lines.push(`| base kata-cni ${c} / node -e 0 | ${ratio(`base kata-cni ${c}`, 'node -e 0')} |`);
+    for (const c of ['ADD', 'DEL', 'CHECK'])
+      lines.push(`| kata-cni ${c} / base kata-cni ${c} | ${ratio(`kata-cni ${c}`, `base kata-cni ${c}`)} |`);
+  }
   lines.push(`| kata-cni VERSION / node -e 0 | ${ratio('kata-cni VERSION', 'node -e 0')} |`);
   lines.push(`| floor probe / node -e 0 | ${ratio('floor probe', 'node -e 0')} |`);
   lines.push(`| kata-cni ADD / tuning ADD | ${ratio('kata-cni ADD', 'tuning ADD')} |`);
@@ -281,20 +337,28 @@ async function inner(o: Options): Promise<void> {
   lines.push(`| CPU time of the process itself (median ms; less moved by other work than wall time) | ${cols.join(' | ')} |`);
   lines.push(`|---|${cols.map(() => '---:').join('|')}|`);
   const cpuMed = (k: string): number => summarize(cpu.get(k) ?? []).median;
-  for (const what of ['node -e 0', 'kata-cni VERSION', 'kata-cni ADD', 'kata-cni CHECK', 'kata-cni DEL']) {
+  const cpuWhats = ['node -e 0', 'kata-cni VERSION', 'kata-cni ADD', 'kata-cni CHECK', 'kata-cni DEL'];
+  if (o.compare) cpuWhats.push('base kata-cni ADD', 'base kata-cni CHECK', 'base kata-cni DEL');
+  for (const what of cpuWhats) {
     lines.push(`| ${what} | ${cols.map((l) => fmt(cpuMed(`${what}|${l}`))).join(' | ')} |`);
   }
-  for (const what of ['kata-cni ADD', 'kata-cni DEL']) {
+  for (const what of o.compare
+    ? ['kata-cni ADD', 'kata-cni DEL', 'base kata-cni ADD', 'base kata-cni DEL']
+    : ['kata-cni ADD', 'kata-cni DEL']) {
     lines.push(
       `| ${what} CPU / node -e 0 CPU | ${cols.map((l) => fmt(cpuMed(`${what}|${l}`) / cpuMed(`node -e 0|${l}`), 2)).join(' | ')} |`,
     );
   }
-  for (const cmd of Object.keys(PHASES)) {
-    lines.push('');
-    lines.push(`| where a kata-cni ${cmd} goes (median ms of each phase) | ${cols.join(' | ')} |`);
-    lines.push(`|---|${cols.map(() => '---:').join('|')}|`);
-    for (const [name] of PHASES[cmd]!) {
-      lines.push(`| ${name} | ${cols.map((l) => fmt(summarize(phases.get(`${cmd}|${l}|${name}`) ?? []).median)).join(' | ')} |`);
+  for (const [v] of variants) {
+    const pre = v === 'kata-cni' ? '' : `${v} `;
+    for (const cmd of v === 'kata-cni' ? Object.keys(PHASES) : ['ADD', 'DEL']) {
+      lines.push('');
+      const whose = cmd === 'node -e 0' ? 'a `node -e 0` (with an exit handler)' : `a ${v} ${cmd}`;
+      lines.push(`| where ${whose} goes (median ms of each phase) | ${cols.join(' | ')} |`);
+      lines.push(`|---|${cols.map(() => '---:').join('|')}|`);
+      for (const [name] of PHASES[cmd]!) {
+        lines.push(`| ${name} | ${cols.map((l) => fmt(summarize(phases.get(`${pre}${cmd}|${l}|${name}`) ?? []).median)).join(' | ')} |`);
+      }
     }
   }
   const l0 = cols[0]!;
@@ -339,6 +403,7 @@ async function outer(o: Options): Promise<void> {
   });
   try {
     await run(process.execPath, [join(REPO, 'cni/build/install.mjs'), '--bin-dir', bin]);
+    if (o.compare) installCompare(o.compare, join(bin, 'base'));
     await run('ip', ['netns', 'add', host]);
     await run('ip', ['-n', host, 'link', 'set', 'lo', 'up']);
     const code = await new Promise<number | null>((resolvePromise, reject) => {
@@ -350,6 +415,7 @@ async function outer(o: Options): Promise<void> {
           fileURLToPath(import.meta.url),
           '--runs',
           String(o.runs),
+          ...(o.compare ? ['--compare', o.compare] : []),
           '--inner',
           host,
           bin,
@@ -364,6 +430,16 @@ async function outer(o: Options): Promise<void> {
   } finally {
     await cleanup();
   }
+}
+
+/** Install another build's kata-cni.js as DIR/kata-cni, with this Node as its #! line (as install-cni does). */
+function installCompare(file: string, dir: string): void {
+  const text = readFileSync(file, 'latin1');
+  if (!text.startsWith('#!')) throw new Error(`--compare ${file}: not a kata-cni.js (no #! line)`);
+  mkdirSync(dir, { recursive: true });
+  const dest = join(dir, 'kata-cni');
+  writeFileSync(dest, `#!${process.execPath}${text.slice(text.indexOf('\n'))}`, 'latin1');
+  chmodSync(dest, 0o755);
 }
 
 const opts = parseArgs(process.argv.slice(2));

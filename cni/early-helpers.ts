@@ -3,6 +3,7 @@ import { holdEventLoop } from '../host/child-ref.js';
 import { helperArgv, type Tool } from '../host/netlink.js';
 import { type NetnsRef, netnsRef } from '../host/netns.js';
 import { type Early, setEarly } from './early-helper-holder.js';
+import { type SideChild, spawnPair } from './helper-pair.js';
 import { RawChild } from './raw-spawn.js';
 
 /**
@@ -12,18 +13,21 @@ import { RawChild } from './raw-spawn.js';
  * (host/netlink.ts checks the command line); a helper nothing adopts gets EOF and exits with the
  * plugin.
  *
- * `ip` is started as the very first thing the process does (cni/build/launcher.ts calls
- * startEarlyHelpers before the plugin's code is even compiled): its first answer (the pod link) is
- * what every call waits for first. `tc` is started later, by startTcHelper once that first request
- * is on its way (cni/run.ts): a call needs tc only after ip's answer (ADD: once the tap exists), and
- * on two CPUs, two helpers starting side by side with Node's own start delay ip's answer. ADD was
- * 1.5-2.3 ms faster so (median of 100 pairs, old and new alternating), DEL and CHECK the same.
+ * Both come from ONE spawn (helper-pair.ts: a shell that execs `ip` and forks the `tc` side): each
+ * spawn forks the whole Node process and waits for its exec. The spawn is the very first thing the
+ * process does (cni/build/launcher.ts calls startEarlyHelpers before the plugin's code is even
+ * compiled): ip's first answer (the pod link) is what every call waits for first. The tc side waits
+ * for its go line, written by startTcHelper once that first request is on its way (cni/run.ts): a
+ * call needs tc only after ip's answer (ADD: once the tap exists), and on two CPUs, two helpers
+ * starting side by side with Node's own start delay ip's answer (ADD 1.5-2.3 ms, measured with two
+ * spawns). Without /bin/sh the two are spawned one each, at those same moments.
  *
  * Only ADD, DEL and CHECK with a CNI_NETNS get early helpers: those are the calls that work in that
  * one namespace. Nothing is validated here beyond what building the command line needs; a bad
- * CNI_NETNS makes the helper exit at once and the plugin reports the error as usual.
+ * CNI_NETNS makes the helper exit at once and the plugin reports the error as usual. `shell` is for
+ * the tests (the fallback).
  */
-export function startEarlyHelpers(env: NodeJS.ProcessEnv): void {
+export function startEarlyHelpers(env: NodeJS.ProcessEnv, shell?: string): void {
   const command = env.CNI_COMMAND;
   if (command !== 'ADD' && command !== 'DEL' && command !== 'CHECK') return;
   const path = env.CNI_NETNS ?? '';
@@ -36,11 +40,23 @@ export function startEarlyHelpers(env: NodeJS.ProcessEnv): void {
   }
   const children = new Map<Tool, ChildProcess>();
   const early: Early = { path: ns.path, children };
-  early.startTc = () => {
-    early.startTc = undefined;
-    spawnHelper('tc', ns, children);
-  };
-  spawnHelper('ip', ns, children);
+  const pair = spawnPair(helperArgv('ip', ns, true), helperArgv('tc', ns, true), shell);
+  if (pair) {
+    // One spawn for both: the tc side waits for its "go" line (helper-pair.ts).
+    keep('ip', pair.main, children);
+    keep('tc', pair.side, children);
+    early.startTc = () => {
+      early.startTc = undefined;
+      pair.side.go();
+    };
+  } else {
+    // No pair (e.g. no /bin/sh): one spawn each, as before the pair.
+    early.startTc = () => {
+      early.startTc = undefined;
+      spawnHelper('tc', ns, children);
+    };
+    spawnHelper('ip', ns, children);
+  }
   setEarly(early);
 }
 
@@ -48,8 +64,11 @@ function spawnHelper(tool: Tool, ns: NetnsRef, children: Map<Tool, ChildProcess>
   const [file, args] = helperArgv(tool, ns, true);
   // Not started (no usable bindings, or e.g. ENOENT): CoprocessNetlink spawns its own and reports.
   const raw = RawChild.spawn(file, args);
-  if (!raw) return;
-  // RawChild offers the part of ChildProcess that CoprocessNetlink uses (see raw-spawn.ts).
+  if (raw) keep(tool, raw, children);
+}
+
+function keep(tool: Tool, raw: RawChild | SideChild, children: Map<Tool, ChildProcess>): void {
+  // RawChild and SideChild offer the part of ChildProcess that CoprocessNetlink uses (see raw-spawn.ts, helper-pair.ts).
   const child = raw as unknown as ChildProcess;
   child.on('error', () => {});
   child.stdin?.on('error', () => {});

@@ -1,12 +1,12 @@
 import { EventEmitter } from 'node:events';
 
 /**
- * A child process with three pipes, started through Node's own process and pipe handles
- * (`process.binding('process_wrap' | 'pipe_wrap' | 'stream_wrap')`, the layer node:child_process
- * is written on) instead of node:child_process. Used only for the two helpers every kata-cni call
- * starts first thing (early-helpers.ts): loading node:child_process and wrapping six pipes in
- * net.Socket streams costs about 7 ms of CPU per call here, more than everything else kata-cni
- * does besides Node's own start; this costs about 1 ms (bench/cni.ts, README "Startup cost").
+ * A child process with three pipes (or six: helper-pair.ts), started through Node's own process
+ * and pipe handles (`process.binding('process_wrap' | 'pipe_wrap' | 'stream_wrap')`, the layer
+ * node:child_process is written on) instead of node:child_process. Used only for the helpers every
+ * kata-cni call starts first thing (early-helpers.ts, helper-pair.ts): loading node:child_process
+ * and wrapping six pipes in net.Socket streams costs about 7 ms of CPU per call here, more than
+ * everything else kata-cni does besides Node's own start; this costs about 1 ms (bench/cni.ts, README "Startup cost").
  *
  * It offers exactly what CoprocessNetlink (host/netlink.ts) uses of a ChildProcess: pid,
  * spawnfile/spawnargs, exitCode/signalCode, kill, ref/unref, 'error' and 'exit' events, and stdio
@@ -56,6 +56,13 @@ interface Bindings {
 
 const SIGNALS: Readonly<Record<string, number>> = { SIGTERM: 15, SIGKILL: 9, SIGINT: 2, SIGSTOP: 19, SIGCONT: 18 };
 
+export interface SpawnOptions {
+  /** 3: three more pipes, on the child's fds 3 (it reads), 4 and 5 (it writes). */
+  extra?: 0 | 3;
+  /** The command line to report as spawnfile/spawnargs instead of file and args. */
+  shownAs?: readonly [string, readonly string[]];
+}
+
 let bindings: Bindings | null | undefined;
 
 function load(): Bindings | null {
@@ -80,7 +87,7 @@ function load(): Bindings | null {
   return bindings;
 }
 
-class Reader extends EventEmitter {
+export class Reader extends EventEmitter {
   private decoder: TextDecoder | undefined;
 
   constructor(
@@ -117,7 +124,7 @@ class Reader extends EventEmitter {
   }
 }
 
-class Writer extends EventEmitter {
+export class Writer extends EventEmitter {
   private closed = false;
   private readonly inFlight = new Set<WriteReq>();
 
@@ -173,16 +180,22 @@ export class RawChild extends EventEmitter {
   signalCode: NodeJS.Signals | null = null;
   readonly pid: number | undefined;
 
+  readonly stdin: Writer;
+  readonly stdout: Reader;
+  readonly stderr: Reader;
+  /** With opts.extra: the pipes on fds 3, 4, 5 (a Writer, then two Readers). */
+  readonly extra: [Writer, Reader, Reader] | undefined;
+
   private constructor(
     private readonly proc: ProcessHandle,
     readonly spawnfile: string,
     readonly spawnargs: string[],
-    readonly stdin: Writer,
-    readonly stdout: Reader,
-    readonly stderr: Reader,
+    stdio: (Writer | Reader)[],
   ) {
     super();
     this.pid = proc.pid;
+    [this.stdin, this.stdout, this.stderr] = stdio as [Writer, Reader, Reader];
+    this.extra = stdio.length === 6 ? (stdio.slice(3) as [Writer, Reader, Reader]) : undefined;
     proc.onexit = (code, signal) => {
       if (signal) this.signalCode = signal as NodeJS.Signals;
       else this.exitCode = code;
@@ -191,25 +204,25 @@ export class RawChild extends EventEmitter {
     };
   }
 
-  /** Start file (looked up on PATH) with args, three pipes, the current environment; undefined: not started. */
-  static spawn(file: string, args: readonly string[]): RawChild | undefined {
+  /**
+   * Start file (looked up on PATH) with args, three pipes (plus opts.extra more: fds 3, 4, 5 as a
+   * second stdin, stdout, stderr), the current environment; undefined: not started. opts.shownAs is
+   * the command line spawnfile/spawnargs report (for a shell that execs it: see helper-pair.ts).
+   */
+  static spawn(file: string, args: readonly string[], opts: SpawnOptions = {}): RawChild | undefined {
     const b = load();
     if (!b) return undefined;
-    const pipes = [new b.Pipe(b.SOCKET), new b.Pipe(b.SOCKET), new b.Pipe(b.SOCKET)];
+    const pipes = Array.from({ length: 3 + (opts.extra ?? 0) }, () => new b.Pipe(b.SOCKET));
     const proc = new b.Process();
-    const spawnargs = [file, ...args];
     const envPairs = Object.entries(process.env)
       .filter(([, v]) => v !== undefined)
       .map(([k, v]) => `${k}=${v}`);
     const err = proc.spawn({
       file,
-      args: spawnargs,
+      args: [file, ...args],
       envPairs,
-      stdio: [
-        { type: 'pipe', readable: true, writable: false, handle: pipes[0] },
-        { type: 'pipe', readable: false, writable: true, handle: pipes[1] },
-        { type: 'pipe', readable: false, writable: true, handle: pipes[2] },
-      ],
+      // fd 0 (and 3) the child reads, the others it writes.
+      stdio: pipes.map((handle, fd) => ({ type: 'pipe', readable: fd % 3 === 0, writable: fd % 3 !== 0, handle })),
     });
     if (err !== 0) {
       // e.g. ENOENT: no helper; the caller's own spawn through node:child_process reports it as usual.
@@ -217,7 +230,9 @@ export class RawChild extends EventEmitter {
       proc.close();
       return undefined;
     }
-    return new RawChild(proc, file, spawnargs, new Writer(pipes[0]!, b.s), new Reader(pipes[1]!, b.s), new Reader(pipes[2]!, b.s));
+    const [shownFile, shownArgs] = opts.shownAs ?? [file, args];
+    const stdio = pipes.map((p, fd) => (fd % 3 === 0 ? new Writer(p, b.s) : new Reader(p, b.s)));
+    return new RawChild(proc, shownFile, [shownFile, ...shownArgs], stdio);
   }
 
   kill(signal: NodeJS.Signals = 'SIGTERM'): boolean {

@@ -165,7 +165,14 @@ class Coprocess {
     this.child.stderr!.setEncoding('utf8').on('data', (d: string) => this.err.push(d));
     this.child.stdin!.on('error', () => {});
     this.child.on('error', (e: NodeJS.ErrnoException) => this.fail(spawnError(file, args, e)));
-    this.child.on('exit', () => this.fail(nsGoneError(ns, this.errPending.join('\n') + this.err.partial)));
+    // 127: a shell that was to exec the helper found no such command (cni/helper-pair.ts).
+    this.child.on('exit', (code: number | null) =>
+      this.fail(
+        code === 127
+          ? spawnError(file, args, Object.assign(new Error(`${file}: not found`), { code: 'ENOENT' }))
+          : nsGoneError(ns, this.errPending.join('\n') + this.err.partial),
+      ),
+    );
     this.setRef(false);
   }
 
@@ -307,11 +314,15 @@ export interface CoprocessOptions {
   adopt?: (tool: Tool, ns: NetnsRef | undefined) => ChildProcess | undefined;
 }
 
-/** An adoptable helper: spawned with the expected command line and all three stdio pipes. */
+/**
+ * An adoptable helper: spawned with the expected command line and all three stdio pipes. A pid is
+ * what tells a started ChildProcess from one that failed to start; a helper started by another
+ * (the tc side of cni/helper-pair.ts) says `pidLate` instead: its pid comes once it runs.
+ */
 function adoptable(child: ChildProcess | undefined, file: string, args: readonly string[]): child is ChildProcess {
   return (
     child !== undefined &&
-    child.pid !== undefined &&
+    (child.pid !== undefined || (child as { pidLate?: boolean }).pidLate === true) &&
     child.stdin !== null &&
     child.stdout !== null &&
     child.stderr !== null &&

@@ -89,3 +89,26 @@ t.test('a RawChild started with helperArgv is adopted by CoprocessNetlink and an
   await nl.release(ns);
   t.not(raw.exitCode, null, 'released: the helper got EOF and exited');
 });
+
+t.test('extra pipes: fds 3-5 are a second stdin, stdout and stderr; shownAs is the command line reported', async (t) => {
+  const script = 'read l <&3; echo "out:$l" >&4; echo "err:$l" >&5; echo main';
+  const raw = RawChild.spawn('sh', ['-c', script], { extra: 3, shownAs: ['ip', ['-batch', '-']] })!;
+  t.same(raw.spawnargs, ['ip', '-batch', '-']);
+  t.equal(raw.spawnfile, 'ip');
+  const [w, r, e] = raw.extra!;
+  const got = { out: '', err: '' };
+  r.setEncoding('utf8').on('data', (d: string) => {
+    got.out += d;
+  });
+  e.setEncoding('utf8').on('data', (d: string) => {
+    got.err += d;
+  });
+  const rEnd = new Promise((res) => r.on('end', res));
+  w.end('x\n');
+  const seen = await drive(raw, [], true);
+  await rEnd;
+  t.same(got, { out: 'out:x\n', err: 'err:x\n' });
+  t.equal(seen.stdout, 'main\n');
+  t.equal(seen.code, 0);
+  t.equal(RawChild.spawn('sh', ['-c', 'true'])!.extra, undefined, 'no extra pipes unless asked');
+});
