@@ -188,12 +188,13 @@ export async function addStorages(ctx: StorageContext, storages: readonly Storag
       done.push(mp);
       continue;
     }
-    const mounted = (await readMounts(ctx.mountsFile)).find((m) => m.mount_point === mp);
+    // The mount table writes no trailing slash (the share's mount point has one).
+    const mounted = (await readMounts(ctx.mountsFile)).find((m) => m.mount_point === mp.replace(/(?<=.)\/+$/, ''));
     if (mounted) {
       if (mounted.fstype === p.fstype) {
         done.push(mp);
         continue;
-      } // idempotent retry
+      } // idempotent retry, or the share kata-init mounted at boot (kata.sharefs=)
       throw new AgentError('E_MOUNT', `${mp} is already a ${mounted.fstype} mount of ${mounted.source}; unmount it first`);
     }
     const args = ['-t', p.fstype, ...(p.options.length ? ['-o', p.options.join(',')] : []), p.source, mp];
