@@ -144,6 +144,16 @@ static void read_cmdline(void) {
   cmdline[n > 0 ? n : 0] = 0;
 }
 
+/* The guest's uptime as /proc/uptime says it ("1.23"), for the boot timeline with `debug`. */
+static const char *uptime(char *buf, size_t size) {
+  int fd = open("/proc/uptime", O_RDONLY | O_CLOEXEC);
+  ssize_t n = fd < 0 ? -1 : read(fd, buf, size - 1);
+  if (fd >= 0) close(fd);
+  buf[n > 0 ? n : 0] = 0;
+  buf[strcspn(buf, " ")] = 0;
+  return buf;
+}
+
 /*
  * The value of parameter `name` ("kata.sharefs=") copied into buf, or NULL when it is not there or
  * does not fit.
@@ -209,18 +219,12 @@ static void mount_share(void) {
     say("kata.sharefs: mkdir %s: %s; the agent mounts the share", mp, strerror(errno));
     return;
   }
-  if (mount(tag, mp, "virtiofs", 0, NULL) < 0)
+  if (mount(tag, mp, "virtiofs", 0, NULL) < 0) {
     say("kata.sharefs: cannot mount virtiofs %s on %s: %s; the agent mounts the share", tag, mp, strerror(errno));
-}
-
-/* The guest's uptime as /proc/uptime says it ("1.23"), for the boot timeline with `debug`. */
-static const char *uptime(char *buf, size_t size) {
-  int fd = open("/proc/uptime", O_RDONLY | O_CLOEXEC);
-  ssize_t n = fd < 0 ? -1 : read(fd, buf, size - 1);
-  if (fd >= 0) close(fd);
-  buf[n > 0 ? n : 0] = 0;
-  buf[strcspn(buf, " ")] = 0;
-  return buf;
+  } else if (cmdline_has("debug")) {
+    char up[64];
+    say("virtio-fs %s mounted on %s (uptime %s s)", tag, mp, uptime(up, sizeof up));
+  }
 }
 
 static pid_t start_agent(char *const envp[], const sigset_t *old) {
