@@ -13,6 +13,7 @@ import { readFile, rename } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { NODE_BUNDLE_OPTIONS } from './node-bundle-options.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(join(root, 'package.json'));
@@ -42,17 +43,8 @@ for (const [entry, out] of ENTRIES) {
     absWorkingDir: root,
     entryPoints: [join(root, entry)],
     outfile: tmp,
-    bundle: true,
-    platform: 'node',
-    format: 'cjs',
-    target: 'node20',
-    minify: false,
-    keepNames: true,
-    legalComments: 'none',
-    logLevel: 'warning',
+    ...NODE_BUNDLE_OPTIONS,
     plugins: [ownUrl],
-    // Loaded only to build a guest kit, from this checkout's node_modules.
-    external: ['esbuild'],
   });
   await rename(tmp, outfile);
   process.stderr.write(`bundle: ${outfile}\n`);
