@@ -4,7 +4,7 @@
  */
 import type { GuestKit } from '../../runtime-core/guest-kit/index.js';
 import { guestKernelParams, type GuestParamsOptions } from '../../runtime-core/guest-kit/cmdline.js';
-import { MACHINE_KERNEL_PARAMS, TCG_KERNEL_PARAMS } from '../../runtime-core/hypervisor/qemu/cmdline.js';
+import { MACHINE_KERNEL_PARAMS } from '../../runtime-core/hypervisor/qemu/cmdline.js';
 import { AGENT_PORT_NAME } from '../../guest/agent/protocol.js';
 
 /**
@@ -14,9 +14,9 @@ import { AGENT_PORT_NAME } from '../../guest/agent/protocol.js';
  */
 const TCG_CPU = 'max';
 
-/** -kernel/-initrd/-append for the kit (under TCG, as minimalQemuArgs runs it). */
+/** -kernel/-initrd/-append for the kit. */
 function kitBootArgs(kit: Pick<GuestKit, 'kernel' | 'initrd'>, cmdline: Partial<GuestParamsOptions> = {}): string[] {
-  const params = [...MACHINE_KERNEL_PARAMS, ...TCG_KERNEL_PARAMS, ...guestKernelParams({ rootDevice: '/dev/vda1', ...cmdline })];
+  const params = [...MACHINE_KERNEL_PARAMS, ...guestKernelParams({ rootDevice: '/dev/vda1', ...cmdline })];
   return ['-kernel', kit.kernel, '-initrd', kit.initrd, '-append', params.join(' ')];
 }
 

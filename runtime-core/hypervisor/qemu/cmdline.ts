@@ -113,13 +113,6 @@ export const MACHINE_KERNEL_PARAMS = [
   'i8042.noaux=1',
 ];
 
-/**
- * Under TCG only: no local APIC timer, so no calibration loop against the PIT at boot (about 0.1 s
- * of emulated busy-waiting; the guest keeps its clock events from the HPET/PIT broadcast). Under KVM
- * the APIC timer is cheap and the better clock event device, so it stays.
- */
-export const TCG_KERNEL_PARAMS = ['noapictimer'];
-
 /** Option value with QEMU's escaping: a literal comma is written twice. */
 function optValue(v: string | number | boolean): string {
   if (typeof v === 'boolean') return v ? 'on' : 'off';
@@ -278,7 +271,7 @@ export function buildQemuCommandLine(m: QemuMachine, host: QemuHostFacts): QemuC
     layout.rootPorts.push({ id, slot });
   }
 
-  const kernelParams = [...MACHINE_KERNEL_PARAMS, ...(m.accel === 'tcg' ? TCG_KERNEL_PARAMS : []), ...r.kernelParams];
+  const kernelParams = [...MACHINE_KERNEL_PARAMS, ...r.kernelParams];
   for (const x of kernelParams) {
     if (x === '' || /\s/.test(x)) throw new KataError('E_CONFIG', `kernel parameter ${JSON.stringify(x)} is empty or contains whitespace`);
   }

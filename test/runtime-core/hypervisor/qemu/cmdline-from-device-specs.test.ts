@@ -6,7 +6,6 @@ import type { VmResources } from '../../../../runtime-core/hypervisor/hypervisor
 import {
   buildQemuCommandLine,
   MACHINE_KERNEL_PARAMS,
-  TCG_KERNEL_PARAMS,
   type QemuHostFacts,
   type QemuMachine,
 } from '../../../../runtime-core/hypervisor/qemu/cmdline.js';
@@ -135,22 +134,15 @@ t.test('the base VM: exact argv for the embedded-guest defaults with no devices'
   );
   t.same(
     r.kernelParams,
-    [...MACHINE_KERNEL_PARAMS, ...TCG_KERNEL_PARAMS, 'quiet', 'root=/dev/vda'],
-    "the machine's parameters (TCG's among them), then the caller's (the guest kit's)",
+    [...MACHINE_KERNEL_PARAMS, 'quiet', 'root=/dev/vda'],
+    "the machine's parameters, then the caller's (the guest kit's)",
   );
 });
 
-t.test('KVM uses the host CPU model and keeps the local APIC timer', async (t) => {
+t.test('KVM uses the host CPU model', async (t) => {
   const r = buildQemuCommandLine(machine({ accel: 'kvm' }), host());
   t.same(values(r.args, '-machine'), ['q35,accel=kvm,memory-backend=mem0']);
   t.same(values(r.args, '-cpu'), ['host']);
-  t.same(r.kernelParams, [...MACHINE_KERNEL_PARAMS, 'quiet', 'root=/dev/vda'], 'no TCG-only parameters');
-  t.notOk(r.kernelParams.includes('noapictimer'));
-});
-
-t.test('TCG boots without the local APIC timer (no calibration loop)', async (t) => {
-  const r = buildQemuCommandLine(machine({ accel: 'tcg' }), host());
-  t.ok(r.kernelParams.includes('noapictimer'));
 });
 
 t.test('taps are opened by name; vhost as the spec says (decided once, by the runtime); multi-queue', async (t) => {
