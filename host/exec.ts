@@ -1,4 +1,4 @@
-import { execa } from 'execa';
+import { execa } from './execa-lite.js';
 import { ExecError } from './errors.js';
 
 export interface RunOptions {

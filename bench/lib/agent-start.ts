@@ -1,7 +1,7 @@
 /**
  * The guest agent's start on this host: spawn to its "ready on" line with /dev/null as its port,
- * plain (`node agent.cjs`) and as the guest's init starts it (`node start.cjs`, with the code cache
- * the kit build trains), against `node -e 0` (spawn to exit) in the same loop. And the agent's own
+ * plain (`node agent.cjs`) and as the guest's init starts it (`node [AGENT_NODE_FLAGS] start.cjs`,
+ * with the code cache the kit build trains), against `node -e 0` (spawn to exit) in the same loop. And the agent's own
  * spawn-to-serve in a guest, read from the ready line it prints on the guest console.
  */
 import { spawn } from 'node:child_process';
@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bundleAgent, trainAgentCodeCache } from '../../runtime-core/guest-kit/agent-bundle.js';
+import { AGENT_NODE_FLAGS } from '../../runtime-core/guest-kit/init.js';
 import { msSince, now } from './stats.js';
 
 /** Milliseconds from spawn to exit, or (ready) to the agent's ready line on stderr. */
@@ -56,7 +57,7 @@ export async function hostAgentStart(runs: number): Promise<HostAgentStart> {
     for (let i = 0; i <= runs; i++) {
       const a = await timed(['-e', '0'], false);
       const b = await timed([join(dir, 'agent.cjs'), '--device', '/dev/null'], true);
-      const c = await timed([join(dir, 'start.cjs'), '--device', '/dev/null'], true);
+      const c = await timed([...AGENT_NODE_FLAGS, join(dir, 'start.cjs'), '--device', '/dev/null'], true);
       if (i === 0) continue; // warm-up round
       r.nodeE0.push(a);
       r.plain.push(b);

@@ -7,9 +7,9 @@
 //    VERSION never runs the network code. It is wrapped as `(function (require) { ... })`.
 //  - the config schema is compiled ahead of time (ajv standalone code) in place of
 //    cni/config-validator.ts, so no call loads ajv or compiles a schema.
-//  - execa is replaced by cni/build/execa-lite.ts and node:crypto by cni/build/crypto-lite.ts (see
-//    there for why); node:child_process and node:fs/promises load on first use (below); pino is
-//    embedded as a string evaluated on first use (see below).
+//  - host/exec.ts runs commands with host/execa-lite.ts (no execa); node:crypto is replaced by
+//    cni/build/crypto-lite.ts (see there for why); node:child_process and node:fs/promises load on
+//    first use (below); pino is embedded as a string evaluated on first use (see below).
 //  - the code cache: the body compiled by this Node with every function compiled (V8's --no-lazy
 //    only while compiling, so the cache's flags match a plain `node`), serialised, base64.
 //  - the output is a classic script (esbuild "iife"), valid both as CommonJS and as an ES module:
@@ -163,7 +163,6 @@ const result = await esbuild.build({
   legalComments: 'none',
   metafile: true,
   logLevel: 'warning',
-  alias: { execa: join(root, 'cni/build/execa-lite.ts') },
   plugins: [precompiledValidator, pinoFromPayload, cryptoLite, lazyBuiltins],
   write: false,
 });
@@ -182,7 +181,6 @@ const buildHead = async (train) =>
       legalComments: 'none',
       logLevel: 'warning',
       define: { KATA_CNI_TRAIN: String(train) },
-      alias: { execa: join(root, 'cni/build/execa-lite.ts') },
       plugins: [cryptoLite, lazyBuiltins],
       banner: { js: "#!/usr/bin/env node\nvar require = typeof require === 'function' ? require : process.getBuiltinModule;" },
       write: false,

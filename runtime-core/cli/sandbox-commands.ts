@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { KataError } from '../../host/errors.js';
+import { mark, marks, processStart, relativeTo } from '../../host/marks.js';
 import { openByAnotherProcess } from '../../host/proc.js';
 import type { Logger } from '../../host/log.js';
 import { validateId } from '../../host/names.js';
@@ -22,7 +23,7 @@ import type { Interface, Route } from '../../host/agent-types.js';
 import type { VolumeResources } from '../../plugins/block/volume-plugin.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const SUPERVISOR_MAIN = join(here, '..', 'supervisor', 'main.js');
+const SUPERVISOR_START = join(here, '..', 'supervisor', 'start.js');
 
 function newSandboxId(): string {
   return `sb-${randomBytes(4).toString('hex')}`;
@@ -31,6 +32,8 @@ function newSandboxId(): string {
 export interface UpResult {
   sandbox: SandboxView;
   log: string;
+  /** Named points of the CLI and the supervisor, ms after this process started (--json prints them). */
+  timeline: Record<string, number>;
 }
 
 /** Milliseconds between heartbeat lines of `up`: 10 s, or KATA_RESOURCES_HEARTBEAT_MS. */
@@ -47,11 +50,14 @@ export async function sandboxUp(
   opts: { id?: string; netns?: string; config?: string; progress?: (m: string) => void; env?: NodeJS.ProcessEnv },
   log: Logger,
 ): Promise<UpResult> {
+  mark('cli.up');
   const cfg = loadConfig(opts.config, { log });
+  mark('cli.config');
   // What the sandbox would refuse about its configuration, before anything is made (check --config says the same).
   const pf = await preflight(cfg);
   for (const n of pf.notes) opts.progress?.(n);
   if (pf.problems.length > 0) throw configError(cfg.source ?? '(built-in defaults)', pf.problems);
+  mark('cli.preflight');
   const id = validateId(opts.id ?? newSandboxId());
   const store = new StateStore(cfg.runtime.stateDir, log);
   if (await store.tryLoad(id))
@@ -63,12 +69,13 @@ export async function sandboxUp(
   mkdirSync(dirname(lp), { recursive: true, mode: 0o700 });
   const logFd = openSync(lp, 'a', 0o600);
   const args = [
-    SUPERVISOR_MAIN,
+    SUPERVISOR_START,
     '--id',
     id,
     ...(opts.netns ? ['--netns', opts.netns] : []),
     ...(cfg.source ? ['--config', cfg.source] : []),
   ];
+  mark('cli.spawn');
   const child = spawn(process.execPath, args, {
     detached: true,
     stdio: ['ignore', 'ignore', logFd, 'pipe'],
@@ -76,7 +83,7 @@ export async function sandboxUp(
   });
   closeSync(logFd);
   const pipe = child.stdio[3] as NodeJS.ReadableStream;
-  let final: { ok: boolean; sandbox?: SandboxView; error?: { code: string; message: string } } | undefined;
+  let final: { ok: boolean; sandbox?: SandboxView; error?: { code: string; message: string }; marks?: Record<string, number> } | undefined;
   const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
   // A heartbeat while a step takes long (a boot under TCG): the step and the time since `up` began.
   const started = Date.now();
@@ -98,6 +105,7 @@ export async function sandboxUp(
         opts.progress?.(msg.progress);
       }
       if (msg.ok !== undefined) {
+        mark('cli.result');
         final = msg as typeof final;
         break;
       }
@@ -115,7 +123,8 @@ export async function sandboxUp(
     throw new KataError((final.error?.code ?? 'E_INTERNAL') as never, `${final.error?.message ?? 'sandbox failed'} (log: ${lp})`);
   }
   child.unref(); // the supervisor lives on, owning the sandbox
-  return { sandbox: final.sandbox, log: lp };
+  const timeline = relativeTo(processStart(), { ...(final.marks ?? {}), ...marks() });
+  return { sandbox: final.sandbox, log: lp, timeline };
 }
 
 export async function sandboxStatus(

@@ -41,6 +41,7 @@ export function defaultConfig(): SandboxConfig {
       kernel: undefined,
       initrd: undefined,
       image: undefined,
+      firmware: '',
       machineType: 'q35',
       rootfsType: 'ext4',
       kernelParams: [],

@@ -22,7 +22,7 @@ const R = {
   rateLimit: 'rate limiting is not implemented',
   tracing: 'tracing (OpenTelemetry/Jaeger) is not implemented',
   jailer: 'no jailer: QEMU runs in the sandbox network namespace with -sandbox (seccomp)',
-  firmware: 'the guest boots its kernel directly (no firmware, UEFI or pflash)',
+  firmware: 'the firmware is `firmware` (-bios): no UEFI firmware volume or pflash images',
   selinux: 'SELinux labelling of the VMM and the guest is not implemented',
   nineP: 'virtio-9p is not supported (shared_fs is virtio-fs or none)',
   vhostUserBlk: 'vhost-user block devices are not supported',
@@ -48,7 +48,6 @@ const off = [false, 0, '', []] as const;
 const HYPERVISOR: Record<string, NotApplied> = {
   jailer_path: { reason: R.jailer, same: [''] },
   valid_jailer_paths: { reason: R.jailer, same: off, dependent: true },
-  firmware: { reason: R.firmware, same: [''] },
   firmware_volume: { reason: R.firmware, same: [''] },
   pflashes: { reason: R.firmware, same: [[]] },
   machine_accelerators: { reason: 'the machine gets only the accelerator (accel) and the NVDIMM switch', same: [''] },

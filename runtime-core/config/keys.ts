@@ -85,6 +85,11 @@ export const KEYS: readonly KeySpec[] = [
     (c) => c.hypervisor.image,
   ),
   q(
+    'firmware',
+    (c, v, x) => (c.hypervisor.firmware = v === '' ? '' : abs(x, v)),
+    (c) => c.hypervisor.firmware,
+  ),
+  q(
     'machine_type',
     (c, v) => (c.hypervisor.machineType = v),
     (c) => c.hypervisor.machineType,

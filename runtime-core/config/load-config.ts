@@ -1,12 +1,13 @@
 import { closeSync, constants as fsc, existsSync, fstatSync, openSync, readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { Ajv, type ErrorObject } from 'ajv';
+import type { ErrorObject } from 'ajv';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { KataError } from '../../host/errors.js';
 import { resolveExecutable } from '../../host/daemon.js';
 import type { Logger } from '../../host/log.js';
 import { silentLogger } from '../../host/log.js';
 import { defaultConfig, DEFAULT_CONFIG_PATHS } from './defaults.js';
+import { validate as schemaCheck } from './generated/config-validator.js';
 import { applyRaw, type Origin } from './keys.js';
 import { checkRules, type ConfigProblem } from './rules.js';
 import { CONFIG_SCHEMA, REFUSED_VALUES, type RawConfig, type SchemaNode } from './schema.js';
@@ -14,7 +15,7 @@ import type { SandboxConfig } from './types.js';
 import { findIgnoredKeys, type IgnoredKey } from './unknown-keys.js';
 
 /**
- * Reading the configuration file: TOML (smol-toml) -> JSON Schema check (ajv: types, enums,
+ * Reading the configuration file: TOML (smol-toml) -> JSON Schema check (ajv, generated ahead of time: types, enums,
  * ranges) -> unknown keys warned -> defaults applied -> file paths checked -> rules across keys and
  * hypervisor capabilities. Every failure is E_CONFIG naming the file, the key (dotted path as in the
  * file, e.g. hypervisor.qemu.default_memory) and what was expected; all problems of a file are
@@ -53,12 +54,9 @@ export interface ConfigReport {
 /** Hypervisor tables of Kata that have no driver here: naming one is an error, not a typo. */
 const OTHER_HYPERVISORS = ['clh', 'cloud-hypervisor', 'firecracker', 'fc', 'dragonball', 'stratovirt', 'remote', 'acrn'];
 
-let validator: ReturnType<Ajv['compile']> | undefined;
+/** The schema check, generated ahead of time from CONFIG_SCHEMA (validator-source.ts says why). */
+const validator = schemaCheck as unknown as { (raw: unknown): boolean; errors?: ErrorObject[] | null };
 function validate(raw: unknown): ErrorObject[] {
-  if (!validator) {
-    const ajv = new Ajv({ allErrors: true, strict: true });
-    validator = ajv.compile(CONFIG_SCHEMA);
-  }
   return validator(raw) ? [] : [...(validator.errors ?? [])];
 }
 
@@ -277,6 +275,7 @@ function checkFiles(r: RawConfig, cfg: SandboxConfig): ConfigProblem[] {
   regular('kernel', h.kernel);
   regular('initrd', h.initrd);
   regular('image', h.image);
+  if (h.firmware !== '') regular('firmware', h.firmware);
   if (q.path !== undefined) executable('path', h.path);
   if (q.virtio_fs_daemon !== undefined && h.sharedFs === 'virtio-fs') executable('virtio_fs_daemon', h.virtioFsDaemon);
   return out;

@@ -57,6 +57,7 @@ export const CONFIG_SCHEMA = {
             kernel: path,
             initrd: path,
             image: path,
+            firmware: str,
             machine_type: { type: 'string', enum: ['q35'] },
             rootfs_type: { type: 'string', enum: ['ext4', 'xfs', 'erofs'] },
             kernel_params: str,
@@ -130,6 +131,7 @@ export interface RawConfig {
       kernel?: string;
       initrd?: string;
       image?: string;
+      firmware?: string;
       machine_type?: 'q35';
       rootfs_type?: 'ext4' | 'xfs' | 'erofs';
       kernel_params?: string;

@@ -12,6 +12,7 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { KataError } from '../../host/errors.js';
 import { run } from '../../host/exec.js';
+import { AGENT_NODE_FLAGS } from './init.js';
 
 /** The repository root (this file is dist/runtime-core/guest-kit/agent-bundle.js once built). */
 export function projectRoot(): string {
@@ -90,7 +91,7 @@ export async function bundleAgent(root = projectRoot()): Promise<AgentFiles> {
 
 /**
  * The V8 code cache of the agent as the guest's node makes it: `node` (the very binary the image
- * gets, with no flags, as the guest's init runs it) starts the agent through start.cjs on
+ * gets, with the flags kata-init gives it: AGENT_NODE_FLAGS) starts the agent through start.cjs on
  * /dev/null as its port and writes the cache once it serves. Undefined when that fails (the
  * guest then starts without a cache); the reason goes to `progress`.
  */
@@ -104,7 +105,7 @@ export async function trainAgentCodeCache(
     await writeFile(join(dir, 'agent.cjs'), files.agent);
     await writeFile(join(dir, 'start.cjs'), files.start);
     const out = join(dir, 'agent.cjs.cache');
-    const r = await run(node, [join(dir, 'start.cjs'), '--device', '/dev/null'], {
+    const r = await run(node, [...AGENT_NODE_FLAGS, join(dir, 'start.cjs'), '--device', '/dev/null'], {
       reject: false,
       timeoutMs: 60_000,
       env: { KATA_AGENT_CODE_CACHE_OUT: out },

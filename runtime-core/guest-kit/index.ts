@@ -1,17 +1,19 @@
 /**
  * The embedded default guest ("guest kit"): an uncompressed kernel, a small initramfs and an ext4
- * rootfs holding node and the guest agent. The kernel is built from Debian's linux-source-6.1 with
- * everything the guest needs built in (kernel-build.ts, cached on its own), so the initramfs loads
- * no modules; KATA_GUEST_KERNEL=debian (or opts.kernel) boots Debian's stock linux-image-amd64
- * instead, with the modules the guest needs in the initramfs. Built once per set of inputs and
- * cached under /var/cache/kata-resources/guest-kit/<hash> (KATA_GUEST_KIT_DIR or opts.cacheDir to
- * move it).
+ * rootfs holding kata-init (PID 1), node and the guest agent. The kernel is built from Debian's
+ * linux-source-6.1 with everything the guest needs built in (kernel-build.ts, cached on its own), so
+ * it mounts the kit's rootfs itself and the sandbox boots without the initramfs (it is there for
+ * images the kit did not build: it waits for the root device and says why it cannot mount it);
+ * KATA_GUEST_KERNEL=debian (or opts.kernel) boots Debian's stock linux-image-amd64 instead, with the
+ * modules the guest needs in the initramfs. Built once per set of inputs and cached under
+ * /var/cache/kata-resources/guest-kit/<hash> (KATA_GUEST_KIT_DIR or opts.cacheDir to move it).
  *
  * The hash covers every input: the kernel (the built kernel's own hash, or the package and version
  * apt resolves), the busybox, node and ip binaries and their libraries (content hashes), the agent
- * bundle, the module list, the init scripts and GUEST_KIT_BUILD_VERSION. Computing it costs apt-cache calls and hashing ~100 MB, so a
- * fingerprint of the same inputs' file stats short-cuts the common case to a few stats. That pointer is
- * kept per checkout, and old kits are pruned (kit-cache.ts).
+ * bundle, kata-monitor's and kata-init's sources, the module list, the initramfs script and
+ * GUEST_KIT_BUILD_VERSION. Computing it costs apt-cache calls and hashing ~100 MB, so a fingerprint
+ * of the same inputs' file stats short-cuts the common case to a few stats. That pointer is kept per
+ * checkout, and old kits are pruned (kit-cache.ts).
  *
  * Builds are atomic (built in a temporary directory in the cache, then renamed) and serialised by a
  * lock file, so concurrent callers build once.
@@ -38,11 +40,15 @@ import {
   type KernelBuildInputs,
 } from './kernel-build.js';
 import { GUEST_MODULES, parseModulesBuiltin, parseModulesDep, resolveModules, type ResolvedModules } from './modules.js';
+import { INIT_SOURCE, buildInit, initInputsHash } from './init.js';
 import { MONITOR_SOURCE, buildMonitor, monitorInputsHash } from './monitor.js';
-import { ROOTFS_INIT_SCRIPT, makeRootfsImage, parseLdd, stageRootfs } from './rootfs.js';
+import { makeRootfsImage, parseLdd, stageRootfs } from './rootfs.js';
 
-/** Bump when the build changes in a way the other inputs do not capture (4: the built kernel and the agent's code cache). */
-const GUEST_KIT_BUILD_VERSION = 4;
+/**
+ * Bump when the build changes in a way the other inputs do not capture (4: the built kernel and the
+ * agent's code cache; 5: kata-init in C, /dev/console in the image).
+ */
+const GUEST_KIT_BUILD_VERSION = 5;
 const DEFAULT_GUEST_KIT_DIR = '/var/cache/kata-resources/guest-kit';
 
 export interface GuestKit {
@@ -109,6 +115,7 @@ interface Inputs {
   libraries: Record<string, string>;
   agent: string;
   monitor: string;
+  init: string;
   modules: readonly string[];
   scripts: string;
 }
@@ -194,8 +201,9 @@ async function computeInputs(tools: Tools, plan: KernelPlan, agent: AgentFiles):
     // The code cache is made from these and the node binary (above): no input of its own.
     agent: sha256(Buffer.concat([agent.agent, Buffer.from('\0'), agent.start])),
     monitor: await monitorInputsHash(),
+    init: await initInputsHash(),
     modules: plan.source === 'debian' ? GUEST_MODULES : [],
-    scripts: sha256(`${INIT_SCRIPT}\0${ROOTFS_INIT_SCRIPT}`),
+    scripts: sha256(INIT_SCRIPT),
   };
 }
 
@@ -211,7 +219,7 @@ export async function guestKitInputsHash(kernel?: GuestKernelSource): Promise<st
 
 /** Stats of everything the full hash depends on, to recognise "nothing changed" cheaply. */
 async function fingerprint(paths: string[], source: GuestKernelSource): Promise<string> {
-  const parts: unknown[] = [GUEST_KIT_BUILD_VERSION, sha256(INIT_SCRIPT + ROOTFS_INIT_SCRIPT), GUEST_MODULES, source];
+  const parts: unknown[] = [GUEST_KIT_BUILD_VERSION, sha256(INIT_SCRIPT), GUEST_MODULES, source];
   for (const p of paths) {
     const s = await stat(p).catch(() => undefined);
     // Size and mtime, not the inode: the same files seen through an overlay (a private mount
@@ -219,8 +227,10 @@ async function fingerprint(paths: string[], source: GuestKernelSource): Promise<
     parts.push([p, s?.size, s?.mtimeMs]);
   }
   parts.push(await agentSourceStats());
-  const m = await stat(MONITOR_SOURCE).catch(() => undefined);
-  parts.push([MONITOR_SOURCE, m?.size, m?.mtimeMs]);
+  for (const src of [MONITOR_SOURCE, INIT_SOURCE]) {
+    const m = await stat(src).catch(() => undefined);
+    parts.push([src, m?.size, m?.mtimeMs]);
+  }
   return sha256(JSON.stringify(parts));
 }
 
@@ -352,12 +362,24 @@ async function build(
         ? await builtKernel(cacheDir, plan.build, out, tools.busybox, progress)
         : await stockKernel(plan.pkg, work, out, tools, progress);
 
-    progress('building the rootfs image (node, guest agent, kata-monitor, ip, runc, busybox): osbuilder layout, ext4 by mkfs.ext4 -d');
+    progress(
+      'building the rootfs image (kata-init, node, guest agent, kata-monitor, ip, runc, busybox): osbuilder layout, ext4 by mkfs.ext4 -d',
+    );
     const monitor = join(work, 'kata-monitor');
-    await buildMonitor(monitor);
+    const init = join(work, 'kata-init');
+    await Promise.all([buildMonitor(monitor), buildInit(init)]);
     const stage = join(work, 'rootfs');
     const agentCodeCache = await trainAgentCodeCache(tools.node, agent, progress);
-    await stageRootfs(stage, { node: tools.node, ip: tools.ip, busybox: tools.busybox, runc: tools.runc, monitor, agent, agentCodeCache });
+    await stageRootfs(stage, {
+      node: tools.node,
+      ip: tools.ip,
+      busybox: tools.busybox,
+      runc: tools.runc,
+      monitor,
+      init,
+      agent,
+      agentCodeCache,
+    });
     const { imageMiB } = await makeRootfsImage(stage, join(out, 'rootfs.img'));
 
     const record: KitRecord = {

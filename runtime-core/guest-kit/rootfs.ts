@@ -1,8 +1,8 @@
 /**
  * The guest's rootfs image, built like Kata's osbuilder builds its image but much smaller: a
- * staging directory with node, the agent bundle, iproute2's ip, runc (containers), kata-monitor,
- * busybox and their shared libraries, turned into an ext4 image by `mkfs.ext4 -d` (no mount, no
- * loop device).
+ * staging directory with kata-init (PID 1, guest/init/kata-init.c: what runc needs mounted, then the
+ * agent), node, the agent bundle, iproute2's ip, runc (containers), kata-monitor, busybox and their
+ * shared libraries, turned into an ext4 image by `mkfs.ext4 -d` (no mount, no loop device).
  */
 import { copyFile, chmod, mkdir, open, stat, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -11,44 +11,11 @@ import { run } from '../../host/exec.js';
 import type { AgentFiles } from './agent-bundle.js';
 import { MiB, daxImageHeaders, daxImageLayout } from './dax-image.js';
 import { ROOTFS_INIT } from './initramfs.js';
+import { AGENT_START_PATH, GUEST_NODE } from './init.js';
 
 /** In-guest path of the agent bundle; its start, its code cache and kata-monitor sit beside it (they look there). */
 const AGENT_PATH = '/opt/kata-agent/agent.cjs';
-const AGENT_START_PATH = '/opt/kata-agent/start.cjs';
 const MONITOR_PATH = '/opt/kata-agent/kata-monitor';
-
-/*
- * What runc needs (research shimv2 §6.2): /proc and /sys (moved from the initramfs), cgroup2 at
- * /sys/fs/cgroup with every controller the kernel has enabled for the subtree (the agent and
- * everything else stay in the root cgroup, which cgroup2 allows), devpts, /dev/shm, /dev/mqueue,
- * a tmpfs /run for its state (/run/runc) and the bundles (/run/kata-containers). Namespaces,
- * cgroups, seccomp and memfd are built into Debian's kernel; nothing to load.
- */
-export const ROOTFS_INIT_SCRIPT = `#!/bin/sh
-# kata-resources guest init (PID 1 after switch_root): writable /run and /tmp, what runc needs, then the agent, restarted if it dies.
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=linux
-mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
-mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /tmp
-mkdir -p /dev/pts /dev/shm /dev/mqueue
-mount -t devpts -o nosuid,noexec,gid=5,mode=0620,ptmxmode=0666 devpts /dev/pts
-mount -t tmpfs -o nosuid,nodev,mode=1777 shm /dev/shm
-mount -t mqueue -o nosuid,nodev,noexec mqueue /dev/mqueue
-ln -sf /proc/self/fd /dev/fd; ln -sf /proc/self/fd/0 /dev/stdin; ln -sf /proc/self/fd/1 /dev/stdout; ln -sf /proc/self/fd/2 /dev/stderr
-mount -t cgroup2 -o nosuid,nodev,noexec,nsdelegate cgroup2 /sys/fs/cgroup
-read -r ctrls < /sys/fs/cgroup/cgroup.controllers
-for c in $ctrls; do echo "+$c" > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; done
-hostname kata-guest
-/bin/busybox ip link set lo up
-for a in $(cat /proc/cmdline); do
-  case "$a" in kata.debug=1) export KATA_AGENT_LOG=debug ;; esac
-done
-export KATA_AGENT_GUEST=1
-while :; do
-  /usr/bin/node ${AGENT_START_PATH}
-  echo "kata-init: agent exited with status $?; restarting" >/dev/console
-  sleep 1
-done
-`;
 
 /** Busybox applets never linked into the rootfs: the real tools win. */
 const APPLET_EXCLUDE = new Set(['ip', 'ipaddr', 'iplink', 'iproute', 'iprule', 'ipneigh', 'iptunnel', 'init', 'linuxrc', 'node']);
@@ -86,6 +53,8 @@ export interface RootfsInputs {
   runc: string;
   /** The built kata-monitor binary (static). */
   monitor: string;
+  /** The built kata-init binary (static), the guest's PID 1. */
+  init: string;
   /** The agent and its start, each one CommonJS file. */
   agent: AgentFiles;
   /** The agent's V8 code cache (agent-bundle.ts), when there is one. */
@@ -120,9 +89,9 @@ export async function stageRootfs(stage: string, inp: RootfsInputs): Promise<voi
   await symlink('/run', join(stage, 'var', 'run'));
 
   const libs = new Set<string>();
-  await copyWithLibs(stage, inp.node, 'usr/bin/node', libs);
+  await copyWithLibs(stage, inp.node, GUEST_NODE.slice(1), libs);
   // The host's node carries debug info; the guest does not need it (about 12 MB less).
-  await run('strip', ['--strip-all', join(stage, 'usr/bin/node')], { reject: false }).catch(() => undefined); // binutils is optional
+  await run('strip', ['--strip-all', join(stage, GUEST_NODE)], { reject: false }).catch(() => undefined); // binutils is optional
   await copyWithLibs(stage, inp.ip, 'usr/sbin/ip', libs);
   await copyWithLibs(stage, inp.runc, 'usr/sbin/runc', libs); // libseccomp comes with it
   for (const lib of libs) {
@@ -156,7 +125,8 @@ export async function stageRootfs(stage: string, inp: RootfsInputs): Promise<voi
   if (inp.agentCodeCache) await writeFile(join(stage, `${AGENT_PATH}.cache`), inp.agentCodeCache, { mode: 0o644 });
   await copyFile(inp.monitor, join(stage, MONITOR_PATH));
   await chmod(join(stage, MONITOR_PATH), 0o755);
-  await writeFile(join(stage, ROOTFS_INIT), ROOTFS_INIT_SCRIPT, { mode: 0o755 });
+  await copyFile(inp.init, join(stage, ROOTFS_INIT));
+  await chmod(join(stage, ROOTFS_INIT), 0o755);
   await writeFile(join(stage, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n');
   await writeFile(join(stage, 'etc/group'), 'root:x:0:\ntty:x:5:\nnogroup:x:65534:\n');
   await writeFile(join(stage, 'etc/hostname'), 'kata-guest\n');
@@ -187,6 +157,19 @@ async function treeBytes(dir: string): Promise<{ bytes: number; inodes: number }
 }
 
 /**
+ * /dev/console on the root file system: the kernel opens it as PID 1's stdin, stdout and stderr
+ * before init runs, and when the kernel mounts the root itself no devtmpfs is there yet. Written by
+ * debugfs into the file system (`mkfs.ext4 -d` copies a device node only from a stage that has one,
+ * and mknod in the stage needs root).
+ */
+async function addConsoleNode(fs: string): Promise<void> {
+  await run('debugfs', ['-w', '-f', '-', fs], { input: 'cd /dev\nmknod console c 5 1\nsif console mode 020600\n', timeoutMs: 60_000 });
+  const st = await run('debugfs', ['-R', 'stat /dev/console', fs], { timeoutMs: 60_000 });
+  if (!/Type: character special/.test(st.stdout) || !/Device major\/minor number: 05:01/.test(st.stdout))
+    throw new KataError('E_EXEC', `debugfs did not make /dev/console in the guest image: ${st.stdout.slice(0, 300)} ${st.stderr.trim()}`);
+}
+
+/**
  * The guest image of `stage` without mounting anything or a loop device: osbuilder's NVDIMM layout
  * (dax-image.ts) with an ext4 file system that `mkfs.ext4 -d` writes straight into the partition
  * (`-E offset`), then the MBRs and the PFN info block in front of it. No journal (the image is only
@@ -194,6 +177,7 @@ async function treeBytes(dir: string): Promise<{ bytes: number; inodes: number }
  * system fills the partition (the file is sparse: free space costs no disk).
  */
 export async function makeRootfsImage(stage: string, image: string): Promise<{ imageMiB: number }> {
+  await mkdir(join(stage, 'dev'), { recursive: true }); // for /dev/console
   const { bytes, inodes } = await treeBytes(stage);
   const layout = daxImageLayout((Math.ceil((bytes * 1.1) / MiB) + 16) * MiB);
   const fh = await open(image, 'w');
@@ -228,6 +212,7 @@ export async function makeRootfsImage(stage: string, image: string): Promise<{ i
     ],
     { timeoutMs: 600_000 },
   );
+  await addConsoleNode(`${image}?offset=${layout.partitionOffset}`);
   const out = await open(image, 'r+');
   try {
     for (const h of daxImageHeaders(layout)) await out.write(h.bytes, 0, h.bytes.length, h.offset);

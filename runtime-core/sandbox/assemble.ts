@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import type { Interface, Storage } from '../../host/agent-types.js';
 import type { DeviceSpec } from '../../host/device-specs.js';
 import { KataError } from '../../host/errors.js';
+import { mark } from '../../host/marks.js';
 import { netnsIdentity } from '../../host/netns.js';
 import { checkpoint } from '../../host/plugin.js';
 import { scanNetns } from '../../plugins/network/scan.js';
@@ -70,7 +71,9 @@ const ms = (t0: bigint): number => Number((process.hrtime.bigint() - t0) / 1000n
 async function step<T>(sb: SandboxCore, name: Step, fn: () => Promise<T>): Promise<T> {
   await checkpoint(sb.ctx, `sandbox.${name}`);
   const t0 = process.hrtime.bigint();
+  mark(`${name}.start`);
   const r = await fn();
+  mark(`${name}.end`);
   sb.timings[name] = (sb.timings[name] ?? 0) + ms(t0);
   return r;
 }
@@ -203,18 +206,38 @@ export async function assemble(sb: SandboxCore, o: AssembleOptions): Promise<voi
   const agent = new AgentClient({ socketPath: sb.plugins.vm.hypervisor.agentEndpoint().path, log: sb.log });
   sb.setAgent(agent);
   await step(sb, 'agent', () => agent.waitReady(cfg.agent.dialTimeoutMs));
-  await step(sb, 'interfaces', async () => {
-    for (const iface of interfaces) await agent.updateInterface(iface);
-  });
-  await step(sb, 'routes', async () => {
-    if (scan.routes.length > 0) await agent.updateRoutes(scan.routes);
-  });
-  await step(sb, 'neighbours', async () => {
-    if (scan.neighbors.length > 0) await agent.addARPNeighbors(scan.neighbors);
-  });
-  await step(sb, 'storages', async () => {
-    if (storages.length > 0) await agent.addStorages(storages);
-  });
+  await applyInGuest(sb, agent, { interfaces, routes: scan.routes, neighbors: scan.neighbors, storages });
+}
+
+/**
+ * Interfaces, routes, neighbours and storages go to the agent together, in that order, without
+ * waiting for each answer: the agent applies requests of this kind one after the other in the order
+ * they arrive (routes after their interfaces), so only the round trips between them are saved. Each
+ * step's checkpoint runs before anything is sent; its timing is from the common start to its answer.
+ * A failure is thrown once every request has been answered (the caller then undoes the journal).
+ */
+async function applyInGuest(
+  sb: SandboxCore,
+  agent: AgentClient,
+  p: { interfaces: Interface[]; routes: ScanResult['routes']; neighbors: ScanResult['neighbors']; storages: Storage[] },
+): Promise<void> {
+  for (const name of ['interfaces', 'routes', 'neighbours', 'storages'] as const) await checkpoint(sb.ctx, `sandbox.${name}`);
+  const t0 = process.hrtime.bigint();
+  mark('apply.start');
+  const timed = (name: Step, work: Promise<unknown>): Promise<unknown> =>
+    work.finally(() => {
+      sb.timings[name] = ms(t0);
+      mark(`${name}.end`);
+    });
+  const parts = [
+    timed('interfaces', Promise.all(p.interfaces.map((iface) => agent.updateInterface(iface)))),
+    timed('routes', p.routes.length > 0 ? agent.updateRoutes(p.routes) : Promise.resolve()),
+    timed('neighbours', p.neighbors.length > 0 ? agent.addARPNeighbors(p.neighbors) : Promise.resolve()),
+    timed('storages', p.storages.length > 0 ? agent.addStorages(p.storages) : Promise.resolve()),
+  ];
+  const settled = await Promise.allSettled(parts);
+  const failed = settled.find((x): x is PromiseRejectedResult => x.status === 'rejected');
+  if (failed) throw failed.reason;
 }
 
 /** Where the shared tree goes by default (Kata's /run/kata-containers/shared). */

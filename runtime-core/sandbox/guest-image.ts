@@ -4,10 +4,13 @@ import type { SandboxConfig } from '../config/types.js';
 import { guestKernelParams } from '../guest-kit/cmdline.js';
 import { ensureGuestKit } from '../guest-kit/index.js';
 
-/** What a sandbox boots: kernel, initrd, the guest image as a device, and the kernel parameters the guest needs. */
+/**
+ * What a sandbox boots: kernel, initrd (none when the kernel mounts the image itself), the guest
+ * image as a device, and the kernel parameters the guest needs.
+ */
 export interface GuestImage {
   kernel: string;
-  initrd: string;
+  initrd?: string;
   image: PmemSpec | BlockSpec;
   /** The guest's own parameters (guest kit), then the configuration's (they come last, so they win). */
   kernelParams: string[];
@@ -43,20 +46,25 @@ function imageDevice(path: string, nvdimm: boolean): { spec: PmemSpec | BlockSpe
 
 /**
  * The kernel, initrd and rootfs a sandbox boots: each the config's when it names it, else the
- * embedded guest kit's (built on first use, then cached). Kata's own form, kernel + image without an
- * initrd, boots the image with the kit's initrd, whose /init mounts it and starts the agent (its
- * modules are the kit kernel's).
+ * embedded guest kit's (built on first use, then cached). The kit's own kernel (every driver built
+ * in) booting the kit's own image needs no initramfs: the kernel mounts the image and runs kata-init
+ * on it (0.1-0.2 s less under TCG than unpacking the initramfs and running its script). Otherwise
+ * (Debian's stock kernel, which needs its modules; a kernel or an image the config names, Kata's own
+ * form among them) the kit's initrd, whose /init loads the modules, mounts the image (waiting 30 s
+ * at most for its device, saying why it cannot) and starts kata-init on it.
  */
 export async function resolveGuestImage(cfg: SandboxConfig, progress: (m: string) => void = () => {}): Promise<GuestImage> {
   const q = cfg.hypervisor;
   const kit =
     q.kernel !== undefined && q.initrd !== undefined && q.image !== undefined ? undefined : await ensureGuestKit({ onProgress: progress });
-  const files = { kernel: q.kernel ?? kit!.kernel, initrd: q.initrd ?? kit!.initrd, image: q.image ?? kit!.rootfs };
+  const direct = q.kernel === undefined && q.initrd === undefined && q.image === undefined && kit!.kernelSource === 'built';
+  const files = { kernel: q.kernel ?? kit!.kernel, initrd: direct ? undefined : (q.initrd ?? kit!.initrd), image: q.image ?? kit!.rootfs };
   const dev = imageDevice(files.image, !q.disableImageNvdimm);
   const params = guestKernelParams({
     rootDevice: dev.rootDevice,
     rootFsType: q.rootfsType,
     ...(dev.rootFlags ? { rootFlags: dev.rootFlags } : {}),
+    initramfs: !direct,
     debug: q.enableDebug,
     agentDebug: cfg.agent.enableDebug,
   });

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { DaemonRecord } from '../../host/daemon.js';
 import { KataError, isKataError } from '../../host/errors.js';
 import type { Logger } from '../../host/log.js';
+import { mark } from '../../host/marks.js';
 import { validateId } from '../../host/names.js';
 import { CoprocessNetlink } from '../../host/netlink.js';
 import { assertNotHostNetns, netnsRef, type NetnsRef } from '../../host/netns.js';
@@ -104,6 +105,7 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> implements Sa
     // Creation is exclusive: under the sandbox lock (a `down` waits for `up` to finish) and with an
     // exclusive state directory (of two `up` of one id, one gets E_SANDBOX_EXISTS and touches nothing).
     const lock = await o.store.lock(id, { waitMs: 0, purpose: 'sandbox up' });
+    mark('up.locked');
     try {
       return await Sandbox.upLocked(o, id);
     } finally {
@@ -134,6 +136,7 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> implements Sa
       state.phase = 'running';
       state.timings = sb.timings;
       await o.store.save(state);
+      mark('up.saved');
     } catch (e) {
       const err = isKataError(e) ? e : new KataError('E_INTERNAL', `sandbox ${id}: ${(e as Error).message}`, {}, { cause: e });
       log.error({ err: err.message, code: err.code }, 'sandbox up failed; rolling back');

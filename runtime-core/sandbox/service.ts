@@ -8,7 +8,6 @@ import { KataError } from '../../host/errors.js';
 import type { MgmtMethod, MgmtParams, MgmtResult } from '../supervisor/mgmt-protocol.js';
 import type { NetworkOptions } from './assemble.js';
 import { agentCall } from './agent-call.js';
-import { sandboxMetrics } from './metrics.js';
 import { addInterface, removeInterface } from './network-hotplug.js';
 import { addVolume, listVolumes, removeVolume, type VolumeRequest } from './volume-hotplug.js';
 import type { Sandbox } from './sandbox.js';
@@ -119,6 +118,8 @@ export function sandboxService(sb: Sandbox, net: () => NetworkOptions, onShutdow
       const taps = v.endpoints.flatMap((e) => (e.tap ? [e.tap] : []));
       const netns = v.netns ? { path: v.netns.path, ...(v.netns.name ? { name: v.netns.name } : {}) } : undefined;
       const agent = v.state === 'running' ? sb.agent : undefined;
+      // prom-client loads on the first scrape, not in every supervisor's start (about 50 ms).
+      const { sandboxMetrics } = await import('./metrics.js');
       return { text: await sandboxMetrics({ id: sb.id, pids: v.pids, netns, taps, agent }) };
     },
     Shutdown: async () => {

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { KataError, isKataError } from '../../host/errors.js';
 import { rootLogger } from '../../host/log.js';
+import { mark, marks, processStart } from '../../host/marks.js';
 import { loadConfig } from '../config/load-config.js';
 import { StateStore } from '../state/store.js';
 import { networkOptions } from '../sandbox/assemble.js';
@@ -48,6 +49,7 @@ function faultFromEnv(): { faults?: (step: string) => void } {
 }
 
 async function main(): Promise<void> {
+  mark('sup.main');
   const { values: a } = parseArgs({
     args: process.argv.slice(2),
     options: { id: { type: 'string' }, netns: { type: 'string' }, config: { type: 'string' } },
@@ -70,6 +72,7 @@ async function main(): Promise<void> {
   if (!id) throw new KataError('E_INVALID_ARGUMENT', 'supervisor needs --id');
   // The CLI reported on the file already (once per command).
   const config = loadConfig(a.config, { log, report: false });
+  mark('sup.config');
   const store = new StateStore(config.runtime.stateDir, log);
   const netns = a.netns;
   let sandbox: Sandbox;
@@ -110,6 +113,7 @@ async function main(): Promise<void> {
     },
   );
   const server = await serveManagement(join(store.runDir(id), MGMT_SOCKET), service, log, () => sandbox.agent);
+  mark('sup.served');
   sandbox.on('failed', () => {
     server.close();
     process.exit(1);
@@ -124,7 +128,8 @@ async function main(): Promise<void> {
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', shutdown);
   forwardGuestConsole(join(store.sandboxDir(id), 'console.log'), log);
-  say({ ok: true, sandbox: sandbox.view() });
+  mark('sup.report');
+  say({ ok: true, sandbox: sandbox.view(), marks: { 'sup.process': processStart(), ...marks() } });
   report?.end();
 }
 

@@ -9,6 +9,7 @@ import { chmodSync, mkdirSync, renameSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { NODE_BUNDLE_OPTIONS } from '../../scripts/node-bundle-options.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const require = createRequire(join(root, 'package.json'));
@@ -24,17 +25,8 @@ await esbuild.build({
   absWorkingDir: root,
   entryPoints: [join(root, 'shim/main.ts')],
   outfile: tmp,
-  bundle: true,
-  platform: 'node',
-  format: 'cjs',
-  target: 'node20',
-  minify: false,
-  keepNames: true,
-  legalComments: 'none',
-  logLevel: 'warning',
+  ...NODE_BUNDLE_OPTIONS,
   define: { 'import.meta.url': JSON.stringify(kitUrl) },
-  // Loaded only to build a guest kit, from this checkout's node_modules.
-  external: ['esbuild'],
 });
 chmodSync(tmp, 0o755);
 renameSync(tmp, outfile);

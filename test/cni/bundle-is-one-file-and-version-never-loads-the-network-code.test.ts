@@ -94,7 +94,7 @@ t.test('no execa and no ajv compiler in the bundle: the schema is compiled ahead
   t.same(
     all.filter((f) => f.includes('node_modules/execa/')),
     [],
-    'execa replaced by cni/build/execa-lite.ts',
+    'no execa (host/exec.ts runs commands with host/execa-lite.ts)',
   );
   t.same(
     all.filter((f) => /node_modules\/ajv\/dist\/(core|compile|vocabularies)\//.test(f)),

@@ -30,7 +30,7 @@ const up: Command = {
       { ...(id ? { id } : {}), ...(netns ? { netns } : {}), ...(cfg ? { config: cfg } : {}), progress: io.progress },
       io.log,
     );
-    if (flag(inv, 'json')) io.out(JSON.stringify(r.sandbox));
+    if (flag(inv, 'json')) io.out(JSON.stringify({ ...r.sandbox, timeline: r.timeline }));
     else for (const l of sandboxLines(r.sandbox)) io.out(l);
     return 0;
   },

@@ -46,6 +46,8 @@ export interface QemuMachine {
   accel: 'kvm' | 'tcg';
   resources: VmResources;
   paths: QemuPaths;
+  /** -bios file (firmware.ts); undefined = QEMU's default firmware. */
+  firmware?: string;
 }
 
 interface PassedFd {
@@ -210,6 +212,7 @@ export function buildQemuCommandLine(m: QemuMachine, host: QemuHostFacts): QemuC
   args.push('-chardev', opts('file', { id: 'console0', path: m.paths.console }));
   args.push('-serial', 'chardev:console0');
 
+  if (m.firmware !== undefined) args.push('-bios', m.firmware);
   args.push('-kernel', r.kernel);
   if (r.initrd !== undefined) args.push('-initrd', r.initrd);
 

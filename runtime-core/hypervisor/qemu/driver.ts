@@ -6,6 +6,7 @@ import { killFromRecord, startDaemon, type Daemon } from '../../../host/daemon.j
 import type { DeviceSpec } from '../../../host/device-specs.js';
 import { KataError } from '../../../host/errors.js';
 import { silentLogger, type Logger } from '../../../host/log.js';
+import { mark } from '../../../host/marks.js';
 import { validateSocketPath } from '../../../host/names.js';
 import type { FaultHook } from '../../../host/plugin.js';
 import type { QemuConfig } from '../../config/types.js';
@@ -24,6 +25,7 @@ import type {
 import { chooseAccel, type AccelDecision } from './accel.js';
 import { buildQemuCommandLine, realHostFacts, type QemuCommandLine, type QemuHostFacts } from './cmdline.js';
 import { QemuDeviceManager } from './device-manager.js';
+import { firmwareFor } from './firmware.js';
 import { QmpClient, QmpError } from './qmp-client.js';
 
 /**
@@ -135,8 +137,16 @@ export class QemuHypervisor extends EventEmitter<HypervisorEvents> implements Hy
       log: this.log,
       ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}),
     });
+    const firmware = firmwareFor(cfg.firmware, cfg.path);
     const cmd = buildQemuCommandLine(
-      { sandboxId: spec.sandboxId, config: cfg, accel: this.accelChoice.accel, resources: spec.resources, paths },
+      {
+        sandboxId: spec.sandboxId,
+        config: cfg,
+        accel: this.accelChoice.accel,
+        resources: spec.resources,
+        paths,
+        ...(firmware !== undefined ? { firmware } : {}),
+      },
       this.host,
     );
     this.cmd = cmd;
@@ -157,6 +167,7 @@ export class QemuHypervisor extends EventEmitter<HypervisorEvents> implements Hy
         }
       }
       this.log.debug({ argv: cmd.args, fds: cmd.fds }, 'starting QEMU');
+      mark('qemu.spawn');
       this.daemon = await startDaemon({
         name: 'qemu',
         file: cfg.path,
@@ -169,6 +180,7 @@ export class QemuHypervisor extends EventEmitter<HypervisorEvents> implements Hy
       for (const fd of opened) closeSync(fd);
     }
     const d = this.daemon;
+    mark('qemu.spawned');
     d.on('exit', (info) => {
       const expected = info.expected || this.stopping;
       if (!expected) this.log.error({ code: info.code, signal: info.signal, stderr: d.stderrTail(10) }, 'QEMU exited unexpectedly');
@@ -197,6 +209,7 @@ export class QemuHypervisor extends EventEmitter<HypervisorEvents> implements Hy
         }
         throw e;
       }
+      mark('qemu.qmp');
       this.qmp.on('event', (e) => {
         if (e.event === 'GUEST_PANICKED' || (e.event === 'SHUTDOWN' && !this.stopping))
           this.log.warn({ event: e.event, data: e.data }, `QEMU event ${e.event}`);

@@ -7,6 +7,7 @@ t.test('a full Kata-style file maps every key to the typed config', async (t) =>
   writeFile(dir, 'vmlinux', 'kernel');
   writeFile(dir, 'initrd.img', 'initrd');
   writeFile(dir, 'rootfs.img', 'image');
+  writeFile(dir, 'qboot.rom', 'firmware');
   const file = writeFile(
     dir,
     'configuration.toml',
@@ -16,6 +17,7 @@ path = "/usr/bin/qemu-system-x86_64"
 kernel = "vmlinux"
 initrd = "${dir}/initrd.img"
 image = "rootfs.img"
+firmware = "qboot.rom"
 machine_type = "q35"
 rootfs_type = "xfs"
 cpu_features = " pmu=off, +x2apic ,"
@@ -75,6 +77,7 @@ sandbox_cgroup_only = false
       kernel: `${dir}/vmlinux`,
       initrd: `${dir}/initrd.img`,
       image: `${dir}/rootfs.img`,
+      firmware: `${dir}/qboot.rom`,
       machineType: 'q35',
       rootfsType: 'xfs',
       cpuFeatures: 'pmu=off,+x2apic',

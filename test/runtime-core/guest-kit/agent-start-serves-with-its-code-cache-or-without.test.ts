@@ -17,7 +17,13 @@ t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 /** Start node with these arguments; resolve with its stderr once it printed `until`, then kill it. */
 function startUntil(args: string[], until: RegExp, onReady: () => Promise<void> = async () => {}): Promise<string> {
   return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, KATA_AGENT_GUEST: '' } });
+    // Without NODE_OPTIONS: tap's processinfo puts its loader there for every node child (even when
+    // the env given has none), and that loader would load built-ins in the agent's process. env(1)
+    // execs node in place, so the pid is node's.
+    const c = spawn('/usr/bin/env', ['-u', 'NODE_OPTIONS', process.execPath, ...args], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, KATA_AGENT_GUEST: '' },
+    });
     let err = '';
     let seen = false;
     const timer = setTimeout(() => c.kill('SIGKILL'), 60_000);
@@ -90,12 +96,16 @@ t.test('up to serving on its port the agent loads no child_process, net, streams
     hook,
     `const fs = require('node:fs'); const w = fs.writeSync; const base = process.moduleLoadList.length;
 fs.writeSync = (fd, s, ...a) => {
-  if (fd === 2 && /ready on/.test(String(s))) w(2, 'loaded: ' + process.moduleLoadList.slice(base).join(' ') + '\\n');
+  if (fd === 2 && /ready on/.test(String(s))) w(2, 'loaded: ' + process.moduleLoadList.slice(base).join('|') + '\\n');
   return w(fd, s, ...a);
 };\n`,
   );
-  const err = await startUntil(['--require', hook, join(dir, 'start.cjs'), '--device', '/dev/null'], /loaded: .*\n/);
-  const loaded = /loaded: (.*)\n/.exec(err)![1]!.split(' ');
+  // Until the ready line itself: the hook writes its line just before it, in a write of its own,
+  // so stopping at the first would race the second.
+  const err = await startUntil(['--require', hook, join(dir, 'start.cjs'), '--device', '/dev/null'], /kata-agent: ready on [^\n]*\n/);
+  const loaded = /loaded: (.*)\n/.exec(err)![1]!.split('|');
+  // The entries are "NativeModule <name>": the checks below compare whole entries.
+  t.ok(loaded.some((m) => m.startsWith('NativeModule ')), 'the hook saw built-ins load');
   for (const m of ['child_process', 'net', 'stream', 'fs/promises', 'readline'])
     t.notOk(loaded.includes(`NativeModule ${m}`), `${m} is not loaded before serving`);
   t.match(err, /kata-agent: ready on \/dev\/null \(uptime [\d.]+ s, agent [\d.]+ s\)/, 'the ready line says the agent\u2019s own uptime');

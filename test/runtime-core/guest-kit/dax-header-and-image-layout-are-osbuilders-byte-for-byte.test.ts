@@ -136,7 +136,7 @@ t.test('MBR #1 and MBR #2 describe the same bytes from the file and from the fsd
   t.throws(() => mbrOneLinuxPartition(100, 4096), RangeError, 'whole sectors only');
 });
 
-t.test('makeRootfsImage writes ext4 at 3 MiB behind both MBRs and the PFN info block', async (t) => {
+t.test('makeRootfsImage writes ext4 at 3 MiB behind both MBRs and the PFN info block, with /dev/console', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'krt-dax-img-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const stage = join(dir, 'stage');
@@ -167,6 +167,9 @@ t.test('makeRootfsImage writes ext4 at 3 MiB behind both MBRs and the PFN info b
   }
   const cat = await run('debugfs', ['-R', 'cat /etc/hostname', `${image}?offset=${3 * MiB}`]);
   t.equal(cat.stdout, 'kata-guest\n', 'the staged tree is in the file system at the partition offset');
+  const console = await run('debugfs', ['-R', 'stat /dev/console', `${image}?offset=${3 * MiB}`]);
+  t.match(console.stdout, /Type: character special\s+Mode:\s+0600/, '/dev/console for the kernel to open before init');
+  t.match(console.stdout, /Device major\/minor number: 05:01/, 'the console device, 5:1');
   const fsck = await run('e2fsck', ['-fn', `${image}?offset=${3 * MiB}`], { reject: false });
   t.equal(fsck.exitCode, 0, `e2fsck finds the file system clean: ${fsck.stdout}${fsck.stderr}`);
 });

@@ -4,7 +4,9 @@
  * NVDIMM (`nvdimm=on`, a shared read-only memory-backend-file, an unarmed nvdimm device, maxmem
  * and slots for it) whose fsdax partition /dev/pmem0p1 is mounted with `dax`; with
  * disable_image_nvdimm = true it is the read-only virtio-blk disk's partition /dev/vda1, no dax.
- * Two VM boots under TCG; `down` leaves nothing after each.
+ * The kit's kernel mounts the kit's image itself (no -initrd, init=/sbin/kata-init): the mount table
+ * then names it /dev/root, so the device is checked by number (/proc/self/mountinfo against the
+ * partition's /sys/class/block/<name>/dev). Two VM boots under TCG; `down` leaves nothing after each.
  */
 import t from 'tap';
 import { readFileSync } from 'node:fs';
@@ -16,15 +18,20 @@ interface View {
   pids: Record<string, number>;
 }
 
-/** The /proc/mounts line of `/` (the last one: the switch_root'ed root hides the initramfs's). */
-function rootMount(procMounts: string): { device: string; fstype: string; options: string[] } | undefined {
-  const lines = procMounts
+/**
+ * The /proc/self/mountinfo line of `/` (the last one: a switch_root'ed root hides the initramfs's):
+ * device number, source, type and the mount's and the superblock's options together.
+ */
+function rootMount(mountinfo: string): { devno: string; source: string; fstype: string; options: string[] } | undefined {
+  const f = mountinfo
     .trim()
     .split('\n')
     .map((l) => l.split(' '))
-    .filter((f) => f[1] === '/');
-  const f = lines.at(-1);
-  return f ? { device: f[0]!, fstype: f[2]!, options: f[3]!.split(',') } : undefined;
+    .filter((x) => x[4] === '/')
+    .at(-1);
+  if (!f) return undefined;
+  const tail = f.slice(f.indexOf('-') + 1);
+  return { devno: f[2]!, source: tail[1]!, fstype: tail[0]!, options: [...f[5]!.split(','), ...(tail[2] ?? '').split(',')] };
 }
 
 for (const c of [
@@ -67,12 +74,19 @@ for (const c of [
         t.notOk(nvdimmDevice, 'no nvdimm device');
         t.notOk(imageBackend, 'no memory backend over the image');
       }
+      t.notOk(qemu.includes('-initrd'), "no initramfs: the kit's kernel mounts the kit's image itself");
 
-      const r = await cli(['exec', id, ...C, '--', 'cat', '/proc/mounts']);
-      t.equal(r.code, 0, `exec cat /proc/mounts ${r.code === 0 ? '' : explain(r)}`);
+      const r = await cli(['exec', id, ...C, '--', 'cat', '/proc/self/mountinfo']);
+      t.equal(r.code, 0, `exec cat /proc/self/mountinfo ${r.code === 0 ? '' : explain(r)}`);
       const root = rootMount(r.stdout);
       t.ok(root, `a mount of / in:\n${r.stdout}`);
-      t.equal(root?.device, c.device, `the guest root is ${c.device}`);
+      const part = c.device.slice('/dev/'.length);
+      const devno = await cli(['exec', id, ...C, '--', 'cat', `/sys/class/block/${part}/dev`]);
+      t.equal(devno.code, 0, `the guest has ${c.device}`);
+      t.equal(root?.devno, devno.stdout.trim(), `the guest root is ${c.device} (${devno.stdout.trim()}, mounted as ${root?.source})`);
+      t.ok(root?.source === c.device || root?.source === '/dev/root', `source ${root?.source}`);
+      const cmdline = await cli(['exec', id, ...C, '--', 'cat', '/proc/cmdline']);
+      t.match(cmdline.stdout, / init=\/sbin\/kata-init /, `kata-init is the kernel's init: ${cmdline.stdout.trim()}`);
       t.equal(root?.fstype, 'ext4', 'ext4');
       t.ok(root?.options.includes('ro'), `read-only: ${root?.options.join(',')}`);
       const dax = root?.options.some((o) => o === 'dax' || o.startsWith('dax=')) ?? false;

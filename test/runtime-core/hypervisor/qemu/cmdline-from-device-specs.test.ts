@@ -405,3 +405,11 @@ t.test('VFIO devices are cold-plugged by host address', async (t) => {
   const r = buildQemuCommandLine(machine({ devices: [{ kind: 'vfio', id: 'vf0', bdf: '0000:3b:00.1' }] }), host());
   t.ok(values(r.args, '-device').includes('vfio-pci,id=dev-vf0,host=0000:3b:00.1,bus=pcie.0,addr=0x04'));
 });
+
+t.test('a firmware goes in as -bios before the kernel; none leaves QEMU its default', async (t) => {
+  const r = buildQemuCommandLine({ ...machine(), firmware: '/usr/share/qemu/qboot.rom' }, host());
+  const i = r.args.indexOf('-bios');
+  t.equal(r.args[i + 1], '/usr/share/qemu/qboot.rom');
+  t.ok(i < r.args.indexOf('-kernel'), '-bios comes before -kernel');
+  t.notOk(buildQemuCommandLine(machine(), host()).args.includes('-bios'), 'no firmware: no -bios');
+});

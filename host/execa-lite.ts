@@ -1,13 +1,13 @@
 import { spawn } from 'node:child_process';
 
 /**
- * Stand-in for `execa` inside the bundled kata-cni only (esbuild alias in cni/build/bundle.mjs).
- * Loading execa costs about 45 ms per process on this machine (measured: bundled, minified),
- * more than Node's own start, and a CNI plugin is a new process per call. host/exec.ts uses
- * one call shape; this implements exactly that subset on node:child_process, with the same result
- * fields (stdout, stderr, exitCode, timedOut, failed, code, originalMessage). Options outside the
- * subset throw, so a future use that needs more fails loudly in the CNI tests instead of
- * behaving differently. test/cni/execa-lite-matches-execa.test.ts runs both side by side.
+ * What host/exec.ts runs commands with: the subset of `execa` it uses, on node:child_process, with
+ * the same result fields (stdout, stderr, exitCode, timedOut, failed, code, originalMessage).
+ * Loading execa costs about 45 ms per process bundled and minified, 0.1-0.2 s unbundled under load,
+ * more than Node's own start; `sandbox up` paid it in the CLI and again in the supervisor, and
+ * kata-cni in every call. Options outside the subset throw, so a future use that needs more fails
+ * loudly instead of behaving differently. test/host/execa-lite-matches-execa-for-the-host-exec-calls
+ * runs both side by side.
  */
 export interface LiteOptions {
   input?: string | undefined;
@@ -41,7 +41,7 @@ function strip(s: string, on: boolean): string {
 
 export function execa(file: string, args: readonly string[] = [], opts: LiteOptions = {}): Promise<LiteResult> {
   for (const k of Object.keys(opts)) {
-    if (!SUPPORTED.has(k)) throw new TypeError(`execa-lite (kata-cni bundle): option "${k}" is not supported`);
+    if (!SUPPORTED.has(k)) throw new TypeError(`execa-lite (host/exec.ts): option "${k}" is not supported`);
   }
   const command = [file, ...args].join(' ');
   return new Promise((resolve, reject) => {

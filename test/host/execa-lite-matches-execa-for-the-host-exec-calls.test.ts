@@ -1,9 +1,9 @@
 import { execa } from 'execa';
 import t from 'tap';
-import { execa as lite } from '../../cni/build/execa-lite.js';
+import { execa as lite } from '../../host/execa-lite.js';
 
 /**
- * The bundle swaps execa for cni/build/execa-lite.ts. For the call shape host/exec.ts uses, both
+ * host/exec.ts runs commands with host/execa-lite.ts. For the call shape it uses, both
  * must give the same stdout, stderr, exitCode, timedOut and ENOENT signal.
  */
 const HOST_EXEC_OPTS = { killSignal: 'SIGKILL' as const, reject: false, stripFinalNewline: false };

@@ -1,0 +1,225 @@
+/*
+ * kata-init: the embedded guest's PID 1 (/sbin/kata-init on the kit's rootfs). It replaces a
+ * busybox sh script whose dozen busybox execs cost about 20 ms each under TCG; everything here is a
+ * system call. It runs in two ways:
+ *
+ *  - the kernel mounted the rootfs itself (the kit's own kernel, no initramfs: root=, rootwait,
+ *    init=/sbin/kata-init): nothing is mounted yet, and /dev is the image's (only /dev/console);
+ *  - an initramfs (Debian's stock kernel with its modules, or a kernel or image the configuration
+ *    names) mounted the rootfs, moved /dev, /proc and /sys into it and switch_root'ed here.
+ *
+ * It mounts what the agent and runc need (devtmpfs, proc, sysfs where not already there; tmpfs /run
+ * and /tmp, devpts, /dev/shm, /dev/mqueue, cgroup2 with every controller enabled for the subtree),
+ * makes the /dev/fd and std* links, names the host kata-guest, brings lo up, then runs the agent
+ * (AGENT_ARGV, given by the kit's build) with a fixed environment, starting it again a second after
+ * it dies. As PID 1 it reaps every orphan reparented to it; the agent's containers do not reach it
+ * (each process runs under kata-monitor, a subreaper). Failures are said on /dev/console and do not
+ * stop the boot: the agent reports what it then cannot do, and an agent that cannot start is tried
+ * again every second. With `debug` on the kernel command line (enable_debug) it also says the uptime
+ * at which it started the agent.
+ *
+ * Plain C and Linux syscalls, built static by the guest kit (runtime-core/guest-kit/init.ts).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef AGENT_ARGV
+#error "AGENT_ARGV (the agent's command, as C string literals separated by commas) is given by the build"
+#endif
+
+static char *const agent_argv[] = {AGENT_ARGV, NULL};
+static int console_fd = -1;
+
+static void say(const char *fmt, ...) {
+  char buf[512];
+  int n = snprintf(buf, sizeof buf, "kata-init: ");
+  va_list ap;
+  va_start(ap, fmt);
+  int m = vsnprintf(buf + n, sizeof buf - (size_t)n - 1, fmt, ap);
+  va_end(ap);
+  n = m < 0 ? n : (n + m < (int)sizeof buf - 1 ? n + m : (int)sizeof buf - 2);
+  buf[n++] = '\n';
+  if (write(console_fd >= 0 ? console_fd : 2, buf, (size_t)n) < 0) { /* nowhere else to say it */ }
+}
+
+static void mnt(const char *src, const char *dst, const char *type, unsigned long flags, const char *data) {
+  if (mkdir(dst, 0755) < 0 && errno != EEXIST) say("mkdir %s: %s", dst, strerror(errno));
+  if (mount(src, dst, type, flags, data) < 0) say("cannot mount %s on %s: %s", type, dst, strerror(errno));
+}
+
+static int present(const char *path) { return access(path, F_OK) == 0; }
+
+/* /dev/console as fds 0, 1 and 2 when the kernel could not open it (no /dev/console on the root). */
+static void console(void) {
+  console_fd = open("/dev/console", O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (console_fd < 0) return;
+  for (int fd = 0; fd <= 2; fd++)
+    if (fcntl(fd, F_GETFD) < 0) dup2(console_fd, fd);
+}
+
+static void link_fd(const char *target, const char *path) {
+  if (symlink(target, path) < 0 && errno != EEXIST) say("symlink %s: %s", path, strerror(errno));
+}
+
+/* Every controller the root cgroup offers, enabled for its children (runc puts containers there). */
+static void cgroup_controllers(void) {
+  char buf[512];
+  int fd = open("/sys/fs/cgroup/cgroup.controllers", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    say("cannot read cgroup.controllers: %s", strerror(errno));
+    return;
+  }
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return;
+  buf[n] = 0;
+  int ctl = open("/sys/fs/cgroup/cgroup.subtree_control", O_WRONLY | O_CLOEXEC);
+  if (ctl < 0) {
+    say("cannot open cgroup.subtree_control: %s", strerror(errno));
+    return;
+  }
+  char *save = NULL;
+  for (char *c = strtok_r(buf, " \n", &save); c; c = strtok_r(NULL, " \n", &save)) {
+    char w[64];
+    int len = snprintf(w, sizeof w, "+%s", c);
+    /* one write each: a controller the kernel refuses must not keep the others off (as before) */
+    if (len > 0 && len < (int)sizeof w && write(ctl, w, (size_t)len) < 0 && errno != EBUSY)
+      say("cgroup controller %s: %s", c, strerror(errno));
+  }
+  close(ctl);
+}
+
+static void loopback_up(void) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) {
+    say("socket: %s", strerror(errno));
+    return;
+  }
+  struct ifreq r;
+  memset(&r, 0, sizeof r);
+  strcpy(r.ifr_name, "lo");
+  if (ioctl(s, SIOCGIFFLAGS, &r) < 0) {
+    say("lo: SIOCGIFFLAGS: %s", strerror(errno));
+  } else {
+    r.ifr_flags |= IFF_UP;
+    if (ioctl(s, SIOCSIFFLAGS, &r) < 0) say("lo: SIOCSIFFLAGS: %s", strerror(errno));
+  }
+  close(s);
+}
+
+/* The kernel's parameters, NUL-terminated. */
+static char cmdline[4096];
+
+/* Whether `word` is one of the kernel's parameters. */
+static int cmdline_has(const char *word) {
+  size_t len = strlen(word);
+  for (const char *p = cmdline; (p = strstr(p, word)) != NULL; p += len)
+    if ((p == cmdline || p[-1] == ' ') && (p[len] == ' ' || p[len] == '\n' || p[len] == 0)) return 1;
+  return 0;
+}
+
+static void read_cmdline(void) {
+  int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ssize_t n = read(fd, cmdline, sizeof cmdline - 1);
+  close(fd);
+  cmdline[n > 0 ? n : 0] = 0;
+}
+
+/* The guest's uptime as /proc/uptime says it ("1.23"), for the boot timeline with `debug`. */
+static const char *uptime(char *buf, size_t size) {
+  int fd = open("/proc/uptime", O_RDONLY | O_CLOEXEC);
+  ssize_t n = fd < 0 ? -1 : read(fd, buf, size - 1);
+  if (fd >= 0) close(fd);
+  buf[n > 0 ? n : 0] = 0;
+  buf[strcspn(buf, " ")] = 0;
+  return buf;
+}
+
+static pid_t start_agent(char *const envp[], const sigset_t *old) {
+  pid_t pid = fork();
+  if (pid < 0) {
+    say("fork: %s", strerror(errno));
+    return -1;
+  }
+  if (pid == 0) {
+    sigprocmask(SIG_SETMASK, old, NULL);
+    execve(agent_argv[0], agent_argv, envp);
+    say("cannot run %s: %s", agent_argv[0], strerror(errno));
+    _exit(127);
+  }
+  return pid;
+}
+
+int main(void) {
+  if (getpid() != 1) {
+    fprintf(stderr, "kata-init: the guest's init, not to be run as pid %d\n", (int)getpid());
+    return 2;
+  }
+  const unsigned long nosuid_nodev = MS_NOSUID | MS_NODEV;
+  if (!present("/dev/null")) mnt("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+  console();
+  if (!present("/proc/self")) mnt("proc", "/proc", "proc", nosuid_nodev | MS_NOEXEC, NULL);
+  if (!present("/sys/kernel")) mnt("sysfs", "/sys", "sysfs", nosuid_nodev | MS_NOEXEC, NULL);
+  mnt("tmpfs", "/run", "tmpfs", nosuid_nodev, "mode=0755");
+  mnt("tmpfs", "/tmp", "tmpfs", nosuid_nodev, "mode=1777");
+  mnt("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "gid=5,mode=0620,ptmxmode=0666");
+  mnt("shm", "/dev/shm", "tmpfs", nosuid_nodev, "mode=1777");
+  mnt("mqueue", "/dev/mqueue", "mqueue", nosuid_nodev | MS_NOEXEC, NULL);
+  link_fd("/proc/self/fd", "/dev/fd");
+  link_fd("/proc/self/fd/0", "/dev/stdin");
+  link_fd("/proc/self/fd/1", "/dev/stdout");
+  link_fd("/proc/self/fd/2", "/dev/stderr");
+  mnt("cgroup2", "/sys/fs/cgroup", "cgroup2", nosuid_nodev | MS_NOEXEC, "nsdelegate");
+  cgroup_controllers();
+  if (sethostname("kata-guest", 10) < 0) say("sethostname: %s", strerror(errno));
+  loopback_up();
+
+  read_cmdline();
+  char *envp[] = {
+      "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+      "HOME=/root",
+      "TERM=linux",
+      "KATA_AGENT_GUEST=1",
+      cmdline_has("kata.debug=1") ? "KATA_AGENT_LOG=debug" : NULL,
+      NULL,
+  };
+  if (chdir("/") < 0) say("chdir /: %s", strerror(errno));
+
+  /* SIGCHLD blocked: waitpid below collects every child, the agent and orphans alike. */
+  sigset_t chld, old;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, &old);
+  pid_t agent = start_agent(envp, &old);
+  if (cmdline_has("debug")) {
+    char up[64];
+    say("agent started (uptime %s s)", uptime(up, sizeof up));
+  }
+  for (;;) {
+    int status;
+    pid_t pid = agent > 0 ? waitpid(-1, &status, 0) : -1;
+    if (pid < 0 && errno == EINTR) continue;
+    if (pid > 0 && pid != agent) continue; /* an orphan, reaped */
+    if (pid == agent) {
+      if (WIFEXITED(status))
+        say("agent exited with status %d; restarting", WEXITSTATUS(status));
+      else
+        say("agent killed by signal %d; restarting", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    }
+    sleep(1);
+    agent = start_agent(envp, &old);
+  }
+}
