@@ -19,6 +19,7 @@ import { scanNetns } from '../../plugins/network/scan.js';
 import type { ScanResult } from '../../plugins/network/types.js';
 import { AgentClient } from '../agent/client.js';
 import type { SandboxConfig } from '../config/types.js';
+import { shareAtBootParams } from '../guest-kit/share-param.js';
 import type { VmResources } from '../hypervisor/hypervisor.js';
 import { sandboxCgroupPath } from './cgroup-resource.js';
 import type { GuestImage } from './guest-image.js';
@@ -190,7 +191,8 @@ export async function assemble(sb: SandboxCore, o: AssembleOptions): Promise<voi
     kernel: guest.kernel,
     initrd: guest.initrd,
     image: guest.image,
-    kernelParams: guest.kernelParams,
+    // kata-init mounts the share at boot from the same Storage AddStorages sends below (share-param.ts).
+    kernelParams: [...guest.kernelParams, ...shareAtBootParams(storages)],
     devices: [...sb.journal.records('endpoint').flatMap((r) => r.data.devices), ...fsDevices],
     hotplugSlots: q.pcieRootPorts,
   };

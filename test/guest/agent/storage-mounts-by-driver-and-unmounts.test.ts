@@ -105,3 +105,26 @@ t.test('each driver resolves its source into the mount command', async (t) => {
     message: /unknown filesystem type/,
   });
 });
+
+t.test('a virtio-fs share kata-init mounted at boot is found (trailing slash or not) and not mounted again', async (t) => {
+  const dir = await tempDir(t, 'stor-boot');
+  const mp = join(dir, 'shared', 'containers');
+  const mountsFile = join(dir, 'mounts');
+  await writeFile(mountsFile, `kataShared ${mp} virtiofs rw,relatime 0 0\n`);
+  const calls: string[][] = [];
+  const ctx: StorageContext = {
+    run: async (_cmd, args) => {
+      calls.push([...args]);
+      return { stdout: '', stderr: '', exitCode: 0, timedOut: false, truncated: false };
+    },
+    sysfs: '/sys',
+    dev: '/dev',
+    mountsFile,
+  };
+  const share = storage({ driver: 'virtio-fs', source: 'kataShared', fstype: 'virtiofs', mount_point: `${mp}/` });
+  t.same((await addStorages(ctx, [share])).mount_points, [`${mp}/`]);
+  await addStorages(ctx, [{ ...share, mount_point: mp }]);
+  t.same(calls, [], 'no mount process');
+  await addStorages(ctx, [{ ...share, mount_point: join(dir, 'other') }]);
+  t.equal(calls.length, 1, 'another mount point is mounted as before');
+});

@@ -105,7 +105,10 @@ fs.writeSync = (fd, s, ...a) => {
   const err = await startUntil(['--require', hook, join(dir, 'start.cjs'), '--device', '/dev/null'], /kata-agent: ready on [^\n]*\n/);
   const loaded = /loaded: (.*)\n/.exec(err)![1]!.split('|');
   // The entries are "NativeModule <name>": the checks below compare whole entries.
-  t.ok(loaded.some((m) => m.startsWith('NativeModule ')), 'the hook saw built-ins load');
+  t.ok(
+    loaded.some((m) => m.startsWith('NativeModule ')),
+    'the hook saw built-ins load',
+  );
   for (const m of ['child_process', 'net', 'stream', 'fs/promises', 'readline'])
     t.notOk(loaded.includes(`NativeModule ${m}`), `${m} is not loaded before serving`);
   t.match(err, /kata-agent: ready on \/dev\/null \(uptime [\d.]+ s, agent [\d.]+ s\)/, 'the ready line says the agent\u2019s own uptime');
