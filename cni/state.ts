@@ -1,4 +1,4 @@
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CNI_CODES, CniError } from './errors.js';
 
@@ -120,12 +120,32 @@ function parseRecord<A>(text: string, file: string): AttachmentRecord<A> {
 export function removeRecord(stateDir: string, network: string, containerId: string, ifname: string): void {
   for (const p of [recordPath(stateDir, network, containerId, ifname), runDirFor(stateDir, network, containerId, ifname)]) {
     try {
-      rmSync(p, { recursive: true, force: true });
+      removePath(p);
     } catch (e) {
       // A path through a regular file (ENOTDIR) holds no record.
       if ((e as NodeJS.ErrnoException).code !== 'ENOTDIR') throw e;
     }
   }
+}
+
+/**
+ * rm -rf for one path. What is there is almost always a file (the record) or nothing (the run
+ * directory of a tcfilter attachment): an lstat and an unlink. rmSync's recursive walk loads and
+ * compiles Node's rimraf module at every DEL (about 0.3 ms), so it is kept for a directory.
+ */
+function removePath(p: string): void {
+  const st = lstatSync(p, { throwIfNoEntry: false });
+  if (st === undefined) return;
+  if (!st.isDirectory()) {
+    try {
+      unlinkSync(p);
+      return;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw e;
+    }
+  }
+  rmSync(p, { recursive: true, force: true });
 }
 
 /**

@@ -32,7 +32,11 @@ export interface Payload {
 
 /** Read the payload from the source text of kataCniPayload (or of the whole file). */
 export function readPayload(source: string): Payload {
-  const at = source.lastIndexOf(`/*${PAYLOAD_MARK}`);
+  // kataCniPayload's source starts with the mark (`function kataCniPayload(){/*kata-cni payload `):
+  // look there first. A search of the whole text from its end walks back over the parts (450 KiB,
+  // about 0.3 ms of every call); it is only for a whole file, whose head may hold the mark as a string.
+  const head = source.lastIndexOf(`/*${PAYLOAD_MARK}`, 64);
+  const at = head >= 0 ? head : source.lastIndexOf(`/*${PAYLOAD_MARK}`);
   if (at < 0) throw new Error('kata-cni: the payload is missing from the executable (rebuild it: npm run build:cni)');
   const nl = source.indexOf('\n', at);
   const header = JSON.parse(source.slice(at + 2 + PAYLOAD_MARK.length, nl)) as Record<PartName, [number, Encoding] | undefined>;
