@@ -182,16 +182,14 @@ export async function addStorages(ctx: StorageContext, storages: readonly Storag
     const p = await plan(ctx, s);
     // Read at once, without fs/promises (its first load costs 0.2 s under TCG): the share kata-init
     // mounted at boot (kata.sharefs=) or a retry returns here. The table has no trailing slash.
-    const mounted =
-      p === 'directory'
-        ? undefined
-        : parseMounts(readFileSync(ctx.mountsFile, 'utf8')).find((m) => m.mount_point === mp.replace(/(?<=.)\/+$/, ''));
-    if (mounted && p !== 'directory') {
-      if (mounted.fstype === p.fstype) {
-        done.push(mp);
+    if (p !== 'directory') {
+      const mounted = parseMounts(readFileSync(ctx.mountsFile, 'utf8')).find((m) => m.mount_point === mp.replace(/(?<=.)\/+$/, ''));
+      if (mounted) {
+        if (mounted.fstype !== p.fstype)
+          throw new AgentError('E_MOUNT', `${mp} is already a ${mounted.fstype} mount of ${mounted.source}; unmount it first`);
+        done.push(mp); // the share kata-init mounted, or an idempotent retry
         continue;
-      } // the share kata-init mounted, or an idempotent retry
-      throw new AgentError('E_MOUNT', `${mp} is already a ${mounted.fstype} mount of ${mounted.source}; unmount it first`);
+      }
     }
     try {
       await fsp().mkdir(mp, { recursive: true });

@@ -3,10 +3,11 @@
  * share at boot, before the agent starts: `kata.sharefs=TAG:MOUNTPOINT`. A mount(2) in
  * PID 1 instead of the `mount` process the agent's AddStorages runs saves 0.1-0.15 s under TCG.
  * It is made from the very Storage the host sends in AddStorages afterwards, so both say the same;
- * the agent finds the share mounted (same source, type and mount point) and returns at once. A
- * Storage this form cannot carry (another driver or type, mount options, characters the command line
- * or kata-init's parser cannot take) gets no parameter and is mounted by the agent as before. kata-init checks the
- * same rules and, when the value or its mount fails, leaves the share to the agent.
+ * the agent finds the share mounted (same mount point and type) and returns at once. A Storage this
+ * form cannot carry (another driver or type, mount options, characters the command line or
+ * kata-init's parser cannot take) gets no parameter and is mounted by the agent as before.
+ * kata-init checks the same rules and, when the value or its mount fails, leaves the share to the
+ * agent.
  */
 import type { Storage } from '../../host/agent-types.js';
 
