@@ -131,6 +131,14 @@ const NODE_CPU_PROBE =
   "process.on('exit', () => { const c = process.cpuUsage(); process.stderr.write('kata-cni-timing ' + JSON.stringify({ 'cpu-ms': (c.user + c.system) / 1000, " +
   "'exit-event': process.uptime() * 1000, 'exit-event-hr': Number(process.hrtime.bigint() / 1000n) / 1000 }) + '\\n'); })";
 
+/** The first phases of every kata-cni call that starts helpers (ADD, DEL). */
+const PLUGIN_START: [string, string | undefined, string][] = [
+  ["spawn to Node's clock start (fork, exec, linking node)", '@spawn', '@zero'],
+  ['Node start (to the first line of kata-cni)', '@zero', 'launcher'],
+  ['start the ip and tc helpers, one spawn (no child_process)', 'launcher', 'helpers-spawned'],
+  ['compile the plugin code (code cache)', 'helpers-spawned', 'code-loaded'],
+];
+
 /** Phases of a kata-cni call from its marks, in order: [label, from mark, to mark]. */
 const PHASES: Record<string, [string, string | undefined, string][]> = {
   'node -e 0': [
@@ -145,10 +153,7 @@ const PHASES: Record<string, [string, string | undefined, string][]> = {
     ['exit event to the runtime seeing the exit', 'exit-event', '@end'],
   ],
   ADD: [
-    ["spawn to Node's clock start (fork, exec, linking node)", '@spawn', '@zero'],
-    ['Node start (to the first line of kata-cni)', '@zero', 'launcher'],
-    ['start the ip helper (no child_process)', 'launcher', 'helpers-spawned'],
-    ['compile the plugin code (code cache)', 'helpers-spawned', 'code-loaded'],
+    ...PLUGIN_START,
     ['read stdin', 'code-loaded', 'stdin-read'],
     ['start link read and tc helper, validate config', 'stdin-read', 'config-checked'],
     ['link read answered (ip helper)', 'config-checked', 'link-read'],
@@ -158,10 +163,7 @@ const PHASES: Record<string, [string, string | undefined, string][]> = {
     ['exit event to the runtime seeing the exit', 'exit-event', '@end'],
   ],
   DEL: [
-    ["spawn to Node's clock start (fork, exec, linking node)", '@spawn', '@zero'],
-    ['Node start (to the first line of kata-cni)', '@zero', 'launcher'],
-    ['start the ip helper (no child_process)', 'launcher', 'helpers-spawned'],
-    ['compile the plugin code (code cache)', 'helpers-spawned', 'code-loaded'],
+    ...PLUGIN_START,
     ['read stdin, start tc helper, validate config', 'code-loaded', 'config-checked'],
     ['read the record, plan the detach', 'config-checked', 'detach-planned'],
     ['qdisc del + tap unlisted (helpers: kernel work)', 'detach-planned', 'detached'],
