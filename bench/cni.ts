@@ -135,7 +135,8 @@ const NODE_CPU_PROBE =
 const PLUGIN_START: [string, string | undefined, string][] = [
   ["spawn to Node's clock start (fork, exec, linking node)", '@spawn', '@zero'],
   ['Node start (to the first line of kata-cni)', '@zero', 'launcher'],
-  ['start the ip and tc helpers, one spawn (no child_process)', 'launcher', 'helpers-spawned'],
+  ['compile the head (code cache)', 'launcher', 'head-compiled-from-cache'],
+  ['start the ip and tc helpers, one spawn (no child_process)', 'head-compiled-from-cache', 'helpers-spawned'],
   ['compile the plugin code (code cache)', 'helpers-spawned', 'code-loaded'],
 ];
 

@@ -168,11 +168,14 @@ const result = await esbuild.build({
 });
 const body = `(function (require) {\n${result.outputFiles[0].text}})`;
 
-const buildHead = async (train) =>
+// The boot (boot.ts: the file's own code, compiled from source at every call, so kept tiny) and
+// the head (launcher.ts: travels in the payload with a code cache of its own), each also as a
+// training copy (KATA_CNI_TRAIN true: reads and writes the caches named by KATA_CNI_TRAIN_CACHE).
+const buildScript = async (entry, train, banner) =>
   (
     await esbuild.build({
       absWorkingDir: root,
-      entryPoints: [join(root, 'cni/build/launcher.ts')],
+      entryPoints: [join(root, entry)],
       bundle: true,
       platform: 'node',
       format: 'iife',
@@ -182,30 +185,40 @@ const buildHead = async (train) =>
       logLevel: 'warning',
       define: { KATA_CNI_TRAIN: String(train) },
       plugins: [cryptoLite, lazyBuiltins],
-      banner: { js: "#!/usr/bin/env node\nvar require = typeof require === 'function' ? require : process.getBuiltinModule;" },
+      ...(banner ? { banner: { js: banner } } : {}),
       write: false,
     })
-  ).outputFiles[0].contents;
+  ).outputFiles[0].text;
+const BOOT_BANNER = "#!/usr/bin/env node\nvar require = typeof require === 'function' ? require : process.getBuiltinModule;";
+const buildBoot = async (train) => Buffer.from(await buildScript('cni/build/boot.ts', train, BOOT_BANNER), 'utf8');
+// The head has no training switch of its own (launcher.ts): the same code in both copies.
+const buildHead = async () => `(function (require) {\n${await buildScript('cni/build/launcher.ts', false)}})`;
 
 // The head, then the payload launcher.ts reads back (cni/build/payload.ts): a function that is never
 // called, whose comment holds the parts. Code goes in as it is when that is safe (ASCII, which
 // esbuild's output is, and no comment end), else in base64; the code cache always in base64.
 const plainSafe = (text) => Buffer.byteLength(text, 'utf8') === text.length && !text.includes('*/'); // ASCII: one byte a character
 const asPart = (name, text) => (plainSafe(text) ? [name, text, 'plain'] : [name, Buffer.from(text, 'utf8').toString('base64'), 'base64']);
-const executable = (headBytes, cacheBytes) => {
-  const parts = [asPart('body', body), asPart('pino', pinoCjs), ['cache', cacheBytes.toString('base64'), 'base64']];
+const executable = (bootBytes, headText, headCache, cacheBytes) => {
+  const parts = [
+    asPart('head', headText),
+    ['headcache', headCache.toString('base64'), 'base64'],
+    asPart('body', body),
+    asPart('pino', pinoCjs),
+    ['cache', cacheBytes.toString('base64'), 'base64'],
+  ];
   const header = JSON.stringify(Object.fromEntries(parts.map(([name, text, enc]) => [name, [text.length, enc]])));
   const payload = `\nfunction kataCniPayload(){/*kata-cni payload ${header}\n${parts.map(([, text]) => `${text}\n`).join('')}*/}\n`;
-  return Buffer.concat([headBytes, Buffer.from(payload, 'latin1')]);
+  return Buffer.concat([bootBytes, Buffer.from(payload, 'latin1')]);
 };
 
 // The code cache of the body, made by this Node in fresh processes without flags (V8 checks its
 // flag hash at load time): trained on real calls (cni/build/train-cache.mjs) where that can run
 // (root, unshare, iproute2), else every function compiled (--no-lazy only while compiling).
-function trainedCache(scratch) {
+function trainedCaches(scratch) {
   const exe = join(scratch, 'kata-cni-train');
   const cacheFile = join(scratch, 'train.cache');
-  writeFileSync(exe, executable(trainHead, Buffer.alloc(0)), { mode: 0o755 });
+  writeFileSync(exe, executable(trainBoot, head, Buffer.alloc(0), Buffer.alloc(0)), { mode: 0o755 });
   const r = spawnSync(
     'unshare',
     ['--net', '--mount', '--propagation', 'private', process.execPath, join(root, 'cni/build/train-cache.mjs'), exe, cacheFile, scratch],
@@ -213,15 +226,15 @@ function trainedCache(scratch) {
   );
   if (r.status === 0) {
     process.stderr.write(r.stderr);
-    return readFileSync(cacheFile);
+    return { headCache: readFileSync(`${cacheFile}.head`), cache: readFileSync(cacheFile) };
   }
   const why = (r.error?.message ?? r.stderr).trim().split('\n').pop();
   process.stderr.write(`kata-cni: cannot train the code cache on real calls (${why}); caching every function instead\n`);
   return undefined;
 }
 
-function eagerCache(scratch) {
-  writeFileSync(join(scratch, 'body.js'), body);
+function eagerCache(scratch, code) {
+  writeFileSync(join(scratch, 'body.js'), code);
   const r = spawnSync(
     process.execPath,
     [
@@ -245,17 +258,21 @@ function eagerCache(scratch) {
   return readFileSync(join(scratch, 'body.cache'));
 }
 
-const [head, trainHead] = await Promise.all([buildHead(false), buildHead(true)]);
+const [boot, trainBoot, head] = await Promise.all([buildBoot(false), buildBoot(true), buildHead()]);
+let headCache = Buffer.alloc(0);
 let cache = Buffer.alloc(0);
 if (cacheMode !== 'none') {
   const scratch = mkdtempSync(join(tmpdir(), 'kata-cni-cache-'));
   try {
-    cache = (cacheMode === 'trained' ? trainedCache(scratch) : undefined) ?? eagerCache(scratch);
+    ({ headCache, cache } = (cacheMode === 'trained' ? trainedCaches(scratch) : undefined) ?? {
+      headCache: eagerCache(scratch, head),
+      cache: eagerCache(scratch, body),
+    });
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }
 }
-const contents = executable(head, cache);
+const contents = executable(boot, head, headCache, cache);
 // Written atomically, so a plugin run (or a test) meanwhile never executes half a file.
 const tmp = `${outfile}.${process.pid}.tmp`;
 writeFileSync(tmp, contents, { mode: 0o755 });
@@ -264,5 +281,5 @@ renameSync(tmp, outfile);
 if (metafile) writeFileSync(metafile, JSON.stringify(result.metafile));
 const kib = (n) => `${(n / 1024).toFixed(0)} KiB`;
 process.stderr.write(
-  `kata-cni: ${outfile} (${kib(contents.length)}: head ${kib(head.length)}, code ${kib(body.length)}, pino ${kib(pinoCjs.length)}, code cache ${kib(cache.length)} in base64)\n`,
+  `kata-cni: ${outfile} (${kib(contents.length)}: boot ${kib(boot.length)}, head ${kib(head.length)} with a ${kib(headCache.length)} code cache, code ${kib(body.length)}, pino ${kib(pinoCjs.length)}, code cache ${kib(cache.length)})\n`,
 );

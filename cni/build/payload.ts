@@ -1,22 +1,24 @@
 /**
- * The payload of the kata-cni executable (written by cni/build/bundle.mjs, read by launcher.ts):
- * the last thing in the file is a function that is never called,
+ * The payload of the kata-cni executable (written by cni/build/bundle.mjs, read by boot.ts): the
+ * last thing in the file is a function that is never called,
  *
- *     function kataCniPayload(){/*kata-cni payload {"body":[LEN,ENC],"pino":[...],"cache":[...]}
+ *     function kataCniPayload(){/*kata-cni payload {"head":[LEN,ENC],"headcache":[...],"body":[...],...}
+ *     <head>
+ *     <headcache>
  *     <body>
  *     <pino>
  *     <cache>
  *     *\/}
  *
- * whose comment holds the parts one after another, each followed by a newline: the plugin's code
- * ("body"), pino's code (evaluated only when logging is configured) and the V8 code cache of the
- * body. ENC is "plain" (the text as is: ASCII without a comment end) or "base64" (the code cache,
+ * whose comment holds the parts one after another, each followed by a newline: the head
+ * (launcher.ts) and its V8 code cache, the plugin's code ("body"), pino's code (evaluated only when
+ * logging is configured) and the V8 code cache of the body. ENC is "plain" (the text as is: ASCII without a comment end) or "base64" (the code cache,
  * and code that is not plain-safe). Why a function: `kataCniPayload.toString()` is a slice of the
  * source V8 already holds, so nothing is read twice or copied (the source of the whole file, as a
  * CommonJS wrapper's toString would give it, is a new string that V8 flattens at 1-10 ms); and V8
  * only scans a comment, where a string literal of that size costs it 5-10 ms.
  */
-export type PartName = 'body' | 'pino' | 'cache';
+export type PartName = 'head' | 'headcache' | 'body' | 'pino' | 'cache';
 type Encoding = 'plain' | 'base64';
 
 export const PAYLOAD_MARK = 'kata-cni payload ';
@@ -42,7 +44,7 @@ export function readPayload(source: string): Payload {
   const header = JSON.parse(source.slice(at + 2 + PAYLOAD_MARK.length, nl)) as Record<PartName, [number, Encoding] | undefined>;
   const spans = new Map<PartName, [number, number, Encoding]>();
   let from = nl + 1;
-  for (const part of ['body', 'pino', 'cache'] as const) {
+  for (const part of ['head', 'headcache', 'body', 'pino', 'cache'] as const) {
     const [len, enc] = header[part] ?? [0, 'plain'];
     spans.set(part, [from, len, enc]);
     from += len + 1;
@@ -64,5 +66,8 @@ export function readPayload(source: string): Payload {
   };
 }
 
-/** Where the launcher leaves the payload for the plugin's code (pino's part; see cni/build/bundle.mjs). */
+/** Where the boot leaves the payload for the head and the plugin's code (pino's part; see cni/build/bundle.mjs). */
 export const PAYLOAD_KEY = Symbol.for('kata-cni.payload');
+
+/** In the training copy only: where the boot names the body's code cache file for the head (launcher.ts). */
+export const TRAIN_KEY = Symbol.for('kata-cni.train-cache');

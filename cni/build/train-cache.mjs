@@ -4,11 +4,11 @@
 // A code cache made right after compiling holds only what V8 compiled eagerly; one made with every
 // function compiled (--no-lazy) holds the whole plugin, most of which a call never runs (macvtap,
 // GC, STATUS, error paths, the schema's rare branches), and V8 deserialises all of it at every
-// start. This instead runs the training copy of the executable (the same body and pino parts, a
-// head that reads and writes the cache file named by KATA_CNI_TRAIN_CACHE; see launcher.ts) for
+// start. This instead runs the training copy of the executable (the same head, body and pino
+// parts, a boot that reads and writes the cache files named by KATA_CNI_TRAIN_CACHE; boot.ts) for
 // VERSION, then ADD, CHECK and DEL of a real tcfilter attachment. Each call starts from the cache
 // the previous one wrote and writes it back at exit with what it compiled, so the final cache
-// holds the functions of the four calls, as V8 compiled them while running.
+// holds the functions of the four calls (one cache for the head, one for the body), as V8 compiled them while running.
 //
 // It runs inside `unshare --net --mount` (bundle.mjs starts it so): the "host" is a network
 // namespace of its own, /run is a tmpfs private to its mount namespace, and the pod namespace is
@@ -58,6 +58,8 @@ for (const command of ['VERSION', 'ADD', 'CHECK', 'DEL']) {
   if (command === 'ADD') added = JSON.parse(r.stdout);
   const marks = JSON.parse(/^kata-cni-timing (.*)$/m.exec(r.stderr)?.[1] ?? '{}');
   if (command !== 'VERSION' && marks['compiled-from-cache'] === undefined) throw new Error(`training ${command}: the cache was rejected`);
-  if (!existsSync(cacheFile)) throw new Error(`training ${command}: no code cache written`);
+  if (command !== 'VERSION' && marks['head-compiled-from-cache'] === undefined)
+    throw new Error(`training ${command}: the head's cache was rejected`);
+  if (!existsSync(cacheFile) || !existsSync(`${cacheFile}.head`)) throw new Error(`training ${command}: no code cache written`);
   process.stderr.write(`kata-cni: code cache trained on ${command} (${(statSync(cacheFile).size / 1024).toFixed(0)} KiB)\n`);
 }

@@ -11,9 +11,9 @@ import { REPO, tempDir } from './helpers/cni-runtime.js';
  * The shipped plugin is ONE file that runs on its own (copied anywhere, no node_modules), and its
  * static import graph from the entry stops before config validation, logging and the network code,
  * which are reached only through dynamic imports (lazily initialised inside the bundle). The file
- * is a small head plus, in the comment of a trailing function, the plugin's code, pino's code and
- * the plugin's V8 code cache (trained on real calls):
- * this Node accepts the cache, a Node with other V8 flags rejects it and still answers, and a
+ * is a small boot plus, in the comment of a trailing function, the head and its V8 code cache, the
+ * plugin's code, pino's code and the plugin's V8 code cache (both caches trained on real calls):
+ * this Node accepts the caches, a Node with other V8 flags rejects them and still answers, and a
  * real ADD, CHECK and DEL load neither node:child_process nor node:fs/promises.
  */
 const dir = tempDir(t, 'bundle');
@@ -22,10 +22,10 @@ const metaFile = join(dir, 'meta.json');
 await run(process.execPath, [join(REPO, 'cni/build/bundle.mjs'), '--outfile', out, '--metafile', metaFile]);
 const meta = JSON.parse(readFileSync(metaFile, 'utf8')) as { inputs: Record<string, { imports: { path: string; kind: string }[] }> };
 
-/** The plugin's code, pino's code and the code cache from the payload comment at the end of the file. */
-function payload(file: string): { body: string; pino: string; cache: Buffer } {
+/** The parts of the payload comment at the end of the file. */
+function payload(file: string): { head: string; headCache: Buffer; body: string; pino: string; cache: Buffer } {
   const p = readPayload(readFileSync(file, 'latin1'));
-  return { body: p.text('body'), pino: p.text('pino'), cache: p.bytes('cache') };
+  return { head: p.text('head'), headCache: p.bytes('headcache'), body: p.text('body'), pino: p.text('pino'), cache: p.bytes('cache') };
 }
 
 /** A VERSION call of cmd with only PATH (and CNI_COMMAND) in its environment. */
@@ -101,10 +101,18 @@ t.test('no execa and no ajv compiler in the bundle: the schema is compiled ahead
     [],
     'no ajv compiler',
   );
-  const { body: text, pino, cache } = payload(out);
+  const { head, headCache, body: text, pino, cache } = payload(out);
   t.match(text, /kata-resources\.local\/schemas\/kata-cni-request\.json/, 'the precompiled validator carries the schema id');
   t.notMatch(text, /require\("(node:)?(crypto|tty)"\)/, 'neither node:crypto nor node:tty is loaded by the bundle');
   t.ok(cache.length > 10_000, `a code cache is in the file (${cache.length} bytes)`);
+  t.ok(headCache.length > 1_000, `and one for the head (${headCache.length} bytes)`);
+  t.match(head, /^\(function \(require\) \{/, 'the head is a function of require, run from the payload');
+  t.match(head, /kata-cni\.early-helpers/, 'the head starts the helpers');
+  t.notMatch(
+    readFileSync(out, 'latin1').slice(0, readFileSync(out, 'latin1').indexOf('function kataCniPayload')),
+    /kata-cni\.early-helpers/,
+    'the boot does not',
+  );
   t.match(pino, /stdSerializers/, "pino's code travels as a payload part of its own");
   t.notMatch(text, /stdSerializers/, "pino's code is not in the plugin's code");
   t.ok(readFileSync(out, 'utf8').trimEnd().endsWith('*/}'), 'the payload is the comment of a trailing function');
@@ -221,11 +229,13 @@ t.test('this Node accepts the code cache; a Node with other V8 flags rejects it 
   const plain = await run1([]);
   t.equal(plain.code, 0);
   t.type(timing(plain.stderr)['compiled-from-cache'], 'number', 'compiled from the code cache');
+  t.type(timing(plain.stderr)['head-compiled-from-cache'], 'number', 'the head too');
   const other = await run1(['--max-old-space-size=200']);
   t.equal(other.code, 0, 'still works');
   t.equal(JSON.parse(other.stdout).cniVersion, '1.0.0');
   t.type(timing(other.stderr).compiled, 'number', 'the cache was rejected and the code compiled');
   t.equal(timing(other.stderr)['compiled-from-cache'], undefined);
+  t.type(timing(other.stderr)['head-compiled'], 'number', "and the head's");
 });
 
 t.test('a real ADD, CHECK and DEL load neither node:child_process, node:fs/promises nor node:crypto', async (t) => {
@@ -255,5 +265,6 @@ t.test('a real ADD, CHECK and DEL load neither node:child_process, node:fs/promi
     t.equal(m['loaded:fs/promises'], 0, `${cmd}: node:fs/promises not loaded`);
     t.equal(m['loaded:crypto'], 0, `${cmd}: node:crypto not loaded`);
     t.type(m['compiled-from-cache'], 'number', `${cmd}: compiled from the code cache`);
+    t.type(m['head-compiled-from-cache'], 'number', `${cmd}: the head from its code cache`);
   }
 });
