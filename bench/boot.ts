@@ -38,7 +38,7 @@ import { ensureGuestKit, guestKitDir } from '../runtime-core/guest-kit/index.js'
 import { ensureStockVmlinux } from '../runtime-core/guest-kit/stock-kernel.js';
 import { firmwareFor } from '../runtime-core/hypervisor/qemu/firmware.js';
 import { guestAgentServeMs, hostAgentStart } from './lib/agent-start.js';
-import { cliRun } from './lib/cli-run.js';
+import { bundlesInUse, cliRun } from './lib/cli-run.js';
 import { fmt, msSince, now, summarize } from './lib/stats.js';
 
 const log = rootLogger().child({ bench: 'boot' });
@@ -296,7 +296,9 @@ async function main(): Promise<void> {
           ' ',
         )}; node ${process.version}; guest kit ${kit.hash} (${kit.kernelSource} kernel: ${kit.kernelPackage} ${kit.kernelPackageVersion}, ${kit.kernelVersion})`,
     );
-    out(`sandbox up: through the CLI, spawn to exit, pod namespace ${net.pod.name} with a veth (1 endpoint), virtio-fs, agent ready`);
+    out(
+      `sandbox up: through the CLI (${bundlesInUse()}), spawn to exit, pod namespace ${net.pod.name} with a veth (1 endpoint), virtio-fs, agent ready`,
+    );
     out(
       `reference: ${qemu} -machine q35,accel=tcg -cpu max -smp 1 -m 512M -nodefaults -bios ${firmwareFor('', qemu) ?? '(QEMU default)'}, ${stock.pkg.name} ${stock.pkg.version} ${stock.vmlinux} by PVH,`,
     );
