@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Builds the kata-cni executable: ONE file, dist/cni/kata-cni.js, with a node shebang. It holds
-// a small head (cni/build/launcher.ts), then in a trailing comment the plugin's code (the "body")
-// and a V8 code cache for it; see launcher.ts and payload.ts for why.
+// a tiny boot (cni/build/boot.ts), then in a trailing comment the head (cni/build/launcher.ts), the
+// plugin's code (the "body") and a V8 code cache for each of the two; see boot.ts, launcher.ts and
+// payload.ts for why.
 //  - the body: esbuild bundles cni/main.ts and everything it reaches (host/, plugins/network/, pino)
 //    and minifies it; dynamic imports stay lazily initialised modules inside the one file, so
 //    VERSION never runs the network code. It is wrapped as `(function (require) { ... })`.
@@ -10,8 +11,9 @@
 //  - host/exec.ts runs commands with host/execa-lite.ts (no execa); node:crypto is replaced by
 //    cni/build/crypto-lite.ts (see there for why); node:child_process and node:fs/promises load on
 //    first use (below); pino is embedded as a string evaluated on first use (see below).
-//  - the code cache: the body compiled by this Node with every function compiled (V8's --no-lazy
-//    only while compiling, so the cache's flags match a plain `node`), serialised, base64.
+//  - the code caches of the head and the body: trained on real calls by this Node (below), else
+//    every function compiled (V8's --no-lazy only while compiling, so the cache's flags match a
+//    plain `node`); serialised, base64.
 //  - the output is a classic script (esbuild "iife"), valid both as CommonJS and as an ES module:
 //    installed as an extensionless `kata-cni` in a CNI bin dir (no package.json around) Node loads
 //    it as CommonJS on any Node 20; as dist/cni/kata-cni.js (in this "type": "module" package) as
@@ -194,7 +196,7 @@ const buildBoot = async (train) => Buffer.from(await buildScript('cni/build/boot
 // The head has no training switch of its own (launcher.ts): the same code in both copies.
 const buildHead = async () => `(function (require) {\n${await buildScript('cni/build/launcher.ts', false)}})`;
 
-// The head, then the payload launcher.ts reads back (cni/build/payload.ts): a function that is never
+// The boot, then the payload boot.ts reads back (cni/build/payload.ts): a function that is never
 // called, whose comment holds the parts. Code goes in as it is when that is safe (ASCII, which
 // esbuild's output is, and no comment end), else in base64; the code cache always in base64.
 const plainSafe = (text) => Buffer.byteLength(text, 'utf8') === text.length && !text.includes('*/'); // ASCII: one byte a character
@@ -212,7 +214,7 @@ const executable = (bootBytes, headText, headCache, cacheBytes) => {
   return Buffer.concat([bootBytes, Buffer.from(payload, 'latin1')]);
 };
 
-// The code cache of the body, made by this Node in fresh processes without flags (V8 checks its
+// The code caches of the head and the body, made by this Node in fresh processes without flags (V8 checks its
 // flag hash at load time): trained on real calls (cni/build/train-cache.mjs) where that can run
 // (root, unshare, iproute2), else every function compiled (--no-lazy only while compiling).
 function trainedCaches(scratch) {
@@ -233,8 +235,8 @@ function trainedCaches(scratch) {
   return undefined;
 }
 
-function eagerCache(scratch, code) {
-  writeFileSync(join(scratch, 'body.js'), code);
+function eagerCache(scratch, name, code) {
+  writeFileSync(join(scratch, `${name}.js`), code);
   const r = spawnSync(
     process.execPath,
     [
@@ -249,13 +251,13 @@ function eagerCache(scratch, code) {
         "setFlagsFromString('--lazy');",
         'writeFileSync(out, s.createCachedData());',
       ].join('\n'),
-      join(scratch, 'body.js'),
-      join(scratch, 'body.cache'),
+      join(scratch, `${name}.js`),
+      join(scratch, `${name}.cache`),
     ],
     { stdio: ['ignore', 'inherit', 'inherit'], env: { PATH: process.env.PATH ?? '' } },
   );
   if (r.status !== 0) throw new Error(`kata-cni: making the code cache failed (exit ${r.status})`);
-  return readFileSync(join(scratch, 'body.cache'));
+  return readFileSync(join(scratch, `${name}.cache`));
 }
 
 const [boot, trainBoot, head] = await Promise.all([buildBoot(false), buildBoot(true), buildHead()]);
@@ -265,8 +267,8 @@ if (cacheMode !== 'none') {
   const scratch = mkdtempSync(join(tmpdir(), 'kata-cni-cache-'));
   try {
     ({ headCache, cache } = (cacheMode === 'trained' ? trainedCaches(scratch) : undefined) ?? {
-      headCache: eagerCache(scratch, head),
-      cache: eagerCache(scratch, body),
+      headCache: eagerCache(scratch, 'head', head),
+      cache: eagerCache(scratch, 'body', body),
     });
   } finally {
     rmSync(scratch, { recursive: true, force: true });

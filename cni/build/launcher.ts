@@ -5,12 +5,11 @@ import { PAYLOAD_KEY, type Payload, TRAIN_KEY } from './payload.js';
 
 /**
  * The head of the kata-cni executable, run by boot.ts from the payload with its own code cache. A
- * CNI plugin is a new process per call, so this does two things before the plugin's code is
- * compiled:
- *  - starts the call's `ip` helper (early-helpers.ts; `tc` follows once ip has work), whose start
- *    then overlaps the rest;
- *  - compiles the plugin's code (the payload's "body") with the V8 code cache made at build time,
- *    so the functions a call runs are neither parsed nor compiled at run time.
+ * CNI plugin is a new process per call, so this
+ *  - first starts the call's `ip` helper (early-helpers.ts; `tc` follows once ip has work), whose
+ *    start then overlaps the rest;
+ *  - then compiles the plugin's code (the payload's "body") with the V8 code cache made at build
+ *    time, so the functions a call runs are neither parsed nor compiled at run time.
  *
  * The head is the same code in the shipped file and in the training copy (its code cache is made
  * from the training copy's, so the two must not differ): in the training copy the boot names the

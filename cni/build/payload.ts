@@ -12,8 +12,8 @@
  *
  * whose comment holds the parts one after another, each followed by a newline: the head
  * (launcher.ts) and its V8 code cache, the plugin's code ("body"), pino's code (evaluated only when
- * logging is configured) and the V8 code cache of the body. ENC is "plain" (the text as is: ASCII without a comment end) or "base64" (the code cache,
- * and code that is not plain-safe). Why a function: `kataCniPayload.toString()` is a slice of the
+ * logging is configured) and the V8 code cache of the body. ENC is "plain" (the text as is: ASCII
+ * without a comment end) or "base64" (the code caches, and code that is not plain-safe). Why a function: `kataCniPayload.toString()` is a slice of the
  * source V8 already holds, so nothing is read twice or copied (the source of the whole file, as a
  * CommonJS wrapper's toString would give it, is a new string that V8 flattens at 1-10 ms); and V8
  * only scans a comment, where a string literal of that size costs it 5-10 ms.
