@@ -133,10 +133,10 @@ const NODE_CPU_PROBE =
 
 /** The first phases of every kata-cni call that starts helpers (ADD, DEL). */
 const PLUGIN_START: [string, string | undefined, string][] = [
-  ["spawn to Node's clock start (fork, exec, linking node)", '@spawn', '@zero'],
+  ["spawn to Node's clock start (fork, exec; with shell lines: helpers started, exec of node)", '@spawn', '@zero'],
   ['Node start (to the first line of kata-cni)', '@zero', 'launcher'],
   ['compile the head (code cache)', 'launcher', 'head-compiled-from-cache'],
-  ['start the ip and tc helpers, one spawn (no child_process)', 'head-compiled-from-cache', 'helpers-spawned'],
+  ['take over the helpers the shell started, or spawn them (one spawn)', 'head-compiled-from-cache', 'helpers-spawned'],
   ['compile the plugin code (code cache)', 'helpers-spawned', 'code-loaded'],
 ];
 
@@ -435,13 +435,17 @@ async function outer(o: Options): Promise<void> {
   }
 }
 
-/** Install another build's kata-cni.js as DIR/kata-cni, with this Node as its #! line (as install-cni does). */
+/** Install another build's kata-cni.js as DIR/kata-cni, naming this Node as install-cni does. */
 function installCompare(file: string, dir: string): void {
   const text = readFileSync(file, 'latin1');
   if (!text.startsWith('#!')) throw new Error(`--compare ${file}: not a kata-cni.js (no #! line)`);
   mkdirSync(dir, { recursive: true });
   const dest = join(dir, 'kata-cni');
-  writeFileSync(dest, `#!${process.execPath}${text.slice(text.indexOf('\n'))}`, 'latin1');
+  // A build whose first lines are shell (cni/build/shell-boot.ts) names this Node where it execs `node`.
+  const installed = text.startsWith('#!/bin/sh\n')
+    ? text.replace(' exec node ', ` exec '${process.execPath}' `)
+    : `#!${process.execPath}${text.slice(text.indexOf('\n'))}`;
+  writeFileSync(dest, installed, 'latin1');
   chmodSync(dest, 0o755);
 }
 

@@ -3,8 +3,10 @@ import { holdEventLoop } from '../host/child-ref.js';
 import { helperArgv, type Tool } from '../host/netlink.js';
 import { type NetnsRef, netnsRef } from '../host/netns.js';
 import { type Early, setEarly } from './early-helper-holder.js';
-import { type SideChild, spawnPair } from './helper-pair.js';
+import { spawnPair } from './helper-pair.js';
+import { type Inherited, takeInherited } from './inherited-helpers.js';
 import { RawChild } from './raw-spawn.js';
+import { mark } from './timing.js';
 
 /**
  * The `ip` and `tc` helpers of one CNI call, started early through RawChild (no node:child_process)
@@ -26,8 +28,17 @@ import { RawChild } from './raw-spawn.js';
  * one namespace. Nothing is validated here beyond what building the command line needs; a bad
  * CNI_NETNS makes the helper exit at once and the plugin reports the error as usual. `shell` is for
  * the tests (the fallback).
+ *
+ * The executable's own shell lines (cni/build/shell-boot.ts) start both before Node does, on the
+ * same conditions: then there is nothing to spawn here, only the helpers to take over
+ * (inherited-helpers.ts). This spawning is for a plugin run by `node` itself.
  */
 export function startEarlyHelpers(env: NodeJS.ProcessEnv, shell?: string): void {
+  const inherited = takeInherited(env);
+  if (inherited !== undefined) {
+    if (inherited) adopt(inherited);
+    return;
+  }
   const command = env.CNI_COMMAND;
   if (command !== 'ADD' && command !== 'DEL' && command !== 'CHECK') return;
   const path = env.CNI_NETNS ?? '';
@@ -60,6 +71,19 @@ export function startEarlyHelpers(env: NodeJS.ProcessEnv, shell?: string): void 
   setEarly(early);
 }
 
+function adopt(inherited: Inherited): void {
+  const children = new Map<Tool, ChildProcess>();
+  const early: Early = { path: inherited.ns.path, children };
+  if (inherited.ip) keep('ip', inherited.ip, children);
+  mark('helpers-inherited');
+  early.startTc = () => {
+    early.startTc = undefined;
+    const tc = inherited.startTc();
+    if (tc) keep('tc', tc, children);
+  };
+  setEarly(early);
+}
+
 function spawnHelper(tool: Tool, ns: NetnsRef, children: Map<Tool, ChildProcess>): void {
   const [file, args] = helperArgv(tool, ns, true);
   // Not started (no usable bindings, or e.g. ENOENT): CoprocessNetlink spawns its own and reports.
@@ -67,9 +91,10 @@ function spawnHelper(tool: Tool, ns: NetnsRef, children: Map<Tool, ChildProcess>
   if (raw) keep(tool, raw, children);
 }
 
-function keep(tool: Tool, raw: RawChild | SideChild, children: Map<Tool, ChildProcess>): void {
-  // RawChild and SideChild offer the part of ChildProcess that CoprocessNetlink uses (see raw-spawn.ts, helper-pair.ts).
-  const child = raw as unknown as ChildProcess;
+function keep(tool: Tool, raw: object, children: Map<Tool, ChildProcess>): void {
+  // RawChild, SideChild and InheritedChild offer the part of ChildProcess that CoprocessNetlink
+  // uses (see raw-spawn.ts, helper-pair.ts, inherited-helpers.ts).
+  const child = raw as ChildProcess;
   child.on('error', () => {});
   child.stdin?.on('error', () => {});
   holdEventLoop(child, false);

@@ -37,6 +37,7 @@ interface PipeHandle {
   close(cb?: () => void): void;
   ref(): void;
   unref(): void;
+  open(fd: number): number;
 }
 interface ProcessHandle {
   pid?: number;
@@ -79,7 +80,7 @@ function load(): Bindings | null {
       return null;
     for (const k of [sw.kReadBytesOrError, sw.kArrayBufferOffset, sw.kLastWriteWasAsync]) if (typeof k !== 'number') return null;
     const proto = pp.Pipe.prototype as Partial<PipeHandle>;
-    for (const m of [proto.readStart, proto.writeUtf8String, proto.shutdown]) if (typeof m !== 'function') return null;
+    for (const m of [proto.readStart, proto.writeUtf8String, proto.shutdown, proto.open]) if (typeof m !== 'function') return null;
     bindings = { Process: pw.Process, Pipe: pp.Pipe, SOCKET: pp.constants.SOCKET, s: sw as StreamState };
   } catch {
     bindings = null;
@@ -113,6 +114,12 @@ export class Reader extends EventEmitter {
   setEncoding(_enc: 'utf8'): this {
     this.decoder = new TextDecoder('utf-8');
     return this;
+  }
+
+  /** Stop reading and close the pipe (no 'end'). */
+  close(): void {
+    this.handle.onread = () => {};
+    this.handle.close();
   }
 
   ref(): void {
@@ -173,6 +180,24 @@ export class Writer extends EventEmitter {
   unref(): void {
     if (!this.closed) this.handle.unref();
   }
+}
+
+/**
+ * A pipe end this process already holds (fd: e.g. one it inherited, cni/inherited-helpers.ts) as
+ * a Writer ('w') or a Reader ('r', reading at once); undefined when the bindings are unusable or
+ * the fd is no pipe. The handle owns the fd from then on.
+ */
+export function openPipe(fd: number, kind: 'r'): Reader | undefined;
+export function openPipe(fd: number, kind: 'w'): Writer | undefined;
+export function openPipe(fd: number, kind: 'r' | 'w'): Reader | Writer | undefined {
+  const b = load();
+  if (!b) return undefined;
+  const handle = new b.Pipe(b.SOCKET);
+  if (handle.open(fd) !== 0) {
+    handle.close();
+    return undefined;
+  }
+  return kind === 'w' ? new Writer(handle, b.s) : new Reader(handle, b.s);
 }
 
 export class RawChild extends EventEmitter {

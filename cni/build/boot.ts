@@ -3,7 +3,8 @@ import { runCached } from './cached-script.js';
 import { PAYLOAD_KEY, readPayload, TRAIN_KEY } from './payload.js';
 
 /**
- * The first code of the kata-cni executable (cni/build/bundle.mjs): the only part V8 compiles from
+ * The first JavaScript of the kata-cni executable (cni/build/bundle.mjs; before it only the shell
+ * lines of shell-boot.ts, a comment here): the only part V8 compiles from
  * source at every call, so it does as little as it can. It reads the payload (payload.ts) and runs
  * the head (launcher.ts), which travels in the payload with a code cache of its own: the head
  * starts the call's helpers and runs the plugin's code, and its functions (the raw spawn, the

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Builds the kata-cni executable: ONE file, dist/cni/kata-cni.js, with a node shebang. It holds
-// a tiny boot (cni/build/boot.ts), then in a trailing comment the head (cni/build/launcher.ts), the
+// Builds the kata-cni executable: ONE file, dist/cni/kata-cni.js. It holds shell lines that are
+// also JavaScript (cni/build/shell-boot.ts: they start the helpers and exec Node on the file), a
+// tiny boot (cni/build/boot.ts), then in a trailing comment the head (cni/build/launcher.ts), the
 // plugin's code (the "body") and a V8 code cache for each of the two; see boot.ts, launcher.ts and
 // payload.ts for why.
 //  - the body: esbuild bundles cni/main.ts and everything it reaches (host/, plugins/network/, pino)
@@ -191,7 +192,10 @@ const buildScript = async (entry, train, banner) =>
       write: false,
     })
   ).outputFiles[0].text;
-const BOOT_BANNER = "#!/usr/bin/env node\nvar require = typeof require === 'function' ? require : process.getBuiltinModule;";
+// The shell lines first (cni/build/shell-boot.ts, built by tsc before this runs): they start the
+// call's helpers and exec Node on this same file.
+const { shellBoot } = await import(join(root, 'dist/cni/build/shell-boot.js'));
+const BOOT_BANNER = `#!/bin/sh\n${shellBoot()}var require = typeof require === 'function' ? require : process.getBuiltinModule;`;
 const buildBoot = async (train) => Buffer.from(await buildScript('cni/build/boot.ts', train, BOOT_BANNER), 'utf8');
 // The head has no training switch of its own (launcher.ts): the same code in both copies.
 const buildHead = async () => `(function (require) {\n${await buildScript('cni/build/launcher.ts', false)}})`;

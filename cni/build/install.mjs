@@ -3,30 +3,31 @@
 // Usage: npm run install-cni [-- --bin-dir DIR] [--node PATH | --env-shebang]
 //   --bin-dir DIR   where to install (default: $CNI_BIN_DIR, else /opt/cni/bin)
 //   --node PATH     the Node the plugin runs on (default: the Node running this script)
-//   --env-shebang   keep `#!/usr/bin/env node` (node looked up on the runtime's PATH at every call)
-// Builds dist/cni/kata-cni.js first when it is missing. The installed file starts with the Node's
-// absolute path: a CNI call then skips /usr/bin/env's exec and PATH walk (about 2 ms of a 30 ms
-// Node start, bench/cni.ts), needs no `node` on the PATH the runtime gives its plugins, and runs on
-// the Node whose V8 made the file's code cache. The copy is atomic (temporary file + rename), so a
-// runtime executing the plugin meanwhile never sees a half-written file or ETXTBSY.
+//   --env-shebang   exec `node` from the runtime's PATH at every call instead
+// Builds dist/cni/kata-cni.js first when it is missing. The file starts with shell lines
+// (cni/build/shell-boot.ts) that start the call's helpers and exec Node: the installed copy names
+// the Node by its absolute path there, so a call skips the PATH walk, needs no `node` on the PATH
+// the runtime gives its plugins, and runs on the Node whose V8 made the file's code cache. The copy
+// is atomic (temporary file + rename), so a runtime executing the plugin meanwhile never sees a
+// half-written file or ETXTBSY.
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const { NODE_WORD, shellBoot } = await import(join(root, 'dist/cni/build/shell-boot.js'));
 const args = process.argv.slice(2);
 const i = args.indexOf('--bin-dir');
 const binDir = resolve(i >= 0 && args[i + 1] ? args[i + 1] : process.env.CNI_BIN_DIR || '/opt/cni/bin');
 const n = args.indexOf('--node');
 const node = n >= 0 && args[n + 1] ? resolve(args[n + 1]) : process.execPath;
-const ENV_SHEBANG = '#!/usr/bin/env node';
-// The kernel reads at most 255 bytes of a #! line, and splits nothing: a path with blanks cannot go there.
-let shebang = args.includes('--env-shebang') ? ENV_SHEBANG : `#!${node}`;
-if (shebang.length > 255 || /\s/.test(node)) {
-  process.stderr.write(`install-cni: ${node} cannot be a #! line (too long or has blanks): using ${ENV_SHEBANG}\n`);
-  shebang = ENV_SHEBANG;
+if (node.includes('\n')) {
+  process.stderr.write(`install-cni: a Node path with a newline cannot be named: ${JSON.stringify(node)}\n`);
+  process.exit(2);
 }
+const nodeWord = args.includes('--env-shebang') ? NODE_WORD : `'${node.replaceAll("'", "'\\''")}'`;
+const BUILT = `#!/bin/sh\n${shellBoot()}`;
 const bundle = join(root, 'dist/cni/kata-cni.js');
 
 if (!existsSync(bundle)) {
@@ -38,8 +39,9 @@ const dest = join(binDir, 'kata-cni');
 const tmp = join(binDir, `.kata-cni.${process.pid}.tmp`);
 try {
   const text = readFileSync(bundle, 'latin1');
-  if (!text.startsWith(`${ENV_SHEBANG}\n`)) throw new Error(`${bundle} does not start with ${ENV_SHEBANG}: rebuild it (npm run build:cni)`);
-  writeFileSync(tmp, shebang + text.slice(ENV_SHEBANG.length), 'latin1');
+  if (!text.startsWith(BUILT))
+    throw new Error(`${bundle} does not start with the shell lines of this build: rebuild it (npm run build:cni)`);
+  writeFileSync(tmp, `#!/bin/sh\n${shellBoot(nodeWord)}${text.slice(BUILT.length)}`, 'latin1');
   chmodSync(tmp, 0o755);
   renameSync(tmp, dest);
 } catch (e) {
@@ -47,4 +49,4 @@ try {
   process.stderr.write(`install-cni: cannot install ${dest}: ${e.message}\n`);
   process.exit(1);
 }
-process.stderr.write(`install-cni: installed ${dest} (${shebang})\n`);
+process.stderr.write(`install-cni: installed ${dest} (exec ${nodeWord})\n`);

@@ -6,8 +6,9 @@ import { PAYLOAD_KEY, type Payload, TRAIN_KEY } from './payload.js';
 /**
  * The head of the kata-cni executable, run by boot.ts from the payload with its own code cache. A
  * CNI plugin is a new process per call, so this
- *  - first starts the call's `ip` helper (early-helpers.ts; `tc` follows once ip has work), whose
- *    start then overlaps the rest;
+ *  - first takes over the `ip` and `tc` helpers the file's shell lines started before Node
+ *    (shell-boot.ts, inherited-helpers.ts), or, run by `node` itself, starts them (early-helpers.ts;
+ *    `tc` follows once ip has work), so that their start overlaps the rest;
  *  - then compiles the plugin's code (the payload's "body") with the V8 code cache made at build
  *    time, so the functions a call runs are neither parsed nor compiled at run time.
  *

@@ -18,7 +18,7 @@
 // Usage (inside unshare): node train-cache.mjs TRAINING_EXECUTABLE CACHE_FILE SCRATCH_DIR
 import { spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 const [exe, cacheFile, scratch] = process.argv.slice(2);
 if (!exe || !cacheFile || !scratch) throw new Error('usage: train-cache.mjs TRAINING_EXECUTABLE CACHE_FILE SCRATCH_DIR');
@@ -39,8 +39,10 @@ for (const line of ['addr add 10.99.0.2/24 dev eth0', 'link set eth0 up', 'link 
 const netns = '/run/netns/train-pod';
 const conf = (prevResult) =>
   JSON.stringify({ cniVersion: '1.0.0', name: 'kata-cni-train', type: 'kata-cni', stateDir: join(scratch, 'state'), prevResult });
+// The executable runs as a runtime runs it (its shell lines start the helpers, then exec `node`
+// from PATH): this Node first, whose V8 must be the one that reads the caches.
 const env = (command) => ({
-  PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+  PATH: `${dirname(process.execPath)}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`,
   CNI_COMMAND: command,
   CNI_CONTAINERID: 'train',
   CNI_NETNS: netns,
@@ -53,7 +55,7 @@ const prev = { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: netns 
 let added;
 for (const command of ['VERSION', 'ADD', 'CHECK', 'DEL']) {
   const input = command === 'VERSION' ? '{"cniVersion":"1.0.0"}' : conf(command === 'ADD' ? prev : added);
-  const r = spawnSync(process.execPath, [exe], { env: env(command), input, encoding: 'utf8' });
+  const r = spawnSync(exe, [], { env: env(command), input, encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`training ${command} failed (exit ${r.status}): ${r.stdout.trim()} ${r.stderr.trim()}`);
   if (command === 'ADD') added = JSON.parse(r.stdout);
   const marks = JSON.parse(/^kata-cni-timing (.*)$/m.exec(r.stderr)?.[1] ?? '{}');

@@ -5,6 +5,7 @@ import t from 'tap';
 import { run } from '../../host/exec.js';
 import { tempNetns, vethPair } from '../helpers/netns.js';
 import { readPayload } from '../../cni/build/payload.js';
+import { shellBoot } from '../../cni/build/shell-boot.js';
 import { REPO, tempDir } from './helpers/cni-runtime.js';
 
 /**
@@ -119,7 +120,7 @@ t.test('no execa and no ajv compiler in the bundle: the schema is compiled ahead
 t.test('the bundle runs alone: as an extensionless executable (CommonJS) and as an ES module', async (t) => {
   const st = statSync(out);
   t.ok((st.mode & 0o111) !== 0, 'executable');
-  t.ok(readFileSync(out, 'utf8').startsWith('#!/usr/bin/env node\n'), 'node shebang');
+  t.ok(readFileSync(out, 'utf8').startsWith(`#!/bin/sh\n${shellBoot()}`), 'shell lines first, which exec node from PATH');
   const alone = tempDir(t, 'alone');
   copyFileSync(out, join(alone, 'kata-cni'));
   await run('chmod', ['755', join(alone, 'kata-cni')]);
@@ -137,18 +138,25 @@ t.test('the bundle runs alone: as an extensionless executable (CommonJS) and as 
   }
 });
 
-t.test("install-cni writes this Node's path as the #! line (no PATH needed); --env-shebang keeps env", async (t) => {
+t.test("install-cni names this Node in the shell lines' exec (no PATH needed); --env-shebang keeps `node`", async (t) => {
   const bundleText = readFileSync(join(REPO, 'dist/cni/kata-cni.js'), 'latin1');
-  const rest = bundleText.slice(bundleText.indexOf('\n'));
-  for (const [flags, line, path] of [
-    [[], `#!${process.execPath}`, ''],
-    [['--env-shebang'], '#!/usr/bin/env node', process.env.PATH ?? ''],
+  const built = `#!/bin/sh\n${shellBoot()}`;
+  t.ok(bundleText.startsWith(built), 'the bundle starts with the shell lines');
+  for (const [flags, exec, path] of [
+    [[], ` exec '${process.execPath}' --v8-pool-size=1 "$0" "$@"\n`, ''],
+    [['--env-shebang'], ' exec node --v8-pool-size=1 "$0" "$@"\n', process.env.PATH ?? ''],
   ] as const) {
     const bin = tempDir(t, 'install');
     await run(process.execPath, [join(REPO, 'cni/build/install.mjs'), '--bin-dir', bin, ...flags]);
     const installed = readFileSync(join(bin, 'kata-cni'), 'latin1');
-    t.equal(installed.slice(0, installed.indexOf('\n')), line, `${flags.join(' ') || 'default'}: first line`);
-    t.ok(installed.slice(installed.indexOf('\n')) === rest, 'everything after the #! line is the bundle, byte for byte');
+    const lines = installed.split('\n');
+    t.equal(lines[0], '#!/bin/sh', `${flags.join(' ') || 'default'}: first line`);
+    t.ok(`${lines[1]}\n`.endsWith(exec), `${flags.join(' ') || 'default'}: the exec names ${exec.trim().split(' ')[1]}`);
+    const shell = `#!/bin/sh\n${shellBoot(flags.length ? 'node' : `'${process.execPath}'`)}`;
+    t.ok(
+      installed.startsWith(shell) && installed.slice(shell.length) === bundleText.slice(built.length),
+      'everything after the shell lines is the bundle, byte for byte',
+    );
     const r = await versionCall(join(bin, 'kata-cni'), [], path, '1.0.0');
     t.equal(r.code, 0, `runs with PATH=${JSON.stringify(path)}`);
     t.match(JSON.parse(r.stdout), { cniVersion: '1.0.0' });
