@@ -59,6 +59,22 @@ t.test('lines in, stdout/stderr out, exit code: the same as node:child_process',
   t.type(raw!.pid, 'number');
 });
 
+t.test('a character split across two writes, and text after the last newline, come out whole', async (t) => {
+  // \303\251 is é: its two bytes in two writes, 50 ms apart (two reads); "tail" has no newline.
+  const script = 'printf "dr\\303"; sleep 0.05; printf "\\251i\\nsecond\\n"; sleep 0.05; printf tail';
+  const raw = RawChild.spawn('sh', ['-c', script])!;
+  const chunks: string[] = [];
+  raw.stdout.setEncoding('utf8').on('data', (d: string) => chunks.push(d));
+  const viaRaw = await drive(raw, [], true);
+  const viaCp = await drive(spawn('sh', ['-c', script], { stdio: ['pipe', 'pipe', 'pipe'] }), [], true);
+  t.equal(viaRaw.stdout, 'dr\u00e9i\nsecond\ntail', 'whole');
+  t.equal(viaRaw.stdout, viaCp.stdout, 'as node:child_process gives it');
+  t.notOk(
+    chunks.some((c) => c.includes('\ufffd')),
+    `no replacement character in any chunk: ${JSON.stringify(chunks)}`,
+  );
+});
+
 t.test('kill: SIGKILL ends it with that signal, as with node:child_process', async (t) => {
   const raw = RawChild.spawn('sleep', ['30'])!;
   const done = drive(raw, [], false);
