@@ -3,6 +3,7 @@ import { TextLines, failedLineNumber, parseBatchStderr as parseBatchOutput, type
 import { holdEventLoop } from './child-ref.js';
 import { ExecError, KataError, NetlinkError, codeForKernelMessage } from './errors.js';
 import { noteSpawn, run } from './exec.js';
+import { type LightTimer, lightTimer } from './light-timer.js';
 import { type NetnsRef, netnsLabel, toolArgv, netnsExists } from './netns.js';
 
 export type Tool = 'ip' | 'tc';
@@ -137,9 +138,9 @@ class Coprocess {
   private readonly err = new TextLines((l) => this.onStderrLine(l));
   private errPending: string[] = [];
   dead = false;
-  private idleTimer: NodeJS.Timeout | undefined;
+  private idleTimer: LightTimer | undefined;
   /** With a timeout: runs while a request is pending, restarted whenever the oldest one settles. */
-  private watchdog: NodeJS.Timeout | undefined;
+  private watchdog: LightTimer | undefined;
   private readonly command: string;
   /** Reads are serialised: a failed read has no stdout, so two in flight could not be told apart. */
   private readChain: Promise<unknown> = Promise.resolve();
@@ -195,7 +196,7 @@ class Coprocess {
 
   private send(lines: readonly string[], read: boolean): Promise<{ outcome: BatchOutcome; stdout: string[] }> {
     if (this.dead) return Promise.reject(nsGoneError(this.ns, 'helper process exited'));
-    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer?.cancel();
     return new Promise((resolve, reject) => {
       const firstLine = this.lineNo + 1;
       this.lineNo += lines.length + 1;
@@ -254,29 +255,29 @@ class Coprocess {
       p.resolve({ outcome: p.outcome, stdout: p.stdout });
     }
     if (this.idleMs > 0 && !this.dead) {
-      if (this.idleTimer) clearTimeout(this.idleTimer);
-      this.idleTimer = setTimeout(() => this.stop(), this.idleMs);
-      this.idleTimer.unref();
+      this.idleTimer?.cancel();
+      this.idleTimer = lightTimer(this.idleMs, () => void this.stop());
     }
   }
 
   /** A helper that does not answer the oldest request within timeoutMs is killed; its requests fail with E_EXEC_TIMEOUT. */
   private armWatchdog(): void {
     if (this.timeoutMs <= 0) return;
-    if (this.watchdog) clearTimeout(this.watchdog);
+    this.watchdog?.cancel();
     this.watchdog = undefined;
     if (this.queue.length === 0 || this.dead) return;
-    this.watchdog = setTimeout(() => {
+    // Unref'd (host/light-timer.ts): a pending request's pipes keep the process alive meanwhile.
+    this.watchdog = lightTimer(this.timeoutMs, () => {
       this.child.kill('SIGKILL');
       this.fail(new ExecError('E_EXEC_TIMEOUT', this.command, this.errPending.join('\n') + this.err.partial, undefined));
-    }, this.timeoutMs);
+    });
   }
 
   private fail(e: unknown): void {
     if (this.dead) return;
     this.dead = true;
-    if (this.idleTimer) clearTimeout(this.idleTimer);
-    if (this.watchdog) clearTimeout(this.watchdog);
+    this.idleTimer?.cancel();
+    this.watchdog?.cancel();
     for (const p of this.queue.splice(0)) p.reject(e);
     this.setRef(false);
     this.onExit();
@@ -296,7 +297,7 @@ class Coprocess {
       this.setRef(true);
       this.child.once('exit', () => resolve());
       this.child.stdin!.end();
-      setTimeout(() => this.child.kill('SIGKILL'), 2000).unref();
+      lightTimer(2000, () => this.child.kill('SIGKILL'));
     });
   }
 }

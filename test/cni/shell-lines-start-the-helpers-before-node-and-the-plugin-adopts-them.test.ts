@@ -1,10 +1,10 @@
-import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { shellBoot } from '../../cni/build/shell-boot.js';
+import { run } from '../../host/exec.js';
 import { helperArgv } from '../../host/netlink.js';
 import { tempNetns } from '../helpers/netns.js';
 
@@ -89,23 +89,9 @@ type Report = {
   error?: string;
 };
 
-function call(env: Record<string, string>, cmd: string[] = [file]): Promise<Report> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(cmd[0]!, cmd.slice(1), { env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env } });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    c.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    c.on('error', reject);
-    c.on('close', (code) => {
-      if (code !== 0) reject(new Error(`exit ${code}: ${stderr}`));
-      else resolve(JSON.parse(stdout) as Report);
-    });
-  });
+async function call(env: Record<string, string>, cmd: string[] = [file]): Promise<Report> {
+  const r = await run(cmd[0]!, cmd.slice(1), { env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env } });
+  return JSON.parse(r.stdout) as Report;
 }
 
 t.test('ADD: ip and tc were started by the shell, answer with the expected command lines, children of the plugin', async (t) => {
