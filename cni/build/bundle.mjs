@@ -192,9 +192,21 @@ const buildScript = async (entry, train, banner) =>
       write: false,
     })
   ).outputFiles[0].text;
-// The shell lines first (cni/build/shell-boot.ts, built by tsc before this runs): they start the
-// call's helpers and exec Node on this same file.
-const { shellBoot } = await import(join(root, 'dist/cni/build/shell-boot.js'));
+// The shell lines first (cni/build/shell-boot.ts, bundled from its source here, so that no tsc
+// output is needed): they start the call's helpers and exec Node on this same file.
+const shellBootModule = (
+  await esbuild.build({
+    absWorkingDir: root,
+    entryPoints: [join(root, 'cni/build/shell-boot.ts')],
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    logLevel: 'warning',
+    write: false,
+  })
+).outputFiles[0].text;
+const { shellBoot } = await import(`data:text/javascript;base64,${Buffer.from(shellBootModule).toString('base64')}`);
 const BOOT_BANNER = `#!/bin/sh\n${shellBoot()}var require = typeof require === 'function' ? require : process.getBuiltinModule;`;
 const buildBoot = async (train) => Buffer.from(await buildScript('cni/build/boot.ts', train, BOOT_BANNER), 'utf8');
 // The head has no training switch of its own (launcher.ts): the same code in both copies.

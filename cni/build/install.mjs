@@ -16,7 +16,6 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const { NODE_WORD, shellBoot } = await import(join(root, 'dist/cni/build/shell-boot.js'));
 const args = process.argv.slice(2);
 const i = args.indexOf('--bin-dir');
 const binDir = resolve(i >= 0 && args[i + 1] ? args[i + 1] : process.env.CNI_BIN_DIR || '/opt/cni/bin');
@@ -26,8 +25,9 @@ if (node.includes('\n')) {
   process.stderr.write(`install-cni: a Node path with a newline cannot be named: ${JSON.stringify(node)}\n`);
   process.exit(2);
 }
-const nodeWord = args.includes('--env-shebang') ? NODE_WORD : `'${node.replaceAll("'", "'\\''")}'`;
-const BUILT = `#!/bin/sh\n${shellBoot()}`;
+// The built file execs `node` from PATH (cni/build/shell-boot.ts): its line 2 names it once, so.
+const EXEC_NODE = ' exec node ';
+const nodeWord = args.includes('--env-shebang') ? 'node' : `'${node.replaceAll("'", "'\\''")}'`;
 const bundle = join(root, 'dist/cni/kata-cni.js');
 
 if (!existsSync(bundle)) {
@@ -39,9 +39,11 @@ const dest = join(binDir, 'kata-cni');
 const tmp = join(binDir, `.kata-cni.${process.pid}.tmp`);
 try {
   const text = readFileSync(bundle, 'latin1');
-  if (!text.startsWith(BUILT))
-    throw new Error(`${bundle} does not start with the shell lines of this build: rebuild it (npm run build:cni)`);
-  writeFileSync(tmp, `#!/bin/sh\n${shellBoot(nodeWord)}${text.slice(BUILT.length)}`, 'latin1');
+  const line2End = text.indexOf('\n', text.indexOf('\n') + 1);
+  const line2 = text.slice(0, line2End);
+  if (!text.startsWith('#!/bin/sh\n') || line2.split(EXEC_NODE).length !== 2)
+    throw new Error(`${bundle} does not start with kata-cni's shell lines: rebuild it (npm run build:cni)`);
+  writeFileSync(tmp, line2.replace(EXEC_NODE, ` exec ${nodeWord} `) + text.slice(line2End), 'latin1');
   chmodSync(tmp, 0o755);
   renameSync(tmp, dest);
 } catch (e) {

@@ -28,7 +28,7 @@ import { helperArgv, type Tool } from '../../host/netlink.js';
 const NAME = '\u0000name';
 const PATH = '\u0000path';
 /** The word that names Node in the exec line; install.mjs puts an absolute path there. */
-export const NODE_WORD = 'node';
+const NODE_WORD = 'node';
 /**
  * Node's options: one V8 worker thread instead of four (a call never needs more; fewer threads to
  * start and to join at exit: about 0.5 ms). Not a V8 flag, so the code caches stay valid.
