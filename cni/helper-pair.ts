@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { type Reader, RawChild, type Writer } from './raw-spawn.js';
+import { UnreapedChild } from './unreaped-child.js';
 
 /**
  * Two helper processes from ONE spawn. Each libuv spawn forks the whole Node process (40 MiB) and
@@ -81,15 +82,12 @@ class AfterFirstLine extends EventEmitter {
   }
 }
 
-export class SideChild extends EventEmitter {
+export class SideChild extends UnreapedChild {
   /** Known once the side's first line came; CoprocessNetlink adopts such a child before that. */
   pid: number | undefined;
   readonly pidLate = true;
-  exitCode: number | null = null;
-  signalCode: NodeJS.Signals | null = null;
   readonly stdout: AfterFirstLine;
   private pendingSignal: NodeJS.Signals | undefined;
-  private sentSignal: NodeJS.Signals | undefined;
   private readonly shown: readonly Buffer[];
 
   constructor(
@@ -106,7 +104,8 @@ export class SideChild extends EventEmitter {
     this.stdout = new AfterFirstLine(
       stdout,
       (l) => this.onPid(l),
-      () => this.onEnd(),
+      // Its status is not ours to know (no child of this process): 0 unless a signal was sent.
+      () => this.exited(),
     );
   }
 
@@ -116,7 +115,7 @@ export class SideChild extends EventEmitter {
   }
 
   kill(signal: NodeJS.Signals = 'SIGTERM'): boolean {
-    if (this.exitCode !== null || this.signalCode !== null) return false;
+    if (this.hasExited) return false;
     if (this.pid === undefined) {
       // Not known yet: sent when it is; EOF on its stdin ends it meanwhile in any case.
       this.pendingSignal = signal;
@@ -126,19 +125,8 @@ export class SideChild extends EventEmitter {
     return this.signal(signal);
   }
 
-  ref(): void {}
-
-  unref(): void {}
-
   private signal(signal: NodeJS.Signals): boolean {
-    if (this.pid === undefined || !this.isOurs(this.pid)) return false;
-    try {
-      process.kill(this.pid, signal);
-      this.sentSignal = signal;
-      return true;
-    } catch {
-      return false;
-    }
+    return this.pid !== undefined && this.isOurs(this.pid) && this.signalPid(this.pid, signal);
   }
 
   /** The process with this pid is still the side helper or the subshell that becomes it. */
@@ -156,14 +144,6 @@ export class SideChild extends EventEmitter {
     if (!Number.isInteger(pid) || pid <= 1) return;
     this.pid = pid;
     if (this.pendingSignal) this.signal(this.pendingSignal);
-  }
-
-  private onEnd(): void {
-    if (this.exitCode !== null || this.signalCode !== null) return;
-    // Its status is not ours to know (no child of this process): 0 unless a signal was sent.
-    if (this.sentSignal) this.signalCode = this.sentSignal;
-    else this.exitCode = 0;
-    this.emit('exit', this.exitCode, this.signalCode);
   }
 }
 

@@ -1,9 +1,9 @@
-import { EventEmitter } from 'node:events';
 import { closeSync, constants, existsSync, openSync, readFileSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 import { helperArgv, type Tool } from '../host/netlink.js';
 import { type NetnsRef, netnsRef } from '../host/netns.js';
 import { type Reader, type Writer, openPipe } from './raw-spawn.js';
+import { UnreapedChild } from './unreaped-child.js';
 
 /**
  * The `ip` and `tc` helpers that the executable's shell lines (cni/build/shell-boot.ts) started
@@ -32,10 +32,7 @@ export interface Inherited {
   startTc: () => ChildProcess | undefined;
 }
 
-export class InheritedChild extends EventEmitter {
-  exitCode: number | null = null;
-  signalCode: NodeJS.Signals | null = null;
-  private sentSignal: NodeJS.Signals | undefined;
+export class InheritedChild extends UnreapedChild {
   private open = 2;
   private errTail = '';
 
@@ -55,19 +52,8 @@ export class InheritedChild extends EventEmitter {
   }
 
   kill(signal: NodeJS.Signals = 'SIGTERM'): boolean {
-    if (this.exitCode !== null || this.signalCode !== null || !this.isChild()) return false;
-    try {
-      process.kill(this.pid, signal);
-      this.sentSignal = signal;
-      return true;
-    } catch {
-      return false;
-    }
+    return !this.hasExited && this.isChild() && this.signalPid(this.pid, signal);
   }
-
-  ref(): void {}
-
-  unref(): void {}
 
   /**
    * The pid is still a child of this process. Once Node runs nothing reaps the helpers, but the
@@ -83,10 +69,8 @@ export class InheritedChild extends EventEmitter {
   }
 
   private onEnd(): void {
-    if (--this.open > 0 || this.exitCode !== null || this.signalCode !== null) return;
-    if (this.sentSignal) this.signalCode = this.sentSignal;
-    else this.exitCode = /exec: \S+: not found/.test(this.errTail) ? 127 : 0;
-    this.emit('exit', this.exitCode, this.signalCode);
+    if (--this.open > 0) return;
+    this.exited(/exec: \S+: not found/.test(this.errTail) ? 127 : 0);
   }
 }
 

@@ -7,7 +7,7 @@ import { helperArgv, type Tool } from '../../host/netlink.js';
  * JavaScript empty comments), then execs Node on the same file, which skips the #! line and runs
  * the rest. What this buys: the call's `ip` helper starts before Node does, so its start (exec,
  * dynamic linking, setns: about 3 ms) overlaps Node's own (about 25 ms) instead of following it,
- * and Node forks nothing for it (a fork of the 40 MiB Node process costs about 2 ms of the call;
+ * and Node forks nothing for it (a fork of the 40 MiB Node process cost about 1.3 ms of the call;
  * dash's costs a fraction). For ADD, DEL and CHECK with an absolute CNI_NETNS the shell
  *  - makes three pipes for `ip` (here-documents are pipes in dash; opening /proc/self/fd/N of one
  *    gives its other end) and forks a subshell that execs `ip ... -batch -` on them: Node gets their
