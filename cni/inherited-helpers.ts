@@ -1,6 +1,6 @@
 import { closeSync, constants, existsSync, openSync, readFileSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
-import { helperArgv, type Tool } from '../host/netlink.js';
+import { helperArgv, linkReadLine, type PreSent, SENTINEL, type Tool } from '../host/netlink.js';
 import { type NetnsRef, netnsRef } from '../host/netns.js';
 import { type Reader, type Writer, openPipe } from './raw-spawn.js';
 import { UnreapedChild } from './unreaped-child.js';
@@ -35,6 +35,8 @@ export interface Inherited {
 export class InheritedChild extends UnreapedChild {
   private open = 2;
   private errTail = '';
+  /** The request the shell lines sent the helper (ADD's read of CNI_IFNAME), if any. */
+  preSent: PreSent | undefined;
 
   constructor(
     readonly pid: number,
@@ -45,8 +47,8 @@ export class InheritedChild extends UnreapedChild {
     readonly stderr: Reader,
   ) {
     super();
-    stderr.on('data', (d: Buffer | string) => {
-      this.errTail = (this.errTail + String(d)).slice(-300);
+    stderr.watch((d) => {
+      this.errTail = (this.errTail + d.toString('latin1')).slice(-300);
     });
     for (const r of [stdout, stderr]) r.on('end', () => this.onEnd());
   }
@@ -95,6 +97,15 @@ function pipeOf(path: string, kind: 'r' | 'w', original?: number): Reader | Writ
 
 const own = (fd: number): string => `/proc/self/fd/${fd}`;
 
+/**
+ * The lines the shell lines write to ip for ADD (cni/build/shell-boot.ts), with `ifname` as they
+ * spell CNI_IFNAME: the pod link's read as readLink (plugins/network/link-info.ts) asks it of an
+ * ipDetails CoprocessNetlink, then the sentinel that ends a request.
+ */
+export function preSentLines(ifname: string): string[] {
+  return [linkReadLine(ifname), SENTINEL.ip];
+}
+
 function closeQuietly(fd: number): void {
   try {
     closeSync(fd);
@@ -112,7 +123,7 @@ export function takeInherited(env: NodeJS.ProcessEnv): Inherited | null | undefi
   if (value === undefined) return undefined;
   delete env[EARLY_ENV];
   if (value === '') return null;
-  const [self, mode, ipPid, tcPid] = value.split(' ');
+  const [self, mode, ipPid, tcPid, sent] = value.split(' ');
   if (Number(self) !== process.pid) return undefined;
   const pidOf = (s: string | undefined): number => (s && /^[1-9][0-9]*$/.test(s) ? Number(s) : 0);
   let ns: NetnsRef | undefined;
@@ -140,6 +151,9 @@ export function takeInherited(env: NodeJS.ProcessEnv): Inherited | null | undefi
     return new InheritedChild(pid, file, [file, ...args], stdin, stdout, stderr) as unknown as ChildProcess;
   };
   const ip = child('ip', pidOf(ipPid), [pipeOf(own(3), 'w', 3), pipeOf(own(4), 'r', 4), pipeOf(own(5), 'r', 5)]);
+  // "r": the shell wrote the read of CNI_IFNAME and the sentinel to ip (preSentLines).
+  if (ip && sent === 'r' && env.CNI_IFNAME)
+    (ip as unknown as InheritedChild).preSent = { lines: [linkReadLine(env.CNI_IFNAME)], read: true };
   const tcIn = pipeOf(own(7), 'w', 7) as Writer | undefined;
   let started = false;
   const startTc = (): ChildProcess | undefined => {

@@ -93,32 +93,67 @@ function load(): Bindings | null {
  * far and keeps the rest: a newline byte is never part of a UTF-8 sequence, so no character is cut,
  * and no TextDecoder is needed (its first use compiles Node's internal encoding code: about 0.3 ms
  * of every call). The helpers write lines; what follows the last one comes at EOF.
+ *
+ * As a paused stream does, it holds what it reads (and the EOF) until it has a 'data' listener: an
+ * inherited helper may have answered a request of the shell's before the plugin listens
+ * (inherited-helpers.ts). watch() sees every chunk as it is read, held or not.
  */
 export class Reader extends EventEmitter {
   private text = false;
   private rest: Buffer | undefined;
+  /** What was read before the first 'data' listener (undefined once it was delivered). */
+  private held: (Buffer | null)[] | undefined = [];
+  private watcher: ((chunk: Buffer) => void) | undefined;
 
   constructor(
     readonly handle: PipeHandle,
     s: StreamState,
   ) {
     super();
+    this.on('newListener', (event: string) => {
+      if (event === 'data' && this.held) queueMicrotask(() => this.release());
+    });
     handle.onread = (ab) => {
       const n = s.streamBaseState[s.kReadBytesOrError]!;
       if (n > 0 && ab) {
         const bytes = Buffer.from(new Uint8Array(ab, s.streamBaseState[s.kArrayBufferOffset]!, n));
-        if (this.text) this.emitText(bytes);
-        else this.emit('data', bytes);
+        this.watcher?.(bytes);
+        if (this.held) this.held.push(bytes);
+        else this.deliver(bytes);
       } else if (n < 0) {
         // EOF or a read error. (onread must stay a function: Node asserts it.)
         handle.onread = () => {};
         handle.close();
-        if (this.rest) this.emit('data', this.rest.toString('utf8'));
-        this.rest = undefined;
-        this.emit('end');
+        if (this.held) this.held.push(null);
+        else this.deliver(null);
       }
     };
     handle.readStart();
+  }
+
+  /** Call fn with every chunk as it is read, before any 'data' listener sees it. */
+  watch(fn: (chunk: Buffer) => void): void {
+    this.watcher = fn;
+  }
+
+  private release(): void {
+    const held = this.held;
+    if (!held || this.listenerCount('data') === 0) return;
+    this.held = undefined;
+    for (const chunk of held) this.deliver(chunk);
+  }
+
+  /** A chunk, or null: EOF. */
+  private deliver(bytes: Buffer | null): void {
+    if (bytes === null) {
+      if (this.rest) this.emit('data', this.rest.toString('utf8'));
+      this.rest = undefined;
+      this.emit('end');
+    } else if (this.text) {
+      this.emitText(bytes);
+    } else {
+      this.emit('data', bytes);
+    }
   }
 
   private emitText(bytes: Buffer): void {
@@ -135,6 +170,7 @@ export class Reader extends EventEmitter {
 
   /** Stop reading and close the pipe (no 'end'). */
   close(): void {
+    this.held = undefined;
     this.handle.onread = () => {};
     this.handle.close();
   }

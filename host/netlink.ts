@@ -104,7 +104,23 @@ interface Pending {
  * `link show`: in a batch, `ip link show` leaves the address family set to AF_PACKET for the rest
  * of the process, and every later `addr show` would come back without addresses.
  */
-const SENTINEL: Record<Tool, string> = { ip: 'addr show dev a/b', tc: 'qdisc show dev a/b' };
+export const SENTINEL: Readonly<Record<Tool, string>> = { ip: 'addr show dev a/b', tc: 'qdisc show dev a/b' };
+
+/**
+ * What a helper was sent before CoprocessNetlink adopted it (by whoever started it: the kata-cni
+ * executable's shell lines send the pod link's read, cni/build/shell-boot.ts): one request's lines,
+ * which the SENTINEL line followed. An adopted child that says so (`preSent`) has its answer taken
+ * as the answer to the first request of exactly those lines; any other first request leaves it unused.
+ */
+export interface PreSent {
+  lines: readonly string[];
+  read: boolean;
+}
+
+/** The batch line CoprocessNetlink sends for json('ip', ns, ['-details', 'addr', 'show', 'dev', name]) on an ipDetails helper. */
+export function linkReadLine(name: string): string {
+  return `addr show dev ${name}`;
+}
 
 /**
  * The command line of a long-lived helper: `ip`/`tc` in -batch mode reading stdin, each failure
@@ -138,12 +154,15 @@ class Coprocess {
   private readonly err = new TextLines((l) => this.onStderrLine(l));
   private errPending: string[] = [];
   dead = false;
+  private failure: unknown;
   private idleTimer: LightTimer | undefined;
   /** With a timeout: runs while a request is pending, restarted whenever the oldest one settles. */
   private watchdog: LightTimer | undefined;
   private readonly command: string;
   /** Reads are serialised: a failed read has no stdout, so two in flight could not be told apart. */
   private readChain: Promise<unknown> = Promise.resolve();
+  /** The adopted child's preSent request, until the first request takes it or passes it by. */
+  private preSent: { key: string; read: boolean; answer: Promise<{ outcome: BatchOutcome; stdout: string[] }> } | undefined;
 
   constructor(
     readonly tool: Tool,
@@ -175,6 +194,13 @@ class Coprocess {
       ),
     );
     this.setRef(false);
+    const pre = (adopted as { preSent?: PreSent } | undefined)?.preSent;
+    if (pre && pre.lines.length > 0) {
+      const answer = this.enqueue(pre.lines, pre.read);
+      answer.catch(() => {});
+      if (pre.read) this.readChain = answer.catch(() => {});
+      this.preSent = { key: pre.lines.join('\n'), read: pre.read, answer };
+    }
   }
 
   get pid(): number | undefined {
@@ -186,6 +212,9 @@ class Coprocess {
   }
 
   submit(lines: readonly string[], read: boolean): Promise<{ outcome: BatchOutcome; stdout: string[] }> {
+    const pre = this.preSent;
+    this.preSent = undefined;
+    if (pre && pre.read === read && pre.key === lines.join('\n')) return pre.answer;
     if (read) {
       const next = this.readChain.then(() => this.send(lines, true));
       this.readChain = next.catch(() => {});
@@ -195,7 +224,14 @@ class Coprocess {
   }
 
   private send(lines: readonly string[], read: boolean): Promise<{ outcome: BatchOutcome; stdout: string[] }> {
-    if (this.dead) return Promise.reject(nsGoneError(this.ns, 'helper process exited'));
+    if (this.dead) return Promise.reject(this.failure ?? nsGoneError(this.ns, 'helper process exited'));
+    const answer = this.enqueue(lines, read);
+    this.child.stdin!.write(`${lines.join('\n')}\n${SENTINEL[this.tool]}\n`);
+    return answer;
+  }
+
+  /** Wait for the answer to lines (and the sentinel after them), sent to the helper next. */
+  private enqueue(lines: readonly string[], read: boolean): Promise<{ outcome: BatchOutcome; stdout: string[] }> {
     this.idleTimer?.cancel();
     return new Promise((resolve, reject) => {
       const firstLine = this.lineNo + 1;
@@ -216,7 +252,6 @@ class Coprocess {
         this.setRef(true);
         this.armWatchdog();
       }
-      this.child.stdin!.write(`${lines.join('\n')}\n${SENTINEL[this.tool]}\n`);
     });
   }
 
@@ -276,6 +311,8 @@ class Coprocess {
   private fail(e: unknown): void {
     if (this.dead) return;
     this.dead = true;
+    // Also what a request sent later is told (one queued before reads were serialised, say).
+    this.failure = e;
     this.idleTimer?.cancel();
     this.watchdog?.cancel();
     for (const p of this.queue.splice(0)) p.reject(e);
@@ -310,7 +347,8 @@ export interface CoprocessOptions {
   /**
    * A helper already started (e.g. first thing at process start, so that its start overlaps other
    * work) for this tool and namespace, or undefined. It is used only if it was spawned with exactly
-   * helperArgv(tool, ns, ipDetails) and piped stdio, and nothing was written to it yet; asked once per key.
+   * helperArgv(tool, ns, ipDetails) and piped stdio, and nothing was written to it yet but what its
+   * `preSent` says (PreSent); asked once per key.
    */
   adopt?: (tool: Tool, ns: NetnsRef | undefined) => ChildProcess | undefined;
 }

@@ -17,6 +17,29 @@ import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const args = process.argv.slice(2);
+const USAGE = `usage: npm run install-cni [-- --bin-dir DIR] [--node PATH | --env-shebang]
+  --bin-dir DIR   where to install (default: $CNI_BIN_DIR, else /opt/cni/bin)
+  --node PATH     the Node the plugin runs on (default: the Node running this script)
+  --env-shebang   exec \`node\` from the runtime's PATH at every call instead
+`;
+if (args.includes('--help') || args.includes('-h')) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
+// Anything else is refused before anything is installed.
+for (let k = 0; k < args.length; k++) {
+  const a = args[k];
+  if (a === '--bin-dir' || a === '--node') {
+    if (!args[k + 1] || args[k + 1].startsWith('--')) {
+      process.stderr.write(`install-cni: ${a} wants a value\n${USAGE}`);
+      process.exit(2);
+    }
+    k++;
+  } else if (a !== '--env-shebang') {
+    process.stderr.write(`install-cni: unknown argument ${JSON.stringify(a)}\n${USAGE}`);
+    process.exit(2);
+  }
+}
 const i = args.indexOf('--bin-dir');
 const binDir = resolve(i >= 0 && args[i + 1] ? args[i + 1] : process.env.CNI_BIN_DIR || '/opt/cni/bin');
 const n = args.indexOf('--node');

@@ -1,4 +1,5 @@
 import { helperArgv, type Tool } from '../../host/netlink.js';
+import { preSentLines } from '../inherited-helpers.js';
 
 /**
  * The first lines of the kata-cni executable (cni/build/bundle.mjs): a POSIX shell script that is
@@ -57,15 +58,25 @@ export function shellBoot(node = NODE_WORD): string {
   const mode =
     'm=; case $CNI_COMMAND in ADD|DEL|CHECK) case $CNI_NETNS in ' +
     '/var/run/netns/*/*|/run/netns/*/*) m=p;; /var/run/netns/?*|/run/netns/?*) m=n;; /*) m=p;; esac;; esac';
+  // ADD: ip's first request, the pod link's read, written before ip is forked (the shell still
+  // holds the pipe's read end, so the write cannot raise SIGPIPE), for a CNI_IFNAME that
+  // validateIfName (host/names.ts) accepts; "r" in KATA_CNI_EARLY says it was.
+  const read = preSentLines('$CNI_IFNAME')
+    .map((l) => `"${l}"`)
+    .join(' ');
+  const preSend =
+    'r=; if [ "$CNI_COMMAND" = ADD ]; then case $CNI_IFNAME in \'\'|.|..|*[!A-Za-z0-9_.@+-]*) ;; ' +
+    `*) if [ \${#CNI_IFNAME} -le 15 ]; then printf '%s\\n' ${read} >&3 && r=r; fi;; esac; fi`;
   const ip =
     'exec 6<<// 3>/proc/self/fd/6 4<<// 7>/proc/self/fd/4 5<<// 8>/proc/self/fd/5; ' +
+    `${preSend}; ` +
     `(exec <&6 >&7 2>&8 3>&- 4<&- 5<&- 6<&- 7>&- 8>&-; ${execTool('ip')}) & i=$!; ` +
     'exec 6<&- 7>&- 8>&-';
   const tc =
     'exec 6<<// 7>/proc/self/fd/6; ' +
     '(exec <&6 3>&- 4<&- 5<&- 6<&- 7>&-; exec 3<<// >/proc/self/fd/3 4<<// 2>/proc/self/fd/4 9<&0; ' +
     `read -r g && exec 3<&- 4<&- 9<&- && { ${execTool('tc')}; }) & ` +
-    'e="$$ $m $i $!"; exec 6<&-';
+    'e="$$ $m $i $! $r"; exec 6<&-';
   const line = `':' //; ${mode}; e=; if [ -n "$m" ]; then ${ip}; ${tc}; fi; KATA_CNI_EARLY=$e exec ${node} ${NODE_OPTIONS} "$0" "$@"`;
   const heredocs = line.split('<<//').length - 1;
   return `${line}\n${'//\n'.repeat(heredocs)}`;

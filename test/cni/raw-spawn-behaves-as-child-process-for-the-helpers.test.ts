@@ -75,6 +75,24 @@ t.test('a character split across two writes, and text after the last newline, co
   );
 });
 
+t.test('what a pipe reads before it has a data listener is held, EOF too, and comes when one is added', async (t) => {
+  const raw = RawChild.spawn('sh', ['-c', 'printf "one\\ntwo\\n"; printf err >&2'])!;
+  const watched: string[] = [];
+  raw.stderr.watch((b) => watched.push(b.toString('latin1')));
+  const ended: string[] = [];
+  raw.stdout.on('end', () => ended.push('stdout'));
+  await new Promise<void>((r) => raw.on('exit', () => setTimeout(r, 100)));
+  t.same(ended, [], 'no end yet: nobody has read the data before it');
+  t.same(watched, ['err'], 'watch saw the stderr chunk as it was read');
+  const seen: string[] = [];
+  raw.stdout.setEncoding('utf8').on('data', (d: string) => seen.push(`data ${d}`));
+  raw.stdout.on('end', () => seen.push('end'));
+  t.same(seen, [], 'delivered after the listener is added, not inside on()');
+  await new Promise((r) => setImmediate(r));
+  t.same(seen, ['data one\ntwo\n', 'end'], 'then the held data, then the end');
+  t.same(ended, ['stdout'], 'the earlier end listener sees it then too');
+});
+
 t.test('kill: SIGKILL ends it with that signal, as with node:child_process', async (t) => {
   const raw = RawChild.spawn('sleep', ['30'])!;
   const done = drive(raw, [], false);

@@ -25,6 +25,7 @@ t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 // The script after the shell lines (an ES module: the file ends in .mjs). It reports one JSON line.
 const SCRIPT = `
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { takeInherited } from ${JSON.stringify(join(DIST, 'cni/inherited-helpers.js'))};
 import { CoprocessNetlink } from ${JSON.stringify(join(DIST, 'host/netlink.js'))};
 const out = { self: process.pid };
@@ -51,7 +52,15 @@ if (h) {
   const nl = new CoprocessNetlink(500, { ipDetails: true, adopt });
   try {
     out.ip = { pid: h.ip?.pid, args: h.ip?.spawnargs, ppid: h.ip && ppid(h.ip.pid) };
-    out.link = (await nl.json('ip', h.ns, ['link', 'show', 'dev', 'lo']))[0]?.ifname;
+    out.preSent = h.ip?.preSent?.lines ?? null;
+    // Long enough for ip to answer a read the shell sent; lo's MTU then changes (another process),
+    // so an answer to that read tells itself from a read sent now.
+    await new Promise((r) => setTimeout(r, 300));
+    spawnSync('nsenter', ['--net=' + h.ns.path, 'ip', 'link', 'set', 'lo', 'mtu', '1234']);
+    const first = (await nl.json('ip', h.ns, ['-details', 'link', 'show', 'dev', 'lo']))[0];
+    out.link = first?.ifname;
+    out.mtuFirst = first?.mtu;
+    out.mtuNow = (await nl.json('ip', h.ns, ['-details', 'link', 'show', 'dev', 'lo']))[0]?.mtu;
     await nl.batch('tc', h.ns, ['qdisc add dev lo ingress']);
     out.qdisc = (await nl.json('tc', h.ns, ['qdisc', 'show', 'dev', 'lo', 'ingress']))[0]?.kind;
     out.tc = { pid: tc?.pid, args: tc?.spawnargs, ppid: tc && ppid(tc.pid), cmdline: tc && readFileSync('/proc/' + tc.pid + '/cmdline', 'latin1').split('\\0').filter(Boolean) };
@@ -81,6 +90,9 @@ type Report = {
   ip?: { pid: number; args: string[]; ppid: number };
   tc?: { pid: number; args: string[]; ppid: number; cmdline: string[] };
   link?: string;
+  preSent?: string[] | null;
+  mtuFirst?: number;
+  mtuNow?: number;
   qdisc?: string;
   pipes?: { fd: number; cloexec: boolean }[];
   killed?: boolean;
@@ -96,8 +108,11 @@ async function call(env: Record<string, string>, cmd: string[] = [file]): Promis
 
 t.test('ADD: ip and tc were started by the shell, answer with the expected command lines, children of the plugin', async (t) => {
   const ns = await tempNetns(t, 'shb');
-  const r = await call({ CNI_COMMAND: 'ADD', CNI_NETNS: ns.path });
+  const r = await call({ CNI_COMMAND: 'ADD', CNI_NETNS: ns.path, CNI_IFNAME: 'lo' });
   t.equal(r.taken, 'yes', 'taken over');
+  t.same(r.preSent, ['addr show dev lo'], "the shell sent ip the read of CNI_IFNAME, the plugin's first request");
+  t.equal(r.mtuFirst, 65536, 'and its answer, read before Node listened, is the answer to that request');
+  t.equal(r.mtuNow, 1234, 'the next read is sent and answered anew');
   t.equal(r.envLeft, null, 'KATA_CNI_EARLY is removed from the environment');
   t.equal(r.error, undefined);
   t.same(r.ip?.args, ['ip', ...helperArgv('ip', ns, true)[1]], "ip: helperArgv's command line (-n NAME)");
@@ -127,16 +142,39 @@ t.test('a namespace by path (not under /run/netns) runs the helpers through nsen
   t.equal(r.error, undefined);
   t.same(r.ip?.args, ['nsenter', `--net=${path}`, 'ip', '-force', '-json', '-details', '-batch', '-']);
   t.equal(r.link, 'lo');
+  t.equal(r.preSent, null, 'DEL: no request is sent ahead');
+  t.equal(r.mtuFirst, 1234, 'the first read is sent by the plugin');
   t.equal(r.qdisc, 'ingress');
 });
+
+t.test(
+  'ADD with a CNI_IFNAME the plugin would refuse sends nothing ahead; a first request of other lines passes the sent one by',
+  async (t) => {
+    const ns = await tempNetns(t, 'shb');
+    for (const ifname of ['a b', 'x;reboot', '..', 'sixteen-chars-ab']) {
+      const r = await call({ CNI_COMMAND: 'ADD', CNI_NETNS: ns.path, CNI_IFNAME: ifname });
+      t.equal(r.error, undefined, JSON.stringify(ifname));
+      t.equal(r.preSent, null, `${JSON.stringify(ifname)}: nothing sent ahead`);
+      t.equal(r.mtuFirst, 1234, `${JSON.stringify(ifname)}: the first read is the plugin's own`);
+    }
+    // CNI_IFNAME names another link than the script reads first: the sent read is answered and unused.
+    const other = await call({ CNI_COMMAND: 'ADD', CNI_NETNS: ns.path, CNI_IFNAME: 'eth9' });
+    t.same(other.preSent, ['addr show dev eth9']);
+    t.equal(other.error, undefined, 'the failed read of eth9 fails nothing');
+    t.equal(other.link, 'lo');
+    t.equal(other.mtuFirst, 1234, 'the read of lo got its own answer');
+  },
+);
 
 t.test('ip missing from PATH: E_EXEC_NOT_FOUND, as a spawn of a missing command reports', async (t) => {
   const ns = await tempNetns(t, 'shb');
   const empty = mkdtempSync(join(tmpdir(), 'krt-shell-boot-path-'));
   t.teardown(() => rmSync(empty, { recursive: true, force: true }));
-  const r = await call({ CNI_COMMAND: 'CHECK', CNI_NETNS: ns.path, PATH: empty });
-  t.equal(r.taken, 'yes');
-  t.equal(r.error, 'E_EXEC_NOT_FOUND');
+  for (const command of ['CHECK', 'ADD']) {
+    const r = await call({ CNI_COMMAND: command, CNI_NETNS: ns.path, CNI_IFNAME: 'lo', PATH: empty });
+    t.equal(r.taken, 'yes', command);
+    t.equal(r.error, 'E_EXEC_NOT_FOUND', `${command}: E_EXEC_NOT_FOUND (ADD: with the read sent ahead)`);
+  }
 });
 
 t.test('VERSION and a relative CNI_NETNS start no helper; a KATA_CNI_EARLY of another process is ignored', async (t) => {
