@@ -1,26 +1,36 @@
+import { closeSync } from 'node:fs';
 import { mark, startTiming } from '../timing.js';
 import { runCached } from './cached-script.js';
-import { PAYLOAD_KEY, readPayload, TRAIN_KEY } from './payload.js';
+import { openPayload, PAYLOAD_KEY, TRAIN_KEY } from './payload.js';
 
 /**
- * The first JavaScript of the kata-cni executable (cni/build/bundle.mjs; before it only the shell
- * lines of shell-boot.ts, a comment here): the only part V8 compiles from
- * source at every call, so it does as little as it can. It reads the payload (payload.ts) and runs
- * the head (launcher.ts), which travels in the payload with a code cache of its own: the head
- * starts the call's helpers and runs the plugin's code, and its functions (the raw spawn, the
- * helpers' pipes) run through the whole call, so compiled from source they cost about a
- * millisecond at every start (bench/cni.ts).
+ * The first JavaScript of the kata-cni executable (cni/build/bundle.mjs): the here-document that
+ * the shell lines (shell-boot.ts) hand Node as /dev/fd/8, with the executable's path after it on
+ * the command line. The only part V8 compiles from source at every call, so it does as little as
+ * it can: it reads the executable's bytes, finds the payload after the here-document
+ * (payload.ts) and runs the head (launcher.ts), which travels in the payload with a code cache of
+ * its own: the head takes over the call's helpers and runs the plugin's code, and its functions
+ * (the helpers' pipes) run through the whole call, so compiled from source they would cost about
+ * a millisecond at every start (bench/cni.ts).
  *
  * KATA_CNI_TRAIN is false in the shipped file (esbuild removes that code). In the training copy
  * (cni/build/train-cache.mjs) the body's cache is the file named by KATA_CNI_TRAIN_CACHE (handed to
  * the head through TRAIN_KEY) and the head's that name plus ".head".
  */
 declare const KATA_CNI_TRAIN: boolean;
-declare function kataCniPayload(): void;
 
 startTiming(process.env);
 mark('launcher');
-const payload = readPayload(kataCniPayload.toString());
+// Node read its code from fd 8 (the here-document's pipe): nothing the plugin starts may hold it.
+try {
+  closeSync(8);
+} catch {
+  // not open
+}
+// argv as for a script run directly: [node, the executable, its arguments].
+const self = process.argv.splice(1, 2, process.argv[2] ?? '')[1];
+if (!self) throw new Error('kata-cni: run the kata-cni executable itself, not its boot');
+const payload = openPayload(self);
 (globalThis as { [PAYLOAD_KEY]?: unknown })[PAYLOAD_KEY] = payload;
 const train = KATA_CNI_TRAIN ? process.env.KATA_CNI_TRAIN_CACHE : undefined;
 if (train) (globalThis as { [TRAIN_KEY]?: string })[TRAIN_KEY] = train;

@@ -1,9 +1,9 @@
 #!/usr/bin/env node
-// Builds the kata-cni executable: ONE file, dist/cni/kata-cni.js. It holds shell lines that are
-// also JavaScript (cni/build/shell-boot.ts: they start the helpers and exec Node on the file), a
-// tiny boot (cni/build/boot.ts), then in a trailing comment the head (cni/build/launcher.ts), the
-// plugin's code (the "body") and a V8 code cache for each of the two; see boot.ts, launcher.ts and
-// payload.ts for why.
+// Builds the kata-cni executable: ONE file, dist/cni/kata-cni.js. It is a shell script
+// (cni/build/shell-boot.ts: it starts the helpers and execs Node on its last here-document, the
+// boot, cni/build/boot.ts), followed by the payload as bytes (cni/build/payload.ts): the head
+// (cni/build/launcher.ts), the plugin's code (the "body"), a V8 code cache for each of the two,
+// and pino's code; see boot.ts, launcher.ts and payload.ts for why.
 //  - the body: esbuild bundles cni/main.ts and everything it reaches (host/, plugins/network/, pino)
 //    and minifies it; dynamic imports stay lazily initialised modules inside the one file, so
 //    VERSION never runs the network code. It is wrapped as `(function (require) { ... })`.
@@ -11,15 +11,12 @@
 //    cni/config-validator.ts, so no call loads ajv or compiles a schema.
 //  - host/exec.ts runs commands with host/execa-lite.ts (no execa); node:crypto is replaced by
 //    cni/build/crypto-lite.ts (see there for why); node:child_process and node:fs/promises load on
-//    first use (below); pino is embedded as a string evaluated on first use (see below).
+//    first use (below); pino is a payload part of its own, evaluated on first use (see below).
 //  - the code caches of the head and the body: trained on real calls by this Node (below), else
 //    every function compiled (V8's --no-lazy only while compiling, so the cache's flags match a
-//    plain `node`); serialised, base64.
-//  - the output is a classic script (esbuild "iife"), valid both as CommonJS and as an ES module:
-//    installed as an extensionless `kata-cni` in a CNI bin dir (no package.json around) Node loads
-//    it as CommonJS on any Node 20; as dist/cni/kata-cni.js (in this "type": "module" package) as
-//    an ES module. Built-in modules come from `require` when it exists (CommonJS) and from
-//    process.getBuiltinModule otherwise (Node >= 20.16).
+//    plain `node`); serialised, as bytes.
+//  - the boot and the head are classic scripts (esbuild "iife") run as CommonJS: the boot as
+//    Node's main script (/dev/fd/8), the head and the body as functions of its require.
 // Usage: node cni/build/bundle.mjs [--outfile PATH] [--metafile PATH] [--no-code-cache]
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -174,7 +171,7 @@ const body = `(function (require) {\n${result.outputFiles[0].text}})`;
 // The boot (boot.ts: the file's own code, compiled from source at every call, so kept tiny) and
 // the head (launcher.ts: travels in the payload with a code cache of its own), each also as a
 // training copy (KATA_CNI_TRAIN true: reads and writes the caches named by KATA_CNI_TRAIN_CACHE).
-const buildScript = async (entry, train, banner) =>
+const buildScript = async (entry, train) =>
   (
     await esbuild.build({
       absWorkingDir: root,
@@ -188,46 +185,64 @@ const buildScript = async (entry, train, banner) =>
       logLevel: 'warning',
       define: { KATA_CNI_TRAIN: String(train) },
       plugins: [cryptoLite, lazyBuiltins],
-      ...(banner ? { banner: { js: banner } } : {}),
       write: false,
     })
   ).outputFiles[0].text;
 // The shell lines first (cni/build/shell-boot.ts, bundled from its source here, so that no tsc
-// output is needed): they start the call's helpers and exec Node on this same file.
-const shellBootModule = (
-  await esbuild.build({
-    absWorkingDir: root,
-    entryPoints: [join(root, 'cni/build/shell-boot.ts')],
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    logLevel: 'warning',
-    write: false,
-  })
-).outputFiles[0].text;
-const { shellBoot } = await import(`data:text/javascript;base64,${Buffer.from(shellBootModule).toString('base64')}`);
-const BOOT_BANNER = `#!/bin/sh\n${shellBoot()}var require = typeof require === 'function' ? require : process.getBuiltinModule;`;
-const buildBoot = async (train) => Buffer.from(await buildScript('cni/build/boot.ts', train, BOOT_BANNER), 'utf8');
+// output is needed): they start the call's helpers and exec Node on the boot, their last
+// here-document; the payload (cni/build/payload.ts) follows it as bytes.
+const sourceModule = async (entry) => {
+  const text = (
+    await esbuild.build({
+      absWorkingDir: root,
+      entryPoints: [join(root, entry)],
+      bundle: true,
+      platform: 'node',
+      format: 'esm',
+      target: 'node20',
+      logLevel: 'warning',
+      write: false,
+    })
+  ).outputFiles[0].text;
+  return import(`data:text/javascript;base64,${Buffer.from(text).toString('base64')}`);
+};
+const [{ shellBoot }, { BOOT_END, PART_ORDER, PREAMBLE_MAX }] = await Promise.all([
+  sourceModule('cni/build/shell-boot.ts'),
+  sourceModule('cni/build/payload.ts'),
+]);
+// dash writes a here-document of up to 4 KiB to its pipe itself; a longer one costs a fork.
+const buildBoot = async (train) => {
+  const text = await buildScript('cni/build/boot.ts', train);
+  const size = Buffer.byteLength(text);
+  if (size > 4096) throw new Error(`kata-cni: the boot is ${size} bytes; keep it within 4096 (dash's here-document pipe write)`);
+  return text;
+};
 // The head has no training switch of its own (launcher.ts): the same code in both copies.
 const buildHead = async () => `(function (require) {\n${await buildScript('cni/build/launcher.ts', false)}})`;
 
-// The boot, then the payload boot.ts reads back (cni/build/payload.ts): a function that is never
-// called, whose comment holds the parts. Code goes in as it is when that is safe (ASCII, which
-// esbuild's output is, and no comment end), else in base64; the code cache always in base64.
-const plainSafe = (text) => Buffer.byteLength(text, 'utf8') === text.length && !text.includes('*/'); // ASCII: one byte a character
-const asPart = (name, text) => (plainSafe(text) ? [name, text, 'plain'] : [name, Buffer.from(text, 'utf8').toString('base64'), 'base64']);
-const executable = (bootBytes, headText, headCache, cacheBytes) => {
+// The executable (cni/build/payload.ts): the shell lines ending in the boot's here-document, then
+// the payload's header line and its parts as bytes. The code parts are sliced from the file as
+// latin1, so they must be ASCII, which esbuild's output is (it escapes the rest).
+const ascii = (name, text) => {
+  const bytes = Buffer.from(text, 'utf8');
+  if (bytes.length !== text.length) throw new Error(`kata-cni: the ${name} part is not ASCII`);
+  return bytes;
+};
+const executable = (bootText, headText, headCache, cacheBytes) => {
   const parts = [
-    asPart('head', headText),
-    ['headcache', headCache.toString('base64'), 'base64'],
-    asPart('body', body),
-    asPart('pino', pinoCjs),
-    ['cache', cacheBytes.toString('base64'), 'base64'],
+    ['head', ascii('head', headText)],
+    ['headcache', headCache],
+    ['body', ascii('body', body)],
+    ['cache', cacheBytes],
+    ['pino', ascii('pino', pinoCjs)],
   ];
-  const header = JSON.stringify(Object.fromEntries(parts.map(([name, text, enc]) => [name, [text.length, enc]])));
-  const payload = `\nfunction kataCniPayload(){/*kata-cni payload ${header}\n${parts.map(([, text]) => `${text}\n`).join('')}*/}\n`;
-  return Buffer.concat([bootBytes, Buffer.from(payload, 'latin1')]);
+  if (parts.map(([name]) => name).join() !== PART_ORDER.join()) throw new Error('kata-cni: the parts are not in PART_ORDER');
+  const header = JSON.stringify(Object.fromEntries(parts.map(([name, bytes]) => [name, bytes.length])));
+  const script = `#!/bin/sh\n${shellBoot(bootText)}`;
+  if (!script.endsWith(`\n${BOOT_END}\n`)) throw new Error('kata-cni: the shell lines do not end with the boot');
+  if (script.length + header.length + 1 > PREAMBLE_MAX)
+    throw new Error(`kata-cni: shell lines, boot and header exceed ${PREAMBLE_MAX} bytes`);
+  return Buffer.concat([Buffer.from(script, 'latin1'), Buffer.from(`${header}\n`, 'latin1'), ...parts.map(([, bytes]) => bytes)]);
 };
 
 // The code caches of the head and the body, made by this Node in fresh processes without flags (V8 checks its

@@ -1,69 +1,122 @@
-/**
- * The payload of the kata-cni executable (written by cni/build/bundle.mjs, read by boot.ts): the
- * last thing in the file is a function that is never called,
- *
- *     function kataCniPayload(){/*kata-cni payload {"head":[LEN,ENC],"headcache":[...],"body":[...],...}
- *     <head>
- *     <headcache>
- *     <body>
- *     <pino>
- *     <cache>
- *     *\/}
- *
- * whose comment holds the parts one after another, each followed by a newline: the head
- * (launcher.ts) and its V8 code cache, the plugin's code ("body"), pino's code (evaluated only when
- * logging is configured) and the V8 code cache of the body. ENC is "plain" (the text as is: ASCII
- * without a comment end) or "base64" (the code caches, and code that is not plain-safe). Why a function: `kataCniPayload.toString()` is a slice of the
- * source V8 already holds, so nothing is read twice or copied (the source of the whole file, as a
- * CommonJS wrapper's toString would give it, is a new string that V8 flattens at 1-10 ms); and V8
- * only scans a comment, where a string literal of that size costs it 5-10 ms.
- */
-export type PartName = 'head' | 'headcache' | 'body' | 'pino' | 'cache';
-type Encoding = 'plain' | 'base64';
+import { closeSync, openSync, readSync } from 'node:fs';
 
-export const PAYLOAD_MARK = 'kata-cni payload ';
+/**
+ * The payload of the kata-cni executable (written by cni/build/bundle.mjs, read by boot.ts). The
+ * file is a shell script with the plugin's code after its end:
+ *
+ *     #!/bin/sh
+ *     <line 2, shell-boot.ts: ... exec node ... /dev/fd/8 "$0" "$@" 8<<'KATA_CNI_BOOT'>
+ *     //                      (the ends of the helpers' here-documents)
+ *     <the boot, boot.ts>     (the here-document Node runs, as /dev/fd/8)
+ *     KATA_CNI_BOOT
+ *     {"head":LEN,"headcache":LEN,"body":LEN,"cache":LEN,"pino":LEN}
+ *     <head><headcache><body><cache><pino>
+ *
+ * The parts follow one another as they are, lengths in bytes: the head (launcher.ts) and its V8
+ * code cache, the plugin's code ("body"), the V8 code cache of the body, and pino's code (read and
+ * evaluated only when logging is configured). The shell never reads past the here-document (it execs Node
+ * first) and Node never parses the payload as JavaScript: the boot reads the file as bytes and
+ * slices it. Why: as a comment of the JavaScript file (base64 for the caches), the payload cost
+ * every call about 1.5 ms (Node decodes and V8 scans the whole 500 KiB as source; base64 decoding
+ * the caches); read as bytes it costs a fraction of that (bench/cni.ts, README "Startup cost").
+ * The code parts are ASCII (esbuild's output; the build checks it), so a latin1 slice is the
+ * source as V8 compiled it when the caches were made.
+ */
+export type PartName = 'head' | 'headcache' | 'body' | 'cache' | 'pino';
+
+/** The parts in file order: pino last, read only when logging is configured. */
+export const PART_ORDER: readonly PartName[] = ['head', 'headcache', 'body', 'cache', 'pino'];
+
+/** The here-document's end: the line after the boot, which the payload's header line follows. */
+export const BOOT_END = 'KATA_CNI_BOOT';
+
+/** The shell lines, the boot and the header line fit in this many bytes at the file's start (the build checks it). */
+export const PREAMBLE_MAX = 16 * 1024;
 
 export interface Payload {
-  /** A part as text (plain parts are slices of the source, not copies). */
+  /** A code part as text. */
   text(part: PartName): string;
-  /** A part as bytes (base64 decoded, or the text as UTF-8). */
+  /** A part as bytes. */
   bytes(part: PartName): Buffer;
-  /** Length of the part's text in the file (0: absent). */
+  /** Length of the part in bytes (0: absent). */
   size(part: PartName): number;
 }
 
-/** Read the payload from the source text of kataCniPayload (or of the whole file). */
-export function readPayload(source: string): Payload {
-  // kataCniPayload's source starts with the mark (`function kataCniPayload(){/*kata-cni payload `):
-  // look there first. A search of the whole text from its end walks back over the parts (450 KiB,
-  // about 0.3 ms of every call); it is only for a whole file, whose head may hold the mark as a string.
-  const head = source.lastIndexOf(`/*${PAYLOAD_MARK}`, 64);
-  const at = head >= 0 ? head : source.lastIndexOf(`/*${PAYLOAD_MARK}`);
-  if (at < 0) throw new Error('kata-cni: the payload is missing from the executable (rebuild it: npm run build:cni)');
-  const nl = source.indexOf('\n', at);
-  const header = JSON.parse(source.slice(at + 2 + PAYLOAD_MARK.length, nl)) as Record<PartName, [number, Encoding] | undefined>;
-  const spans = new Map<PartName, [number, number, Encoding]>();
-  let from = nl + 1;
-  for (const part of ['head', 'headcache', 'body', 'pino', 'cache'] as const) {
-    const [len, enc] = header[part] ?? [0, 'plain'];
-    spans.set(part, [from, len, enc]);
-    from += len + 1;
+/** Where the header line is in a file's first bytes: [its start, its end]; undefined: none. */
+function headerSpan(start: Buffer): [number, number] | undefined {
+  // The first line that is the here-document's end: line 2 names it only after `<<'`, and the
+  // boot's code spells its newlines as escapes.
+  const end = start.indexOf(`\n${BOOT_END}\n`);
+  if (end < 0) return undefined;
+  const from = end + BOOT_END.length + 2;
+  const nl = start.indexOf(10, from);
+  return nl < 0 ? undefined : [from, nl];
+}
+
+/**
+ * The payload of an executable: `read(position, length)` gives its bytes. All parts but pino are
+ * read at once (one read, into one buffer), pino when it is first asked for.
+ */
+function payloadOf(read: (position: number, length: number) => Buffer): Payload {
+  const start = read(0, PREAMBLE_MAX);
+  const span = headerSpan(start);
+  if (!span) throw new Error('kata-cni: the payload is missing from the executable (rebuild it: npm run build:cni)');
+  const lengths = JSON.parse(start.toString('latin1', span[0], span[1])) as Partial<Record<PartName, number>>;
+  const spans = new Map<PartName, [number, number]>();
+  let from = span[1] + 1;
+  for (const part of PART_ORDER) {
+    const len = lengths[part] ?? 0;
+    spans.set(part, [from, len]);
+    from += len;
   }
-  const raw = (part: PartName): [string, Encoding] => {
-    const [start, len, enc] = spans.get(part)!;
-    return [source.slice(start, start + len), enc];
+  const [mainAt] = spans.get('head')!;
+  const [pinoAt, pinoLen] = spans.get('pino')!;
+  const main = read(mainAt, pinoAt - mainAt);
+  let pino: Buffer | undefined;
+  const bytes = (part: PartName): Buffer => {
+    const [at, len] = spans.get(part)!;
+    if (part !== 'pino') return main.subarray(at - mainAt, at - mainAt + len);
+    pino ??= read(pinoAt, pinoLen);
+    return pino;
   };
   return {
-    text(part) {
-      const [s, enc] = raw(part);
-      return enc === 'base64' ? Buffer.from(s, 'base64').toString('utf8') : s;
-    },
-    bytes(part) {
-      const [s, enc] = raw(part);
-      return Buffer.from(s, enc === 'base64' ? 'base64' : 'utf8');
-    },
+    text: (part) => bytes(part).toString('latin1'),
+    bytes,
     size: (part) => spans.get(part)![1],
   };
+}
+
+/** The payload of the executable at path (the boot's way: two reads, a third for pino's part when it is used). */
+export function openPayload(path: string): Payload {
+  let fd: number | undefined = openSync(path, 'r');
+  const read = (position: number, length: number): Buffer => {
+    const own = fd === undefined;
+    const f = fd ?? openSync(path, 'r');
+    try {
+      const buf = Buffer.allocUnsafe(length);
+      let got = 0;
+      for (let n = -1; got < length && n !== 0; got += n) n = readSync(f, buf, got, length - got, position + got);
+      if (got < length && length !== PREAMBLE_MAX) throw new Error('kata-cni: the executable is cut short (rebuild it: npm run build:cni)');
+      return buf.subarray(0, got);
+    } finally {
+      if (own) closeSync(f);
+    }
+  };
+  try {
+    return payloadOf(read);
+  } finally {
+    closeSync(fd);
+    fd = undefined;
+  }
+}
+
+/** The payload of an executable's bytes (for the build's checks and the tests). */
+export function readPayload(file: Buffer): Payload {
+  return payloadOf((position, length) => {
+    if (position + length > file.length && length !== PREAMBLE_MAX)
+      throw new Error('kata-cni: the executable is cut short (rebuild it: npm run build:cni)');
+    return file.subarray(position, position + length);
+  });
 }
 
 /** Where the boot leaves the payload for the head and the plugin's code (pino's part; see cni/build/bundle.mjs). */

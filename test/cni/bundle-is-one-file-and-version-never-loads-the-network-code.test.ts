@@ -4,18 +4,18 @@ import { join } from 'node:path';
 import t from 'tap';
 import { run } from '../../host/exec.js';
 import { tempNetns, vethPair } from '../helpers/netns.js';
-import { readPayload } from '../../cni/build/payload.js';
-import { shellBoot } from '../../cni/build/shell-boot.js';
+import { BOOT_END, readPayload } from '../../cni/build/payload.js';
+import { shellLines } from '../../cni/build/shell-boot.js';
 import { REPO, tempDir } from './helpers/cni-runtime.js';
 
 /**
  * The shipped plugin is ONE file that runs on its own (copied anywhere, no node_modules), and its
  * static import graph from the entry stops before config validation, logging and the network code,
  * which are reached only through dynamic imports (lazily initialised inside the bundle). The file
- * is a small boot plus, in the comment of a trailing function, the head and its V8 code cache, the
- * plugin's code, pino's code and the plugin's V8 code cache (both caches trained on real calls):
- * this Node accepts the caches, a Node with other V8 flags rejects them and still answers, and a
- * real ADD, CHECK and DEL load neither node:child_process nor node:fs/promises.
+ * is a shell script whose last here-document is a small boot, followed by the payload as bytes:
+ * the head and its V8 code cache, the plugin's code, its V8 code cache (both caches trained on real
+ * calls) and pino's code: this Node accepts the caches, a Node with other V8 flags rejects them and
+ * still answers, and a real ADD, CHECK and DEL load neither node:child_process nor node:fs/promises.
  */
 const dir = tempDir(t, 'bundle');
 const out = join(dir, 'kata-cni.js');
@@ -23,9 +23,9 @@ const metaFile = join(dir, 'meta.json');
 await run(process.execPath, [join(REPO, 'cni/build/bundle.mjs'), '--outfile', out, '--metafile', metaFile]);
 const meta = JSON.parse(readFileSync(metaFile, 'utf8')) as { inputs: Record<string, { imports: { path: string; kind: string }[] }> };
 
-/** The parts of the payload comment at the end of the file. */
+/** The parts of the payload after the boot. */
 function payload(file: string): { head: string; headCache: Buffer; body: string; pino: string; cache: Buffer } {
-  const p = readPayload(readFileSync(file, 'latin1'));
+  const p = readPayload(readFileSync(file));
   return { head: p.text('head'), headCache: p.bytes('headcache'), body: p.text('body'), pino: p.text('pino'), cache: p.bytes('cache') };
 }
 
@@ -110,25 +110,30 @@ t.test('no execa and no ajv compiler in the bundle: the schema is compiled ahead
   t.match(head, /^\(function \(require\) \{/, 'the head is a function of require, run from the payload');
   t.match(head, /kata-cni\.early-helpers/, 'the head starts the helpers');
   const file = readFileSync(out, 'latin1');
-  t.notMatch(file.slice(0, file.indexOf('function kataCniPayload')), /kata-cni\.early-helpers/, 'the boot does not');
+  const lines = `#!/bin/sh\n${shellLines()}`;
+  const boot = file.slice(lines.length, file.indexOf(`\n${BOOT_END}\n`));
+  t.ok(file.startsWith(lines) && boot.length > 100, `the boot is the here-document after the shell lines (${boot.length} bytes)`);
+  t.ok(Buffer.byteLength(boot) <= 4096, 'small enough for dash to write it to its pipe without a fork');
+  t.notMatch(boot, /kata-cni\.early-helpers/, 'the boot does not start the helpers');
+  t.match(boot, /\/dev\/fd\/8|closeSync/, 'it closes the here-document it came from');
   t.match(pino, /stdSerializers/, "pino's code travels as a payload part of its own");
   t.notMatch(text, /stdSerializers/, "pino's code is not in the plugin's code");
-  t.ok(readFileSync(out, 'utf8').trimEnd().endsWith('*/}'), 'the payload is the comment of a trailing function');
+  t.ok(file.endsWith(pino), "the parts follow the boot as they are: the file ends with pino's code");
+  t.ok(readFileSync(out).includes(cache), 'and the code cache is in it as bytes, not encoded');
   t.ok(all.includes('cni/build/crypto-lite.ts'), 'randomBytes comes from cni/build/crypto-lite.ts');
 });
 
-t.test('the bundle runs alone: as an extensionless executable (CommonJS) and as an ES module', async (t) => {
+t.test('the bundle runs alone, copied anywhere, by any name', async (t) => {
   const st = statSync(out);
   t.ok((st.mode & 0o111) !== 0, 'executable');
-  t.ok(readFileSync(out, 'utf8').startsWith(`#!/bin/sh\n${shellBoot()}`), 'shell lines first, which exec node from PATH');
+  t.ok(readFileSync(out, 'latin1').startsWith(`#!/bin/sh\n${shellLines()}`), 'shell lines first, which exec node from PATH');
   const alone = tempDir(t, 'alone');
-  copyFileSync(out, join(alone, 'kata-cni'));
-  await run('chmod', ['755', join(alone, 'kata-cni')]);
-  copyFileSync(out, join(alone, 'kata-cni.mjs'));
-  for (const file of [join(alone, 'kata-cni'), join(alone, 'kata-cni.mjs')]) {
-    const cmd = file.endsWith('.mjs') ? process.execPath : file;
-    const args = file.endsWith('.mjs') ? [file] : [];
-    const r = await versionCall(cmd, args, process.env.PATH ?? '', '0.4.0', alone);
+  for (const name of ['kata-cni', 'kata-cni.js']) {
+    copyFileSync(out, join(alone, name));
+    await run('chmod', ['755', join(alone, name)]);
+  }
+  for (const file of [join(alone, 'kata-cni'), join(alone, 'kata-cni.js')]) {
+    const r = await versionCall(file, [], process.env.PATH ?? '', '0.4.0', alone);
     t.equal(r.code, 0, file);
     t.same(
       JSON.parse(r.stdout),
@@ -140,11 +145,12 @@ t.test('the bundle runs alone: as an extensionless executable (CommonJS) and as 
 
 t.test("install-cni names this Node in the shell lines' exec (no PATH needed); --env-shebang keeps `node`", async (t) => {
   const bundleText = readFileSync(join(REPO, 'dist/cni/kata-cni.js'), 'latin1');
-  const built = `#!/bin/sh\n${shellBoot()}`;
+  const built = `#!/bin/sh\n${shellLines()}`;
   t.ok(bundleText.startsWith(built), 'the bundle starts with the shell lines');
+  const tail = ` --v8-pool-size=1 $b "$0" "$@" 8<<'${BOOT_END}'\n`;
   for (const [flags, exec, path] of [
-    [[], ` exec '${process.execPath}' --v8-pool-size=1 "$0" "$@"\n`, ''],
-    [['--env-shebang'], ' exec node --v8-pool-size=1 "$0" "$@"\n', process.env.PATH ?? ''],
+    [[], ` exec '${process.execPath}'${tail}`, ''],
+    [['--env-shebang'], ` exec node${tail}`, process.env.PATH ?? ''],
   ] as const) {
     const bin = tempDir(t, 'install');
     await run(process.execPath, [join(REPO, 'cni/build/install.mjs'), '--bin-dir', bin, ...flags]);
@@ -152,7 +158,7 @@ t.test("install-cni names this Node in the shell lines' exec (no PATH needed); -
     const lines = installed.split('\n');
     t.equal(lines[0], '#!/bin/sh', `${flags.join(' ') || 'default'}: first line`);
     t.ok(`${lines[1]}\n`.endsWith(exec), `${flags.join(' ') || 'default'}: the exec names ${exec.trim().split(' ')[1]}`);
-    const shell = `#!/bin/sh\n${shellBoot(flags.length ? 'node' : `'${process.execPath}'`)}`;
+    const shell = `#!/bin/sh\n${shellLines(flags.length ? 'node' : `'${process.execPath}'`)}`;
     t.ok(
       installed.startsWith(shell) && installed.slice(shell.length) === bundleText.slice(built.length),
       'everything after the shell lines is the bundle, byte for byte',
@@ -160,6 +166,14 @@ t.test("install-cni names this Node in the shell lines' exec (no PATH needed); -
     const r = await versionCall(join(bin, 'kata-cni'), [], path, '1.0.0');
     t.equal(r.code, 0, `runs with PATH=${JSON.stringify(path)}`);
     t.match(JSON.parse(r.stdout), { cniVersion: '1.0.0' });
+  }
+});
+
+t.test('a NODE_OPTIONS with --import or a loader (Node then reads its main script twice) still runs the plugin', async (t) => {
+  for (const options of ['', '--import=data:text/javascript,', '--experimental-loader=data:text/javascript,', '--max-old-space-size=300']) {
+    const r = await execClean([out], { CNI_COMMAND: 'VERSION', ...(options ? { NODE_OPTIONS: options } : {}) }, '{"cniVersion":"0.4.0"}');
+    t.equal(r.code, 0, options || 'no NODE_OPTIONS');
+    t.match(JSON.parse(r.stdout || '{}'), { cniVersion: '0.4.0' }, `${options || 'no NODE_OPTIONS'}: VERSION answered`);
   }
 });
 
@@ -229,8 +243,13 @@ function timing(stderr: string): Record<string, number> {
 }
 
 t.test('this Node accepts the code cache; a Node with other V8 flags rejects it and still answers', async (t) => {
+  // Node's options come from NODE_OPTIONS: the shell lines exec Node themselves.
   const run1 = (flags: string[]) =>
-    execClean([process.execPath, ...flags, out], { CNI_COMMAND: 'VERSION', KATA_CNI_TIMING: '1' }, '{"cniVersion":"1.0.0"}');
+    execClean(
+      [out],
+      { CNI_COMMAND: 'VERSION', KATA_CNI_TIMING: '1', ...(flags.length ? { NODE_OPTIONS: flags.join(' ') } : {}) },
+      '{"cniVersion":"1.0.0"}',
+    );
   const plain = await run1([]);
   t.equal(plain.code, 0);
   t.type(timing(plain.stderr)['compiled-from-cache'], 'number', 'compiled from the code cache');

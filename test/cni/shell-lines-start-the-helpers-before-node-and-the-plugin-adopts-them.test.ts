@@ -22,12 +22,14 @@ const DIST = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
 const dir = mkdtempSync(join(tmpdir(), 'krt-shell-boot-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
-// The script after the shell lines (an ES module: the file ends in .mjs). It reports one JSON line.
+// What the boot's here-document runs in place of kata-cni's boot (CommonJS, as the boot is; the
+// project's modules are ES modules, so they come by import()). It reports one JSON line.
 const SCRIPT = `
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
-import { takeInherited } from ${JSON.stringify(join(DIST, 'cni/inherited-helpers.js'))};
-import { CoprocessNetlink } from ${JSON.stringify(join(DIST, 'host/netlink.js'))};
+const { readdirSync, readFileSync, readlinkSync } = require('node:fs');
+const { spawnSync } = require('node:child_process');
+(async () => {
+const { takeInherited } = await import(${JSON.stringify(join(DIST, 'cni/inherited-helpers.js'))});
+const { CoprocessNetlink } = await import(${JSON.stringify(join(DIST, 'host/netlink.js'))});
 const out = { self: process.pid };
 const h = takeInherited(process.env);
 out.taken = h === undefined ? 'undefined' : h === null ? 'null' : 'yes';
@@ -77,9 +79,12 @@ if (h) {
   await nl.close();
 }
 process.stdout.write(JSON.stringify(out) + '\\n');
+})();
 `;
-const file = join(dir, 'boot.mjs');
-writeFileSync(file, `#!/bin/sh\n${shellBoot(`'${process.execPath}'`)}${SCRIPT}`);
+const script = join(dir, 'script.cjs');
+writeFileSync(script, SCRIPT);
+const file = join(dir, 'kata-cni');
+writeFileSync(file, `#!/bin/sh\n${shellBoot(`require(${JSON.stringify(script)});`, `'${process.execPath}'`)}`);
 chmodSync(file, 0o755);
 
 type Report = {
@@ -184,7 +189,7 @@ t.test('VERSION and a relative CNI_NETNS start no helper; a KATA_CNI_EARLY of an
   const bad = await call({ CNI_COMMAND: 'ADD', CNI_NETNS: '/run/netns/krt bad!' });
   t.equal(bad.taken, 'null', 'a name the plugin refuses: not adopted');
   t.same(bad.pipeFds, [], 'and the inherited pipes are closed at once (EOF ends the helpers)');
-  const stale = await call({ CNI_COMMAND: 'ADD', CNI_NETNS: ns.path, KATA_CNI_EARLY: `1 n 2 3` }, [process.execPath, file]);
-  t.equal(stale.taken, 'undefined', 'run by node itself: the value names another process, so Node starts its own');
+  const stale = await call({ CNI_COMMAND: 'ADD', CNI_NETNS: ns.path, KATA_CNI_EARLY: `1 n 2 3` }, [process.execPath, script]);
+  t.equal(stale.taken, 'undefined', 'not started by the shell lines: the value names another process, so Node starts its own');
   t.equal(stale.envLeft, null, 'and it is removed all the same');
 });
