@@ -10,6 +10,7 @@ import type { KataCniConfig } from '../config.js';
 import { cniNetlink, pluginContext, requireNetns, toNetnsRef } from '../context.js';
 import { CNI_CODES, CniError } from '../errors.js';
 import { addResult } from '../add-result.js';
+import { isoTime } from '../iso-time.js';
 import { findSandboxInterface, formatResult } from '../result.js';
 import type { CniRequest } from '../skel.js';
 import { netnsIdentity, readRecord, removeRecord, runDirFor, writeRecord, type AttachmentRecord } from '../state.js';
@@ -79,7 +80,7 @@ export async function cmdAdd(
     ...(netnsId ? { netnsId } : {}),
     tapName,
     model: cfg.model,
-    createdAt: new Date().toISOString(),
+    createdAt: isoTime(),
   };
   writeRecord(cfg.stateDir, rec);
   let attached: Attached<EndpointResources> | undefined;

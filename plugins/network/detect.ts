@@ -22,9 +22,10 @@ const DEFAULT_VHOST_USER_DIR = '/tmp';
 
 function isSocket(path: string): boolean {
   try {
-    return statSync(path).isSocket();
+    // No ENOENT error (object, stack) for the usual case of no socket.
+    return statSync(path, { throwIfNoEntry: false })?.isSocket() ?? false;
   } catch {
-    return false;
+    return false; // e.g. ENOTDIR
   }
 }
 
