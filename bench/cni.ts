@@ -135,7 +135,7 @@ const NODE_CPU_PROBE =
 const PLUGIN_START: [string, string | undefined, string][] = [
   ["spawn to Node's clock start (fork, exec; with shell lines: helpers started, exec of node)", '@spawn', '@zero'],
   ['Node start (to the first line of kata-cni)', '@zero', 'launcher'],
-  ['compile the head (code cache)', 'launcher', 'head-compiled-from-cache'],
+  ['read the payload (two reads), compile the head (code cache)', 'launcher', 'head-compiled-from-cache'],
   ['take over the helpers the shell started, or spawn them (one spawn)', 'head-compiled-from-cache', 'helpers-spawned'],
   ['compile the plugin code (code cache)', 'helpers-spawned', 'code-loaded'],
 ];

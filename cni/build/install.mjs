@@ -14,43 +14,24 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, wri
 import { spawnSync } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { installArgs } from '../../scripts/install-args.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const args = process.argv.slice(2);
 const USAGE = `usage: npm run install-cni [-- --bin-dir DIR] [--node PATH | --env-shebang]
   --bin-dir DIR   where to install (default: $CNI_BIN_DIR, else /opt/cni/bin)
   --node PATH     the Node the plugin runs on (default: the Node running this script)
   --env-shebang   exec \`node\` from the runtime's PATH at every call instead
 `;
-if (args.includes('--help') || args.includes('-h')) {
-  process.stdout.write(USAGE);
-  process.exit(0);
-}
-// Anything else is refused before anything is installed.
-for (let k = 0; k < args.length; k++) {
-  const a = args[k];
-  if (a === '--bin-dir' || a === '--node') {
-    if (!args[k + 1] || args[k + 1].startsWith('--')) {
-      process.stderr.write(`install-cni: ${a} wants a value\n${USAGE}`);
-      process.exit(2);
-    }
-    k++;
-  } else if (a !== '--env-shebang') {
-    process.stderr.write(`install-cni: unknown argument ${JSON.stringify(a)}\n${USAGE}`);
-    process.exit(2);
-  }
-}
-const i = args.indexOf('--bin-dir');
-const binDir = resolve(i >= 0 && args[i + 1] ? args[i + 1] : process.env.CNI_BIN_DIR || '/opt/cni/bin');
-const n = args.indexOf('--node');
-const node = n >= 0 && args[n + 1] ? resolve(args[n + 1]) : process.execPath;
+const { values, flags } = installArgs('install-cni', USAGE, { valued: ['--bin-dir', '--node'], flags: ['--env-shebang'] });
+const binDir = resolve(values['--bin-dir'] ?? (process.env.CNI_BIN_DIR || '/opt/cni/bin'));
+const node = values['--node'] !== undefined ? resolve(values['--node']) : process.execPath;
 if (node.includes('\n')) {
   process.stderr.write(`install-cni: a Node path with a newline cannot be named: ${JSON.stringify(node)}\n`);
   process.exit(2);
 }
 // The built file execs `node` from PATH (cni/build/shell-boot.ts): its line 2 names it once, so.
 const EXEC_NODE = ' exec node ';
-const nodeWord = args.includes('--env-shebang') ? 'node' : `'${node.replaceAll("'", "'\\''")}'`;
+const nodeWord = flags.has('--env-shebang') ? 'node' : `'${node.replaceAll("'", "'\\''")}'`;
 const bundle = join(root, 'dist/cni/kata-cni.js');
 
 if (!existsSync(bundle)) {

@@ -8,11 +8,14 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { installArgs } from '../../scripts/install-args.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const args = process.argv.slice(2);
-const i = args.indexOf('--bin-dir');
-const binDir = resolve(i >= 0 && args[i + 1] ? args[i + 1] : '/usr/local/bin');
+const USAGE = `usage: npm run install-shim [-- --bin-dir DIR]
+  --bin-dir DIR   where to install (default: /usr/local/bin, on containerd's PATH)
+`;
+const { values } = installArgs('install-shim', USAGE, { valued: ['--bin-dir'] });
+const binDir = resolve(values['--bin-dir'] ?? '/usr/local/bin');
 const bundle = join(root, 'dist/shim/containerd-shim-kata-resources-v2.cjs');
 if (!existsSync(bundle)) {
   const r = spawnSync(process.execPath, [join(root, 'shim/build/bundle.mjs')], { stdio: 'inherit' });
