@@ -1,4 +1,3 @@
-import { closeSync } from 'node:fs';
 import { mark, startTiming } from '../timing.js';
 import { runCached } from './cached-script.js';
 import { openPayload, PAYLOAD_KEY, TRAIN_KEY } from './payload.js';
@@ -21,12 +20,10 @@ declare const KATA_CNI_TRAIN: boolean;
 
 startTiming(process.env);
 mark('launcher');
-// Node read its code from fd 8 (the here-document's pipe): nothing the plugin starts may hold it.
-try {
-  closeSync(8);
-} catch {
-  // not open
-}
+// fd 8, the here-document's pipe, stays open, drained: Node made it close-on-exec at its start (as
+// every inherited fd), so nothing the plugin starts holds it. Closed, its number would go to the
+// next file opened (a helper's pipe), and whatever reads the main script again (a loader of
+// NODE_OPTIONS does) would open that instead: a read of ip's stdin, which hangs.
 // argv as for a script run directly: [node, the executable, its arguments].
 const self = process.argv.splice(1, 2, process.argv[2] ?? '')[1];
 if (!self) throw new Error('kata-cni: run the kata-cni executable itself, not its boot');
