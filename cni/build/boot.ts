@@ -20,10 +20,12 @@ declare const KATA_CNI_TRAIN: boolean;
 
 startTiming(process.env);
 mark('launcher');
-// fd 8, the here-document's pipe, stays open, drained: Node made it close-on-exec at its start (as
-// every inherited fd), so nothing the plugin starts holds it. Closed, its number would go to the
-// next file opened (a helper's pipe), and whatever reads the main script again (a loader of
-// NODE_OPTIONS does) would open that instead: a read of ip's stdin, which hangs.
+// fd 8, the here-document's pipe, stays open, drained: Node marks the fds it inherits
+// close-on-exec at its start (/proc/self/fdinfo shows it), and a drained pipe held by a child
+// would hold nothing up. Closed, its number would go to the next file opened (a helper's pipe),
+// and whatever reads the main script again (a loader of NODE_OPTIONS does) would open that
+// instead: a read of ip's stdin, which hangs.
+
 // argv as for a script run directly: [node, the executable, its arguments].
 const self = process.argv.splice(1, 2, process.argv[2] ?? '')[1];
 if (!self) throw new Error('kata-cni: run the kata-cni executable itself, not its boot');
