@@ -171,39 +171,33 @@ const body = `(function (require) {\n${result.outputFiles[0].text}})`;
 // The boot (boot.ts: the file's own code, compiled from source at every call, so kept tiny) and
 // the head (launcher.ts: travels in the payload with a code cache of its own), each also as a
 // training copy (KATA_CNI_TRAIN true: reads and writes the caches named by KATA_CNI_TRAIN_CACHE).
-const buildScript = async (entry, train) =>
+/** One entry bundled for Node 20 into a string: the options both kinds of script below share. */
+const bundleEntry = async (entry, options) =>
   (
     await esbuild.build({
       absWorkingDir: root,
       entryPoints: [join(root, entry)],
       bundle: true,
       platform: 'node',
-      format: 'iife',
       target: 'node20',
-      minify: true,
-      legalComments: 'none',
       logLevel: 'warning',
-      define: { KATA_CNI_TRAIN: String(train) },
-      plugins: [cryptoLite, lazyBuiltins],
       write: false,
+      ...options,
     })
   ).outputFiles[0].text;
+const buildScript = (entry, train) =>
+  bundleEntry(entry, {
+    format: 'iife',
+    minify: true,
+    legalComments: 'none',
+    define: { KATA_CNI_TRAIN: String(train) },
+    plugins: [cryptoLite, lazyBuiltins],
+  });
 // The shell lines first (cni/build/shell-boot.ts, bundled from its source here, so that no tsc
 // output is needed): they start the call's helpers and exec Node on the boot, their last
 // here-document; the payload (cni/build/payload.ts) follows it as bytes.
 const sourceModule = async (entry) => {
-  const text = (
-    await esbuild.build({
-      absWorkingDir: root,
-      entryPoints: [join(root, entry)],
-      bundle: true,
-      platform: 'node',
-      format: 'esm',
-      target: 'node20',
-      logLevel: 'warning',
-      write: false,
-    })
-  ).outputFiles[0].text;
+  const text = await bundleEntry(entry, { format: 'esm' });
   return import(`data:text/javascript;base64,${Buffer.from(text).toString('base64')}`);
 };
 const [{ shellBoot }, { BOOT_END, PART_ORDER, PREAMBLE_MAX }] = await Promise.all([

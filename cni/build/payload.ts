@@ -54,8 +54,8 @@ function headerSpan(start: Buffer): [number, number] | undefined {
 }
 
 /**
- * The payload of an executable: `read(position, length)` gives its bytes. All parts but pino are
- * read at once (one read, into one buffer), pino when it is first asked for.
+ * The payload of an executable: `read(position, length)` gives its bytes (fewer at the file's end).
+ * All parts but pino are read at once (one read, into one buffer), pino when it is first asked for.
  */
 function payloadOf(read: (position: number, length: number) => Buffer): Payload {
   const start = read(0, PREAMBLE_MAX);
@@ -72,6 +72,7 @@ function payloadOf(read: (position: number, length: number) => Buffer): Payload 
   const [mainAt] = spans.get('head')!;
   const [pinoAt, pinoLen] = spans.get('pino')!;
   const main = read(mainAt, pinoAt - mainAt);
+  if (main.length < pinoAt - mainAt) throw new Error('kata-cni: the executable is cut short (rebuild it: npm run build:cni)');
   let pino: Buffer | undefined;
   const bytes = (part: PartName): Buffer => {
     const [at, len] = spans.get(part)!;
@@ -96,7 +97,6 @@ export function openPayload(path: string): Payload {
       const buf = Buffer.allocUnsafe(length);
       let got = 0;
       for (let n = -1; got < length && n !== 0; got += n) n = readSync(f, buf, got, length - got, position + got);
-      if (got < length && length !== PREAMBLE_MAX) throw new Error('kata-cni: the executable is cut short (rebuild it: npm run build:cni)');
       return buf.subarray(0, got);
     } finally {
       if (own) closeSync(f);
@@ -112,11 +112,7 @@ export function openPayload(path: string): Payload {
 
 /** The payload of an executable's bytes (for the build's checks and the tests). */
 export function readPayload(file: Buffer): Payload {
-  return payloadOf((position, length) => {
-    if (position + length > file.length && length !== PREAMBLE_MAX)
-      throw new Error('kata-cni: the executable is cut short (rebuild it: npm run build:cni)');
-    return file.subarray(position, position + length);
-  });
+  return payloadOf((position, length) => file.subarray(position, position + length));
 }
 
 /** Where the boot leaves the payload for the head and the plugin's code (pino's part; see cni/build/bundle.mjs). */
