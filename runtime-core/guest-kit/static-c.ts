@@ -28,19 +28,28 @@ async function gccVersion(): Promise<string> {
   return r.stdout.split('\n')[0] ?? '';
 }
 
-/** What a binary built from `source` with `defines` depends on: the source, the flags and the compiler. */
-export async function staticCInputsHash(source: string, defines: readonly string[] = []): Promise<string> {
-  const src = await readFile(source);
-  return createHash('sha256')
-    .update(src)
+/** One file, or the files (C sources and the headers they include from their directory) of one program. */
+type Sources = string | readonly string[];
+const list = (s: Sources): readonly string[] => (typeof s === 'string' ? [s] : s);
+
+/** What a binary built from `sources` with `defines` depends on: the sources, the flags and the compiler. */
+export async function staticCInputsHash(sources: Sources, defines: readonly string[] = []): Promise<string> {
+  const h = createHash('sha256');
+  for (const f of list(sources)) h.update(await readFile(f));
+  return h
     .update([...CFLAGS, ...defines].join(' '))
     .update(await gccVersion())
     .digest('hex');
 }
 
-/** gcc -static `source` to `out`; `what` names the program in errors. */
-export async function buildStaticC(what: string, source: string, out: string, defines: readonly string[] = []): Promise<void> {
+/** gcc -static the `.c` files of `sources` to `out` (headers found beside them); `what` names the program in errors. */
+export async function buildStaticC(what: string, sources: Sources, out: string, defines: readonly string[] = []): Promise<void> {
   await gccVersion();
-  const r = await run('gcc', [...CFLAGS, ...defines, '-o', out, source], { reject: false, timeoutMs: 120_000 });
-  if (r.exitCode !== 0) throw new KataError('E_EXEC', `gcc could not build ${what} from ${source}: ${r.stderr.trim()}`);
+  const files = list(sources);
+  const dirs = [...new Set(files.map((f) => `-I${dirname(f)}`))];
+  const r = await run('gcc', [...CFLAGS, ...dirs, ...defines, '-o', out, ...files.filter((f) => f.endsWith('.c'))], {
+    reject: false,
+    timeoutMs: 120_000,
+  });
+  if (r.exitCode !== 0) throw new KataError('E_EXEC', `gcc could not build ${what} from ${files.join(', ')}: ${r.stderr.trim()}`);
 }
