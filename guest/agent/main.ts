@@ -2,7 +2,8 @@
  * kata-agent (this project's): the process the guest's init starts. It finds the virtio-serial
  * port named agent.0 and answers line-delimited JSON requests on it (protocol.ts).
  *
- *   node agent.cjs                     in the guest (port by name, from /sys/class/virtio-ports)
+ *   node agent.cjs                     in the guest: the port kata-init opened (KATA_AGENT_FDS), else by
+ *                                      name, from /sys/class/virtio-ports
  *   node agent.cjs --device PATH       a given character device
  *   node agent.cjs --socket PATH       listen on a unix socket instead (host tests; debugging)
  *   node start.cjs [...]               the same, compiled with the kit's code cache (start.ts)
@@ -11,7 +12,7 @@
  * copy started on a host by mistake just exits.
  */
 import { unlinkSync, writeSync } from 'node:fs';
-import { uptime } from 'node:os';
+import { setPriority, uptime } from 'node:os';
 import { dirname, join } from 'node:path';
 import { makeCoprocessIp } from './ip-coprocess.js';
 import { sleep } from './pci-path.js';
@@ -19,7 +20,7 @@ import { AGENT_PORT_NAME } from './protocol.js';
 import { spawnRunner } from './runner.js';
 import { net } from './builtins.js';
 import { AgentServer } from './server.js';
-import { findVirtioPort, servePort, serveStream } from './transport.js';
+import { findVirtioPort, servePort, serveStream, type PortFd } from './transport.js';
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(name);
@@ -94,6 +95,35 @@ async function main(): Promise<void> {
     return;
   }
 
+  const port = portFromInit() ?? (await findPort());
+  const served = await servePort(server, port, log);
+  const where = typeof port === 'string' ? port : `fd:${port.fd}`;
+  const after = typeof port !== 'string' && port.earlyAgent ? ', taken over from the early agent' : '';
+  log(`ready on ${where} (uptime ${uptime().toFixed(2)} s, agent ${process.uptime().toFixed(2)} s)${after}`);
+  (globalThis as { kataAgentServing?: () => void }).kataAgentServing?.(); // start.ts: the kit build's code cache
+  ip.start(); // and replaced at once whenever it ends (a failed line ends it)
+  await served.done;
+}
+
+/**
+ * The port kata-init opened (KATA_AGENT_FDS=PORT[,HANDOVER,READY], guest/init/kata-init.c). With
+ * the early agent's pipes, kata-init started this agent at nice 19, so that its start left the
+ * guest's one vCPU to the early agent's answers: taking the port over, it gets its priority back
+ * (its children, ip and runc, inherit it).
+ */
+function portFromInit(): PortFd | undefined {
+  const fds = (process.env.KATA_AGENT_FDS ?? '').split(',').filter(Boolean).map(Number);
+  if (fds.length === 0 || !fds.every((n) => Number.isInteger(n) && n >= 0)) return undefined;
+  if (fds.length !== 3) return { fd: fds[0]! };
+  try {
+    setPriority(0);
+  } catch (e) {
+    log(`cannot raise the agent's priority: ${(e as Error).message}`);
+  }
+  return { fd: fds[0]!, earlyAgent: { handover: fds[1]!, ready: fds[2]! } };
+}
+
+async function findPort(): Promise<string> {
   let device = arg('--device');
   if (!device) {
     const name = arg('--port-name') ?? AGENT_PORT_NAME;
@@ -106,11 +136,7 @@ async function main(): Promise<void> {
       await sleep(20);
     }
   }
-  const port = await servePort(server, device, log);
-  log(`ready on ${device} (uptime ${uptime().toFixed(2)} s, agent ${process.uptime().toFixed(2)} s)`);
-  (globalThis as { kataAgentServing?: () => void }).kataAgentServing?.(); // start.ts: the kit build's code cache
-  ip.start(); // and replaced at once whenever it ends (a failed line ends it)
-  await port.done;
+  return device;
 }
 
 main().catch((e) => {

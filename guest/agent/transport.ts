@@ -7,8 +7,23 @@
  *   writes wait; so EOF means "poll again shortly", not "done";
  * - bytes the host sends before the guest opened the port wait in QEMU, so nothing is lost between
  *   boot and the agent's start.
+ *
+ * In the guest kata-init opens the port and its early agent serves it while node starts
+ * (guest/init/early-agent.c); the agent then takes it over: servePort with a PortFd.
  */
-import { closeSync, mkdirSync, openSync, read, readFileSync, readdirSync, readlinkSync, symlinkSync, unlinkSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  mkdirSync,
+  openSync,
+  read,
+  readFileSync,
+  readSync,
+  readdirSync,
+  readlinkSync,
+  symlinkSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { LineSplitter } from './protocol.js';
@@ -58,9 +73,48 @@ export interface PortHandle {
   done: Promise<void>;
 }
 
-/** Serve the agent on a character device (the virtio-serial port) until stop(). */
-export async function servePort(server: AgentServer, path: string, log: (m: string) => void = () => {}): Promise<PortHandle> {
-  const fd = openSync(path, 'r+');
+/** The port as kata-init gives it (KATA_AGENT_FDS): open already, maybe served by its early agent until now. */
+export interface PortFd {
+  fd: number;
+  /** The early agent's pipes (guest/init/early-agent.c): its handover to read, our readiness to write. */
+  earlyAgent?: { handover: number; ready: number };
+}
+
+/**
+ * Takes the port over from kata-init's early agent: says this agent is ready, then reads, to its
+ * end, what the early agent read from the port and did not answer (it writes that and exits once it
+ * has answered the request in hand). Blocking reads: nothing else is served until then anyway.
+ */
+function takeOver(early: { handover: number; ready: number }): Buffer {
+  try {
+    writeSync(early.ready, 'r');
+  } catch {
+    /* the early agent has ended already; its handover is in the pipe */
+  }
+  closeSync(early.ready);
+  const parts: Buffer[] = [];
+  const buf = Buffer.alloc(64 * 1024);
+  for (;;) {
+    let n: number;
+    try {
+      n = readSync(early.handover, buf);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5); // a non-blocking pipe: wait 5 ms
+      continue;
+    }
+    if (n === 0) break;
+    parts.push(Buffer.from(buf.subarray(0, n)));
+  }
+  closeSync(early.handover);
+  return Buffer.concat(parts);
+}
+
+/** Serve the agent on a character device (the virtio-serial port: a path, or kata-init's fd) until stop(). */
+export async function servePort(server: AgentServer, port: string | PortFd, log: (m: string) => void = () => {}): Promise<PortHandle> {
+  const path = typeof port === 'string' ? port : `fd ${port.fd}`;
+  const fd = typeof port === 'string' ? openSync(port, 'r+') : port.fd;
+  const early = typeof port === 'string' || !port.earlyAgent ? undefined : takeOver(port.earlyAgent);
   const readInto = (buf: Buffer): Promise<number> =>
     new Promise((resolve, reject) => read(fd, buf, 0, buf.length, null, (e, n) => (e ? reject(e) : resolve(n))));
   let stopped = false;
@@ -81,6 +135,7 @@ export async function servePort(server: AgentServer, path: string, log: (m: stri
     (line) => void server.handleLine(line).then(send),
     () => send(JSON.stringify({ id: null, error: { code: 'E_PARSE', message: 'request line too long; dropped' } })),
   );
+  if (early && early.length > 0) splitter.push(early);
   const done = (async () => {
     const buf = Buffer.alloc(64 * 1024);
     let idle = 0;

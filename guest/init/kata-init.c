@@ -24,6 +24,15 @@
  * runs (0.1-0.15 s under TCG). The agent's AddStorages then finds it mounted and returns. A value
  * that does not parse, or a mount that fails, is said on the console and left to the agent.
  *
+ * The agent's virtio-serial port (AGENT_PORT, found by name in /sys/class/virtio-ports) is opened
+ * here, before node starts, and served at once by the early agent (early-agent.c, a child of this
+ * process: no exec): it answers the host's Check and Exec while node starts, then hands the port
+ * over. Node's agent gets the port as fd 3, the handover pipe as fd 4 and its readiness pipe as fd
+ * 5 (KATA_AGENT_FDS=3,4,5), and runs at nice 19 until it has taken the port over, so that its
+ * start does not slow the early agent's answers down on the guest's one vCPU (it raises its own
+ * priority then: guest/agent/main.ts). A restarted agent gets the port alone (KATA_AGENT_FDS=3).
+ * Without the port in time, node's agent finds it itself, as before.
+ *
  * Plain C and Linux syscalls, built static by the guest kit (runtime-core/guest-kit/init.ts).
  */
 #define _GNU_SOURCE
@@ -34,15 +43,22 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "early-agent.h"
+
 #ifndef AGENT_ARGV
 #error "AGENT_ARGV (the agent's command, as C string literals separated by commas) is given by the build"
+#endif
+#ifndef AGENT_PORT
+#error "AGENT_PORT (the name of the agent's virtio-serial port, a C string literal) is given by the build"
 #endif
 
 static char *const agent_argv[] = {AGENT_ARGV, NULL};
@@ -199,6 +215,9 @@ static int has_dotdot(const char *p) {
  * 36 bytes), MOUNTPOINT absolute, without ':' or "..". No options: the host writes the parameter only
  * for a share without any (runtime-core/guest-kit/share-param.ts checks the same rules).
  */
+/* What kata.sharefs= gave, once mounted (the early agent's Check says it). */
+static char share_mounted[600];
+
 static void mount_share(void) {
   char v[600];
   if (!cmdline_value("kata.sharefs=", v, sizeof v)) return;
@@ -221,13 +240,67 @@ static void mount_share(void) {
   }
   if (mount(tag, mp, "virtiofs", 0, NULL) < 0) {
     say("kata.sharefs: cannot mount virtiofs %s on %s: %s; the agent mounts the share", tag, mp, strerror(errno));
-  } else if (cmdline_has("debug")) {
+    return;
+  }
+  snprintf(share_mounted, sizeof share_mounted, "%s:%s", tag, mp);
+  if (cmdline_has("debug")) {
     char up[64];
     say("virtio-fs %s mounted on %s (uptime %s s)", tag, mp, uptime(up, sizeof up));
   }
 }
 
-static pid_t start_agent(char *const envp[], const sigset_t *old) {
+/* The agent's port: /dev/vportNpM whose sysfs name is AGENT_PORT, opened; -1 when it is not there. */
+static int open_port(void) {
+  DIR *d = opendir("/sys/class/virtio-ports");
+  if (!d) return -1;
+  int fd = -1;
+  for (struct dirent *e; fd < 0 && (e = readdir(d)) != NULL;) {
+    if (e->d_name[0] == '.') continue;
+    char path[300], name[64];
+    snprintf(path, sizeof path, "/sys/class/virtio-ports/%s/name", e->d_name);
+    int nf = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = nf < 0 ? -1 : read(nf, name, sizeof name - 1);
+    if (nf >= 0) close(nf);
+    if (n <= 0) continue;
+    name[n] = 0;
+    name[strcspn(name, "\n")] = 0;
+    if (strcmp(name, AGENT_PORT) != 0) continue;
+    snprintf(path, sizeof path, "/dev/%s", e->d_name);
+    fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+      say("cannot open %s: %s; the agent opens its port itself", path, strerror(errno));
+      break;
+    }
+    /* as udev would (node's agent made it when it searched the port itself) */
+    char link[300];
+    snprintf(link, sizeof link, "../%s", e->d_name);
+    if (mkdir("/dev/virtio-ports", 0755) == 0 || errno == EEXIST) link_fd(link, "/dev/virtio-ports/" AGENT_PORT);
+  }
+  closedir(d);
+  return fd;
+}
+
+/* The port, waiting up to a second for the driver to list it (it is there by the time init runs). */
+static int wait_port(void) {
+  for (int i = 0; i < 200; i++) {
+    int fd = open_port();
+    if (fd >= 0) return fd;
+    usleep(5000);
+  }
+  say("no virtio-serial port named %s yet; the agent waits for it itself", AGENT_PORT);
+  return -1;
+}
+
+/* fd moved to `to` in the agent's process (dup2 clears close-on-exec). */
+static void give(int fd, int to) {
+  if (fd >= 0 && dup2(fd, to) < 0) say("dup2: %s", strerror(errno));
+}
+
+/*
+ * Starts node's agent. With the port: as fd 3; with a handover (the early agent runs): its pipes as
+ * fds 4 (read) and 5 (write), and at nice 19 until the agent has taken the port over.
+ */
+static pid_t start_agent(char *const envp[], const sigset_t *old, int port, int handover_r, int ready_w) {
   pid_t pid = fork();
   if (pid < 0) {
     say("fork: %s", strerror(errno));
@@ -235,10 +308,33 @@ static pid_t start_agent(char *const envp[], const sigset_t *old) {
   }
   if (pid == 0) {
     sigprocmask(SIG_SETMASK, old, NULL);
-    execve(agent_argv[0], agent_argv, envp);
+    /* above every fd given below, so that no dup2 overwrites another's source */
+    int p = port >= 0 ? fcntl(port, F_DUPFD_CLOEXEC, 10) : -1;
+    int h = handover_r >= 0 ? fcntl(handover_r, F_DUPFD_CLOEXEC, 10) : -1;
+    int r = ready_w >= 0 ? fcntl(ready_w, F_DUPFD_CLOEXEC, 10) : -1;
+    give(p, 3);
+    give(h, 4);
+    give(r, 5);
+    char fds[40] = "KATA_AGENT_FDS=";
+    if (p >= 0) strcat(fds, h >= 0 && r >= 0 ? "3,4,5" : "3");
+    char *env[16];
+    int n = 0;
+    for (int i = 0; envp[i] && n < 14; i++) env[n++] = envp[i];
+    if (p >= 0) env[n++] = fds;
+    env[n] = NULL;
+    if (h >= 0 && setpriority(PRIO_PROCESS, 0, 19) < 0) say("setpriority: %s", strerror(errno));
+    execve(agent_argv[0], agent_argv, env);
     say("cannot run %s: %s", agent_argv[0], strerror(errno));
     _exit(127);
   }
+  return pid;
+}
+
+/* The early agent on the port, in a child of this process; its pid, or -1. */
+static pid_t start_early(int port, int ready_r, int handover_w, char *const envp[]) {
+  pid_t pid = fork();
+  if (pid < 0) say("fork: %s", strerror(errno));
+  if (pid == 0) early_agent(port, ready_r, handover_w, envp, share_mounted);
   return pid;
 }
 
@@ -283,23 +379,38 @@ int main(void) {
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
   sigprocmask(SIG_BLOCK, &chld, &old);
-  pid_t agent = start_agent(envp, &old);
+  int port = wait_port();
+  int handover[2] = {-1, -1}, ready[2] = {-1, -1};
+  pid_t early = -1;
+  if (port >= 0 && pipe2(handover, O_CLOEXEC) == 0 && pipe2(ready, O_CLOEXEC) == 0) early = start_early(port, ready[0], handover[1], envp);
+  pid_t agent = early > 0 ? start_agent(envp, &old, port, handover[0], ready[1]) : start_agent(envp, &old, port, -1, -1);
+  for (int i = 0; i < 2; i++) {
+    if (handover[i] >= 0) close(handover[i]);
+    if (ready[i] >= 0) close(ready[i]);
+  }
   if (cmdline_has("debug")) {
     char up[64];
-    say("agent started (uptime %s s)", uptime(up, sizeof up));
+    say("%sagent started (uptime %s s)", early > 0 ? "early agent serving, " : "", uptime(up, sizeof up));
   }
   for (;;) {
     int status;
     pid_t pid = agent > 0 ? waitpid(-1, &status, 0) : -1;
     if (pid < 0 && errno == EINTR) continue;
-    if (pid > 0 && pid != agent) continue; /* an orphan, reaped */
+    if (pid > 0 && pid == early) early = -1;
+    if (pid > 0 && pid != agent) continue; /* the early agent, done, or an orphan: reaped */
     if (pid == agent) {
       if (WIFEXITED(status))
         say("agent exited with status %d; restarting", WEXITSTATUS(status));
       else
         say("agent killed by signal %d; restarting", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
     }
+    if (early > 0) {
+      /* it would hand over to the agent that died: the next one serves the port alone */
+      kill(early, SIGKILL);
+      while (waitpid(early, NULL, 0) < 0 && errno == EINTR) {}
+      early = -1;
+    }
     sleep(1);
-    agent = start_agent(envp, &old);
+    agent = start_agent(envp, &old, port, -1, -1);
   }
 }

@@ -40,7 +40,7 @@ import {
   type KernelBuildInputs,
 } from './kernel-build.js';
 import { GUEST_MODULES, parseModulesBuiltin, parseModulesDep, resolveModules, type ResolvedModules } from './modules.js';
-import { INIT_SOURCE, buildInit, initInputsHash } from './init.js';
+import { INIT_SOURCES, buildInit, initInputsHash } from './init.js';
 import { MONITOR_SOURCE, buildMonitor, monitorInputsHash } from './monitor.js';
 import { makeRootfsImage, parseLdd, stageRootfs } from './rootfs.js';
 
@@ -227,7 +227,7 @@ async function fingerprint(paths: string[], source: GuestKernelSource): Promise<
     parts.push([p, s?.size, s?.mtimeMs]);
   }
   parts.push(await agentSourceStats());
-  for (const src of [MONITOR_SOURCE, INIT_SOURCE]) {
+  for (const src of [MONITOR_SOURCE, ...INIT_SOURCES]) {
     const m = await stat(src).catch(() => undefined);
     parts.push([src, m?.size, m?.mtimeMs]);
   }

@@ -5,9 +5,11 @@
  * line is compiled in (AGENT_ARGV), from the constants here, which the rootfs layout and the code
  * cache's training share.
  */
+import { AGENT_PORT_NAME } from '../../guest/agent/protocol.js';
 import { buildStaticC, guestSource, staticCInputsHash } from './static-c.js';
 
-export const INIT_SOURCE = guestSource('init', 'kata-init.c');
+/** kata-init and its early agent (guest/init/early-agent.c), which serves the port while node starts. */
+export const INIT_SOURCES = ['kata-init.c', 'early-agent.c', 'early-agent.h'].map((f) => guestSource('init', f));
 
 /** The guest's node (rootfs.ts copies the host's there). */
 export const GUEST_NODE = '/usr/bin/node';
@@ -31,17 +33,20 @@ function defines(): string[] {
   for (const a of agentArgv())
     if (!/^[\w./=,:+-]+$/.test(a))
       throw new Error(`guest agent argument ${JSON.stringify(a)} has characters kata-init's build does not quote`);
+  if (!/^[\w.-]+$/.test(AGENT_PORT_NAME))
+    throw new Error(`agent port name ${AGENT_PORT_NAME} has characters kata-init's build does not quote`);
   return [
     `-DAGENT_ARGV=${agentArgv()
       .map((a) => `"${a}"`)
       .join(',')}`,
+    `-DAGENT_PORT="${AGENT_PORT_NAME}"`,
   ];
 }
 
 export function initInputsHash(): Promise<string> {
-  return staticCInputsHash(INIT_SOURCE, defines());
+  return staticCInputsHash(INIT_SOURCES, defines());
 }
 
 export function buildInit(out: string): Promise<void> {
-  return buildStaticC('kata-init', INIT_SOURCE, out, defines());
+  return buildStaticC('kata-init', INIT_SOURCES, out, defines());
 }

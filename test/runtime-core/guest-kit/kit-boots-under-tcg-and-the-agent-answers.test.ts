@@ -75,10 +75,12 @@ t.test('the guest kit boots under TCG; Check, ListInterfaces, Exec, storage and 
   const readyMs = Date.now() - started;
   t.comment(`QEMU spawn -> agent ready: ${readyMs} ms (TCG, ${kit.pvh ? 'PVH vmlinux' : 'bzImage'})`);
 
-  t.same(await client.check(), { status: 'SERVING' }, 'Check');
+  t.ok(client.earlyAgent, 'kata-init\u2019s early agent answered the first Check (node\u2019s agent was starting)');
+  t.match(await client.check(), { status: 'SERVING' }, 'Check');
   const ifs = await client.listInterfaces();
   const lo = ifs.Interfaces.find((i) => i.name === 'lo');
   t.ok(lo, 'ListInterfaces returns lo');
+  t.same(await client.check(), { status: 'SERVING' }, 'then node\u2019s agent answers: the early agent handed the port over');
   t.ok(
     lo?.IPAddresses.some((a) => a.address === '127.0.0.1'),
     'lo is up with 127.0.0.1 (set by the guest init)',

@@ -1,0 +1,588 @@
+/*
+ * The early agent: kata-init's answer to the host while node's agent is still starting. Under TCG
+ * node needs 0.6-1.1 s from its exec to serving, and the host's boot-time requests (interfaces,
+ * routes, neighbours, the share) waited for it: most of what separated `sandbox up` from a bare
+ * kernel boot. Kata's agent is a native binary; ours is node, so this small native part serves the
+ * two calls the host's boot needs, on the same virtio-serial port, in the same line protocol
+ * (guest/agent/protocol.ts):
+ *
+ *   Check  {"status":"SERVING","early":true,"sharefs":"TAG:MOUNTPOINT"}: the host then applies the
+ *          sandbox through Exec (runtime-core/sandbox/apply-through-exec.ts runs the agent's own
+ *          network code with an `ip` that runs here), instead of waiting for UpdateInterface & co.
+ *          sharefs: the virtio-fs share kata-init mounted (kata.sharefs=), absent when none.
+ *   Exec   as node's agent runs it (guest/agent/server.ts, runner.ts): argv by PATH, input on stdin
+ *          (else /dev/null), env added to the agent's, cwd "/" by default, SIGKILL at timeoutMs
+ *          (default 30 s), 4 MiB of each of stdout and stderr, 128+N for signal N, E_EXEC when it
+ *          cannot be started.
+ *
+ * Anything else, and anything it does not fully understand (a malformed line, a field of the wrong
+ * type), it does not answer: it hands over. So do node's agent's readiness (a byte, or EOF, on
+ * `ready_fd`). Handing over is: finish the request in hand, write every byte read from the port and
+ * not yet answered to `handover_fd`, close it, exit. Node's agent reads that pipe to its end, then
+ * serves the port from there (guest/agent/transport.ts), so no request is lost or answered twice,
+ * and every error message stays node's. Requests are answered one at a time, in order.
+ *
+ * Plain C, no allocation failure handling beyond exiting (kata-init then leaves the port to node).
+ */
+#define _GNU_SOURCE
+#include "early-agent.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/personality.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define MAX_OUTPUT (4u << 20)   /* runner.ts's cap for each of stdout and stderr */
+#define MAX_LINE (4u << 20)     /* longer requests are not this agent's: handed over */
+#define MAX_TIMEOUT_MS 86400000 /* server.ts MAX_EXEC_TIMEOUT_MS */
+#define MAX_ARGS 256
+#define MAX_ENV 256
+
+struct buf {
+  char *p;
+  size_t n, cap;
+};
+
+static void put(struct buf *b, const void *d, size_t n) {
+  if (b->n + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 4096;
+    while (b->n + n + 1 > cap) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) _exit(70);
+    b->p = p;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->n, d, n);
+  b->n += n;
+  b->p[b->n] = 0;
+}
+
+static void puts_(struct buf *b, const char *s) { put(b, s, strlen(s)); }
+
+/* ---- JSON in: just what a request needs; anything unexpected makes the parse fail (handover) ---- */
+
+struct js {
+  const char *p, *end;
+};
+
+static void ws(struct js *j) {
+  while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
+}
+
+static int eat(struct js *j, char c) {
+  ws(j);
+  if (j->p < j->end && *j->p == c) {
+    j->p++;
+    return 1;
+  }
+  return 0;
+}
+
+static int hex4(const char *s, unsigned *v) {
+  *v = 0;
+  for (int i = 0; i < 4; i++) {
+    char c = s[i];
+    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    if (d < 0) return -1;
+    *v = *v << 4 | (unsigned)d;
+  }
+  return 0;
+}
+
+static void utf8(struct buf *out, unsigned cp) {
+  char b[4];
+  size_t n;
+  if (cp < 0x80) b[0] = (char)cp, n = 1;
+  else if (cp < 0x800) b[0] = (char)(0xc0 | cp >> 6), b[1] = (char)(0x80 | (cp & 0x3f)), n = 2;
+  else if (cp < 0x10000)
+    b[0] = (char)(0xe0 | cp >> 12), b[1] = (char)(0x80 | (cp >> 6 & 0x3f)), b[2] = (char)(0x80 | (cp & 0x3f)), n = 3;
+  else
+    b[0] = (char)(0xf0 | cp >> 18), b[1] = (char)(0x80 | (cp >> 12 & 0x3f)), b[2] = (char)(0x80 | (cp >> 6 & 0x3f)),
+    b[3] = (char)(0x80 | (cp & 0x3f)), n = 4;
+  put(out, b, n);
+}
+
+/* A string, decoded into out (which may then hold NULs: out->n counts them). A lone surrogate fails. */
+static int str(struct js *j, struct buf *out) {
+  if (!eat(j, '"')) return -1;
+  while (j->p < j->end) {
+    unsigned char c = (unsigned char)*j->p++;
+    if (c == '"') return 0;
+    if (c < 0x20) return -1;
+    if (c != '\\') {
+      put(out, &c, 1);
+      continue;
+    }
+    if (j->p >= j->end) return -1;
+    char e = *j->p++;
+    const char *simple = strchr("\"\\/bfnrt", e);
+    if (e && simple) {
+      put(out, &"\"\\/\b\f\n\r\t"[simple - "\"\\/bfnrt"], 1);
+      continue;
+    }
+    unsigned cp, lo;
+    if (e != 'u' || j->end - j->p < 4 || hex4(j->p, &cp) < 0) return -1;
+    j->p += 4;
+    if (cp >= 0xdc00 && cp < 0xe000) return -1;
+    if (cp >= 0xd800 && cp < 0xdc00) {
+      if (j->end - j->p < 6 || j->p[0] != '\\' || j->p[1] != 'u' || hex4(j->p + 2, &lo) < 0 || lo < 0xdc00 || lo >= 0xe000)
+        return -1;
+      j->p += 6;
+      cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+    }
+    utf8(out, cp);
+  }
+  return -1;
+}
+
+/* A number as JSON writes it; its value in *v. */
+static int num(struct js *j, double *v) {
+  ws(j);
+  const char *s = j->p;
+  if (j->p < j->end && *j->p == '-') j->p++;
+  size_t digits = strspn(j->p, "0123456789");
+  if (digits == 0) return -1;
+  j->p += digits;
+  if (*j->p == '.') j->p += 1 + strspn(j->p + 1, "0123456789");
+  if (*j->p == 'e' || *j->p == 'E') {
+    j->p++;
+    if (*j->p == '+' || *j->p == '-') j->p++;
+    j->p += strspn(j->p, "0123456789");
+  }
+  if (j->p > j->end) return -1;
+  char tmp[64];
+  size_t n = (size_t)(j->p - s);
+  if (n >= sizeof tmp) return -1;
+  memcpy(tmp, s, n);
+  tmp[n] = 0;
+  char *endp;
+  *v = strtod(tmp, &endp);
+  return *endp == 0 ? 0 : -1;
+}
+
+/* Skips any value. */
+static int skip(struct js *j, int depth) {
+  ws(j);
+  if (j->p >= j->end || depth > 64) return -1;
+  struct buf scratch = {0};
+  double d;
+  int r = 0;
+  switch (*j->p) {
+  case '"':
+    r = str(j, &scratch);
+    break;
+  case '{':
+  case '[': {
+    char close = *j->p == '{' ? '}' : ']';
+    j->p++;
+    if (eat(j, close)) break;
+    do {
+      if (close == '}' && (str(j, &scratch) < 0 || !eat(j, ':'))) r = -1;
+      if (r == 0) r = skip(j, depth + 1);
+    } while (r == 0 && eat(j, ','));
+    if (r == 0 && !eat(j, close)) r = -1;
+    break;
+  }
+  default:
+    for (const char *w = "true\0false\0null\0"; *w; w += strlen(w) + 1)
+      if ((size_t)(j->end - j->p) >= strlen(w) && memcmp(j->p, w, strlen(w)) == 0) {
+        j->p += strlen(w);
+        free(scratch.p);
+        return 0;
+      }
+    r = num(j, &d);
+  }
+  free(scratch.p);
+  return r;
+}
+
+/* Iterates an object's members: calls member(key, j, ctx) positioned on each value. */
+static int object(struct js *j, int (*member)(const char *key, struct js *j, void *ctx), void *ctx) {
+  if (!eat(j, '{')) return -1;
+  if (eat(j, '}')) return 0;
+  do {
+    struct buf key = {0};
+    int r = str(j, &key) < 0 || !eat(j, ':') ? -1 : member(key.p ? key.p : "", j, ctx);
+    free(key.p);
+    if (r < 0) return -1;
+  } while (eat(j, ','));
+  return eat(j, '}') ? 0 : -1;
+}
+
+/* A string without NULs, as a C string the caller frees. */
+static char *cstr(struct js *j) {
+  struct buf b = {0};
+  if (str(j, &b) < 0 || memchr(b.p ? b.p : "", 0, b.n)) {
+    free(b.p);
+    return NULL;
+  }
+  return b.p ? b.p : strdup("");
+}
+
+struct request {
+  char id[32]; /* as sent: digits (the host's ids), or a short string with its quotes */
+  char method[32];
+  const char *params; /* where params' value starts; NULL when absent */
+};
+
+static int request_member(const char *key, struct js *j, void *ctx) {
+  struct request *r = ctx;
+  ws(j);
+  if (strcmp(key, "id") == 0) {
+    const char *s = j->p;
+    struct buf b = {0};
+    double d;
+    int ok = *s == '"' ? str(j, &b) : num(j, &d);
+    free(b.p);
+    size_t n = (size_t)(j->p - s);
+    /* echoed as sent, so only what node would write back the same: 0, 42, "abc" (no escapes) */
+    int plain = *s == '"' ? memchr(s, '\\', n) == NULL : strspn(s, "0123456789") == n && (n == 1 || *s != '0');
+    if (ok < 0 || n >= sizeof r->id || !plain) return -1;
+    memcpy(r->id, s, n);
+    r->id[n] = 0;
+    return 0;
+  }
+  if (strcmp(key, "method") == 0) {
+    char *m = cstr(j);
+    if (!m || strlen(m) >= sizeof r->method) {
+      free(m);
+      return -1;
+    }
+    strcpy(r->method, m);
+    free(m);
+    return 0;
+  }
+  if (strcmp(key, "params") == 0) r->params = j->p;
+  return skip(j, 0);
+}
+
+struct exec {
+  char *argv[MAX_ARGS + 1];
+  int argc;
+  char *env[MAX_ENV + 1];
+  int envc;
+  char *cwd;
+  struct buf input;
+  int has_input;
+  double timeout_ms;
+};
+
+static int env_member(const char *key, struct js *j, void *ctx) {
+  struct exec *e = ctx;
+  char *v = cstr(j);
+  if (!v || e->envc >= MAX_ENV || !*key || strchr(key, '=')) {
+    free(v);
+    return -1;
+  }
+  struct buf kv = {0};
+  puts_(&kv, key);
+  puts_(&kv, "=");
+  puts_(&kv, v);
+  free(v);
+  e->env[e->envc++] = kv.p;
+  return 0;
+}
+
+static int exec_member(const char *key, struct js *j, void *ctx) {
+  struct exec *e = ctx;
+  if (strcmp(key, "argv") == 0) {
+    if (!eat(j, '[') || e->argc) return -1;
+    if (eat(j, ']')) return -1;
+    do {
+      char *a = cstr(j);
+      if (!a || e->argc >= MAX_ARGS) {
+        free(a);
+        return -1;
+      }
+      e->argv[e->argc++] = a;
+    } while (eat(j, ','));
+    return eat(j, ']') && e->argv[0][0] ? 0 : -1;
+  }
+  if (strcmp(key, "timeoutMs") == 0) return num(j, &e->timeout_ms);
+  if (strcmp(key, "cwd") == 0) return e->cwd || !(e->cwd = cstr(j)) ? -1 : 0;
+  if (strcmp(key, "input") == 0) {
+    e->has_input = 1;
+    return str(j, &e->input);
+  }
+  if (strcmp(key, "env") == 0) return object(j, env_member, e);
+  return skip(j, 0);
+}
+
+static void exec_free(struct exec *e) {
+  for (int i = 0; i < e->argc; i++) free(e->argv[i]);
+  for (int i = 0; i < e->envc; i++) free(e->env[i]);
+  free(e->cwd);
+  free(e->input.p);
+}
+
+/* ---- JSON out ---- */
+
+/* `s` as a JSON string, its bytes decoded as UTF-8 the way node does (each bad sequence: U+FFFD). */
+static void quote(struct buf *out, const unsigned char *s, size_t n) {
+  put(out, "\"", 1);
+  for (size_t i = 0; i < n;) {
+    unsigned char c = s[i];
+    if (c < 0x80) {
+      char esc[8];
+      const char *named = c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t" : c == '\b' ? "\\b" : c == '\f' ? "\\f" : NULL;
+      if (named) puts_(out, named);
+      else if (c < 0x20) snprintf(esc, sizeof esc, "\\u%04x", c), puts_(out, esc);
+      else put(out, &c, 1);
+      i++;
+      continue;
+    }
+    /* the length of a well-formed sequence starting here, or how many bytes make the bad one */
+    size_t len = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    unsigned char lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80, hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
+    size_t ok = len ? 1 : 0;
+    while (ok && ok < len && i + ok < n && s[i + ok] >= (ok == 1 ? lo : 0x80) && s[i + ok] <= (ok == 1 ? hi : 0xbf)) ok++;
+    if (len && ok == len) put(out, s + i, len), i += len;
+    else puts_(out, "\xef\xbf\xbd"), i += ok ? ok : 1;
+  }
+  put(out, "\"", 1);
+}
+
+static void answer(int port, struct buf *line) {
+  put(line, "\n", 1);
+  for (size_t off = 0; off < line->n;) {
+    ssize_t w = write(port, line->p + off, line->n - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) _exit(71); /* the port is gone: node's agent takes over (kata-init restarts it) */
+    off += (size_t)w;
+  }
+}
+
+/* ---- Exec ---- */
+
+static long long now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static void drain(int *fd, struct buf *b, int *truncated) {
+  char tmp[65536];
+  ssize_t n = read(*fd, tmp, sizeof tmp);
+  if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
+  if (n <= 0) {
+    close(*fd);
+    *fd = -1;
+    return;
+  }
+  size_t room = b->n < MAX_OUTPUT ? MAX_OUTPUT - b->n : 0;
+  if ((size_t)n > room) *truncated = 1;
+  put(b, tmp, (size_t)n < room ? (size_t)n : room);
+}
+
+static char **merged_env(char *const base[], struct exec *e) {
+  size_t nb = 0;
+  while (base[nb]) nb++;
+  char **env = calloc(nb + (size_t)e->envc + 1, sizeof *env);
+  if (!env) _exit(70);
+  size_t n = 0;
+  for (size_t i = 0; i < nb; i++) {
+    size_t klen = strcspn(base[i], "=") + 1;
+    int overridden = 0;
+    for (int k = 0; k < e->envc; k++) overridden |= strncmp(base[i], e->env[k], klen) == 0;
+    if (!overridden) env[n++] = base[i];
+  }
+  for (int k = 0; k < e->envc; k++) env[n++] = e->env[k];
+  return env;
+}
+
+static void run(int port, const char *id, struct exec *e, char *const base_env[]) {
+  int out[2], err[2], in[2] = {-1, -1}, fail[2];
+  if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 || pipe2(fail, O_CLOEXEC) < 0 || (e->has_input && pipe2(in, O_CLOEXEC) < 0))
+    _exit(72);
+  char **env = merged_env(base_env, e);
+  pid_t pid = fork();
+  if (pid < 0) _exit(73);
+  if (pid == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    int stdin_fd = e->has_input ? in[0] : open("/dev/null", O_RDONLY);
+    dup2(stdin_fd, 0);
+    dup2(out[1], 1);
+    dup2(err[1], 2);
+    /*
+     * Without address-space randomisation, ip and its libraries sit where the last run had them,
+     * and QEMU's TCG reuses that run's translations: 7-9 ms an `ip` instead of 27-32 ms in a TCG
+     * guest. Only the early agent's commands; node's agent's and the containers' keep it.
+     */
+    personality(ADDR_NO_RANDOMIZE);
+    /* execvp searches the PATH of environ: the command's own, as node's spawn does */
+    environ = env;
+    if (chdir(e->cwd ? e->cwd : "/") == 0) execvp(e->argv[0], e->argv);
+    int why = errno;
+    if (write(fail[1], &why, sizeof why) < 0) { /* the parent then sees exit status 127 */ }
+    _exit(127);
+  }
+  free(env);
+  close(out[1]);
+  close(err[1]);
+  close(fail[1]);
+  if (e->has_input) close(in[0]);
+  int why = 0;
+  ssize_t got = read(fail[0], &why, sizeof why);
+  close(fail[0]);
+  struct buf line = {0};
+  if (got == (ssize_t)sizeof why) {
+    if (e->has_input) close(in[1]);
+    close(out[0]);
+    close(err[0]);
+    waitpid(pid, NULL, 0);
+    char msg[600];
+    snprintf(msg, sizeof msg, "cannot run %s: %s: spawn %s %s", e->argv[0], e->argv[0], e->argv[0], strerrorname_np(why) ? strerrorname_np(why) : strerror(why));
+    puts_(&line, "{\"id\":");
+    puts_(&line, id);
+    puts_(&line, ",\"error\":{\"code\":\"E_EXEC\",\"message\":");
+    quote(&line, (const unsigned char *)msg, strlen(msg));
+    puts_(&line, "}}");
+    answer(port, &line);
+    free(line.p);
+    return;
+  }
+  struct buf so = {0}, se = {0};
+  int truncated = 0, timed_out = 0;
+  size_t in_off = 0;
+  int ofd = out[0], efd = err[0], ifd = e->has_input ? in[1] : -1;
+  if (ifd >= 0) fcntl(ifd, F_SETFL, O_NONBLOCK);
+  if (ifd >= 0 && e->input.n == 0) close(ifd), ifd = -1;
+  long long deadline = now_ms() + (long long)e->timeout_ms;
+  while (ofd >= 0 || efd >= 0) {
+    struct pollfd p[3] = {{ofd, POLLIN, 0}, {efd, POLLIN, 0}, {ifd, POLLOUT, 0}};
+    long long left = deadline - now_ms();
+    int ms = timed_out ? -1 : left > 0 ? (int)(left < 1000000 ? left : 1000000) : 0;
+    int r = poll(p, 3, ms);
+    if (r < 0 && errno != EINTR) _exit(74);
+    if (r == 0 && !timed_out) {
+      kill(pid, SIGKILL);
+      timed_out = 1;
+      continue;
+    }
+    if (ofd >= 0 && p[0].revents) drain(&ofd, &so, &truncated);
+    if (efd >= 0 && p[1].revents) drain(&efd, &se, &truncated);
+    if (ifd >= 0 && p[2].revents) {
+      ssize_t w = p[2].revents & POLLOUT ? write(ifd, e->input.p + in_off, e->input.n - in_off) : -1;
+      if (w > 0) in_off += (size_t)w;
+      if ((w < 0 && errno != EAGAIN && errno != EINTR) || in_off == e->input.n) close(ifd), ifd = -1;
+    }
+  }
+  if (ifd >= 0) close(ifd);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+  int code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+  char head[96];
+  puts_(&line, "{\"id\":");
+  puts_(&line, id);
+  snprintf(head, sizeof head, ",\"result\":{\"exitCode\":%d,\"stdout\":", code);
+  puts_(&line, head);
+  quote(&line, (const unsigned char *)(so.p ? so.p : ""), so.n);
+  puts_(&line, ",\"stderr\":");
+  quote(&line, (const unsigned char *)(se.p ? se.p : ""), se.n);
+  puts_(&line, timed_out ? ",\"timedOut\":true" : ",\"timedOut\":false");
+  puts_(&line, truncated ? ",\"truncated\":true}}" : ",\"truncated\":false}}");
+  answer(port, &line);
+  free(line.p);
+  free(so.p);
+  free(se.p);
+}
+
+/* Answers one request line; 0 when it is not this agent's to answer. */
+static const char *share_mounted = "";
+
+static int serve_line(int port, const char *s, size_t n, char *const env[]) {
+  struct request r = {0};
+  struct js j = {s, s + n};
+  if (object(&j, request_member, &r) < 0 || (ws(&j), j.p != j.end) || !r.id[0]) return 0;
+  if (strcmp(r.method, "Check") == 0 && (!r.params || *r.params == '{')) {
+    struct buf line = {0};
+    puts_(&line, "{\"id\":");
+    puts_(&line, r.id);
+    puts_(&line, ",\"result\":{\"status\":\"SERVING\",\"early\":true");
+    if (*share_mounted) {
+      puts_(&line, ",\"sharefs\":");
+      quote(&line, (const unsigned char *)share_mounted, strlen(share_mounted));
+    }
+    puts_(&line, "}}");
+    answer(port, &line);
+    free(line.p);
+    return 1;
+  }
+  if (strcmp(r.method, "Exec") != 0 || !r.params) return 0;
+  struct exec e = {.timeout_ms = 30000};
+  struct js pj = {r.params, s + n};
+  int ok = object(&pj, exec_member, &e) == 0 && e.argc > 0 && e.timeout_ms > 0 && e.timeout_ms <= MAX_TIMEOUT_MS;
+  if (ok) run(port, r.id, &e, env);
+  exec_free(&e);
+  return ok;
+}
+
+static void hand_over(int handover_fd, const char *p, size_t n) {
+  for (size_t off = 0; off < n;) {
+    ssize_t w = write(handover_fd, p + off, n - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) break; /* node's agent is gone: kata-init starts a new one on the port */
+    off += (size_t)w;
+  }
+  _exit(0);
+}
+
+void early_agent(int port, int ready_fd, int handover_fd, char *const env[], const char *sharefs) {
+  share_mounted = sharefs ? sharefs : "";
+  signal(SIGPIPE, SIG_IGN);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  struct buf in = {0};
+  for (;;) {
+    size_t off = 0;
+    char *nl;
+    while (in.n > off && (nl = memchr(in.p + off, '\n', in.n - off)) != NULL) {
+      size_t len = (size_t)(nl - (in.p + off));
+      size_t tlen = len > 0 && in.p[off + len - 1] == '\r' ? len - 1 : len;
+      if (strspn(in.p + off, " \t\r") < tlen && !serve_line(port, in.p + off, tlen, env)) hand_over(handover_fd, in.p + off, in.n - off);
+      off += len + 1;
+    }
+    if (off) {
+      memmove(in.p, in.p + off, in.n - off);
+      in.n -= off;
+    }
+    if (in.n > MAX_LINE) hand_over(handover_fd, in.p, in.n);
+    struct pollfd p[2] = {{port, POLLIN, 0}, {ready_fd, POLLIN, 0}};
+    if (poll(p, 2, -1) < 0 && errno != EINTR) hand_over(handover_fd, in.p, in.n);
+    if (p[1].revents) hand_over(handover_fd, in.p, in.n);
+    if (!p[0].revents) continue;
+    char tmp[65536];
+    ssize_t got = p[0].revents & POLLIN ? read(port, tmp, sizeof tmp) : 0;
+    if (got > 0) {
+      put(&in, tmp, (size_t)got);
+    } else if (got < 0 && errno != EINTR && errno != EAGAIN) {
+      hand_over(handover_fd, in.p, in.n);
+    } else if (got == 0) {
+      /* no host on the port (virtio_console reads 0 then): look again in 10 ms, or on node's readiness */
+      struct pollfd r = {ready_fd, POLLIN, 0};
+      if (poll(&r, 1, 10) > 0) hand_over(handover_fd, in.p, in.n);
+    }
+  }
+}
+
+#ifdef EARLY_AGENT_STANDALONE
+/* For host tests: the port is fd 0, node's readiness fd 3, the handover fd 4. */
+int main(void) {
+  early_agent(0, 3, 4, environ, getenv("EARLY_AGENT_SHAREFS"));
+  return 0;
+}
+#endif
