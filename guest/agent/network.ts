@@ -131,16 +131,19 @@ async function readLinks(ip: Ip): Promise<IpAddrLink[]> {
   return ip.json<IpAddrLink[]>(['-details', 'addr', 'show']);
 }
 
-async function defaultIpv6Disabled(ifname: string): Promise<boolean> {
+/** Whether IPv6 is off for a link, its sysctls read by `read` (which throws for a file that is not there). */
+export async function ipv6DisabledBy(read: (path: string) => Promise<string>, ifname: string): Promise<boolean> {
   for (const p of ['/proc/sys/net/ipv6/conf/all/disable_ipv6', `/proc/sys/net/ipv6/conf/${ifname}/disable_ipv6`]) {
     try {
-      if ((await fsp().readFile(p, 'utf8')).trim() === '1') return true;
+      if ((await read(p)).trim() === '1') return true;
     } catch {
       return true; // no IPv6 in this kernel
     }
   }
   return false;
 }
+
+const defaultIpv6Disabled = (ifname: string): Promise<boolean> => ipv6DisabledBy((p) => fsp().readFile(p, 'utf8'), ifname);
 
 /** The netdev name at a PCI path (waiting for it to appear), or undefined without sysfs. */
 async function netdevAtPciPath(ctx: NetworkContext, devicePath: string): Promise<string | undefined> {
@@ -234,6 +237,15 @@ function interfaceLines(
 }
 
 export async function updateInterface(ctx: NetworkContext, iface: Interface): Promise<Interface> {
+  const name = await applyInterface(ctx, iface);
+  const after = await listInterfaces(ctx);
+  const result = after.Interfaces.find((i) => i.name === name);
+  if (!result) throw linkNotFound(iface);
+  return result;
+}
+
+/** UpdateInterface without reading the link back (the host's boot, which has no use for it): the link's name. */
+export async function applyInterface(ctx: NetworkContext, iface: Interface): Promise<string> {
   if (!iface || typeof iface !== 'object')
     throw new AgentError('E_INVALID_ARGUMENT', 'UpdateInterface needs params.interface (a Kata Interface)');
   if (iface.name) validName(iface.name, 'interface name');
@@ -245,11 +257,7 @@ export async function updateInterface(ctx: NetworkContext, iface: Interface): Pr
   const lines = interfaceLines(iface, link, links, { setMac, skipV6 });
   const outcome = await ctx.ip.batch(lines);
   throwFirstFailure(ctx.ip, lines, outcome);
-  const after = await listInterfaces(ctx);
-  const name = iface.name || link.ifname;
-  const result = after.Interfaces.find((i) => i.name === name);
-  if (!result) throw linkNotFound(iface);
-  return result;
+  return iface.name || link.ifname;
 }
 
 function routeFamilyV6(r: Route): boolean {
@@ -285,6 +293,12 @@ function orderRoutes(routes: readonly Route[]): Route[] {
 }
 
 export async function updateRoutes(ctx: NetworkContext, routes: readonly Route[]): Promise<{ Routes: Route[] }> {
+  await applyRoutes(ctx, routes);
+  return listRoutes(ctx);
+}
+
+/** UpdateRoutes without reading the table back (the host's boot). */
+export async function applyRoutes(ctx: NetworkContext, routes: readonly Route[]): Promise<void> {
   if (!Array.isArray(routes))
     throw new AgentError('E_INVALID_ARGUMENT', 'UpdateRoutes needs params.routes.Routes (an array of Kata Routes)');
   const ordered = orderRoutes(routes);
@@ -301,7 +315,6 @@ export async function updateRoutes(ctx: NetworkContext, routes: readonly Route[]
       rest = rest.slice(fail + 1);
     }
   });
-  return listRoutes(ctx);
 }
 
 function neighborLine(n: ARPNeighbor): string {

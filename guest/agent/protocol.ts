@@ -129,7 +129,11 @@ export interface ContainerInfo {
 /** Every method: its params and its result. */
 interface AgentMethods {
   /** grpc.health.v1-style health check of the Kata agent. */
-  Check: { params: Record<string, never>; result: { status: 'SERVING' | 'NOT_SERVING' } };
+  /**
+   * early: kata-init's early agent answered (guest/init/early-agent.c); it serves Check and Exec
+   * only, until node's agent takes over. sharefs: the share kata-init mounted (kata.sharefs= value).
+   */
+  Check: { params: Record<string, never>; result: { status: 'SERVING' | 'NOT_SERVING'; early?: boolean; sharefs?: string } };
   Version: { params: Record<string, never>; result: { grpc_version: string; agent_version: string; kernel_release: string } };
   UpdateInterface: { params: { interface: Interface }; result: Interface };
   UpdateRoutes: { params: { routes: Routes }; result: Routes };

@@ -67,7 +67,14 @@ export class AgentClient {
   private readonly pending = new Map<number, Pending>();
   private closed = false;
   /** Resolved by any SERVING answer to a Check, including a late one (see waitReady). */
-  private onServing: (() => void) | undefined;
+  private onServing: ((r: ResultOf<'Check'>) => void) | undefined;
+  /**
+   * Whether the answer waitReady took came from kata-init's early agent (guest/init/early-agent.c):
+   * it serves Check and Exec while node's agent starts, and hands every other call over to it.
+   */
+  earlyAgent = false;
+  /** With the early agent: the virtio-fs share kata-init mounted at boot (kata.sharefs=, TAG:MOUNTPOINT). */
+  bootShare: string | undefined;
 
   constructor(opts: AgentClientOptions) {
     this.socketPath = opts.socketPath;
@@ -157,7 +164,7 @@ export class AgentClient {
     }
     const p = this.pending.get(msg.id);
     const serving = msg.error === undefined && (msg.result as { status?: string } | undefined)?.status === 'SERVING';
-    if (serving && (p === undefined || p.method === 'Check')) this.onServing?.();
+    if (serving && (p === undefined || p.method === 'Check')) this.onServing?.(msg.result as ResultOf<'Check'>);
     if (!p) return; // a late answer to a call that timed out
     this.pending.delete(msg.id);
     if (p.timer) clearTimeout(p.timer);
@@ -255,7 +262,9 @@ export class AgentClient {
     const sent: number[] = [];
     let ready = false;
     const servingPromise = new Promise<void>((resolve) => {
-      this.onServing = () => {
+      this.onServing = (r) => {
+        this.earlyAgent = r.early === true;
+        this.bootShare = r.early === true ? r.sharefs : undefined;
         ready = true;
         resolve();
       };

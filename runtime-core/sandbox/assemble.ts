@@ -18,6 +18,7 @@ import { checkpoint } from '../../host/plugin.js';
 import { scanNetns } from '../../plugins/network/scan.js';
 import type { ScanResult } from '../../plugins/network/types.js';
 import { AgentClient } from '../agent/client.js';
+import { applyThroughExec, type BootApply } from './apply-through-exec.js';
 import type { SandboxConfig } from '../config/types.js';
 import { shareAtBootParams } from '../guest-kit/share-param.js';
 import type { VmResources } from '../hypervisor/hypervisor.js';
@@ -214,7 +215,8 @@ export async function assemble(sb: SandboxCore, o: AssembleOptions): Promise<voi
 /**
  * Interfaces, routes, neighbours and storages go to the agent together, in that order, without
  * waiting for each answer: the agent applies requests of this kind one after the other in the order
- * they arrive (routes after their interfaces), so only the round trips between them are saved. Each
+ * they arrive (routes after their interfaces), so only the round trips between them are saved. When
+ * kata-init's early agent answered, they are applied through it instead (apply-through-exec.ts). Each
  * step's checkpoint runs before anything is sent; its timing is from the common start to its answer.
  * A failure is thrown once every request has been answered (the caller then undoes the journal).
  */
@@ -231,12 +233,17 @@ async function applyInGuest(
       sb.timings[name] = ms(t0);
       mark(`${name}.end`);
     });
-  const parts = [
-    timed('interfaces', Promise.all(p.interfaces.map((iface) => agent.updateInterface(iface)))),
-    timed('routes', p.routes.length > 0 ? agent.updateRoutes(p.routes) : Promise.resolve()),
-    timed('neighbours', p.neighbors.length > 0 ? agent.addARPNeighbors(p.neighbors) : Promise.resolve()),
-    timed('storages', p.storages.length > 0 ? agent.addStorages(p.storages) : Promise.resolve()),
-  ];
+  // kata-init's early agent answered: node's agent is still starting (apply-through-exec.ts)
+  if (agent.earlyAgent) sb.log.debug('applying through the early agent: the agent\u2019s code, its ip run by Exec');
+  const work: BootApply = agent.earlyAgent
+    ? applyThroughExec(agent, p)
+    : {
+        interfaces: Promise.all(p.interfaces.map((iface) => agent.updateInterface(iface))),
+        routes: p.routes.length > 0 ? agent.updateRoutes(p.routes) : Promise.resolve(),
+        neighbours: p.neighbors.length > 0 ? agent.addARPNeighbors(p.neighbors) : Promise.resolve(),
+        storages: p.storages.length > 0 ? agent.addStorages(p.storages) : Promise.resolve(),
+      };
+  const parts = (['interfaces', 'routes', 'neighbours', 'storages'] as const).map((name) => timed(name, work[name]));
   const settled = await Promise.allSettled(parts);
   const failed = settled.find((x): x is PromiseRejectedResult => x.status === 'rejected');
   if (failed) throw failed.reason;
