@@ -17,7 +17,8 @@
  *
  * 4. The guest agent's start: spawn to serving on this host (plain, and through start.cjs with its
  *    code cache, against `node -e 0`), and in each guest of step 1 (the ready line it prints on the
- *    guest console: its own uptime when it serves). --agent-only runs the host part alone.
+ *    guest console: its own uptime when it serves; kata-init's early agent serves `up` before that,
+ *    guest/init/early-agent.c). --agent-only runs the host part alone.
  *
  * Median (min-max). Namespaces krt-bb-*, files under /tmp/krt-bench-boot-*, all removed at the end,
  * on failure and on Ctrl-C. Results on stdout, progress on stderr.
@@ -40,6 +41,8 @@ import { firmwareFor } from '../runtime-core/hypervisor/qemu/firmware.js';
 import { guestAgentServeMs, hostAgentStart } from './lib/agent-start.js';
 import { bundlesInUse, cliRun } from './lib/cli-run.js';
 import { fmt, msSince, now, summarize } from './lib/stats.js';
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 const log = rootLogger().child({ bench: 'boot' });
 
@@ -126,9 +129,12 @@ async function upDown(
   const C = ['--config', mode.config];
   live.add(`${mode.config}\0${id}`);
   const up = await must(['sandbox', 'up', '--netns', pod.name!, '--id', id, ...C, '--json']);
-  const consoleLog = join(mode.stateDir, 'sandboxes', id, 'console.log');
-  const agentMs = guestAgentServeMs(existsSync(consoleLog) ? readFileSync(consoleLog, 'utf8') : '');
   const mem = await must(['exec', id, ...C, '--', 'cat', '/proc/meminfo']);
+  // node's agent takes the port over from kata-init's early agent once it is ready, often after `up`
+  const consoleLog = join(mode.stateDir, 'sandboxes', id, 'console.log');
+  let agentMs: number | undefined;
+  for (const until = Date.now() + 15_000; agentMs === undefined && Date.now() < until; await sleep(50))
+    agentMs = guestAgentServeMs(existsSync(consoleLog) ? readFileSync(consoleLog, 'utf8') : '');
   await must(['sandbox', 'down', id, ...C]);
   live.delete(`${mode.config}\0${id}`);
   const f = (k: string): number => meminfoMiB(mem.stdout, k);
@@ -337,7 +343,9 @@ async function main(): Promise<void> {
     out(`ratio disable_image_nvdimm / reference       ${(median(up.blk!) / r0).toFixed(2)}x`);
     out(`ratio default / disable_image_nvdimm         ${(median(up.nvdimm!) / median(up.blk!)).toFixed(2)}x`);
     out();
-    out('== the guest agent in the guest: spawn to serving (its ready line on the guest console)');
+    out(
+      "== node's agent in the guest: spawn to serving (its ready line on the guest console); it takes the port over from kata-init's early agent, which served `up`",
+    );
     for (const m of modes)
       if (agent[m.name]!.length)
         out(line(`agent start, ${m.name === 'nvdimm' ? 'default (NVDIMM)' : 'disable_image_nvdimm = true'}`, agent[m.name]!));
