@@ -113,6 +113,20 @@ t.test('the guest kit boots under TCG; Check, ListInterfaces, Exec, storage and 
   await again.waitReady(30_000, { signal: qemuGone.signal });
   t.same(await again.check(), { status: 'SERVING' }, 'a new host connection is served');
 
+  // node's agent dying: kata-init starts another on the same port, which it gives it alone now
+  const pid = (await again.exec(['sh', '-c', 'echo $PPID'])).stdout.trim();
+  void again.exec(['kill', '-KILL', pid]).catch(() => {}); // its answer dies with it
+  const t0 = Date.now();
+  let back: unknown;
+  while (Date.now() - t0 < 30_000 && back === undefined) {
+    back = await again.exec(['sh', '-c', 'echo $PPID'], { timeoutMs: 2_000 }).then(
+      (r) => (r.stdout.trim() !== pid ? r.stdout.trim() : undefined),
+      () => undefined,
+    );
+  }
+  t.ok(back, `a new agent serves the port after the first was killed (pid ${pid} -> ${String(back)})`);
+  t.same(await again.check(), { status: 'SERVING' }, 'node\u2019s agent, not the early one');
+
   await again.shutdown();
   const code = await within(exited(q), 60_000, 'QEMU exit after Shutdown').catch((e: Error) => {
     t.fail(e.message);
