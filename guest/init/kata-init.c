@@ -210,14 +210,14 @@ static int has_dotdot(const char *p) {
   return 0;
 }
 
+/* What kata.sharefs= gave, once mounted (the early agent's Check says it). */
+static char share_mounted[600];
+
 /*
  * kata.sharefs=TAG:MOUNTPOINT: TAG 1-36 characters of [A-Za-z0-9._-] (virtio-fs tags are at most
  * 36 bytes), MOUNTPOINT absolute, without ':' or "..". No options: the host writes the parameter only
  * for a share without any (runtime-core/guest-kit/share-param.ts checks the same rules).
  */
-/* What kata.sharefs= gave, once mounted (the early agent's Check says it). */
-static char share_mounted[600];
-
 static void mount_share(void) {
   char v[600];
   if (!cmdline_value("kata.sharefs=", v, sizeof v)) return;
