@@ -16,8 +16,9 @@
  *          cannot be started.
  *
  * Anything else, and anything it does not fully understand (a malformed line, a field of the wrong
- * type), it does not answer: it hands over. So do node's agent's readiness (a byte, or EOF, on
- * `ready_fd`). Handing over is: finish the request in hand, write every byte read from the port and
+ * type), it does not answer: it hands over. So does node's agent's readiness (a byte, or EOF, on
+ * `ready_fd`), checked before each request: requests run one at a time here (an Exec that runs
+ * long holds the next ones back until it ends), side by side in node's agent. Handing over is: finish the request in hand, write every byte read from the port and
  * not yet answered to `handover_fd`, close it, exit. Node's agent reads that pipe to its end, then
  * serves the port from there (guest/agent/transport.ts), so no request is lost or answered twice,
  * and every error message stays node's. Requests are answered one at a time, in order.
@@ -551,6 +552,9 @@ void early_agent(int port, int ready_fd, int handover_fd, char *const env[], con
     size_t off = 0;
     char *nl;
     while (in.n > off && (nl = memchr(in.p + off, '\n', in.n - off)) != NULL) {
+      /* node's agent, once ready, takes every request not begun yet: its Exec runs them side by side */
+      struct pollfd r = {ready_fd, POLLIN, 0};
+      if (poll(&r, 1, 0) > 0) hand_over(handover_fd, in.p + off, in.n - off);
       size_t len = (size_t)(nl - (in.p + off));
       size_t tlen = len > 0 && in.p[off + len - 1] == '\r' ? len - 1 : len;
       if (strspn(in.p + off, " \t\r") < tlen && !serve_line(port, in.p + off, tlen, env)) hand_over(handover_fd, in.p + off, in.n - off);

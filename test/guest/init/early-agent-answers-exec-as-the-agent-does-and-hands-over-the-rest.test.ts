@@ -160,6 +160,16 @@ t.test('node\u2019s agent ready: the request in hand is answered, the rest hande
   t.equal(await e.exited, 0);
 });
 
+t.test('a request read but not begun when node\u2019s agent is ready goes to it', async (t) => {
+  const e = await early(t);
+  // one write: both lines are in the early agent's buffer while the first runs
+  e.send('{"id":1,"method":"Exec","params":{"argv":["sh","-c","sleep 0.3; echo done"]}}\n{"id":2,"method":"Check","params":{}}\n');
+  await new Promise((r) => setTimeout(r, 100));
+  e.ready();
+  t.match(await e.next(), { id: 1, result: { stdout: 'done\n' } }, 'the Exec in hand finished');
+  t.equal(await e.handover, '{"id":2,"method":"Check","params":{}}\n', 'the Check after it was handed over, not answered');
+});
+
 t.test('blank lines and CRLF are taken as node\u2019s agent takes them', async (t) => {
   const e = await early(t);
   e.send('\n   \n{"id":4,"method":"Check","params":{}}\r\n{"id":5,"method":"Check"}\n');
