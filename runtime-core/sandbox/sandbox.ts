@@ -258,10 +258,20 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> implements Sa
     });
   }
 
+  /**
+   * Returns once the guest no longer sees the share: its virtio-fs client keeps what it looked up
+   * for the daemon's entry timeout (1 s with cache=auto), through which the old directory stays in
+   * view.
+   */
   unshareVolume(name: string): Promise<void> {
     return this.serialize(async () => {
+      const guestPath = this.plugins.virtiofs
+        .sandbox(this.id)
+        ?.dir.shares()
+        .find((s) => s.name === name)?.guestPath;
       await this.plugins.virtiofs.unshare(this.id, name);
       await this.persistVirtiofs();
+      if (guestPath) await this.waitGuestSees(guestPath, false);
     });
   }
 
@@ -276,13 +286,14 @@ export class Sandbox extends EventEmitter<{ failed: [KataError] }> implements Sa
     await this.journal.update(r.id, 'virtiofs', { ...r.data, resources: this.plugins.virtiofs.state(this.id) });
   }
 
-  private async waitGuestSees(guestPath: string, timeoutMs = 5000): Promise<void> {
+  /** Until the guest sees guestPath (or, with `present` false, no longer does); 5 s at most. */
+  private async waitGuestSees(guestPath: string, present = true, timeoutMs = 5000): Promise<void> {
     const end = Date.now() + timeoutMs;
     for (;;) {
       const r = await this.agent.exec(['test', '-e', guestPath], { timeoutMs: 2000 }).catch(() => undefined);
-      if (r?.exitCode === 0) return;
+      if (r !== undefined && (r.exitCode === 0) === present) return;
       if (Date.now() > end) {
-        this.log.warn({ guestPath }, 'the guest does not see the new share yet');
+        this.log.warn({ guestPath }, present ? 'the guest does not see the new share yet' : 'the guest still sees the removed share');
         return;
       }
       await sleep(100);
