@@ -27,6 +27,7 @@
  */
 #define _GNU_SOURCE
 #include "early-agent.h"
+#include "early-json.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -49,187 +50,6 @@ extern char **environ;
 #define MAX_ARGS 256
 #define MAX_ENV 256
 
-struct buf {
-  char *p;
-  size_t n, cap;
-};
-
-static void put(struct buf *b, const void *d, size_t n) {
-  if (b->n + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 4096;
-    while (b->n + n + 1 > cap) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) _exit(70);
-    b->p = p;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->n, d, n);
-  b->n += n;
-  b->p[b->n] = 0;
-}
-
-static void puts_(struct buf *b, const char *s) { put(b, s, strlen(s)); }
-
-/* ---- JSON in: just what a request needs; anything unexpected makes the parse fail (handover) ---- */
-
-struct js {
-  const char *p, *end;
-};
-
-static void ws(struct js *j) {
-  while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
-}
-
-static int eat(struct js *j, char c) {
-  ws(j);
-  if (j->p < j->end && *j->p == c) {
-    j->p++;
-    return 1;
-  }
-  return 0;
-}
-
-static int hex4(const char *s, unsigned *v) {
-  *v = 0;
-  for (int i = 0; i < 4; i++) {
-    char c = s[i];
-    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-    if (d < 0) return -1;
-    *v = *v << 4 | (unsigned)d;
-  }
-  return 0;
-}
-
-static void utf8(struct buf *out, unsigned cp) {
-  char b[4];
-  size_t n;
-  if (cp < 0x80) b[0] = (char)cp, n = 1;
-  else if (cp < 0x800) b[0] = (char)(0xc0 | cp >> 6), b[1] = (char)(0x80 | (cp & 0x3f)), n = 2;
-  else if (cp < 0x10000)
-    b[0] = (char)(0xe0 | cp >> 12), b[1] = (char)(0x80 | (cp >> 6 & 0x3f)), b[2] = (char)(0x80 | (cp & 0x3f)), n = 3;
-  else
-    b[0] = (char)(0xf0 | cp >> 18), b[1] = (char)(0x80 | (cp >> 12 & 0x3f)), b[2] = (char)(0x80 | (cp >> 6 & 0x3f)),
-    b[3] = (char)(0x80 | (cp & 0x3f)), n = 4;
-  put(out, b, n);
-}
-
-/* A string, decoded into out (which may then hold NULs: out->n counts them). A lone surrogate fails. */
-static int str(struct js *j, struct buf *out) {
-  if (!eat(j, '"')) return -1;
-  while (j->p < j->end) {
-    unsigned char c = (unsigned char)*j->p++;
-    if (c == '"') return 0;
-    if (c < 0x20) return -1;
-    if (c != '\\') {
-      put(out, &c, 1);
-      continue;
-    }
-    if (j->p >= j->end) return -1;
-    char e = *j->p++;
-    const char *simple = strchr("\"\\/bfnrt", e);
-    if (e && simple) {
-      put(out, &"\"\\/\b\f\n\r\t"[simple - "\"\\/bfnrt"], 1);
-      continue;
-    }
-    unsigned cp, lo;
-    if (e != 'u' || j->end - j->p < 4 || hex4(j->p, &cp) < 0) return -1;
-    j->p += 4;
-    if (cp >= 0xdc00 && cp < 0xe000) return -1;
-    if (cp >= 0xd800 && cp < 0xdc00) {
-      if (j->end - j->p < 6 || j->p[0] != '\\' || j->p[1] != 'u' || hex4(j->p + 2, &lo) < 0 || lo < 0xdc00 || lo >= 0xe000)
-        return -1;
-      j->p += 6;
-      cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-    }
-    utf8(out, cp);
-  }
-  return -1;
-}
-
-/* A number as JSON writes it; its value in *v. */
-static int num(struct js *j, double *v) {
-  ws(j);
-  const char *s = j->p;
-  if (j->p < j->end && *j->p == '-') j->p++;
-  size_t digits = strspn(j->p, "0123456789");
-  if (digits == 0) return -1;
-  j->p += digits;
-  if (*j->p == '.') j->p += 1 + strspn(j->p + 1, "0123456789");
-  if (*j->p == 'e' || *j->p == 'E') {
-    j->p++;
-    if (*j->p == '+' || *j->p == '-') j->p++;
-    j->p += strspn(j->p, "0123456789");
-  }
-  if (j->p > j->end) return -1;
-  char tmp[64];
-  size_t n = (size_t)(j->p - s);
-  if (n >= sizeof tmp) return -1;
-  memcpy(tmp, s, n);
-  tmp[n] = 0;
-  char *endp;
-  *v = strtod(tmp, &endp);
-  return *endp == 0 ? 0 : -1;
-}
-
-/* Skips any value. */
-static int skip(struct js *j, int depth) {
-  ws(j);
-  if (j->p >= j->end || depth > 64) return -1;
-  struct buf scratch = {0};
-  double d;
-  int r = 0;
-  switch (*j->p) {
-  case '"':
-    r = str(j, &scratch);
-    break;
-  case '{':
-  case '[': {
-    char close = *j->p == '{' ? '}' : ']';
-    j->p++;
-    if (eat(j, close)) break;
-    do {
-      if (close == '}' && (str(j, &scratch) < 0 || !eat(j, ':'))) r = -1;
-      if (r == 0) r = skip(j, depth + 1);
-    } while (r == 0 && eat(j, ','));
-    if (r == 0 && !eat(j, close)) r = -1;
-    break;
-  }
-  default:
-    for (const char *w = "true\0false\0null\0"; *w; w += strlen(w) + 1)
-      if ((size_t)(j->end - j->p) >= strlen(w) && memcmp(j->p, w, strlen(w)) == 0) {
-        j->p += strlen(w);
-        free(scratch.p);
-        return 0;
-      }
-    r = num(j, &d);
-  }
-  free(scratch.p);
-  return r;
-}
-
-/* Iterates an object's members: calls member(key, j, ctx) positioned on each value. */
-static int object(struct js *j, int (*member)(const char *key, struct js *j, void *ctx), void *ctx) {
-  if (!eat(j, '{')) return -1;
-  if (eat(j, '}')) return 0;
-  do {
-    struct buf key = {0};
-    int r = str(j, &key) < 0 || !eat(j, ':') ? -1 : member(key.p ? key.p : "", j, ctx);
-    free(key.p);
-    if (r < 0) return -1;
-  } while (eat(j, ','));
-  return eat(j, '}') ? 0 : -1;
-}
-
-/* A string without NULs, as a C string the caller frees. */
-static char *cstr(struct js *j) {
-  struct buf b = {0};
-  if (str(j, &b) < 0 || memchr(b.p ? b.p : "", 0, b.n)) {
-    free(b.p);
-    return NULL;
-  }
-  return b.p ? b.p : strdup("");
-}
-
 struct request {
   char id[32]; /* as sent: digits (the host's ids), or a short string with its quotes */
   char method[32];
@@ -238,12 +58,12 @@ struct request {
 
 static int request_member(const char *key, struct js *j, void *ctx) {
   struct request *r = ctx;
-  ws(j);
+  json_ws(j);
   if (strcmp(key, "id") == 0) {
     const char *s = j->p;
     struct buf b = {0};
     double d;
-    int ok = *s == '"' ? str(j, &b) : num(j, &d);
+    int ok = *s == '"' ? json_str(j, &b) : json_num(j, &d);
     free(b.p);
     size_t n = (size_t)(j->p - s);
     /* echoed as sent, so only what node would write back the same: 0, 42, "abc" (no escapes) */
@@ -254,7 +74,7 @@ static int request_member(const char *key, struct js *j, void *ctx) {
     return 0;
   }
   if (strcmp(key, "method") == 0) {
-    char *m = cstr(j);
+    char *m = json_cstr(j);
     if (!m || strlen(m) >= sizeof r->method) {
       free(m);
       return -1;
@@ -264,7 +84,7 @@ static int request_member(const char *key, struct js *j, void *ctx) {
     return 0;
   }
   if (strcmp(key, "params") == 0) r->params = j->p;
-  return skip(j, 0);
+  return json_skip(j, 0);
 }
 
 struct exec {
@@ -280,15 +100,15 @@ struct exec {
 
 static int env_member(const char *key, struct js *j, void *ctx) {
   struct exec *e = ctx;
-  char *v = cstr(j);
+  char *v = json_cstr(j);
   if (!v || e->envc >= MAX_ENV || !*key || strchr(key, '=')) {
     free(v);
     return -1;
   }
   struct buf kv = {0};
-  puts_(&kv, key);
-  puts_(&kv, "=");
-  puts_(&kv, v);
+  buf_puts(&kv, key);
+  buf_puts(&kv, "=");
+  buf_puts(&kv, v);
   free(v);
   e->env[e->envc++] = kv.p;
   return 0;
@@ -297,26 +117,26 @@ static int env_member(const char *key, struct js *j, void *ctx) {
 static int exec_member(const char *key, struct js *j, void *ctx) {
   struct exec *e = ctx;
   if (strcmp(key, "argv") == 0) {
-    if (!eat(j, '[') || e->argc) return -1;
-    if (eat(j, ']')) return -1;
+    if (!json_eat(j, '[') || e->argc) return -1;
+    if (json_eat(j, ']')) return -1;
     do {
-      char *a = cstr(j);
+      char *a = json_cstr(j);
       if (!a || e->argc >= MAX_ARGS) {
         free(a);
         return -1;
       }
       e->argv[e->argc++] = a;
-    } while (eat(j, ','));
-    return eat(j, ']') && e->argv[0][0] ? 0 : -1;
+    } while (json_eat(j, ','));
+    return json_eat(j, ']') && e->argv[0][0] ? 0 : -1;
   }
-  if (strcmp(key, "timeoutMs") == 0) return num(j, &e->timeout_ms);
-  if (strcmp(key, "cwd") == 0) return e->cwd || !(e->cwd = cstr(j)) ? -1 : 0;
+  if (strcmp(key, "timeoutMs") == 0) return json_num(j, &e->timeout_ms);
+  if (strcmp(key, "cwd") == 0) return e->cwd || !(e->cwd = json_cstr(j)) ? -1 : 0;
   if (strcmp(key, "input") == 0) {
     e->has_input = 1;
-    return str(j, &e->input);
+    return json_str(j, &e->input);
   }
-  if (strcmp(key, "env") == 0) return object(j, env_member, e);
-  return skip(j, 0);
+  if (strcmp(key, "env") == 0) return json_object(j, env_member, e);
+  return json_skip(j, 0);
 }
 
 static void exec_free(struct exec *e) {
@@ -326,35 +146,9 @@ static void exec_free(struct exec *e) {
   free(e->input.p);
 }
 
-/* ---- JSON out ---- */
-
-/* `s` as a JSON string, its bytes decoded as UTF-8 the way node does (each bad sequence: U+FFFD). */
-static void quote(struct buf *out, const unsigned char *s, size_t n) {
-  put(out, "\"", 1);
-  for (size_t i = 0; i < n;) {
-    unsigned char c = s[i];
-    if (c < 0x80) {
-      char esc[8];
-      const char *named = c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t" : c == '\b' ? "\\b" : c == '\f' ? "\\f" : NULL;
-      if (named) puts_(out, named);
-      else if (c < 0x20) snprintf(esc, sizeof esc, "\\u%04x", c), puts_(out, esc);
-      else put(out, &c, 1);
-      i++;
-      continue;
-    }
-    /* the length of a well-formed sequence starting here, or how many bytes make the bad one */
-    size_t len = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
-    unsigned char lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80, hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
-    size_t ok = len ? 1 : 0;
-    while (ok && ok < len && i + ok < n && s[i + ok] >= (ok == 1 ? lo : 0x80) && s[i + ok] <= (ok == 1 ? hi : 0xbf)) ok++;
-    if (len && ok == len) put(out, s + i, len), i += len;
-    else puts_(out, "\xef\xbf\xbd"), i += ok ? ok : 1;
-  }
-  put(out, "\"", 1);
-}
 
 static void answer(int port, struct buf *line) {
-  put(line, "\n", 1);
+  buf_put(line, "\n", 1);
   for (size_t off = 0; off < line->n;) {
     ssize_t w = write(port, line->p + off, line->n - off);
     if (w < 0 && errno == EINTR) continue;
@@ -382,7 +176,7 @@ static void drain(int *fd, struct buf *b, int *truncated) {
   }
   size_t room = b->n < MAX_OUTPUT ? MAX_OUTPUT - b->n : 0;
   if ((size_t)n > room) *truncated = 1;
-  put(b, tmp, (size_t)n < room ? (size_t)n : room);
+  buf_put(b, tmp, (size_t)n < room ? (size_t)n : room);
 }
 
 static char **merged_env(char *const base[], struct exec *e) {
@@ -446,11 +240,11 @@ static void run(int port, const char *id, struct exec *e, char *const base_env[]
     waitpid(pid, NULL, 0);
     char msg[600];
     snprintf(msg, sizeof msg, "cannot run %s: %s: spawn %s %s", e->argv[0], e->argv[0], e->argv[0], strerrorname_np(why) ? strerrorname_np(why) : strerror(why));
-    puts_(&line, "{\"id\":");
-    puts_(&line, id);
-    puts_(&line, ",\"error\":{\"code\":\"E_EXEC\",\"message\":");
-    quote(&line, (const unsigned char *)msg, strlen(msg));
-    puts_(&line, "}}");
+    buf_puts(&line, "{\"id\":");
+    buf_puts(&line, id);
+    buf_puts(&line, ",\"error\":{\"code\":\"E_EXEC\",\"message\":");
+    json_quote(&line, (const unsigned char *)msg, strlen(msg));
+    buf_puts(&line, "}}");
     answer(port, &line);
     free(line.p);
     return;
@@ -486,15 +280,15 @@ static void run(int port, const char *id, struct exec *e, char *const base_env[]
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
   char head[96];
-  puts_(&line, "{\"id\":");
-  puts_(&line, id);
+  buf_puts(&line, "{\"id\":");
+  buf_puts(&line, id);
   snprintf(head, sizeof head, ",\"result\":{\"exitCode\":%d,\"stdout\":", code);
-  puts_(&line, head);
-  quote(&line, (const unsigned char *)(so.p ? so.p : ""), so.n);
-  puts_(&line, ",\"stderr\":");
-  quote(&line, (const unsigned char *)(se.p ? se.p : ""), se.n);
-  puts_(&line, timed_out ? ",\"timedOut\":true" : ",\"timedOut\":false");
-  puts_(&line, truncated ? ",\"truncated\":true}}" : ",\"truncated\":false}}");
+  buf_puts(&line, head);
+  json_quote(&line, (const unsigned char *)(so.p ? so.p : ""), so.n);
+  buf_puts(&line, ",\"stderr\":");
+  json_quote(&line, (const unsigned char *)(se.p ? se.p : ""), se.n);
+  buf_puts(&line, timed_out ? ",\"timedOut\":true" : ",\"timedOut\":false");
+  buf_puts(&line, truncated ? ",\"truncated\":true}}" : ",\"truncated\":false}}");
   answer(port, &line);
   free(line.p);
   free(so.p);
@@ -507,17 +301,17 @@ static const char *share_mounted = "";
 static int serve_line(int port, const char *s, size_t n, char *const env[]) {
   struct request r = {0};
   struct js j = {s, s + n};
-  if (object(&j, request_member, &r) < 0 || (ws(&j), j.p != j.end) || !r.id[0]) return 0;
+  if (json_object(&j, request_member, &r) < 0 || (json_ws(&j), j.p != j.end) || !r.id[0]) return 0;
   if (strcmp(r.method, "Check") == 0 && (!r.params || *r.params == '{')) {
     struct buf line = {0};
-    puts_(&line, "{\"id\":");
-    puts_(&line, r.id);
-    puts_(&line, ",\"result\":{\"status\":\"SERVING\",\"early\":true");
+    buf_puts(&line, "{\"id\":");
+    buf_puts(&line, r.id);
+    buf_puts(&line, ",\"result\":{\"status\":\"SERVING\",\"early\":true");
     if (*share_mounted) {
-      puts_(&line, ",\"sharefs\":");
-      quote(&line, (const unsigned char *)share_mounted, strlen(share_mounted));
+      buf_puts(&line, ",\"sharefs\":");
+      json_quote(&line, (const unsigned char *)share_mounted, strlen(share_mounted));
     }
-    puts_(&line, "}}");
+    buf_puts(&line, "}}");
     answer(port, &line);
     free(line.p);
     return 1;
@@ -525,7 +319,7 @@ static int serve_line(int port, const char *s, size_t n, char *const env[]) {
   if (strcmp(r.method, "Exec") != 0 || !r.params) return 0;
   struct exec e = {.timeout_ms = 30000};
   struct js pj = {r.params, s + n};
-  int ok = object(&pj, exec_member, &e) == 0 && e.argc > 0 && e.timeout_ms > 0 && e.timeout_ms <= MAX_TIMEOUT_MS;
+  int ok = json_object(&pj, exec_member, &e) == 0 && e.argc > 0 && e.timeout_ms > 0 && e.timeout_ms <= MAX_TIMEOUT_MS;
   if (ok) run(port, r.id, &e, env);
   exec_free(&e);
   return ok;
@@ -572,7 +366,7 @@ void early_agent(int port, int ready_fd, int handover_fd, char *const env[], con
     char tmp[65536];
     ssize_t got = p[0].revents & POLLIN ? read(port, tmp, sizeof tmp) : 0;
     if (got > 0) {
-      put(&in, tmp, (size_t)got);
+      buf_put(&in, tmp, (size_t)got);
     } else if (got < 0 && errno != EINTR && errno != EAGAIN) {
       hand_over(handover_fd, in.p, in.n);
     } else if (got == 0) {

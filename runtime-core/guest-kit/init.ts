@@ -8,8 +8,10 @@
 import { AGENT_PORT_NAME } from '../../guest/agent/protocol.js';
 import { buildStaticC, guestSource, staticCInputsHash } from './static-c.js';
 
-/** kata-init and its early agent (guest/init/early-agent.c), which serves the port while node starts. */
-export const INIT_SOURCES = ['kata-init.c', 'early-agent.c', 'early-agent.h'].map((f) => guestSource('init', f));
+/** kata-init's early agent (guest/init/early-agent.c), which serves the port while node starts. */
+export const EARLY_AGENT_SOURCES = ['early-agent.c', 'early-agent.h', 'early-json.c', 'early-json.h'].map((f) => guestSource('init', f));
+/** kata-init with it. */
+export const INIT_SOURCES = [guestSource('init', 'kata-init.c'), ...EARLY_AGENT_SOURCES];
 
 /** The guest's node (rootfs.ts copies the host's there). */
 export const GUEST_NODE = '/usr/bin/node';

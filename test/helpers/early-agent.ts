@@ -9,14 +9,13 @@ import { join } from 'node:path';
 import { createServer, type Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import type { Test } from 'tap';
-import { buildStaticC, guestSource } from '../../runtime-core/guest-kit/static-c.js';
+import { EARLY_AGENT_SOURCES } from '../../runtime-core/guest-kit/init.js';
+import { buildStaticC } from '../../runtime-core/guest-kit/static-c.js';
 
 /** Builds it into `dir`; its path. */
 export async function buildEarlyAgent(dir: string): Promise<string> {
   const bin = join(dir, 'early-agent');
-  await buildStaticC('the early agent', [guestSource('init', 'early-agent.c'), guestSource('init', 'early-agent.h')], bin, [
-    '-DEARLY_AGENT_STANDALONE',
-  ]);
+  await buildStaticC('the early agent', EARLY_AGENT_SOURCES, bin, ['-DEARLY_AGENT_STANDALONE']);
   return bin;
 }
 
