@@ -146,15 +146,22 @@ static void exec_free(struct exec *e) {
   free(e->input.p);
 }
 
-
-static void answer(int port, struct buf *line) {
-  buf_put(line, "\n", 1);
-  for (size_t off = 0; off < line->n;) {
-    ssize_t w = write(port, line->p + off, line->n - off);
+/* Writes the line {"id":ID,BODY} to the port (BODY: "result":... or "error":...), and frees body. */
+static void answer(int port, const char *id, struct buf *body) {
+  struct buf line = {0};
+  buf_puts(&line, "{\"id\":");
+  buf_puts(&line, id);
+  buf_puts(&line, ",");
+  buf_put(&line, body->p, body->n);
+  buf_puts(&line, "}\n");
+  free(body->p);
+  for (size_t off = 0; off < line.n;) {
+    ssize_t w = write(port, line.p + off, line.n - off);
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) _exit(71); /* the port is gone: node's agent takes over (kata-init restarts it) */
     off += (size_t)w;
   }
+  free(line.p);
 }
 
 /* ---- Exec ---- */
@@ -232,7 +239,7 @@ static void run(int port, const char *id, struct exec *e, char *const base_env[]
   int why = 0;
   ssize_t got = read(fail[0], &why, sizeof why);
   close(fail[0]);
-  struct buf line = {0};
+  struct buf body = {0};
   if (got == (ssize_t)sizeof why) {
     if (e->has_input) close(in[1]);
     close(out[0]);
@@ -240,13 +247,10 @@ static void run(int port, const char *id, struct exec *e, char *const base_env[]
     waitpid(pid, NULL, 0);
     char msg[600];
     snprintf(msg, sizeof msg, "cannot run %s: %s: spawn %s %s", e->argv[0], e->argv[0], e->argv[0], strerrorname_np(why) ? strerrorname_np(why) : strerror(why));
-    buf_puts(&line, "{\"id\":");
-    buf_puts(&line, id);
-    buf_puts(&line, ",\"error\":{\"code\":\"E_EXEC\",\"message\":");
-    json_quote(&line, (const unsigned char *)msg, strlen(msg));
-    buf_puts(&line, "}}");
-    answer(port, &line);
-    free(line.p);
+    buf_puts(&body, "\"error\":{\"code\":\"E_EXEC\",\"message\":");
+    json_quote(&body, (const unsigned char *)msg, strlen(msg));
+    buf_puts(&body, "}");
+    answer(port, id, &body);
     return;
   }
   struct buf so = {0}, se = {0};
@@ -280,40 +284,35 @@ static void run(int port, const char *id, struct exec *e, char *const base_env[]
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
   char head[96];
-  buf_puts(&line, "{\"id\":");
-  buf_puts(&line, id);
-  snprintf(head, sizeof head, ",\"result\":{\"exitCode\":%d,\"stdout\":", code);
-  buf_puts(&line, head);
-  json_quote(&line, (const unsigned char *)(so.p ? so.p : ""), so.n);
-  buf_puts(&line, ",\"stderr\":");
-  json_quote(&line, (const unsigned char *)(se.p ? se.p : ""), se.n);
-  buf_puts(&line, timed_out ? ",\"timedOut\":true" : ",\"timedOut\":false");
-  buf_puts(&line, truncated ? ",\"truncated\":true}}" : ",\"truncated\":false}}");
-  answer(port, &line);
-  free(line.p);
+  snprintf(head, sizeof head, "\"result\":{\"exitCode\":%d,\"stdout\":", code);
+  buf_puts(&body, head);
+  json_quote(&body, (const unsigned char *)(so.p ? so.p : ""), so.n);
+  buf_puts(&body, ",\"stderr\":");
+  json_quote(&body, (const unsigned char *)(se.p ? se.p : ""), se.n);
+  buf_puts(&body, timed_out ? ",\"timedOut\":true" : ",\"timedOut\":false");
+  buf_puts(&body, truncated ? ",\"truncated\":true}" : ",\"truncated\":false}");
+  answer(port, id, &body);
   free(so.p);
   free(se.p);
 }
 
-/* Answers one request line; 0 when it is not this agent's to answer. */
+/* The kata.sharefs= value kata-init mounted, "" when none (early_agent's argument). */
 static const char *share_mounted = "";
 
+/* Answers one request line; 0 when it is not this agent's to answer. */
 static int serve_line(int port, const char *s, size_t n, char *const env[]) {
   struct request r = {0};
   struct js j = {s, s + n};
   if (json_object(&j, request_member, &r) < 0 || (json_ws(&j), j.p != j.end) || !r.id[0]) return 0;
   if (strcmp(r.method, "Check") == 0 && (!r.params || *r.params == '{')) {
-    struct buf line = {0};
-    buf_puts(&line, "{\"id\":");
-    buf_puts(&line, r.id);
-    buf_puts(&line, ",\"result\":{\"status\":\"SERVING\",\"early\":true");
+    struct buf body = {0};
+    buf_puts(&body, "\"result\":{\"status\":\"SERVING\",\"early\":true");
     if (*share_mounted) {
-      buf_puts(&line, ",\"sharefs\":");
-      json_quote(&line, (const unsigned char *)share_mounted, strlen(share_mounted));
+      buf_puts(&body, ",\"sharefs\":");
+      json_quote(&body, (const unsigned char *)share_mounted, strlen(share_mounted));
     }
-    buf_puts(&line, "}}");
-    answer(port, &line);
-    free(line.p);
+    buf_puts(&body, "}");
+    answer(port, r.id, &body);
     return 1;
   }
   if (strcmp(r.method, "Exec") != 0 || !r.params) return 0;
