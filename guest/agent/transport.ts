@@ -94,18 +94,7 @@ function takeOver(early: { handover: number; ready: number }): Buffer {
   closeSync(early.ready);
   const parts: Buffer[] = [];
   const buf = Buffer.alloc(64 * 1024);
-  for (;;) {
-    let n: number;
-    try {
-      n = readSync(early.handover, buf);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5); // a non-blocking pipe: wait 5 ms
-      continue;
-    }
-    if (n === 0) break;
-    parts.push(Buffer.from(buf.subarray(0, n)));
-  }
+  for (let n: number; (n = readSync(early.handover, buf)) > 0; ) parts.push(Buffer.from(buf.subarray(0, n)));
   closeSync(early.handover);
   return Buffer.concat(parts);
 }
