@@ -33,6 +33,7 @@ import { join } from 'node:path';
 import { run } from '../host/exec.js';
 import { rootLogger } from '../host/log.js';
 import { createNetns, deleteNetns, type NetnsRef } from '../host/netns.js';
+import { sleep } from '../host/retry.js';
 import { loadConfig } from '../runtime-core/config/load-config.js';
 import { cpioNewc } from '../runtime-core/guest-kit/cpio.js';
 import { ensureGuestKit, guestKitDir } from '../runtime-core/guest-kit/index.js';
@@ -41,8 +42,6 @@ import { firmwareFor } from '../runtime-core/hypervisor/qemu/firmware.js';
 import { guestAgentServeMs, hostAgentStart } from './lib/agent-start.js';
 import { bundlesInUse, cliRun } from './lib/cli-run.js';
 import { fmt, msSince, now, summarize } from './lib/stats.js';
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 const log = rootLogger().child({ bench: 'boot' });
 

@@ -40,7 +40,7 @@ export interface BootApply {
 }
 
 /** A CommandRunner (guest/agent/runner.ts) whose commands run in the guest through the agent's Exec. */
-export function execRunner(agent: AgentClient): CommandRunner {
+function execRunner(agent: AgentClient): CommandRunner {
   return async (file, args, opts = {}) => {
     try {
       return await agent.exec([file, ...args], { input: opts.input, timeoutMs: opts.timeoutMs, env: opts.env, cwd: opts.cwd });
