@@ -42,12 +42,11 @@ export async function staticCInputsHash(sources: Sources, defines: readonly stri
     .digest('hex');
 }
 
-/** gcc -static the `.c` files of `sources` to `out` (headers found beside them); `what` names the program in errors. */
+/** gcc -static the `.c` files of `sources` to `out` (their headers are included from beside them); `what` names the program in errors. */
 export async function buildStaticC(what: string, sources: Sources, out: string, defines: readonly string[] = []): Promise<void> {
   await gccVersion();
   const files = list(sources);
-  const dirs = [...new Set(files.map((f) => `-I${dirname(f)}`))];
-  const r = await run('gcc', [...CFLAGS, ...dirs, ...defines, '-o', out, ...files.filter((f) => f.endsWith('.c'))], {
+  const r = await run('gcc', [...CFLAGS, ...defines, '-o', out, ...files.filter((f) => f.endsWith('.c'))], {
     reject: false,
     timeoutMs: 120_000,
   });
